@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of twill, one BTF block each, all pinned by name under the
+ * node's pin directory so a restarted controller adopts them.
+ */
+#ifndef TWILL_MAPS_H
+#define TWILL_MAPS_H
+
+#include "common.h"
+
+/* Remote subnets (plus our own subnet and the cluster network) by prefix. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct twill_lpm_key);
+	__type(value, struct twill_peer);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_peers SEC(".maps");
+
+/* The node config: one entry, written by the controller. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct twill_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_config SEC(".maps");
+
+/* Local pods, learnt from the packets they send on their veth. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct twill_ep_key);
+	__type(value, struct twill_ep);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_endpoints SEC(".maps");
+
+/* Counters by enum twill_counter, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct twill_stat);
+	__uint(max_entries, TWILL_C_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_counters SEC(".maps");
+
+#endif

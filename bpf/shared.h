@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The structs and constants that the BPF programs and the TypeScript control
+ * plane both read. This header is their single source of truth: the
+ * TypeScript mirror (src/bpf/layout.ts) is checked against the BTF of the
+ * compiled object by test/unit/layout.test.ts, so the two cannot drift.
+ *
+ * Every struct has explicit padding; every field says what it holds.
+ * Addresses are stored as 16 bytes in network order; an IPv4 address uses
+ * the first 4 bytes and leaves the rest zero, so IPv4 and IPv6 share one
+ * code path everywhere.
+ */
+#ifndef TWILL_SHARED_H
+#define TWILL_SHARED_H
+
+/* Address families as twill stores them (not AF_*: these are the IP versions). */
+#define TWILL_FAMILY_V4 4
+#define TWILL_FAMILY_V6 6
+
+/* Bits of the LPM key that precede the address: the family word. */
+#define TWILL_LPM_FAMILY_BITS 32
+
+/* Peer kinds: what a longest-prefix match on a destination means. */
+enum twill_peer_kind {
+	TWILL_PEER_VXLAN   = 1, /* a remote subnet reached over VXLAN */
+	TWILL_PEER_DIRECT  = 2, /* a remote subnet routed directly (DirectRouting) */
+	TWILL_PEER_LOCAL   = 3, /* our own pod subnet: leave it to the bridge */
+	TWILL_PEER_CLUSTER = 4, /* the cluster network: a miss if nothing longer matched */
+};
+
+/* twill_config.flags */
+#define TWILL_CFG_FAST_PATH (1U << 0) /* redirect pod traffic past the host stack */
+
+/* The mark from_pod leaves on a packet it already encapsulated, so the
+ * vxlan device's egress program passes it through untouched. */
+#define TWILL_MARK_ENCAPPED 0x7a11c0deU
+
+/* Key of the peers LPM trie. prefixlen = TWILL_LPM_FAMILY_BITS + prefix length. */
+struct twill_lpm_key {
+	__u32 prefixlen; /* bits of (family, addr) that must match */
+	__u32 family;    /* TWILL_FAMILY_V4 or TWILL_FAMILY_V6 */
+	__u8  addr[16];  /* destination prefix, network order, v4 in addr[0..3] */
+};
+
+/* Value of the peers LPM trie: how to reach one remote subnet. */
+struct twill_peer {
+	__u8  remote[16];    /* the peer's underlay address, network order */
+	__u8  vtep_mac[6];   /* inner destination MAC: the peer's VTEP MAC */
+	__u8  kind;          /* enum twill_peer_kind */
+	__u8  remote_family; /* TWILL_FAMILY_V4/V6: family of `remote` */
+	__u32 vni;           /* VXLAN network identifier */
+	__u32 id;            /* the controller's id for this peer (per-peer counters) */
+};
+
+/* Per-family part of the node config. Index 0 is IPv4, 1 is IPv6. */
+struct twill_family_config {
+	__u32 vxlan_ifindex; /* the external vxlan device of this family, 0 if none */
+	__u8  vtep_mac[6];   /* that device's MAC: our VTEP MAC */
+	__u8  pad[2];
+	__u8  local_ip[16];  /* our underlay address (tunnel source), network order */
+};
+
+/* The one entry of the config array map. */
+struct twill_config {
+	__u32 flags;          /* TWILL_CFG_* */
+	__u32 vni;            /* our VNI: decapsulated packets with another are dropped */
+	__u32 bridge_ifindex; /* the pod bridge (cni0) */
+	__u8  bridge_mac[6];  /* its MAC: source MAC of packets delivered to pods */
+	__u8  pad[2];
+	struct twill_family_config fam[2];
+};
+
+/* Key of the local endpoints map: a local pod's address. */
+struct twill_ep_key {
+	__u32 family;   /* TWILL_FAMILY_V4/V6 */
+	__u8  addr[16]; /* pod address, network order */
+};
+
+/* Value of the local endpoints map: where that pod is. */
+struct twill_ep {
+	__u32 ifindex; /* host side of the pod's veth */
+	__u8  mac[6];  /* the pod's MAC */
+	__u8  pad[2];
+};
+
+/* One counter: per CPU, summed by the controller. */
+struct twill_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Index into the per-CPU counters array. Keep in step with COUNTERS in
+ * src/bpf/layout.ts (the layout test checks the names against BTF). */
+enum twill_counter {
+	TWILL_C_ENCAP           = 0,  /* encapsulated on the vxlan device (host and stack traffic) */
+	TWILL_C_ENCAP_FAST      = 1,  /* encapsulated straight from a pod veth (fast path) */
+	TWILL_C_DELIVERED       = 2,  /* decapsulated and redirected into a pod */
+	TWILL_C_DECAP_STACK     = 3,  /* decapsulated and handed to the host stack */
+	TWILL_C_MISS            = 4,  /* cluster destination with no lease: to the stack */
+	TWILL_C_STACK_MTU       = 5,  /* too big for the path: to the stack for ICMP */
+	TWILL_C_STACK_NAT       = 6,  /* a NAT'ed flow: to the stack for (reverse) NAT */
+	TWILL_C_STACK_TTL       = 7,  /* TTL expiring: to the stack for ICMP */
+	TWILL_C_DROP_NO_LEASE   = 8,  /* dropped: vxlan egress with no peer for the destination */
+	TWILL_C_DROP_VNI        = 9,  /* dropped: decapsulated with a foreign VNI */
+	TWILL_C_DROP_NO_TUNNEL  = 10, /* dropped: no tunnel metadata on a decapsulated packet */
+	TWILL_C_DROP_ENCAP      = 11, /* dropped: setting the tunnel key failed */
+	TWILL_C_DROP_NO_CONFIG  = 12, /* dropped: the node config is not loaded */
+	TWILL_C_DROP_UNSUPPORTED= 13, /* dropped: not IP, on the vxlan device */
+	TWILL_C_MAX             = 14,
+};
+
+#endif /* TWILL_SHARED_H */

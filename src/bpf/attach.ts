@@ -1,0 +1,112 @@
+/**
+ * Attaching programs to tc with tcx links, pinned so they outlive the
+ * controller.
+ *
+ * How it works: each attachment (program role, interface, direction) has a
+ * pin path. If a pinned link exists and is still attached to that
+ * interface, we adopt it: when it already runs a program with the same tag
+ * nothing changes; otherwise bpf_link_update swaps the program atomically
+ * (no packet sees a missing hook). A pinned link whose interface vanished is
+ * detached and unpinned. A missing link is created with bpf_link_create
+ * (BPF_TCX_INGRESS/EGRESS, not in libbpf 1.1's headers) and pinned.
+ */
+import { existsSync, mkdirSync, unlinkSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { TwillError } from "../errors.js";
+import { libbpf, check, closeFd, errnoName } from "./libbpf.js";
+
+export const BPF_TCX_INGRESS = 46;
+export const BPF_TCX_EGRESS = 47;
+export type Direction = "ingress" | "egress";
+
+export interface LinkInfo { id: number; progId: number; ifindex: number; attachType: number }
+
+export function linkInfo(fd: number): LinkInfo {
+  const info = Buffer.alloc(64);
+  const len = new Uint32Array([info.length]);
+  check(libbpf().get_info(fd, info, len), "ERR_BPF_ATTACH", "bpf_obj_get_info_by_fd(link)");
+  return { id: info.readUInt32LE(4), progId: info.readUInt32LE(8), ifindex: info.readUInt32LE(16), attachType: info.readUInt32LE(20) };
+}
+
+/** The 8-byte tag of a program, by fd. */
+export function progTag(fd: number): string {
+  const info = Buffer.alloc(64);
+  const len = new Uint32Array([info.length]);
+  check(libbpf().get_info(fd, info, len), "ERR_BPF_ATTACH", "bpf_obj_get_info_by_fd(prog)");
+  return info.subarray(8, 16).toString("hex");
+}
+
+function progTagById(id: number): string | undefined {
+  const fd = libbpf().prog_by_id(id);
+  if (fd < 0) return undefined;
+  try {
+    return progTag(fd);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+export type AttachResult = "created" | "updated" | "adopted";
+
+export function attachTcx(progFd: number, ifindex: number, dir: Direction, pinPath: string): AttachResult {
+  const a = libbpf();
+  const type = dir === "ingress" ? BPF_TCX_INGRESS : BPF_TCX_EGRESS;
+  if (existsSync(pinPath)) {
+    const fd = a.obj_get(pinPath);
+    if (fd >= 0) {
+      try {
+        const li = linkInfo(fd);
+        if (li.ifindex === ifindex && li.attachType === type) {
+          if (progTagById(li.progId) === progTag(progFd)) return "adopted";
+          check(a.link_update(fd, progFd, null), "ERR_BPF_ATTACH", `replacing the program on ifindex ${ifindex} ${dir}`);
+          return "updated";
+        }
+        a.link_detach(fd);
+      } finally {
+        closeFd(fd);
+      }
+    }
+    unlinkSync(pinPath);
+  }
+  const lfd = a.link_create(progFd, ifindex, type, null);
+  if (lfd < 0) {
+    throw new TwillError("ERR_BPF_ATTACH", `attaching tcx ${dir} on ifindex ${ifindex}: ${errnoName(lfd)}`);
+  }
+  try {
+    mkdirSync(dirname(pinPath), { recursive: true });
+    check(a.obj_pin(lfd, pinPath), "ERR_BPF_ATTACH", `pinning link at ${pinPath}`);
+  } finally {
+    closeFd(lfd);
+  }
+  return "created";
+}
+
+/** Detaches and unpins one pinned link; false when there was none. */
+export function detachPinned(pinPath: string): boolean {
+  if (!existsSync(pinPath)) return false;
+  const a = libbpf();
+  const fd = a.obj_get(pinPath);
+  if (fd >= 0) {
+    a.link_detach(fd);
+    closeFd(fd);
+  }
+  unlinkSync(pinPath);
+  return true;
+}
+
+/** Pinned links in a directory, with what they are attached to (ifindex 0 = defunct). */
+export function listPinnedLinks(dir: string): Array<{ name: string; path: string; info?: LinkInfo }> {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).map((name) => {
+    const path = join(dir, name);
+    const fd = libbpf().obj_get(path);
+    if (fd < 0) return { name, path };
+    try {
+      return { name, path, info: linkInfo(fd) };
+    } catch {
+      return { name, path };
+    } finally {
+      closeFd(fd);
+    }
+  });
+}

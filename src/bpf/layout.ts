@@ -1,0 +1,192 @@
+/**
+ * The TypeScript mirror of bpf/shared.h: struct layouts and their codecs.
+ *
+ * How it works: each struct is described once here as a StructSpec (field
+ * name, byte offset, byte size); the encoders/decoders below read and write
+ * Buffers at exactly those offsets. test/unit/layout.test.ts compares every
+ * StructSpec and the COUNTERS list with the BTF of the compiled object
+ * (bpftool btf dump -j), so a change to shared.h that is not made here fails
+ * the tests instead of silently corrupting map entries. Integers are host
+ * byte order (little-endian x86_64/arm64); addresses are network order.
+ */
+import { bits, type Family, type IP, type Prefix, makePrefix } from "../net/ip.js";
+import { macToBytes, bytesToMAC } from "../lease/mac.js";
+
+export interface FieldSpec { readonly name: string; readonly offset: number; readonly size: number }
+export interface StructSpec { readonly name: string; readonly size: number; readonly fields: readonly FieldSpec[] }
+
+const f = (name: string, offset: number, size: number): FieldSpec => ({ name, offset, size });
+
+export const LPM_KEY: StructSpec = {
+  name: "twill_lpm_key", size: 24,
+  fields: [f("prefixlen", 0, 4), f("family", 4, 4), f("addr", 8, 16)],
+};
+export const PEER: StructSpec = {
+  name: "twill_peer", size: 32,
+  fields: [f("remote", 0, 16), f("vtep_mac", 16, 6), f("kind", 22, 1), f("remote_family", 23, 1), f("vni", 24, 4), f("id", 28, 4)],
+};
+export const FAMILY_CONFIG: StructSpec = {
+  name: "twill_family_config", size: 28,
+  fields: [f("vxlan_ifindex", 0, 4), f("vtep_mac", 4, 6), f("pad", 10, 2), f("local_ip", 12, 16)],
+};
+export const CONFIG: StructSpec = {
+  name: "twill_config", size: 76,
+  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("pad", 18, 2), f("fam", 20, 56)],
+};
+export const EP_KEY: StructSpec = { name: "twill_ep_key", size: 20, fields: [f("family", 0, 4), f("addr", 4, 16)] };
+export const EP: StructSpec = { name: "twill_ep", size: 12, fields: [f("ifindex", 0, 4), f("mac", 4, 6), f("pad", 10, 2)] };
+export const STAT: StructSpec = { name: "twill_stat", size: 16, fields: [f("packets", 0, 8), f("bytes", 8, 8)] };
+
+export const STRUCTS: readonly StructSpec[] = [LPM_KEY, PEER, FAMILY_CONFIG, CONFIG, EP_KEY, EP, STAT];
+
+/** enum twill_counter, in order (index = value). */
+export const COUNTERS = [
+  "encap", "encap_fast", "delivered", "decap_stack", "miss", "stack_mtu", "stack_nat", "stack_ttl",
+  "drop_no_lease", "drop_vni", "drop_no_tunnel", "drop_encap", "drop_no_config", "drop_unsupported",
+] as const;
+export type CounterName = (typeof COUNTERS)[number];
+
+export const LPM_FAMILY_BITS = 32;
+export const CFG_FAST_PATH = 1;
+
+export enum PeerKind { Vxlan = 1, Direct = 2, Local = 3, Cluster = 4 }
+
+const off = (s: StructSpec, name: string): number => {
+  const fld = s.fields.find((x) => x.name === name);
+  if (!fld) throw new Error(`layout: ${s.name} has no field ${name}`);
+  return fld.offset;
+};
+
+function putAddr(buf: Buffer, at: number, ip: IP): void {
+  buf.fill(0, at, at + 16);
+  buf.set(ip.bytes, at);
+}
+function getAddr(buf: Buffer, at: number, family: Family): IP {
+  return { family, bytes: Uint8Array.from(buf.subarray(at, at + (family === 4 ? 4 : 16))) };
+}
+const toFamily = (n: number): Family => (n === 6 ? 6 : 4);
+
+/* ---- twill_lpm_key ---- */
+
+export function encodeLpmKey(p: Prefix, buf = Buffer.alloc(LPM_KEY.size), at = 0): Buffer {
+  buf.fill(0, at, at + LPM_KEY.size);
+  buf.writeUInt32LE(LPM_FAMILY_BITS + p.len, at + off(LPM_KEY, "prefixlen"));
+  buf.writeUInt32LE(p.ip.family, at + off(LPM_KEY, "family"));
+  buf.set(p.ip.bytes, at + off(LPM_KEY, "addr"));
+  return buf;
+}
+export function decodeLpmKey(buf: Buffer): Prefix {
+  const family = toFamily(buf.readUInt32LE(off(LPM_KEY, "family")));
+  const len = buf.readUInt32LE(off(LPM_KEY, "prefixlen")) - LPM_FAMILY_BITS;
+  return makePrefix(getAddr(buf, off(LPM_KEY, "addr"), family), Math.max(0, Math.min(len, bits(family))));
+}
+
+/* ---- twill_peer ---- */
+
+export interface PeerValue {
+  readonly kind: PeerKind;
+  readonly remote?: IP;
+  readonly vtepMAC?: string;
+  readonly vni: number;
+  readonly id: number;
+}
+export function encodePeer(v: PeerValue, buf = Buffer.alloc(PEER.size), at = 0): Buffer {
+  buf.fill(0, at, at + PEER.size);
+  if (v.remote) {
+    putAddr(buf, at + off(PEER, "remote"), v.remote);
+    buf.writeUInt8(v.remote.family, at + off(PEER, "remote_family"));
+  }
+  if (v.vtepMAC) buf.set(macToBytes(v.vtepMAC), at + off(PEER, "vtep_mac"));
+  buf.writeUInt8(v.kind, at + off(PEER, "kind"));
+  buf.writeUInt32LE(v.vni >>> 0, at + off(PEER, "vni"));
+  buf.writeUInt32LE(v.id >>> 0, at + off(PEER, "id"));
+  return buf;
+}
+export function decodePeer(buf: Buffer): PeerValue {
+  const fam = buf.readUInt8(off(PEER, "remote_family"));
+  const mac = buf.subarray(off(PEER, "vtep_mac"), off(PEER, "vtep_mac") + 6);
+  return {
+    kind: buf.readUInt8(off(PEER, "kind")) as PeerKind,
+    ...(fam ? { remote: getAddr(buf, off(PEER, "remote"), toFamily(fam)) } : {}),
+    ...(mac.some((b) => b !== 0) ? { vtepMAC: bytesToMAC(mac) } : {}),
+    vni: buf.readUInt32LE(off(PEER, "vni")),
+    id: buf.readUInt32LE(off(PEER, "id")),
+  };
+}
+
+/* ---- twill_config ---- */
+
+export interface FamilyConfigValue { readonly vxlanIfindex: number; readonly vtepMAC: string; readonly localIP: IP }
+export interface ConfigValue {
+  readonly flags: number;
+  readonly vni: number;
+  readonly bridgeIfindex: number;
+  readonly bridgeMAC?: string;
+  /** [IPv4, IPv6] */
+  readonly fam: readonly [FamilyConfigValue | undefined, FamilyConfigValue | undefined];
+}
+export function encodeConfig(c: ConfigValue): Buffer {
+  const buf = Buffer.alloc(CONFIG.size);
+  buf.writeUInt32LE(c.flags >>> 0, off(CONFIG, "flags"));
+  buf.writeUInt32LE(c.vni >>> 0, off(CONFIG, "vni"));
+  buf.writeUInt32LE(c.bridgeIfindex >>> 0, off(CONFIG, "bridge_ifindex"));
+  if (c.bridgeMAC) buf.set(macToBytes(c.bridgeMAC), off(CONFIG, "bridge_mac"));
+  c.fam.forEach((fc, i) => {
+    if (!fc) return;
+    const at = off(CONFIG, "fam") + i * FAMILY_CONFIG.size;
+    buf.writeUInt32LE(fc.vxlanIfindex, at + off(FAMILY_CONFIG, "vxlan_ifindex"));
+    buf.set(macToBytes(fc.vtepMAC), at + off(FAMILY_CONFIG, "vtep_mac"));
+    putAddr(buf, at + off(FAMILY_CONFIG, "local_ip"), fc.localIP);
+  });
+  return buf;
+}
+export function decodeConfig(buf: Buffer): ConfigValue {
+  const fam = [0, 1].map((i): FamilyConfigValue | undefined => {
+    const at = off(CONFIG, "fam") + i * FAMILY_CONFIG.size;
+    const ifindex = buf.readUInt32LE(at + off(FAMILY_CONFIG, "vxlan_ifindex"));
+    if (!ifindex) return undefined;
+    const m = off(FAMILY_CONFIG, "vtep_mac");
+    return {
+      vxlanIfindex: ifindex,
+      vtepMAC: bytesToMAC(buf.subarray(at + m, at + m + 6)),
+      localIP: getAddr(buf, at + off(FAMILY_CONFIG, "local_ip"), i === 0 ? 4 : 6),
+    };
+  });
+  const bm = off(CONFIG, "bridge_mac");
+  return {
+    flags: buf.readUInt32LE(off(CONFIG, "flags")),
+    vni: buf.readUInt32LE(off(CONFIG, "vni")),
+    bridgeIfindex: buf.readUInt32LE(off(CONFIG, "bridge_ifindex")),
+    bridgeMAC: bytesToMAC(buf.subarray(bm, bm + 6)),
+    fam: [fam[0], fam[1]],
+  };
+}
+
+/* ---- twill_ep_key / twill_ep ---- */
+
+export function encodeEpKey(ip: IP): Buffer {
+  const buf = Buffer.alloc(EP_KEY.size);
+  buf.writeUInt32LE(ip.family, off(EP_KEY, "family"));
+  buf.set(ip.bytes, off(EP_KEY, "addr"));
+  return buf;
+}
+export function decodeEpKey(buf: Buffer): IP {
+  return getAddr(buf, off(EP_KEY, "addr"), toFamily(buf.readUInt32LE(off(EP_KEY, "family"))));
+}
+export interface EndpointValue { readonly ifindex: number; readonly mac: string }
+export function decodeEp(buf: Buffer): EndpointValue {
+  const m = off(EP, "mac");
+  return { ifindex: buf.readUInt32LE(off(EP, "ifindex")), mac: bytesToMAC(buf.subarray(m, m + 6)) };
+}
+
+/* ---- twill_stat (per CPU) ---- */
+
+/** Sums a per-CPU array of twill_stat values (each CPU's slot 8-byte aligned). */
+export function sumStats(buf: Buffer, ncpu: number): { packets: bigint; bytes: bigint } {
+  let packets = 0n, bytes = 0n;
+  for (let c = 0; c < ncpu; c++) {
+    packets += buf.readBigUInt64LE(c * STAT.size + off(STAT, "packets"));
+    bytes += buf.readBigUInt64LE(c * STAT.size + off(STAT, "bytes"));
+  }
+  return { packets, bytes };
+}

@@ -1,0 +1,132 @@
+/**
+ * Loads twill's BPF object, adopting the maps a previous run pinned.
+ *
+ * How it works: the object is opened with libbpf's pin_root_path set to the
+ * node's maps directory, so every map declared LIBBPF_PIN_BY_NAME is reused
+ * from its pin when one exists (entries and identity kept) and pinned when
+ * not. libbpf only says "parameter mismatch" for an incompatible pin, so
+ * before loading we compare each pinned map with the object's definition and
+ * throw ERR_BPF_PIN_INCOMPATIBLE listing what differs. A rejected program
+ * throws ERR_BPF_VERIFIER quoting libbpf's log (which holds the verifier
+ * log). The loaded object stays open while the caller uses its fds.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { TwillError } from "../errors.js";
+import { libbpf, openObject, takeLibbpfLog, closeFd, errnoName, type Ptr } from "./libbpf.js";
+import { BpfMap } from "./map.js";
+
+export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_counters"] as const;
+export type MapName = (typeof MAP_NAMES)[number];
+export const PROG_NAMES = ["twill_from_pod", "twill_to_overlay", "twill_from_overlay"] as const;
+export type ProgName = (typeof PROG_NAMES)[number];
+
+export interface MapDef { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+
+export interface Loaded {
+  readonly maps: Record<MapName, BpfMap>;
+  readonly progs: Record<ProgName, number>;
+  close(): void;
+}
+
+/** Reads type/sizes/flags of a map fd (struct bpf_map_info). */
+export function mapInfo(fd: number): MapDef & { id: number; name: string } {
+  const info = Buffer.alloc(96);
+  const len = new Uint32Array([info.length]);
+  const r = libbpf().get_info(fd, info, len);
+  if (r < 0) throw new TwillError("ERR_BPF_MAP", `bpf_obj_get_info_by_fd(map): ${errnoName(r)}`);
+  return {
+    type: info.readUInt32LE(0), id: info.readUInt32LE(4), keySize: info.readUInt32LE(8),
+    valueSize: info.readUInt32LE(12), maxEntries: info.readUInt32LE(16), flags: info.readUInt32LE(20),
+    name: info.subarray(24, 40).toString("latin1").replace(/\0.*$/s, ""),
+  };
+}
+
+function objectMapDef(m: Ptr): MapDef {
+  const a = libbpf();
+  return { type: a.map_type(m), keySize: a.map_key_size(m), valueSize: a.map_value_size(m), maxEntries: a.map_max_entries(m), flags: a.map_flags(m) };
+}
+
+/** Words for every difference between the object's map and its pin, empty if compatible. */
+export function diffMapDef(want: MapDef, have: MapDef): string[] {
+  const out: string[] = [];
+  const names: Record<keyof MapDef, string> = { type: "type", keySize: "key size", valueSize: "value size", maxEntries: "max_entries", flags: "flags" };
+  for (const k of Object.keys(names) as Array<keyof MapDef>) {
+    if (want[k] !== have[k]) out.push(`${names[k]} ${have[k]} pinned, ${want[k]} in this build`);
+  }
+  return out;
+}
+
+function checkPins(obj: Ptr): void {
+  const a = libbpf();
+  const problems: string[] = [];
+  for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
+    const path = a.map_pin_path(m);
+    if (!path || !existsSync(path)) continue;
+    const fd = a.obj_get(path);
+    if (fd < 0) throw new TwillError("ERR_BPF_PIN_INCOMPATIBLE", `cannot open pinned map ${path}: ${errnoName(fd)}`);
+    try {
+      const d = diffMapDef(objectMapDef(m), mapInfo(fd));
+      if (d.length) problems.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
+    } finally {
+      closeFd(fd);
+    }
+  }
+  if (problems.length) {
+    throw new TwillError(
+      "ERR_BPF_PIN_INCOMPATIBLE",
+      `pinned maps do not match this build of twill: ${problems.join("; ")}. ` +
+        `Migrate them or remove the pins (twill teardown) to start fresh.`,
+    );
+  }
+}
+
+export function loadObject(objectPath: string, pinDir: string): Loaded {
+  const a = libbpf();
+  const mapsDir = join(pinDir, "maps");
+  mkdirSync(mapsDir, { recursive: true });
+  takeLibbpfLog();
+  const obj = openObject(objectPath, mapsDir);
+  try {
+    checkPins(obj);
+    const r = a.obj_load(obj);
+    if (r < 0) {
+      const log = takeLibbpfLog();
+      const verifier = log.some((l) => /BEGIN PROG LOAD LOG|verifier|R\d+ /.test(l));
+      throw new TwillError(
+        verifier ? "ERR_BPF_VERIFIER" : "ERR_BPF_LOAD",
+        `loading ${objectPath} failed: ${errnoName(r)}\n${log.join("\n")}`,
+      );
+    }
+    const maps = {} as Record<MapName, BpfMap>;
+    for (const name of MAP_NAMES) {
+      const m = a.find_map(obj, name);
+      if (!m) throw new TwillError("ERR_BPF_LOAD", `object ${objectPath} has no map ${name}`);
+      const d = objectMapDef(m);
+      maps[name] = new BpfMap(name, a.map_fd(m), d.keySize, d.valueSize, d.maxEntries);
+    }
+    const progs = {} as Record<ProgName, number>;
+    for (const name of PROG_NAMES) {
+      const p = a.find_prog(obj, name);
+      if (!p) throw new TwillError("ERR_BPF_LOAD", `object ${objectPath} has no program ${name}`);
+      progs[name] = a.prog_fd(p);
+    }
+    return { maps, progs, close: () => a.obj_close(obj) };
+  } catch (e) {
+    a.obj_close(obj);
+    throw e;
+  }
+}
+
+/** Opens the pinned maps of a node without loading anything (for `twill maps`). */
+export function openPinnedMaps(pinDir: string): Record<MapName, BpfMap> {
+  const out = {} as Record<MapName, BpfMap>;
+  for (const name of MAP_NAMES) {
+    const path = join(pinDir, "maps", name);
+    const fd = libbpf().obj_get(path);
+    if (fd < 0) throw new TwillError("ERR_BPF_MAP", `no pinned map ${path}: ${errnoName(fd)} (is twill running with --bpf-pin-dir ${pinDir}?)`);
+    const i = mapInfo(fd);
+    out[name] = new BpfMap(name, fd, i.keySize, i.valueSize, i.maxEntries);
+  }
+  return out;
+}

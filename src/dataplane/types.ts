@@ -1,0 +1,77 @@
+/**
+ * What a dataplane is: the one interface the controller programs, with two
+ * implementations — `bpf` (maps read by tc programs, no per-peer kernel
+ * state) and `kernel` (flannel's vxlan backend: neigh + FDB + route per peer).
+ *
+ * How it works: the controller turns leases into Peers (one per remote
+ * subnet and family) and calls `upsert`/`remove` for events and `reconcile`
+ * with the full desired set after every re-list (mark and sweep). Every call
+ * is idempotent. Adds are applied in order and rolled back on failure;
+ * removes are best effort.
+ */
+import type { IP, Prefix } from "../net/ip.js";
+
+/** One remote subnet and how to reach it. */
+export interface Peer {
+  readonly subnet: Prefix;
+  /** The peer's underlay (public) address, same family as its tunnel. */
+  readonly publicIP: IP;
+  /** The peer's VTEP MAC, lower-case "aa:bb:cc:dd:ee:ff". */
+  readonly vtepMAC: string;
+  readonly vni: number;
+  /** Reach it without encapsulation (DirectRouting and same L2 segment). */
+  readonly direct: boolean;
+}
+
+/** What the node itself is, per family. */
+export interface LocalFamily {
+  /** Our lease's subnet, e.g. 10.244.1.0/24. */
+  readonly subnet: Prefix;
+  /** The whole cluster network, e.g. 10.244.0.0/16. */
+  readonly network: Prefix;
+  /** Our underlay address. */
+  readonly publicIP: IP;
+  /** The underlay interface. */
+  readonly iface: string;
+  /** The vxlan device name: flannel.<VNI> (v4) or flannel-v6.<VNI> (v6). */
+  readonly device: string;
+  /** Device MTU (underlay MTU - overhead, or the configured MTU). */
+  readonly mtu: number;
+  /** The VTEP MAC to keep (restored from our existing lease), if any. */
+  readonly vtepMAC?: string;
+}
+
+export interface LocalNode {
+  readonly vni: number;
+  readonly port: number;
+  readonly v4?: LocalFamily;
+  readonly v6?: LocalFamily;
+  /** The bridge pods hang off (flannel's CNI: cni0). */
+  readonly bridge: string;
+}
+
+export interface SyncResult {
+  readonly added: number;
+  readonly updated: number;
+  readonly removed: number;
+}
+
+export interface DeviceInfo {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly mac: string;
+}
+
+export interface Dataplane {
+  readonly kind: "bpf" | "kernel";
+  /** Creates or adopts the devices (and programs); returns the VTEP of each family. */
+  setup(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }>;
+  upsert(peers: readonly Peer[]): Promise<void>;
+  remove(peers: readonly Peer[]): Promise<void>;
+  /** Makes the programmed set exactly `desired`: adds missing, fixes changed, sweeps stale. */
+  reconcile(desired: readonly Peer[]): Promise<SyncResult>;
+  /** Stops background work; the dataplane stays programmed and forwarding. */
+  close(): Promise<void>;
+  /** Removes everything this dataplane created on the node. */
+  teardown(): Promise<void>;
+}

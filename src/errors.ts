@@ -1,0 +1,60 @@
+/**
+ * twill's errors: one class, a stable `code` per failure, an optional `cause`.
+ *
+ * How it works: every error twill raises on purpose is a TwillError whose
+ * `code` is one of ErrorCode; raw errors (libbpf errno, child process exits,
+ * JSON.parse) are wrapped at the boundary where they happen. Retryable
+ * failures (the store, a transient netlink error) carry `retryable = true`.
+ * Logs and the errors-by-code metric use the code, never the message.
+ */
+
+export type ErrorCode =
+  | "ERR_INVALID_IP"
+  | "ERR_INVALID_PREFIX"
+  | "ERR_INVALID_MAC"
+  | "ERR_INVALID_LEASE"
+  | "ERR_INVALID_CONFIG"
+  | "ERR_INVALID_FLAG"
+  | "ERR_LEASE_CONFLICT"
+  | "ERR_SUBNET_EXHAUSTED"
+  | "ERR_LEASE_LOST"
+  | "ERR_STORE"
+  | "ERR_IFACE"
+  | "ERR_NETLINK"
+  | "ERR_DEVICE_INCOMPATIBLE"
+  | "ERR_BPF_OPEN"
+  | "ERR_BPF_LOAD"
+  | "ERR_BPF_VERIFIER"
+  | "ERR_BPF_PIN_INCOMPATIBLE"
+  | "ERR_BPF_MAP"
+  | "ERR_BPF_ATTACH"
+  | "ERR_BPF_LAYOUT"
+  | "ERR_DATAPLANE";
+
+export class TwillError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "TwillError";
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+  }
+}
+
+export function isTwillError(e: unknown, code?: ErrorCode): e is TwillError {
+  return e instanceof TwillError && (code === undefined || e.code === code);
+}
+
+/** The stable code of any error, for logs and metrics. */
+export function errorCode(e: unknown): string {
+  if (e instanceof TwillError) return e.code;
+  if (e && typeof e === "object" && "code" in e && typeof (e as { code: unknown }).code === "string") {
+    return (e as { code: string }).code;
+  }
+  return "ERR_UNKNOWN";
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
