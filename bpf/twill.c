@@ -23,8 +23,9 @@
 #include "lib/encap.h"
 #include "lib/ct.h"
 
-/* Keeps enum twill_counter in BTF for the layout test. */
+/* Keep the shared enums in BTF for the layout test. */
 const volatile enum twill_counter twill_counter_max = TWILL_C_MAX;
+const volatile enum twill_peer_kind twill_peer_kind_max = TWILL_PEER_CLUSTER;
 
 SEC("tc")
 int twill_from_pod(struct __sk_buff *skb)

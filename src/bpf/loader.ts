@@ -103,7 +103,7 @@ export function loadObject(objectPath: string, pinDir: string): Loaded {
       const m = a.find_map(obj, name);
       if (!m) throw new TwillError("ERR_BPF_LOAD", `object ${objectPath} has no map ${name}`);
       const d = objectMapDef(m);
-      maps[name] = new BpfMap(name, a.map_fd(m), d.keySize, d.valueSize, d.maxEntries);
+      maps[name] = new BpfMap(name, a.map_fd(m), d.keySize, d.valueSize, d.maxEntries, d.type);
     }
     const progs = {} as Record<ProgName, number>;
     for (const name of PROG_NAMES) {
@@ -126,7 +126,7 @@ export function openPinnedMaps(pinDir: string): Record<MapName, BpfMap> {
     const fd = libbpf().obj_get(path);
     if (fd < 0) throw new TwillError("ERR_BPF_MAP", `no pinned map ${path}: ${errnoName(fd)} (is twill running with --bpf-pin-dir ${pinDir}?)`);
     const i = mapInfo(fd);
-    out[name] = new BpfMap(name, fd, i.keySize, i.valueSize, i.maxEntries);
+    out[name] = new BpfMap(name, fd, i.keySize, i.valueSize, i.maxEntries, i.type);
   }
   return out;
 }

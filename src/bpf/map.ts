@@ -7,10 +7,11 @@
  * it for the map type and falls back to one update per entry otherwise.
  * A missing key is `undefined`, never an exception.
  */
-import { libbpf, check, closeFd } from "./libbpf.js";
+import { libbpf, check, closeFd, numPossibleCpus } from "./libbpf.js";
 
 const ENOENT = 2;
 export const BPF_ANY = 0;
+const PERCPU_TYPES = new Set([5, 6, 10]); // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
 export class BpfMap {
   private batchOk = true;
@@ -20,10 +21,16 @@ export class BpfMap {
     readonly keySize: number,
     readonly valueSize: number,
     readonly maxEntries: number,
+    readonly type: number,
   ) {}
 
+  /** Bytes a lookup returns: per-CPU maps hold one 8-byte-aligned value per possible CPU. */
+  get lookupSize(): number {
+    return PERCPU_TYPES.has(this.type) ? Math.ceil(this.valueSize / 8) * 8 * numPossibleCpus() : this.valueSize;
+  }
+
   lookup(key: Buffer): Buffer | undefined {
-    const out = Buffer.alloc(this.valueSize);
+    const out = Buffer.alloc(this.lookupSize);
     const r = libbpf().lookup(this.fd, key, out);
     if (r === -ENOENT) return undefined;
     check(r, "ERR_BPF_MAP", `lookup in ${this.name}`);

@@ -38,32 +38,32 @@ function field(obj: Json, name: string): unknown {
   return k === undefined ? undefined : obj[k] ?? undefined;
 }
 
-function bool(obj: Json, name: string, dflt: boolean): boolean {
-  const v = field(obj, name);
+// The readers below take a field's value and the name to show in errors.
+function bool(v: unknown, name: string, dflt: boolean): boolean {
   if (v === undefined) return dflt;
   if (typeof v !== "boolean") throw bad(`${name} ${show(v)} is not true or false`);
   return v;
 }
 
-function int(obj: Json, name: string, min: number, max: number): number | undefined {
-  const v = field(obj, name);
+function int(v: unknown, name: string): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    throw bad(`${name} ${show(v)} is not an integer between ${min} and ${max}`);
-  }
+  if (typeof v !== "number" || !Number.isInteger(v)) throw bad(`${name} ${show(v)} is not a whole number`);
   return v;
 }
 
-function ip(obj: Json, name: string, family: Family): IP | undefined {
-  const v = field(obj, name);
+function inRange(n: number, name: string, min: number, max: number): number {
+  if (n < min || n > max) throw bad(`${name} ${n} is not between ${min} and ${max}`);
+  return n;
+}
+
+function ip(v: unknown, name: string, family: Family): IP | undefined {
   if (v === undefined) return undefined;
   const a = typeof v === "string" ? tryParseIP(v) : undefined;
   if (!a || a.family !== family) throw bad(`${name} ${show(v)} is not an IPv${family} address`);
   return toBig(a) === 0n ? undefined : a; // Go's zero value means "unset"
 }
 
-function network(obj: Json, name: string, family: Family): Prefix | undefined {
-  const v = field(obj, name);
+function network(v: unknown, name: string, family: Family): Prefix | undefined {
   if (v === undefined) return undefined;
   // Like Go's net.ParseCIDR, host bits are allowed and masked off.
   const m = typeof v === "string" ? /^([^/]+)\/(\d{1,3})$/.exec(v) : null;
@@ -87,22 +87,19 @@ interface FamilyConfig { network?: Prefix; subnetLen: number; subnetMin?: Prefix
 
 function parseFamily(obj: Json, s: FamilySpec, enabled: boolean): FamilyConfig {
   const w = bits(s.family);
-  const net = network(obj, s.network, s.family);
-  const givenLen = int(obj, s.len, 0, w) || undefined; // 0 = unset, as in Go
-  const min = ip(obj, s.min, s.family);
-  const max = ip(obj, s.max, s.family);
+  const net = network(field(obj, s.network), s.network, s.family);
+  const givenLen = int(field(obj, s.len), s.len) || undefined; // 0 = unset, as in Go
+  const min = ip(field(obj, s.min), s.min, s.family);
+  const max = ip(field(obj, s.max), s.max, s.family);
   if (!enabled) return { ...(net && { network: net }), subnetLen: givenLen ?? s.defaultLen };
   if (!net) throw bad(`${s.network} is missing (${s.enable} is true${s.family === 4 ? '; set "EnableIPv4": false for an IPv6-only network' : ""})`);
 
-  let len: number;
-  if (givenLen !== undefined) {
-    const lo = net.len + 2, hi = w - 2; // at least four subnets; room for a tunnel and a bridge address
-    if (givenLen < lo || givenLen > hi) throw bad(`${s.len} ${givenLen} is not between ${lo} and ${hi} (${s.network} is ${formatPrefix(net)})`);
-    len = givenLen;
-  } else {
-    if (net.len > w - 4) throw bad(`${s.network} ${formatPrefix(net)} is too small: the smallest usable network is a /${w - 4}`);
-    len = net.len <= s.bigNet ? s.defaultLen : net.len + 2;
-  }
+  // A subnet needs room for a tunnel and a bridge address (at most /30, /126);
+  // the network needs at least four subnets (the first one is never used).
+  if (net.len > w - 4) throw bad(`${s.network} ${formatPrefix(net)} is too small: the smallest usable network is a /${w - 4}`);
+  const len = givenLen !== undefined
+    ? inRange(givenLen, s.len, net.len + 2, w - 2)
+    : net.len <= s.bigNet ? s.defaultLen : net.len + 2;
 
   const first = makePrefix(net.ip, len);
   const count = 1n << BigInt(len - net.len);
@@ -129,18 +126,17 @@ function parseBackend(obj: Json): VxlanBackend {
   const b = raw as Json;
   const type = field(b, "Type") ?? "vxlan";
   if (type !== "vxlan") throw bad(`Backend.Type ${show(type)} is not supported (twill implements only "vxlan")`);
-  const at = (n: string) => `Backend.${n}`;
-  const sub = (n: string) => ({ [at(n)]: field(b, n) }) as Json; // re-key so errors name "Backend.X"
-  const mtu = int(sub("MTU"), at("MTU"), 0, 65535) ?? 0;
-  if (mtu !== 0 && mtu < 68) throw bad(`Backend.MTU ${mtu} is not 0 (automatic) or between 68 and 65535`);
+  const f = (n: string) => field(b, n);
+  const mtu = int(f("MTU"), "Backend.MTU") ?? 0;
+  if (mtu !== 0) inRange(mtu, "Backend.MTU", 68, 65535); // 0 = derive from the underlay
   return {
     type: "vxlan",
-    vni: int(sub("VNI"), at("VNI"), 0, 0xffffff) ?? 1,
-    port: int(sub("Port"), at("Port"), 0, 65535) || 8472, // 0 = the kernel's default, 8472
-    directRouting: bool(sub("DirectRouting"), at("DirectRouting"), false),
+    vni: inRange(int(f("VNI"), "Backend.VNI") ?? 1, "Backend.VNI", 0, 0xffffff),
+    port: inRange(int(f("Port"), "Backend.Port") || 8472, "Backend.Port", 1, 65535), // 0 = the kernel's default
+    directRouting: bool(f("DirectRouting"), "Backend.DirectRouting", false),
     mtu,
-    gbp: bool(sub("GBP"), at("GBP"), false),
-    learning: bool(sub("Learning"), at("Learning"), false),
+    gbp: bool(f("GBP"), "Backend.GBP", false),
+    learning: bool(f("Learning"), "Backend.Learning", false),
   };
 }
 
@@ -154,8 +150,8 @@ export function parseNetConfig(text: string): NetConfig {
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw bad(`the config ${show(parsed)} is not a JSON object`);
   const obj = parsed as Json;
-  const enableIPv4 = bool(obj, V4.enable, true);
-  const enableIPv6 = bool(obj, V6.enable, false);
+  const enableIPv4 = bool(field(obj, V4.enable), V4.enable, true);
+  const enableIPv6 = bool(field(obj, V6.enable), V6.enable, false);
   if (!enableIPv4 && !enableIPv6) throw bad("EnableIPv4 and EnableIPv6 are both false");
   const v4 = parseFamily(obj, V4, enableIPv4);
   const v6 = parseFamily(obj, V6, enableIPv6);

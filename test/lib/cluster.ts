@@ -39,6 +39,7 @@ import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, w
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { run, killSpawned, killSpawnedSync } from "./exec.js";
+import { dumpState } from "./traffic.js";
 
 export interface ClusterOptions {
   /** Per-run prefix of every name, e.g. "tw" + 4 random hex digits (see randomPrefix). */
@@ -247,7 +248,7 @@ export class Cluster {
       ];
       if (ipv6) {
         cmds.push(`addr add ${h.underlayIPv6}/64 dev ${h.iface} nodad`);
-        cmds.push(`-6 route add default via ${h.gatewayV6} dev ${h.iface}`);
+        cmds.push(`route add ::/0 via ${h.gatewayV6} dev ${h.iface}`);
       }
       await run("ip", ["-batch", "-"], { netns: h.netns, input: cmds.join("\n") + "\n" });
     };
@@ -302,6 +303,12 @@ export class Cluster {
       next.catch(() => {}),
     );
     return next;
+  }
+
+  /** dumpState of every host (and the router), for failure output. */
+  async dump(): Promise<string> {
+    const blobs = await Promise.all([...this.hosts.map((h) => dumpState(h.netns)), dumpState(this.routerNetns)]);
+    return blobs.join("\n");
   }
 
   /** Kills the cluster's processes, deletes its namespaces and directories. Idempotent. */

@@ -15,6 +15,7 @@
 
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import { openSync, closeSync } from "node:fs";
+import { constants } from "node:os";
 
 /** The result of a finished command. */
 export interface RunResult {
@@ -89,7 +90,7 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       const result: RunResult = {
-        code: code ?? 128 + (signal ? 9 : 0),
+        code: code ?? 128 + (signal ? constants.signals[signal] : 0),
         stdout: Buffer.concat(out).toString("utf8"),
         stderr: Buffer.concat(err).toString("utf8"),
       };

@@ -1,0 +1,232 @@
+/**
+ * The twill daemon: one node's controller.
+ *
+ * How it works:
+ * 1) Read the network config from the lease source; find the underlay
+ *    interface and public IP(s) like flanneld.
+ * 2) Pick the VTEP MAC before the device exists (our old lease's, else the
+ *    existing device's, else a fresh one), so the lease can be acquired with
+ *    it and peers keep a valid entry across restarts.
+ * 3) Acquire our subnet lease; set up the dataplane (bpf or kernel); write the
+ *    flannel subnet file for the CNI plugin; program every valid peer.
+ * 4) Watch the source: each change re-lists and diffs against the known
+ *    peers (adds/updates, then removes). A periodic reconcile re-lists and
+ *    makes the dataplane exactly match (mark and sweep), repairing drift.
+ * 5) Our own lease vanishing or changing hands stops programming (as
+ *    flanneld exits); SIGTERM stops the controller and leaves the dataplane
+ *    forwarding (unless --teardown).
+ */
+import type { Server } from "node:http";
+import { TwillError, errorCode, errorMessage } from "./errors.js";
+import type { Logger } from "./log.js";
+import { formatPrefix, formatIP, ipEqual, type IP, type Prefix } from "./net/ip.js";
+import { findUnderlay, getLink } from "./net/link.js";
+import { randomMAC } from "./lease/mac.js";
+import type { Lease, NetConfig } from "./lease/types.js";
+import { DirStore } from "./lease/dirstore.js";
+import { leasesToPeers, ownLeaseIntact } from "./peers.js";
+import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { startHealthServer } from "./health.js";
+import type { Dataplane, LocalFamily, LocalNode, Peer } from "./dataplane/types.js";
+import { BpfDataplane } from "./dataplane/bpf.js";
+import { KernelDataplane } from "./dataplane/kernel.js";
+
+export interface DaemonOptions {
+  readonly leaseDir: string;
+  readonly dataplane: "bpf" | "kernel";
+  readonly objectPath: string;
+  readonly pinDir: string;
+  readonly fastPath: boolean;
+  readonly iface: readonly string[];
+  readonly ifaceRegex: readonly string[];
+  readonly publicIP?: IP;
+  readonly publicIPv6?: IP;
+  readonly subnetFile: string;
+  readonly ipMasq: boolean;
+  readonly healthzIP: string;
+  readonly healthzPort: number;
+  readonly reconcileSeconds: number;
+  readonly bridge: string;
+  readonly teardownOnExit: boolean;
+  readonly version: string;
+}
+
+const overhead = (family: 4 | 6): number => (family === 4 ? 50 : 70);
+const peerKey = (p: Peer): string => formatPrefix(p.subnet);
+const samePeer = (a: Peer, b: Peer): boolean =>
+  ipEqual(a.publicIP, b.publicIP) && a.vtepMAC === b.vtepMAC && a.vni === b.vni && a.direct === b.direct;
+
+export class Daemon {
+  private readonly store: DirStore;
+  private readonly metrics: Metrics;
+  private dp?: Dataplane;
+  private config?: NetConfig;
+  private own?: Lease;
+  private publicIP?: IP;
+  private publicIPv6?: IP;
+  private known = new Map<string, Peer>();
+  private reported = new Set<string>();
+  private ready = false;
+  private stopWatch?: () => void;
+  private timer?: NodeJS.Timeout;
+  private server?: Server;
+  private queue: Promise<void> = Promise.resolve();
+  private stopped = false;
+  /** Resolves when the daemon stops by itself (lease lost); carries the reason. */
+  readonly done: Promise<TwillError | undefined>;
+  private finish!: (e: TwillError | undefined) => void;
+
+  constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
+    this.store = new DirStore(opts.leaseDir);
+    this.metrics = createMetrics(opts.version, opts.dataplane);
+    this.done = new Promise((r) => (this.finish = r));
+  }
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    if (o.healthzPort > 0) {
+      this.server = await startHealthServer(o.healthzIP, o.healthzPort, { ready: () => this.ready }, this.metrics);
+      this.log.info("serving /healthz, /readyz, /metrics", { address: `${o.healthzIP}:${o.healthzPort}` });
+    }
+    const config = (this.config = await this.store.readConfig());
+    const underlay = await findUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 });
+    this.publicIP = config.enableIPv4 ? underlay.ipv4 : undefined;
+    this.publicIPv6 = config.enableIPv6 ? underlay.ipv6 : undefined;
+    if (config.enableIPv4 && !this.publicIP) throw new TwillError("ERR_IFACE", `interface ${underlay.name} has no IPv4 address and --public-ip is not set`);
+    if (config.enableIPv6 && !this.publicIPv6) throw new TwillError("ERR_IFACE", `interface ${underlay.name} has no IPv6 address and --public-ipv6 is not set`);
+
+    const vni = config.backend.vni;
+    const dev4 = `flannel.${vni}`, dev6 = `flannel-v6.${vni}`;
+    const { leases } = await this.store.list();
+    const old = leases.find((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
+    const mac4 = old?.backendData?.vtepMAC ?? (await getLink(dev4))?.mac ?? randomMAC();
+    const mac6 = old?.backendV6Data?.vtepMAC ?? (await getLink(dev6))?.mac ?? randomMAC();
+    const previous = await readSubnetFile(o.subnetFile);
+    this.own = await this.store.acquire({
+      publicIP: this.publicIP, publicIPv6: this.publicIPv6,
+      previous: previous ? { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet } : undefined,
+      backendData: config.enableIPv4 ? { vni, vtepMAC: mac4 } : undefined,
+      backendV6Data: config.enableIPv6 ? { vni, vtepMAC: mac6 } : undefined,
+    });
+    this.log.info("acquired lease", { key: this.own.key, publicIP: this.publicIP && formatIP(this.publicIP) });
+
+    const fam = (subnet: Prefix | undefined, network: Prefix | undefined, ip: IP | undefined, device: string, mac: string): LocalFamily | undefined =>
+      subnet && network && ip
+        ? { subnet, network, publicIP: ip, iface: underlay.name, device, mtu: config.backend.mtu || underlay.mtu - overhead(ip.family), vtepMAC: mac }
+        : undefined;
+    const local: LocalNode = {
+      vni, port: config.backend.port, bridge: o.bridge,
+      v4: fam(this.own.subnet, config.network, this.publicIP, dev4, mac4),
+      v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.publicIPv6, dev6, mac6),
+    };
+    this.dp = o.dataplane === "bpf"
+      ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, log: this.log })
+      : new KernelDataplane({ log: (m: string) => this.log.info(m) });
+    const devs = await this.dp.setup(local);
+    const mtu = Math.min(...[local.v4?.mtu, local.v6?.mtu].filter((x): x is number => x !== undefined));
+    await writeSubnetFile(o.subnetFile, {
+      network: config.network, subnet: this.own.subnet, ipv6Network: config.ipv6Network, ipv6Subnet: this.own.ipv6Subnet,
+      mtu, ipMasq: o.ipMasq,
+    });
+    this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
+
+    await this.serialize(() => this.resync(true));
+    this.ready = true;
+    this.stopWatch = this.store.watch(() => void this.serialize(() => this.resync(false)), {
+      debounceMs: 20,
+      onError: (e) => this.count(e, "lease store watch failed"),
+    });
+    this.timer = setInterval(() => void this.serialize(() => this.resync(true)), o.reconcileSeconds * 1000);
+    this.log.info("ready", { peers: this.known.size });
+  }
+
+  /** Runs dataplane work one at a time, in order; a failure is logged and counted, never thrown. */
+  private serialize(fn: () => Promise<void>): Promise<void> {
+    this.queue = this.queue.then(async () => {
+      if (this.stopped) return;
+      try {
+        await fn();
+      } catch (e) {
+        this.count(e, "sync failed; will retry at the next event or reconcile");
+      }
+    });
+    return this.queue;
+  }
+
+  private count(e: unknown, msg: string): void {
+    this.metrics.errors.inc({ code: errorCode(e) });
+    this.log.error(msg, { err: e });
+  }
+
+  /** Re-lists the leases; full = make the dataplane exactly match (mark and sweep). */
+  private async resync(full: boolean): Promise<void> {
+    const { leases, errors } = await this.store.list();
+    for (const { key, error } of errors) this.reject(key, error.code, error.message);
+    const ownNow = leases.find((l) => l.key === this.own!.key);
+    if (!ownLeaseIntact(ownNow, this.publicIP, this.publicIPv6)) {
+      const why = ownNow ? `now names PublicIP ${ownNow.publicIP ? formatIP(ownNow.publicIP) : "(none)"}` : "was deleted";
+      return this.lost(new TwillError("ERR_LEASE_LOST", `our lease ${this.own!.key} ${why}; stopping (the dataplane keeps its last state)`));
+    }
+    const { peers, rejected } = leasesToPeers(leases, this.config!, this.own!);
+    for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
+    this.metrics.leases.set({ state: "peer" }, peers.length);
+    this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
+    const desired = new Map(peers.map((p) => [peerKey(p), p]));
+    if (full) {
+      const end = this.metrics.reconcileSeconds.startTimer();
+      const r = await this.dp!.reconcile(peers);
+      end();
+      this.metrics.reconciles.inc();
+      for (const kind of ["added", "updated", "removed"] as const) if (r[kind]) this.metrics.repairs.inc({ kind }, r[kind]);
+      if (r.added + r.updated + r.removed > 0 && this.ready) this.log.warn("reconcile repaired drift", { ...r });
+    } else {
+      const up = peers.filter((p) => !this.known.has(peerKey(p)) || !samePeer(this.known.get(peerKey(p))!, p));
+      const gone = [...this.known.values()].filter((p) => !desired.has(peerKey(p)));
+      if (up.length) await this.dp!.upsert(up);
+      if (gone.length) await this.dp!.remove(gone);
+      if (up.length) this.metrics.leaseEvents.inc({ type: "upsert" }, up.length);
+      if (gone.length) this.metrics.leaseEvents.inc({ type: "remove" }, gone.length);
+      if (up.length || gone.length) this.log.info("peers changed", { upserted: up.map(peerKey), removed: gone.map(peerKey) });
+    }
+    this.known = desired;
+  }
+
+  private reject(key: string, code: string, reason: string, lease?: Lease): void {
+    const id = `${key}\0${reason}\0${lease ? JSON.stringify(lease, (_k, v) => (v instanceof Uint8Array ? Array.from(v) : v)) : ""}`;
+    if (this.reported.has(id)) return;
+    this.reported.add(id);
+    this.metrics.leaseErrors.inc({ code });
+    this.log.error("lease rejected", { key, code, reason });
+  }
+
+  private async lost(e: TwillError): Promise<void> {
+    this.count(e, e.message);
+    this.ready = false;
+    await this.stop();
+    this.finish(e);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.stopWatch?.();
+    this.server?.close();
+    if (this.dp) {
+      if (this.opts.teardownOnExit) await this.dp.teardown();
+      else await this.dp.close();
+    }
+  }
+
+  /** Stops on SIGTERM/SIGINT. */
+  async shutdown(signal: string): Promise<void> {
+    this.log.info("stopping; the dataplane keeps forwarding", { signal, teardown: this.opts.teardownOnExit });
+    await this.stop();
+    this.finish(undefined);
+  }
+}
+
+export function describeError(e: unknown): string {
+  return `${errorCode(e)}: ${errorMessage(e)}`;
+}

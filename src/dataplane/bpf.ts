@@ -1,0 +1,311 @@
+/**
+ * The eBPF dataplane: peers live in a BPF LPM trie, not in the kernel's
+ * route/neigh/FDB tables.
+ *
+ * How it works:
+ * 1) Per enabled family, one vxlan device in external (collect-metadata)
+ *    mode, `arp off`, named like flannel's (flannel.<VNI> / flannel-v6.<VNI>),
+ *    with flannel's <subnet>.0 address and ONE route for the whole cluster
+ *    network via it (onlink, so exactly one NOARP neighbour in total).
+ * 2) The object bpf/twill.c is loaded with its maps pinned under
+ *    <pin-dir>/maps (adopted on restart). The config map gets the device
+ *    ifindexes, VTEP MACs, underlay addresses and the VNI; the LPM trie gets
+ *    our own subnet (LOCAL) and the cluster network (CLUSTER) besides the peers.
+ * 3) to_overlay on each vxlan device's tc egress sets the tunnel key for
+ *    anything the host stack routes there; from_overlay on its ingress
+ *    delivers decapsulated packets. With --fast-path, from_pod is attached
+ *    to the ingress of every port of the pod bridge (followed by PodWatcher)
+ *    and redirects pod traffic straight into the vxlan device.
+ * 4) All links are tcx links pinned under <pin-dir>/links, so the dataplane
+ *    forwards while the controller is down, and a restart adopts them.
+ * upsert/remove write map entries; reconcile re-creates anything missing
+ * (device, route, links, config) and makes the trie equal to the desired set.
+ */
+import { rmSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { TwillError, errorMessage } from "../errors.js";
+import type { Logger } from "../log.js";
+import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
+import { ip } from "../net/iproute.js";
+import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl } from "../net/link.js";
+import { loadObject, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
+import type { BpfMap } from "../bpf/map.js";
+import { attachTcx, detachPinned, listPinnedLinks, type Direction } from "../bpf/attach.js";
+import { numPossibleCpus } from "../bpf/libbpf.js";
+import {
+  CFG_FAST_PATH, COUNTERS, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
+  encodeConfig, encodeLpmKey, encodePeer, sumStats, type PeerValue, type FamilyConfigValue,
+} from "../bpf/layout.js";
+import { PodWatcher, type Port } from "./podwatch.js";
+import type { Dataplane, DeviceInfo, LocalFamily, LocalNode, Peer, SyncResult } from "./types.js";
+
+export interface BpfDataplaneOptions {
+  readonly objectPath: string;
+  readonly pinDir: string;
+  readonly fastPath: boolean;
+  readonly log: Logger;
+}
+
+const keyOf = (p: Prefix): string => formatPrefix(p);
+const BATCH_MIN = 32;
+
+export class BpfDataplane implements Dataplane {
+  readonly kind = "bpf" as const;
+  private loaded?: Loaded;
+  private local?: LocalNode;
+  private devices: { v4?: DeviceInfo; v6?: DeviceInfo } = {};
+  private bridge?: { ifindex: number; mac: string };
+  private watcher?: PodWatcher;
+  private ids = new Map<string, number>();
+  private nextId = 1;
+
+  constructor(private readonly opts: BpfDataplaneOptions) {}
+
+  private get maps(): Record<MapName, BpfMap> {
+    if (!this.loaded) throw new TwillError("ERR_DATAPLANE", "bpf dataplane used before setup()");
+    return this.loaded.maps;
+  }
+  private linkPin(role: string, ifindex: number): string {
+    return join(this.opts.pinDir, "links", `${role}-${ifindex}`);
+  }
+
+  async setup(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }> {
+    this.local = local;
+    if (local.v4) await sysctl("net.ipv4.ip_forward", "1");
+    if (local.v6) await sysctl("net.ipv6.conf.all.forwarding", "1");
+    if (!this.loaded) {
+      this.loaded = loadObject(this.opts.objectPath, this.opts.pinDir);
+      for (const [k, v] of this.maps.twill_peers.entries()) {
+        const id = decodePeer(v).id;
+        this.ids.set(keyOf(decodeLpmKey(k)), id);
+        this.nextId = Math.max(this.nextId, id + 1);
+      }
+    }
+    await this.ensureBase();
+    if (this.opts.fastPath) {
+      this.watcher ??= new PodWatcher(local.bridge, (ports) => this.syncPorts(ports), this.opts.log);
+      this.watcher.start();
+    } else {
+      await this.syncPorts([]); // a previous run's fast-path links go away
+    }
+    return this.devices;
+  }
+
+  /** Devices, cluster routes, config, own entries, vxlan links: everything but peers. */
+  private async ensureBase(): Promise<void> {
+    const local = this.local!;
+    for (const [fam, lf] of [["v4", local.v4], ["v6", local.v6]] as const) {
+      if (!lf) continue;
+      const dev = await this.ensureDevice(lf, local);
+      this.devices[fam] = dev;
+      this.attachDevice(dev);
+    }
+    await this.refreshBridge();
+    this.writeConfig();
+    for (const lf of [local.v4, local.v6]) {
+      if (!lf) continue;
+      this.writeEntry(lf.subnet, { kind: PeerKind.Local, vni: 0, id: 0 });
+      this.writeEntry(lf.network, { kind: PeerKind.Cluster, vni: 0, id: 0 });
+    }
+  }
+
+  private async ensureDevice(lf: LocalFamily, local: LocalNode): Promise<DeviceInfo> {
+    const family = lf.subnet.ip.family;
+    const dev = await ensureVxlan({
+      name: lf.device, vni: local.vni, port: local.port, external: true, localIP: lf.publicIP,
+      dev: lf.iface, mtu: lf.mtu, mac: lf.vtepMAC, learning: false, arpOff: true, family,
+    });
+    await ensureAddress(lf.device, `${formatIP(lf.subnet.ip)}/${family === 4 ? 32 : 128}`);
+    // One route for the whole cluster network; the onlink gateway is the
+    // network address, so the NOARP device holds a single neighbour entry.
+    await ip(["route", "replace", formatPrefix(lf.network), "via", formatIP(nthIP(lf.network, 0)), "dev", lf.device, "onlink"]);
+    return dev;
+  }
+
+  private attachDevice(dev: DeviceInfo): void {
+    const pairs: Array<[string, number, Direction]> = [
+      ["to_overlay", this.loaded!.progs.twill_to_overlay, "egress"],
+      ["from_overlay", this.loaded!.progs.twill_from_overlay, "ingress"],
+    ];
+    for (const [role, fd, dir] of pairs) {
+      const r = attachTcx(fd, dev.ifindex, dir, this.linkPin(role, dev.ifindex));
+      if (r !== "adopted") this.opts.log.info("attached", { program: role, device: dev.name, direction: dir, result: r });
+    }
+  }
+
+  private async refreshBridge(): Promise<boolean> {
+    const b = await getLink(this.local!.bridge);
+    const next = b ? { ifindex: b.ifindex, mac: b.mac } : undefined;
+    const changed = next?.ifindex !== this.bridge?.ifindex || next?.mac !== this.bridge?.mac;
+    this.bridge = next;
+    return changed;
+  }
+
+  private writeConfig(): void {
+    const local = this.local!;
+    const fam = (lf: LocalFamily | undefined, d: DeviceInfo | undefined): FamilyConfigValue | undefined =>
+      lf && d ? { vxlanIfindex: d.ifindex, vtepMAC: d.mac, localIP: lf.publicIP } : undefined;
+    const buf = encodeConfig({
+      flags: this.opts.fastPath ? CFG_FAST_PATH : 0,
+      vni: local.vni,
+      bridgeIfindex: this.bridge?.ifindex ?? 0,
+      bridgeMAC: this.bridge?.mac,
+      fam: [fam(local.v4, this.devices.v4), fam(local.v6, this.devices.v6)],
+    });
+    this.maps.twill_config.update(Buffer.alloc(4), buf);
+  }
+
+  /** Attaches from_pod to every bridge port, drops links and endpoints of vanished ports. */
+  private async syncPorts(ports: Port[]): Promise<void> {
+    if (!this.loaded) return;
+    if (ports.length && (await this.refreshBridge())) this.writeConfig();
+    const live = new Set(ports.map((p) => p.ifindex));
+    for (const p of ports) {
+      try {
+        const r = attachTcx(this.loaded.progs.twill_from_pod, p.ifindex, "ingress", this.linkPin("from_pod", p.ifindex));
+        if (r !== "adopted") this.opts.log.info("attached", { program: "from_pod", device: p.name, result: r });
+      } catch (e) {
+        // The veth may vanish between the scan and the attach.
+        this.opts.log.warn("cannot attach to pod port", { device: p.name, err: e });
+      }
+    }
+    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
+      if (!l.name.startsWith("from_pod-")) continue;
+      const ifindex = Number(l.name.slice("from_pod-".length));
+      if (!live.has(ifindex) || !l.info || l.info.ifindex === 0) detachPinned(l.path);
+    }
+    for (const [k, v] of this.maps.twill_endpoints.entries()) {
+      if (!live.has(decodeEp(v).ifindex)) this.maps.twill_endpoints.delete(k);
+    }
+  }
+
+  private peerValue(p: Peer): PeerValue {
+    const k = keyOf(p.subnet);
+    let id = this.ids.get(k);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(k, id);
+    }
+    // DirectRouting in the BPF dataplane is not implemented yet: such peers use VXLAN.
+    return { kind: PeerKind.Vxlan, remote: p.publicIP, vtepMAC: p.vtepMAC, vni: p.vni, id };
+  }
+
+  private writeEntry(prefix: Prefix, v: PeerValue): void {
+    this.maps.twill_peers.update(encodeLpmKey(prefix), encodePeer(v));
+  }
+
+  async upsert(peers: readonly Peer[]): Promise<void> {
+    const m = this.maps.twill_peers;
+    if (peers.length < BATCH_MIN) {
+      for (const p of peers) this.writeEntry(p.subnet, this.peerValue(p));
+      return;
+    }
+    const keys = Buffer.alloc(peers.length * LPM_KEY.size);
+    const vals = Buffer.alloc(peers.length * PEER.size);
+    peers.forEach((p, i) => {
+      encodeLpmKey(p.subnet, keys, i * LPM_KEY.size);
+      encodePeer(this.peerValue(p), vals, i * PEER.size);
+    });
+    m.updateBatch(keys, vals, peers.length);
+  }
+
+  async remove(peers: readonly Peer[]): Promise<void> {
+    for (const p of peers) {
+      try {
+        this.maps.twill_peers.delete(encodeLpmKey(p.subnet));
+        this.ids.delete(keyOf(p.subnet));
+      } catch (e) {
+        this.opts.log.warn("cannot remove peer", { subnet: keyOf(p.subnet), err: e });
+      }
+    }
+  }
+
+  async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
+    await this.ensureBase();
+    const want = new Map(desired.map((p) => [keyOf(p.subnet), p]));
+    const toWrite: Peer[] = [];
+    let added = 0, updated = 0, removed = 0;
+    const seen = new Set<string>();
+    for (const [k, v] of this.maps.twill_peers.entries()) {
+      const prefix = decodeLpmKey(k);
+      const key = keyOf(prefix);
+      const have = decodePeer(v);
+      if (have.kind === PeerKind.Local || have.kind === PeerKind.Cluster) {
+        const own = [this.local!.v4, this.local!.v6].some((lf) => lf && (keyOf(lf.subnet) === key || keyOf(lf.network) === key));
+        if (!own) { this.maps.twill_peers.delete(k); removed++; }
+        continue;
+      }
+      const p = want.get(key);
+      if (!p) {
+        this.maps.twill_peers.delete(k);
+        this.ids.delete(key);
+        removed++;
+        continue;
+      }
+      seen.add(key);
+      if (!encodePeer(this.peerValue(p)).equals(v)) { toWrite.push(p); updated++; }
+    }
+    for (const [key, p] of want) if (!seen.has(key)) { toWrite.push(p); added++; }
+    await this.upsert(toWrite);
+    return { added, updated, removed };
+  }
+
+  async close(): Promise<void> {
+    this.watcher?.stop();
+    this.loaded?.close();
+    this.loaded = undefined;
+  }
+
+  async teardown(): Promise<void> {
+    this.watcher?.stop();
+    await teardownBpf(this.opts.pinDir, this.local, this.opts.log);
+    this.loaded?.close();
+    this.loaded = undefined;
+  }
+}
+
+/** Removes links, pins and devices of a node; usable without a loaded object. */
+export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger): Promise<void> {
+  for (const l of listPinnedLinks(join(pinDir, "links"))) detachPinned(l.path);
+  if (existsSync(pinDir)) rmSync(pinDir, { recursive: true, force: true });
+  for (const lf of [local?.v4, local?.v6]) {
+    if (!lf) continue;
+    try {
+      await deleteLink(lf.device);
+    } catch (e) {
+      log.warn("cannot delete device", { device: lf.device, err: errorMessage(e) });
+    }
+  }
+}
+
+/** Reads the pinned maps of a node for `twill maps` and the demo. */
+export function dumpBpfState(pinDir: string): {
+  peers: Array<{ prefix: string; kind: string; remote?: string; vtepMAC?: string; vni: number; id: number }>;
+  endpoints: Array<{ ip: string; ifindex: number; mac: string }>;
+  counters: Record<string, { packets: string; bytes: string }>;
+} {
+  const maps = openPinnedMaps(pinDir);
+  try {
+    const kinds: Record<number, string> = { 1: "vxlan", 2: "direct", 3: "local", 4: "cluster" };
+    const peers = maps.twill_peers.entries().map(([k, v]) => {
+      const p = decodePeer(v);
+      return {
+        prefix: keyOf(decodeLpmKey(k)), kind: kinds[p.kind] ?? String(p.kind),
+        ...(p.remote ? { remote: formatIP(p.remote) } : {}), ...(p.vtepMAC ? { vtepMAC: p.vtepMAC } : {}), vni: p.vni, id: p.id,
+      };
+    });
+    const endpoints = maps.twill_endpoints.entries().map(([k, v]) => ({ ip: formatIP(decodeEpKey(k)), ...decodeEp(v) }));
+    const ncpu = numPossibleCpus();
+    const counters: Record<string, { packets: string; bytes: string }> = {};
+    COUNTERS.forEach((name, i) => {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(i);
+      const v = maps.twill_counters.lookup(key);
+      const s = v ? sumStats(v, ncpu) : { packets: 0n, bytes: 0n };
+      counters[name] = { packets: s.packets.toString(), bytes: s.bytes.toString() };
+    });
+    return { peers, endpoints, counters };
+  } finally {
+    for (const m of Object.values(maps)) m.close();
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * Choosing our subnet(s) from the leases in the store: flannel's
+ * tryAcquireLease, as a pure function (no I/O; randomness is passed in).
+ *
+ * How it works, in flannel's order:
+ *  a) reuse: a lease whose public address is ours (PublicIP; PublicIPv6 for
+ *     an IPv6-only network — flannel matches on PublicIP alone, so a node
+ *     whose IPv6 changed keeps its lease). If it no longer fits the config
+ *     (wrong length, outside SubnetMin..SubnetMax, family mismatch) it is
+ *     returned in `stale` for the caller to delete, as flannel does.
+ *  b) previous: the subnet(s) from our subnet file, if they fit the config
+ *     and no lease overlaps them (flannel checks only the IPv4 key; we check
+ *     every family).
+ *  c) new: per enabled family, the first 100 free subnets from SubnetMin to
+ *     SubnetMax, and one of them at random; dual stack picks one of each.
+ * Both families go through the same code: a family is a `Range` (length,
+ * min, max) and a lease's subnet of that family. Free-subnet search walks
+ * the candidates and the occupied intervals (sorted) together, so it costs
+ * O(leases log leases + candidates), not leases × candidates.
+ */
+import { TwillError } from "../errors.js";
+import { compareIP, formatPrefix, nextSubnet, prefixOverlaps, toBig, bits, ipEqual, type Family, type IP, type Prefix } from "../net/ip.js";
+import { formatLeaseKey, type LeaseSubnets } from "./parse.js";
+import type { Lease, NetConfig } from "./types.js";
+
+export const FREE_CANDIDATES = 100;
+
+export interface ChooseSubnetInput {
+  readonly config: NetConfig;
+  readonly leases: readonly Lease[];
+  readonly publicIP?: IP;
+  readonly publicIPv6?: IP;
+  /** From our subnet file (readSubnetFile): what we had before a restart. */
+  readonly previous?: LeaseSubnets;
+  /** Uniform in [0, 1), like Math.random. */
+  readonly random: () => number;
+}
+
+export interface SubnetChoice extends LeaseSubnets {
+  readonly kind: "reuse" | "previous" | "new";
+  readonly key: string;
+  /** For "reuse": the lease found. */
+  readonly lease?: Lease;
+  /** Leases with our public address that no longer fit the config: delete them. */
+  readonly stale: readonly Lease[];
+}
+
+interface Range { readonly len: number; readonly min: Prefix; readonly max: Prefix }
+
+const FAMILIES: readonly Family[] = [4, 6];
+
+export const subnetOf = (l: LeaseSubnets, f: Family): Prefix | undefined => (f === 4 ? l.subnet : l.ipv6Subnet);
+
+function rangeOf(c: NetConfig, f: Family): Range | undefined {
+  const [on, len, min, max] = f === 4
+    ? [c.enableIPv4, c.subnetLen, c.subnetMin, c.subnetMax]
+    : [c.enableIPv6, c.ipv6SubnetLen, c.ipv6SubnetMin, c.ipv6SubnetMax];
+  return on && min && max ? { len, min, max } : undefined;
+}
+
+function fits(r: Range | undefined, p: Prefix | undefined): boolean {
+  if (!r || !p) return !r && !p;
+  return p.len === r.len && compareIP(p.ip, r.min.ip) >= 0 && compareIP(p.ip, r.max.ip) <= 0;
+}
+
+/** True when every family of `s` matches the config (flannel's isSubnetConfigCompat). */
+export function fitsConfig(config: NetConfig, s: LeaseSubnets): boolean {
+  return FAMILIES.every((f) => fits(rangeOf(config, f), subnetOf(s, f)));
+}
+
+/** True when the two leases share any address, in either family. */
+export function leasesOverlap(a: LeaseSubnets, b: LeaseSubnets): boolean {
+  return FAMILIES.some((f) => {
+    const x = subnetOf(a, f), y = subnetOf(b, f);
+    return !!x && !!y && prefixOverlaps(x, y);
+  });
+}
+
+type Interval = { lo: bigint; hi: bigint };
+const interval = (p: Prefix): Interval => {
+  const size = 1n << BigInt(bits(p.ip.family) - p.len);
+  return { lo: toBig(p.ip), hi: toBig(p.ip) + size - 1n };
+};
+
+function occupied<T extends LeaseSubnets>(leases: readonly T[], f: Family): (Interval & { lease: T })[] {
+  return leases.flatMap((lease) => {
+    const p = subnetOf(lease, f);
+    return p ? [{ ...interval(p), lease }] : [];
+  }).sort((a, b) => (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0));
+}
+
+/** Every pair of leases whose subnets overlap (a corrupt store, or a lost race). */
+export function findOverlaps<T extends LeaseSubnets>(leases: readonly T[]): [T, T][] {
+  const pairs: [T, T][] = [];
+  for (const f of FAMILIES) {
+    const iv = occupied(leases, f);
+    for (let i = 0; i < iv.length; i++) {
+      for (let j = i + 1; j < iv.length && iv[j]!.lo <= iv[i]!.hi; j++) pairs.push([iv[i]!.lease, iv[j]!.lease]);
+    }
+  }
+  return pairs.filter(([a, b], i) => pairs.findIndex(([c, d]) => (c === a && d === b) || (c === b && d === a)) === i);
+}
+
+/** Up to `limit` subnets of the range that overlap no lease, in order. */
+export function freeSubnets(r: Range, f: Family, leases: readonly LeaseSubnets[], limit = FREE_CANDIDATES): Prefix[] {
+  const taken = occupied(leases, f);
+  const out: Prefix[] = [];
+  let t = 0;
+  for (let p = r.min; compareIP(p.ip, r.max.ip) <= 0 && out.length < limit; p = nextSubnet(p)) {
+    const c = interval(p);
+    while (t < taken.length && taken[t]!.hi < c.lo) t++; // intervals that end before p end before every later p too
+    if (t < taken.length && taken[t]!.lo <= c.hi) continue;
+    out.push(p);
+  }
+  return out;
+}
+
+function isOurs(l: Lease, f: Family, ip: IP): boolean {
+  const theirs = f === 4 ? l.publicIP : l.publicIPv6;
+  return !!theirs && ipEqual(theirs, ip);
+}
+
+/** Picks our subnet(s); throws ERR_SUBNET_EXHAUSTED when a family has no free subnet. */
+export function chooseSubnet(input: ChooseSubnetInput): SubnetChoice {
+  const { config, leases } = input;
+  const ranges = new Map(FAMILIES.map((f) => [f, rangeOf(config, f)] as const));
+  const done = (kind: SubnetChoice["kind"], s: LeaseSubnets, extra: { lease?: Lease; stale: Lease[] }): SubnetChoice =>
+    ({ kind, ...s, key: formatLeaseKey(s.subnet, s.ipv6Subnet), ...extra });
+
+  // a) a lease with our public address
+  const [f, ip] = config.enableIPv4 && input.publicIP ? [4 as const, input.publicIP] : [6 as const, input.publicIPv6];
+  const mine = ip ? leases.filter((l) => isOurs(l, f, ip)) : [];
+  const stale = mine.filter((l) => !fitsConfig(config, l));
+  const reuse = mine.find((l) => fitsConfig(config, l));
+  if (reuse) return done("reuse", reuse, { lease: reuse, stale });
+
+  // b) the subnet(s) we had before
+  const prev = input.previous;
+  if (prev && fitsConfig(config, prev) && !leases.some((l) => leasesOverlap(l, prev))) {
+    return done("previous", { ...(prev.subnet && { subnet: prev.subnet }), ...(prev.ipv6Subnet && { ipv6Subnet: prev.ipv6Subnet }) }, { stale });
+  }
+
+  // c) one at random among the first free ones, per family
+  const picked: { subnet?: Prefix; ipv6Subnet?: Prefix } = {};
+  for (const fam of FAMILIES) {
+    const r = ranges.get(fam);
+    if (!r) continue;
+    const free = freeSubnets(r, fam, leases);
+    if (free.length === 0) {
+      throw new TwillError("ERR_SUBNET_EXHAUSTED",
+        `no free /${r.len} subnet between ${formatPrefix(r.min)} and ${formatPrefix(r.max)} (${leases.length} leases)`);
+    }
+    const choice = free[Math.min(free.length - 1, Math.floor(input.random() * free.length))]!;
+    if (fam === 4) picked.subnet = choice;
+    else picked.ipv6Subnet = choice;
+  }
+  return done("new", picked, { stale });
+}

@@ -1,0 +1,519 @@
+/**
+ * Links, addresses, routes, neighbours and FDB entries as typed values, and
+ * the few idempotent "ensure" operations the dataplanes need.
+ *
+ * How it works:
+ * 1) Readers run one `ip -j` / `bridge -j` command (net/iproute.ts) and check
+ *    its JSON here, once, into typed shapes (Link, RouteEntry, NeighEntry,
+ *    FdbEntry); addresses become IP/Prefix values, so callers compare values,
+ *    never text.
+ * 2) `findUnderlay` picks the underlay like flanneld: each --iface in turn
+ *    (a name, or an address of the interface), else each --iface-regex (first
+ *    against interface addresses, then names, as flannel does), else
+ *    --iface-can-reach (`ip route get`), else the default route's interface
+ *    (IPv4, then IPv6). The public IP defaults to the interface's first
+ *    global address of each family.
+ * 3) `ensureVxlan` keeps an existing device when it is compatible, otherwise
+ *    says in words what differs ("flannel.1: vxlan id 2 != 1; dstport 4789 !=
+ *    8472") and replaces it; then it sets MAC/MTU/ARP/up only where they
+ *    differ, so an adopted device is not disturbed. IPv4 and IPv6 differ only
+ *    in the `local` address, which carries its family.
+ * 4) `sysctl` writes /proc/sys directly (the file belongs to the network
+ *    namespace of the caller), with the key checked first.
+ */
+import { readFile, writeFile } from "node:fs/promises";
+import type { DeviceInfo } from "../dataplane/types.js";
+import { TwillError } from "../errors.js";
+import { parseMAC } from "../lease/mac.js";
+import {
+  bits, formatIP, formatPrefix, ipEqual, makePrefix, parsePrefix, tryParseIP,
+  type Family, type IP, type Prefix,
+} from "./ip.js";
+import { bridge, checkIfName, ip, isNotFound, NetlinkError } from "./iproute.js";
+
+export { checkIfName } from "./iproute.js";
+
+// ---- checking iproute2's JSON (the edge: unknown in, typed out) ----------
+
+type Obj = Record<string, unknown>;
+const isObj = (x: unknown): x is Obj => typeof x === "object" && x !== null && !Array.isArray(x);
+const objects = (x: unknown): Obj[] => (Array.isArray(x) ? x.filter(isObj) : []);
+const str = (o: Obj, k: string): string | undefined => (typeof o[k] === "string" ? (o[k] as string) : undefined);
+const num = (o: Obj, k: string): number | undefined => (typeof o[k] === "number" ? (o[k] as number) : undefined);
+const strs = (o: Obj, k: string): string[] => (Array.isArray(o[k]) ? (o[k] as unknown[]).filter((s): s is string => typeof s === "string") : []);
+const famFlag = (f: Family): string => (f === 4 ? "-4" : "-6");
+
+/** A log sink for the things an operator should read ("replacing flannel.1: ..."). */
+export type LogFn = (message: string) => void;
+const stderrLog: LogFn = (m) => process.stderr.write(`twill: ${m}\n`);
+
+// ---- links ----------------------------------------------------------------
+
+export interface VxlanInfo {
+  /** VNI (0 for an external device). */
+  readonly id: number;
+  /** Collect-metadata mode: the VNI and remote come from each packet's tunnel key. */
+  readonly external: boolean;
+  readonly port: number;
+  readonly local?: IP;
+  /** The underlay device (`dev`), by name. */
+  readonly dev?: string;
+  readonly learning: boolean;
+}
+
+export interface Link {
+  readonly ifindex: number;
+  readonly name: string;
+  readonly mtu: number;
+  readonly mac: string;
+  /** Kernel flags, e.g. ["BROADCAST","MULTICAST","UP","LOWER_UP","NOARP"]. */
+  readonly flags: readonly string[];
+  /** "vxlan", "veth", "bridge", ... (undefined for plain devices such as lo). */
+  readonly kind?: string;
+  readonly vxlan?: VxlanInfo;
+  readonly master?: string;
+}
+
+function toLink(o: Obj): Link | undefined {
+  const ifindex = num(o, "ifindex"), name = str(o, "ifname");
+  if (ifindex === undefined || name === undefined) return undefined;
+  const info = isObj(o["linkinfo"]) ? o["linkinfo"] : {};
+  const kind = str(info, "info_kind");
+  const data = isObj(info["info_data"]) ? info["info_data"] : undefined;
+  let vxlan: VxlanInfo | undefined;
+  if (kind === "vxlan" && data) {
+    const local = tryParseIP(str(data, "local") ?? str(data, "local6") ?? "");
+    const dev = str(data, "link");
+    vxlan = {
+      id: num(data, "id") ?? 0,
+      external: data["external"] === true,
+      port: num(data, "port") ?? 0,
+      learning: data["learning"] === true,
+      ...(local ? { local } : {}),
+      ...(dev ? { dev } : {}),
+    };
+  }
+  const master = str(o, "master");
+  return {
+    ifindex, name,
+    mtu: num(o, "mtu") ?? 0,
+    mac: (str(o, "address") ?? "").toLowerCase(),
+    flags: strs(o, "flags"),
+    ...(kind ? { kind } : {}),
+    ...(vxlan ? { vxlan } : {}),
+    ...(master ? { master } : {}),
+  };
+}
+
+/** The link named `name` (with details), or undefined when there is none. */
+export async function getLink(name: string): Promise<Link | undefined> {
+  checkIfName(name);
+  try {
+    return objects(await ip(["-d", "link", "show", "dev", name])).map(toLink)[0];
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+}
+
+export async function listLinks(): Promise<Link[]> {
+  return objects(await ip(["-d", "link", "show"])).map(toLink).filter((l): l is Link => l !== undefined);
+}
+
+export interface BridgePort {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly kind?: string;
+}
+
+/** The ports enslaved to `bridgeName` (empty when it has none or does not exist). */
+export async function bridgePorts(bridgeName: string): Promise<BridgePort[]> {
+  checkIfName(bridgeName, "bridge name");
+  if (!(await getLink(bridgeName))) return [];
+  return objects(await ip(["-d", "link", "show", "master", bridgeName]))
+    .map(toLink)
+    .filter((l): l is Link => l !== undefined)
+    .map((l) => ({ name: l.name, ifindex: l.ifindex, ...(l.kind ? { kind: l.kind } : {}) }));
+}
+
+/** Deletes a link; best effort. True when it existed and is gone. */
+export async function deleteLink(name: string): Promise<boolean> {
+  checkIfName(name);
+  try {
+    await ip(["link", "del", "dev", name]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---- addresses --------------------------------------------------------------
+
+export interface AddrEntry {
+  readonly family: Family;
+  readonly local: IP;
+  readonly prefixLen: number;
+  /** "global", "link", "host". */
+  readonly scope: string;
+}
+
+interface LinkAddrs {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly mtu: number;
+  readonly addrs: readonly AddrEntry[];
+}
+
+function toLinkAddrs(o: Obj): LinkAddrs | undefined {
+  const name = str(o, "ifname"), ifindex = num(o, "ifindex");
+  if (name === undefined || ifindex === undefined) return undefined;
+  const addrs: AddrEntry[] = [];
+  for (const a of objects(o["addr_info"])) {
+    const local = tryParseIP(str(a, "local") ?? "");
+    const prefixLen = num(a, "prefixlen");
+    if (local && prefixLen !== undefined) addrs.push({ family: local.family, local, prefixLen, scope: str(a, "scope") ?? "" });
+  }
+  return { name, ifindex, mtu: num(o, "mtu") ?? 0, addrs };
+}
+
+async function listAddrs(dev?: string): Promise<LinkAddrs[]> {
+  const args = dev === undefined ? ["addr", "show"] : ["addr", "show", "dev", checkIfName(dev)];
+  return objects(await ip(args)).map(toLinkAddrs).filter((l): l is LinkAddrs => l !== undefined);
+}
+
+/** The addresses on `dev`. */
+export async function getAddrs(dev: string): Promise<AddrEntry[]> {
+  return [...((await listAddrs(dev))[0]?.addrs ?? [])];
+}
+
+const firstGlobal = (l: LinkAddrs, f: Family): IP | undefined =>
+  l.addrs.find((a) => a.family === f && a.scope === "global")?.local;
+
+/**
+ * Makes `prefixText` (e.g. "10.244.1.0/32", "fc00:0:0:1::/128") the only
+ * global address of its family on `dev`; link-local addresses are kept.
+ * IPv6 addresses are added with `nodad` (no duplicate detection on a tunnel).
+ */
+export async function ensureAddress(dev: string, prefixText: string): Promise<void> {
+  checkIfName(dev);
+  const want = parsePrefix(prefixText, "address", true);
+  const wantIP = tryParseIP(prefixText.slice(0, prefixText.indexOf("/")))!;
+  const have = (await getAddrs(dev)).filter((a) => a.family === wantIP.family && a.scope !== "link");
+  const same = (a: AddrEntry) => ipEqual(a.local, wantIP) && a.prefixLen === want.len;
+  for (const a of have.filter((x) => !same(x))) {
+    await ip(["addr", "del", `${formatIP(a.local)}/${a.prefixLen}`, "dev", dev]);
+  }
+  if (!have.some(same)) {
+    await ip(["addr", "add", `${formatIP(wantIP)}/${want.len}`, "dev", dev, ...(wantIP.family === 6 ? ["nodad"] : [])]);
+  }
+}
+
+// ---- underlay discovery -------------------------------------------------------
+
+export interface UnderlayOptions {
+  /** --iface: interface names or addresses, tried in order. */
+  readonly iface?: readonly string[];
+  /** --iface-regex: tried in order, against addresses first, then names. */
+  readonly ifaceRegex?: readonly string[];
+  /** --iface-can-reach: the interface `ip route get` uses for this address. */
+  readonly canReach?: IP;
+  /** --public-ip / --public-ipv6: override the interface's address. */
+  readonly publicIP?: IP;
+  readonly publicIPv6?: IP;
+}
+
+export interface Underlay {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly mtu: number;
+  readonly ipv4?: IP;
+  readonly ipv6?: IP;
+}
+
+interface Pick { readonly link: LinkAddrs; readonly addr?: IP }
+
+function pickByIfaceOption(links: readonly LinkAddrs[], spec: string): Pick | undefined {
+  const addr = tryParseIP(spec);
+  if (addr) {
+    const link = links.find((l) => l.addrs.some((a) => ipEqual(a.local, addr)));
+    return link && { link, addr };
+  }
+  const link = links.find((l) => l.name === spec);
+  return link && { link };
+}
+
+function pickByRegex(links: readonly LinkAddrs[], pattern: string): Pick | undefined {
+  let re: RegExp;
+  try {
+    re = new RegExp(pattern);
+  } catch (e) {
+    throw new TwillError("ERR_INVALID_FLAG", `--iface-regex ${JSON.stringify(pattern)} is not a regular expression`, { cause: e });
+  }
+  for (const f of [4, 6] as const) {
+    for (const link of links) {
+      const addr = firstGlobal(link, f);
+      if (addr && re.test(formatIP(addr))) return { link, addr };
+    }
+  }
+  const link = links.find((l) => re.test(l.name));
+  return link && { link };
+}
+
+async function routeDev(args: string[]): Promise<string | undefined> {
+  for (const r of objects(await ip(args))) {
+    const dev = str(r, "dev");
+    if (dev) return dev;
+  }
+  return undefined;
+}
+
+/** Finds the underlay interface and its public addresses, the way flanneld does. */
+export async function findUnderlay(opts: UnderlayOptions = {}): Promise<Underlay> {
+  const links = await listAddrs();
+  let pick: Pick | undefined;
+  let tried: string;
+  if (opts.iface && opts.iface.length > 0) {
+    tried = `--iface ${opts.iface.join(", ")}`;
+    for (const spec of opts.iface) if (!pick) pick = pickByIfaceOption(links, spec);
+  } else if (opts.ifaceRegex && opts.ifaceRegex.length > 0) {
+    tried = `--iface-regex ${opts.ifaceRegex.join(", ")}`;
+    for (const pattern of opts.ifaceRegex) if (!pick) pick = pickByRegex(links, pattern);
+  } else {
+    let dev: string | undefined;
+    if (opts.canReach) {
+      tried = `--iface-can-reach ${formatIP(opts.canReach)}`;
+      dev = await routeDev(["route", "get", formatIP(opts.canReach)]);
+    } else {
+      tried = "the default route";
+      dev = (await routeDev(["-4", "route", "show", "default"])) ?? (await routeDev(["-6", "route", "show", "default"]));
+    }
+    const link = links.find((l) => l.name === dev);
+    pick = link && { link };
+  }
+  if (!pick) {
+    const names = links.map((l) => l.name).join(", ");
+    throw new TwillError("ERR_IFACE", `no underlay interface matches ${tried} (interfaces: ${names})`);
+  }
+  const { link, addr } = pick;
+  if (link.mtu <= 0) throw new TwillError("ERR_IFACE", `underlay interface ${link.name} reports MTU ${link.mtu}`);
+  const ipv4 = opts.publicIP ?? (addr?.family === 4 ? addr : firstGlobal(link, 4));
+  const ipv6 = opts.publicIPv6 ?? (addr?.family === 6 ? addr : firstGlobal(link, 6));
+  return { name: link.name, ifindex: link.ifindex, mtu: link.mtu, ...(ipv4 ? { ipv4 } : {}), ...(ipv6 ? { ipv6 } : {}) };
+}
+
+// ---- vxlan devices --------------------------------------------------------------
+
+export interface VxlanSpec {
+  readonly name: string;
+  /** VNI; ignored (and not compared) when `external`. */
+  readonly vni: number;
+  readonly port: number;
+  readonly external: boolean;
+  /** Source address of the tunnel; its family must be `family`. */
+  readonly localIP?: IP;
+  /** Underlay device. */
+  readonly dev: string;
+  readonly mtu: number;
+  /** The VTEP MAC to keep across restarts; the kernel picks one when absent. */
+  readonly mac?: string;
+  readonly learning: false;
+  /** Set NOARP (the eBPF dataplane); false turns ARP on (flannel's device). */
+  readonly arpOff: boolean;
+  readonly family: Family;
+}
+
+function checkSpec(s: VxlanSpec): void {
+  checkIfName(s.name, "vxlan device name");
+  checkIfName(s.dev, "underlay device name");
+  const bad = (what: string) => new TwillError("ERR_INVALID_CONFIG", `vxlan device ${s.name}: ${what}`);
+  if (!Number.isInteger(s.vni) || s.vni < (s.external ? 0 : 1) || s.vni > 0xffffff) throw bad(`VNI ${s.vni} is not in 1..16777215`);
+  if (!Number.isInteger(s.port) || s.port < 1 || s.port > 65535) throw bad(`port ${s.port} is not in 1..65535`);
+  if (!Number.isInteger(s.mtu) || s.mtu < 68 || s.mtu > 65535) throw bad(`MTU ${s.mtu} is not in 68..65535`);
+  if (s.localIP && s.localIP.family !== s.family) throw bad(`local ${formatIP(s.localIP)} is not IPv${s.family}`);
+  if (s.mac !== undefined) parseMAC(s.mac, `vxlan device ${s.name} MAC`);
+}
+
+/** What makes `link` unusable as `spec`, in words; empty when it is compatible. */
+export function vxlanDifferences(link: Link, spec: VxlanSpec): string[] {
+  const v = link.vxlan;
+  if (link.kind !== "vxlan" || !v) return [`kind ${link.kind ?? "none"} != vxlan`];
+  const out: string[] = [];
+  const onOff = (b: boolean) => (b ? "on" : "off");
+  if (v.external !== spec.external) out.push(`external ${onOff(v.external)} != ${onOff(spec.external)}`);
+  if (!spec.external && v.id !== spec.vni) out.push(`vxlan id ${v.id} != ${spec.vni}`);
+  if (v.port !== spec.port) out.push(`dstport ${v.port} != ${spec.port}`);
+  const local = (ipv: IP | undefined) => (ipv ? formatIP(ipv) : "none");
+  if (spec.localIP ? !v.local || !ipEqual(v.local, spec.localIP) : v.local !== undefined) {
+    out.push(`local ${local(v.local)} != ${local(spec.localIP)}`);
+  }
+  if (v.dev !== spec.dev) out.push(`dev ${v.dev ?? "none"} != ${spec.dev}`);
+  if (v.learning !== spec.learning) out.push(`learning ${onOff(v.learning)} != ${onOff(spec.learning)}`);
+  return out;
+}
+
+/** The `ip link add` arguments for `spec` (flannel's exact command for the regular form). */
+export function vxlanAddArgs(spec: VxlanSpec): string[] {
+  const local = spec.localIP ? ["local", formatIP(spec.localIP)] : [];
+  if (spec.external) {
+    return ["link", "add", spec.name, "type", "vxlan", "external", "dstport", String(spec.port), "dev", spec.dev, ...local];
+  }
+  return ["link", "add", spec.name, "type", "vxlan", "id", String(spec.vni), ...local, "dev", spec.dev,
+    "dstport", String(spec.port), "nolearning"];
+}
+
+/** Names the other vxlan devices bound to `port`, to explain "Address already in use". */
+async function portUsers(spec: VxlanSpec): Promise<string> {
+  const users = (await listLinks().catch(() => [] as Link[]))
+    .filter((l) => l.name !== spec.name && l.vxlan?.port === spec.port)
+    .map((l) => l.name);
+  return users.length > 0 ? ` (UDP port ${spec.port} is used by ${users.join(", ")})` : "";
+}
+
+/**
+ * Creates or adopts the vxlan device `spec.name` and brings it up with the
+ * given MAC, MTU and ARP setting. Returns its name, ifindex and MAC.
+ */
+export async function ensureVxlan(spec: VxlanSpec, log: LogFn = stderrLog): Promise<DeviceInfo> {
+  checkSpec(spec);
+  let link = await getLink(spec.name);
+  if (link) {
+    const diffs = vxlanDifferences(link, spec);
+    if (diffs.length > 0) {
+      log(`${spec.name}: ${diffs.join("; ")}; replacing the device`);
+      await ip(["link", "del", "dev", spec.name]);
+      link = undefined;
+    }
+  }
+  if (!link) {
+    try {
+      await ip(vxlanAddArgs(spec));
+    } catch (e) {
+      if (e instanceof NetlinkError && /in use/i.test(e.stderr)) {
+        throw new TwillError("ERR_DEVICE_INCOMPATIBLE", `${e.message}${await portUsers(spec)}`, { cause: e });
+      }
+      throw e;
+    }
+    link = await getLink(spec.name);
+    if (!link) throw new TwillError("ERR_NETLINK", `${spec.name} vanished right after it was created`);
+  }
+  const set: string[] = [];
+  if (spec.mac !== undefined && link.mac !== spec.mac.toLowerCase()) set.push("address", spec.mac.toLowerCase());
+  if (link.mtu !== spec.mtu) set.push("mtu", String(spec.mtu));
+  if (link.flags.includes("NOARP") !== spec.arpOff) set.push("arp", spec.arpOff ? "off" : "on");
+  if (!link.flags.includes("UP")) set.push("up");
+  if (set.length > 0) {
+    await ip(["link", "set", "dev", spec.name, ...set]);
+    link = (await getLink(spec.name)) ?? link;
+  }
+  return { name: link.name, ifindex: link.ifindex, mac: link.mac };
+}
+
+// ---- routes, neighbours, FDB ------------------------------------------------------
+
+export interface RouteEntry {
+  readonly dst: Prefix;
+  readonly gateway?: IP;
+  readonly dev?: string;
+  /** "kernel", "boot", "static", ... (absent means boot, iproute2's default). */
+  readonly protocol?: string;
+  readonly flags: readonly string[];
+}
+
+function toRoute(o: Obj, family: Family): RouteEntry | undefined {
+  const d = str(o, "dst");
+  if (d === undefined) return undefined;
+  const text = d === "default" ? (family === 4 ? "0.0.0.0/0" : "::/0") : d.includes("/") ? d : `${d}/${bits(family)}`;
+  let dst: Prefix;
+  try {
+    dst = parsePrefix(text, "route", true);
+  } catch {
+    return undefined; // e.g. "multicast" or "broadcast" keys
+  }
+  const gateway = tryParseIP(str(o, "gateway") ?? "");
+  const dev = str(o, "dev");
+  const protocol = str(o, "protocol");
+  return { dst, flags: strs(o, "flags"), ...(gateway ? { gateway } : {}), ...(dev ? { dev } : {}), ...(protocol ? { protocol } : {}) };
+}
+
+/** Main-table routes of `family` through `dev`. */
+export async function listRoutes(dev: string, family: Family): Promise<RouteEntry[]> {
+  checkIfName(dev);
+  const raw = objects(await ip([famFlag(family), "route", "show", "dev", dev]));
+  return raw.map((o) => toRoute({ dev, ...o }, family)).filter((r): r is RouteEntry => r !== undefined);
+}
+
+export interface NeighEntry {
+  readonly dst: IP;
+  readonly lladdr?: string;
+  /** e.g. ["PERMANENT"], ["REACHABLE"], ["NOARP"]. */
+  readonly state: readonly string[];
+}
+
+export async function listNeighs(dev: string, family: Family): Promise<NeighEntry[]> {
+  checkIfName(dev);
+  const out: NeighEntry[] = [];
+  for (const o of objects(await ip([famFlag(family), "neigh", "show", "dev", dev]))) {
+    const dst = tryParseIP(str(o, "dst") ?? "");
+    const lladdr = str(o, "lladdr")?.toLowerCase();
+    if (dst) out.push({ dst, state: strs(o, "state"), ...(lladdr ? { lladdr } : {}) });
+  }
+  return out;
+}
+
+export interface FdbEntry {
+  readonly mac: string;
+  /** The remote VTEP (vxlan devices). */
+  readonly dst?: IP;
+  readonly flags: readonly string[];
+  /** "permanent", "static", "" (learned), ... */
+  readonly state: string;
+}
+
+export async function listFdb(dev: string): Promise<FdbEntry[]> {
+  checkIfName(dev);
+  const out: FdbEntry[] = [];
+  for (const o of objects(await bridge(["fdb", "show", "dev", dev]))) {
+    const mac = str(o, "mac")?.toLowerCase();
+    const dst = tryParseIP(str(o, "dst") ?? "");
+    if (mac) out.push({ mac, flags: strs(o, "flags"), state: str(o, "state") ?? "", ...(dst ? { dst } : {}) });
+  }
+  return out;
+}
+
+/** "10.244.1.0/32" for the /32 (v4) or /128 (v6) host prefix of an address. */
+export function hostPrefix(addr: IP): string {
+  return formatPrefix(makePrefix(addr, bits(addr.family)));
+}
+
+// ---- sysctl ---------------------------------------------------------------------------
+
+const SYSCTL_PART = /^[A-Za-z0-9_.:@-]+$/;
+
+/** "net.ipv4.ip_forward" or "net/ipv4/conf/flannel.1/rp_filter" → the /proc/sys path. */
+export function sysctlPath(key: string): string {
+  const parts = typeof key === "string" ? (key.includes("/") ? key.split("/") : key.split(".")) : [];
+  const ok = parts.length >= 2 && parts.every((p) => SYSCTL_PART.test(p) && p !== "." && p !== "..");
+  if (!ok) throw new TwillError("ERR_SYSCTL", `sysctl key ${JSON.stringify(key)} is not a key like net.ipv4.ip_forward`);
+  return `/proc/sys/${parts.join("/")}`;
+}
+
+/** Writes a sysctl in the caller's network namespace. */
+export async function sysctl(key: string, value: string | number): Promise<void> {
+  const path = sysctlPath(key);
+  const text = String(value);
+  if (!/^[A-Za-z0-9 _.:-]*$/.test(text)) throw new TwillError("ERR_SYSCTL", `sysctl ${key}: bad value ${JSON.stringify(text)}`);
+  try {
+    await writeFile(path, text + "\n");
+  } catch (e) {
+    throw new TwillError("ERR_SYSCTL", `sysctl ${key}=${text}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export async function readSysctl(key: string): Promise<string> {
+  const path = sysctlPath(key);
+  try {
+    return (await readFile(path, "utf8")).trim();
+  } catch (e) {
+    throw new TwillError("ERR_SYSCTL", `sysctl ${key}: ${(e as Error).message}`, { cause: e });
+  }
+}
