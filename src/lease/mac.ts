@@ -24,9 +24,10 @@ function macProblem(lower: string): string | undefined {
 
 /** Validates a unicast MAC and returns it lower-cased; throws ERR_INVALID_MAC. */
 export function parseMAC(s: unknown, what = "MAC"): string {
+  if (s === undefined) throw new TwillError("ERR_INVALID_MAC", `${what} is missing`);
   const lower = typeof s === "string" ? s.toLowerCase() : "";
   const problem = typeof s === "string" ? macProblem(lower) : "is not a string";
-  if (problem) throw new TwillError("ERR_INVALID_MAC", `${what} ${JSON.stringify(s) ?? String(s)} ${problem}`);
+  if (problem) throw new TwillError("ERR_INVALID_MAC", `${what} ${JSON.stringify(s)} ${problem}`);
   return lower;
 }
 

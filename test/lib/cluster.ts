@@ -38,7 +38,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { run, killSpawned, killSpawnedSync } from "./exec.js";
+import { run, killSpawned, killSpawnedSync, onCleanup } from "./exec.js";
 import { dumpState } from "./traffic.js";
 
 export interface ClusterOptions {
@@ -220,7 +220,12 @@ export class Cluster {
 
     const router = async (): Promise<void> => {
       const ctl: Record<string, number> = { "net.ipv4.ip_forward": 1 };
-      if (ipv6) Object.assign(ctl, { "net.ipv6.conf.all.forwarding": 1, "net.ipv6.conf.default.accept_dad": 0 });
+      if (ipv6) {
+        Object.assign(ctl, { "net.ipv6.conf.all.forwarding": 1, "net.ipv6.conf.default.accept_dad": 0 });
+        // no DAD on the legs: while a leg's link-local address is tentative the
+        // kernel sends no neighbour solicitation for forwarded packets
+        for (const s of this.segmentIds) ctl[`net.ipv6.conf.eth${s}.accept_dad`] = 0;
+      }
       await sysctl(this.routerNetns, ctl);
       const cmds = ["link set lo up"];
       for (const s of this.segmentIds) {
@@ -237,6 +242,7 @@ export class Cluster {
           "net.ipv6.conf.all.forwarding": 1,
           "net.ipv6.conf.all.accept_dad": 0,
           "net.ipv6.conf.default.accept_dad": 0,
+          [`net.ipv6.conf.${h.iface}.accept_dad`]: 0, // eth0 exists already: "all" does not override it
         });
       }
       await sysctl(h.netns, ctl);
@@ -457,7 +463,7 @@ export function flannelDelegateConfig(env: SubnetEnv, dataDir: string, opts: Add
     cniVersion: "0.3.1",
     name: "cbr0",
     type: "bridge",
-    bridge: "cni0",
+    bridge: "cni0", // the bridge plugin's default, spelled out
     hairpinMode: opts.hairpinMode ?? true,
     ipMasq: !env.ipMasq,
     mtu: env.mtu,
@@ -541,6 +547,14 @@ export async function addPod(
     host.pods.push(pod);
     return pod;
   } catch (e) {
+    // best effort: release what the plugin may have allocated, then the namespace
+    await run(`${CNI_PATH}/bridge`, [], {
+      netns: host.netns,
+      input: JSON.stringify(conf),
+      env: cniEnv("DEL", { containerId, netns }),
+      allowFail: true,
+    }).catch(() => {});
+    rmSync(join(cniDir, `${name}.json`), { force: true });
     await run("ip", ["netns", "del", netns], { allowFail: true });
     throw e;
   }
@@ -683,7 +697,7 @@ let netInstalled = false;
 function installSafetyNet(): void {
   if (netInstalled) return;
   netInstalled = true;
-  const sweepAll = (): void => {
+  onCleanup(() => {
     for (const prefix of live) {
       try {
         sweepPrefixSync(prefix);
@@ -692,12 +706,5 @@ function installSafetyNet(): void {
       }
     }
     live.clear();
-  };
-  process.on("exit", sweepAll);
-  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
-    process.on(sig, () => {
-      sweepAll();
-      process.exit(code);
-    });
-  }
+  });
 }

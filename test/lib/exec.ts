@@ -9,8 +9,12 @@
  * 2) `spawnIn` starts a long-running program in a namespace and records it in
  *    a registry, so a cluster's destroy (or the exit safety net) kills it.
  *    Each child leads its own process group, and is killed as a group.
+ *    Piped output is always drained into a bounded buffer (`spawnedOutput`),
+ *    so a chatty daemon nobody reads never blocks on a full pipe.
  * 3) `waitFor` polls a condition and fails with a sentence naming what it
  *    waited for.
+ * 4) `onCleanup` registers synchronous last-resort cleanups, run on process
+ *    exit and on SIGINT/SIGTERM/SIGHUP (which then exit 128+signal).
  */
 
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
@@ -123,7 +127,7 @@ export interface SpawnOptions {
   cwd?: string;
   /** Append stdout and stderr to this file (instead of pipes). */
   logFile?: string;
-  /** Standard streams when no logFile; default pipes for all three. */
+  /** Standard streams when no logFile; default ["ignore", "pipe", "pipe"]. */
   stdio?: StdioOptions;
 }
 
@@ -131,9 +135,43 @@ interface Tracked {
   child: ChildProcess;
   netns: string | undefined;
   what: string;
+  output: Buffer[];
+  outputBytes: number;
 }
 
 const registry = new Set<Tracked>();
+const outputs = new WeakMap<ChildProcess, Tracked>();
+const OUTPUT_KEEP = 256 * 1024;
+let killerRegistered = false;
+
+const cleanups: (() => void)[] = [];
+let handlersInstalled = false;
+
+/**
+ * Registers a synchronous cleanup run once on process exit, or on
+ * SIGINT/SIGTERM/SIGHUP (after which the process exits with 128+signal).
+ */
+export function onCleanup(fn: () => void): void {
+  cleanups.push(fn);
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  const runAll = (): void => {
+    for (const f of cleanups.splice(0)) {
+      try {
+        f();
+      } catch {
+        /* best effort: keep going */
+      }
+    }
+  };
+  process.on("exit", runAll);
+  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+    process.on(sig, () => {
+      runAll();
+      process.exit(code);
+    });
+  }
+}
 
 /**
  * Starts a long-running program in `netns` (undefined: the current one).
@@ -143,7 +181,7 @@ const registry = new Set<Tracked>();
  */
 export function spawnIn(netns: string | undefined, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
   const [file, argv] = nsArgv(netns, cmd, args);
-  let stdio: StdioOptions = opts.stdio ?? ["pipe", "pipe", "pipe"];
+  let stdio: StdioOptions = opts.stdio ?? ["ignore", "pipe", "pipe"];
   let logFd: number | undefined;
   if (opts.logFile) {
     logFd = openSync(opts.logFile, "a");
@@ -156,8 +194,20 @@ export function spawnIn(netns: string | undefined, cmd: string, args: string[], 
     env: opts.env ? { ...process.env, ...opts.env } : process.env,
   });
   if (logFd !== undefined) closeSync(logFd);
-  const entry: Tracked = { child, netns, what: describe(netns, cmd, args) };
+  const entry: Tracked = { child, netns, what: describe(netns, cmd, args), output: [], outputBytes: 0 };
+  const keep = (b: Buffer): void => {
+    entry.output.push(b);
+    entry.outputBytes += b.length;
+    while (entry.outputBytes > OUTPUT_KEEP && entry.output.length > 1) entry.outputBytes -= entry.output.shift()!.length;
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  if (!killerRegistered) {
+    killerRegistered = true;
+    onCleanup(() => killSpawnedSync());
+  }
   registry.add(entry);
+  outputs.set(child, entry);
   child.on("exit", () => registry.delete(entry));
   child.on("error", () => registry.delete(entry));
   return child;
@@ -212,6 +262,12 @@ export function killSpawnedSync(netnsPrefix?: string): void {
       signalGroup(t.child, "SIGKILL");
     }
   }
+}
+
+/** The last 256 KB of a spawned process's piped stdout+stderr (interleaved as received). */
+export function spawnedOutput(child: ChildProcess): string {
+  const t = outputs.get(child);
+  return t ? Buffer.concat(t.output).toString("utf8") : "";
 }
 
 /** The processes started by spawnIn that are still running, for failure output. */

@@ -95,8 +95,12 @@ export interface PingStreamResult {
   received: number;
   lost: number;
   lostSeqs: number[];
-  /** The longest run of consecutive lost requests, in ms (run length × interval). */
+  /** The longest time between two consecutive replies, in ms: the outage a user saw
+   *  (about one send interval when nothing was lost). */
   longestGapMs: number;
+  /** Epoch ms of each lost request's "no answer yet" report (≈ when it was due). */
+  lostAtMs: number[];
+  startedAtMs: number;
   durationMs: number;
   raw: string;
 }
@@ -106,38 +110,49 @@ export interface PingStream {
   stop(): Promise<PingStreamResult>;
 }
 
-/** Parses the per-packet lines of `ping -O` output into a loss report. */
-export function parsePingStream(raw: string, intervalMs: number, durationMs: number): PingStreamResult {
-  const replied = new Set<number>();
+/** Parses the per-packet lines of `ping -D -O` output into a loss report. */
+export function parsePingStream(raw: string, startedAtMs: number, durationMs: number): PingStreamResult {
+  const replied = new Map<number, number>(); // seq → epoch ms of the reply
+  const reported = new Map<number, number>(); // seq → epoch ms of "no answer yet"
   let maxSeq = 0;
   for (const line of raw.split("\n")) {
+    const ts = /^\[(\d+\.\d+)\]/.exec(line);
+    const at = ts ? Number(ts[1]) * 1000 : NaN;
     const reply = /bytes from .*icmp_seq=(\d+)/.exec(line);
     if (reply) {
       const seq = Number(reply[1]);
-      replied.add(seq);
+      if (!replied.has(seq)) replied.set(seq, at);
       maxSeq = Math.max(maxSeq, seq);
       continue;
     }
     const missing = /no answer yet for icmp_seq=(\d+)/.exec(line) ?? /From .*icmp_seq=(\d+)/.exec(line);
-    if (missing) maxSeq = Math.max(maxSeq, Number(missing[1]));
-  }
-  const lostSeqs: number[] = [];
-  let run = 0;
-  let longest = 0;
-  for (let s = 1; s <= maxSeq; s++) {
-    if (replied.has(s)) {
-      run = 0;
-    } else {
-      lostSeqs.push(s);
-      longest = Math.max(longest, ++run);
+    if (missing) {
+      const seq = Number(missing[1]);
+      if (!reported.has(seq)) reported.set(seq, at);
+      maxSeq = Math.max(maxSeq, seq);
     }
   }
+  const lostSeqs: number[] = [];
+  const lostAtMs: number[] = [];
+  for (let seq = 1; seq <= maxSeq; seq++) {
+    if (!replied.has(seq)) {
+      lostSeqs.push(seq);
+      lostAtMs.push(reported.get(seq) ?? NaN);
+    }
+  }
+  // gaps between replies in arrival order; the stream's start and end count as replies
+  const times = [startedAtMs, ...[...replied.values()].filter((t) => !Number.isNaN(t)).sort((a, b) => a - b)];
+  if (lostSeqs.length && lostSeqs[lostSeqs.length - 1] === maxSeq) times.push(startedAtMs + durationMs);
+  let longestGapMs = 0;
+  for (let i = 1; i < times.length; i++) longestGapMs = Math.max(longestGapMs, times[i]! - times[i - 1]!);
   return {
     sent: maxSeq,
     received: maxSeq - lostSeqs.length,
     lost: lostSeqs.length,
     lostSeqs,
-    longestGapMs: longest * intervalMs,
+    longestGapMs: Math.round(longestGapMs * 10) / 10,
+    lostAtMs,
+    startedAtMs,
     durationMs,
     raw,
   };
@@ -146,11 +161,12 @@ export function parsePingStream(raw: string, intervalMs: number, durationMs: num
 /**
  * Starts pinging `toIP` from `fromNetns` every `intervalMs` until stop().
  * A test asserts "nothing lost while X happened" with `lost === 0`, or
- * bounds an outage with `longestGapMs`. Runs at most ~10 minutes at 10 ms
- * (icmp_seq wraps at 65536).
+ * bounds an outage with `longestGapMs`. Note: asked for 10 ms, iputils sends
+ * about every 15 ms on this machine; `sent` tells what really went out.
+ * Runs at most ~15 minutes at 10 ms (icmp_seq wraps at 65536).
  */
 export function pingStream(fromNetns: string, toIP: string, intervalMs = 10): PingStream {
-  const args = [...(isV6(toIP) ? ["-6"] : []), "-n", "-O", "-i", (intervalMs / 1000).toFixed(3), "-W", "1", toIP];
+  const args = [...(isV6(toIP) ? ["-6"] : []), "-n", "-D", "-O", "-i", (intervalMs / 1000).toFixed(3), "-W", "1", toIP];
   const child = spawnIn(fromNetns, "ping", args);
   const started = Date.now();
   const chunks: Buffer[] = [];
@@ -160,7 +176,7 @@ export function pingStream(fromNetns: string, toIP: string, intervalMs = 10): Pi
     async stop(): Promise<PingStreamResult> {
       const durationMs = Date.now() - started;
       await stopProcess(child, { signal: "SIGINT", graceMs: 2000 });
-      return parsePingStream(Buffer.concat(chunks).toString("utf8"), intervalMs, durationMs);
+      return parsePingStream(Buffer.concat(chunks).toString("utf8"), started, durationMs);
     },
   };
 }
@@ -446,6 +462,7 @@ export async function dumpState(netns: string): Promise<string> {
     ["ip", ["neigh", "show", "nud", "all"]],
     ["bridge", ["fdb", "show"]],
     ["tc", ["qdisc", "show"]],
+    ["bpftool", ["net", "show"]], // tc and tcx attachments
   ];
   const links = await runJson<{ ifname: string }[]>("ip", ["-j", "link", "show"], { netns, allowFail: true }).catch(() => []);
   for (const l of links) {

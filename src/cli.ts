@@ -1,0 +1,114 @@
+/**
+ * twill's command line.
+ *
+ *   twill [flags]            run the node daemon (flanneld's flags + twill's)
+ *   twill teardown [flags]   remove everything twill created on this node
+ *   twill maps [flags]       dump the node's BPF maps (peers, endpoints, counters)
+ *
+ * How it works: flags (and FLANNELD_* variables) are parsed once by
+ * config/flags.ts into typed Options; this file only maps them to the
+ * daemon's options and handles signals and exit codes. Exit codes: 0 on a
+ * clean stop, 1 on a runtime failure (lease lost, dataplane setup failed),
+ * 2 on bad flags.
+ */
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { readFileSync } from "node:fs";
+import { parseFlags, usage, type Options } from "./config/flags.js";
+import { createLogger } from "./log.js";
+import { Daemon, describeError } from "./daemon.js";
+import { onLibbpfLog } from "./bpf/libbpf.js";
+import { dumpBpfState, teardownBpf } from "./dataplane/bpf.js";
+import { deleteLink, listLinks } from "./net/link.js";
+import { isTwillError } from "./errors.js";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
+export const VERSION: string = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version;
+const DEFAULT_LEASE_DIR = "/var/lib/twill/leases";
+
+function fail(e: unknown, code: number): never {
+  process.stderr.write(`twill: ${describeError(e)}\n`);
+  process.exit(code);
+}
+
+async function run(o: Options): Promise<void> {
+  const log = createLogger(o.logLevel, { node: o.nodeName });
+  onLibbpfLog((level, line) => (level === 0 ? log.warn(line, { source: "libbpf" }) : log.debug(line, { source: "libbpf" })));
+  if (o.kubeSubnetMgr || process.argv.some((a) => a.startsWith("--etcd-endpoints")) || process.env.FLANNELD_ETCD_ENDPOINTS) {
+    if (!o.leaseDir) fail(new Error("etcd and Kubernetes lease sources are not implemented yet; use --lease-dir"), 2);
+  }
+  const daemon = new Daemon({
+    leaseDir: o.leaseDir ?? DEFAULT_LEASE_DIR,
+    dataplane: o.dataplane,
+    objectPath: OBJECT_PATH,
+    pinDir: o.bpfPinDir,
+    fastPath: o.fastPath,
+    iface: o.iface,
+    ifaceRegex: o.ifaceRegex,
+    publicIP: o.publicIP,
+    publicIPv6: o.publicIPv6,
+    subnetFile: o.subnetFile,
+    ipMasq: o.ipMasq,
+    healthzIP: o.healthzIP,
+    healthzPort: o.healthzPort,
+    reconcileSeconds: o.reconcilePeriod,
+    bridge: o.bridge,
+    teardownOnExit: o.teardown,
+    version: VERSION,
+  }, log);
+  for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => void daemon.shutdown(sig));
+  try {
+    await daemon.start();
+  } catch (e) {
+    log.error("start failed", { err: e });
+    await daemon.stop().catch(() => {});
+    fail(e, 1);
+  }
+  const lost = await daemon.done;
+  if (lost) fail(lost, 1);
+  process.exit(0);
+}
+
+/** Removes devices, links and pins; the subnet file and the lease stay (as with flannel). */
+async function teardown(o: Options): Promise<void> {
+  const log = createLogger(o.logLevel, { node: o.nodeName });
+  await teardownBpf(o.bpfPinDir, undefined, log);
+  // The devices are flannel's names for vxlan devices: flannel.<VNI>, flannel-v6.<VNI>.
+  const names = (await listLinks()).filter((l) => l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)).map((l) => l.name);
+  for (const n of names) await deleteLink(n);
+  log.info("teardown done", { removed: names, pinDir: o.bpfPinDir });
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let o: Options;
+  try {
+    o = parseFlags(argv, process.env);
+  } catch (e) {
+    if (isTwillError(e)) fail(e, 2);
+    throw e;
+  }
+  if (o.help) {
+    process.stdout.write(usage());
+    return;
+  }
+  if (o.version) {
+    process.stdout.write(`twill ${VERSION}\n`);
+    return;
+  }
+  try {
+    switch (o.command ?? "run") {
+      case "run":
+        return await run(o);
+      case "teardown":
+        return await teardown(o);
+      case "maps":
+        process.stdout.write(JSON.stringify(dumpBpfState(o.bpfPinDir), null, 2) + "\n");
+        return;
+      default:
+        fail(new Error(`unknown command ${JSON.stringify(o.command)} (run, teardown, maps)`), 2);
+    }
+  } catch (e) {
+    fail(e, 1);
+  }
+}
