@@ -21,6 +21,7 @@ import { onLibbpfLog } from "./bpf/libbpf.js";
 import { dumpBpfState, teardownBpf } from "./dataplane/bpf.js";
 import { deleteLink, listLinks } from "./net/link.js";
 import { isTwillError } from "./errors.js";
+import { removeRules } from "./net/masq.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
@@ -77,6 +78,7 @@ async function teardown(o: Options): Promise<void> {
   // The devices are flannel's names for vxlan devices: flannel.<VNI>, flannel-v6.<VNI>.
   const names = (await listLinks()).filter((l) => l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)).map((l) => l.name);
   for (const n of names) await deleteLink(n);
+  for (const f of [4, 6] as const) await removeRules(f);
   log.info("teardown done", { removed: names, pinDir: o.bpfPinDir });
 }
 

@@ -28,6 +28,7 @@ import { leasesToPeers, ownLeaseIntact } from "./peers.js";
 import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
+import { ensureForward, ensureMasq, removeRules } from "./net/masq.js";
 import type { Dataplane, LocalFamily, LocalNode, Peer } from "./dataplane/types.js";
 import { BpfDataplane } from "./dataplane/bpf.js";
 import { KernelDataplane } from "./dataplane/kernel.js";
@@ -129,16 +130,27 @@ export class Daemon {
       network: config.network, subnet: this.own.subnet, ipv6Network: config.ipv6Network, ipv6Subnet: this.own.ipv6Subnet,
       mtu, ipMasq: o.ipMasq,
     });
+    await this.ensureRules();
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
 
-    await this.serialize(() => this.resync(true));
-    this.ready = true;
+    // Watch before the first list, so no change can fall between the two.
     this.stopWatch = this.store.watch(() => void this.serialize(() => this.resync(false)), {
       debounceMs: 20,
       onError: (e) => this.count(e, "lease store watch failed"),
     });
+    await this.serialize(() => this.resync(true));
+    this.ready = true;
     this.timer = setInterval(() => void this.serialize(() => this.resync(true)), o.reconcileSeconds * 1000);
     this.log.info("ready", { peers: this.known.size });
+  }
+
+  /** flannel's FORWARD accepts, and with --ip-masq its masquerade rules, per family. */
+  private async ensureRules(): Promise<void> {
+    for (const [subnet, network] of [[this.own?.subnet, this.config?.network], [this.own?.ipv6Subnet, this.config?.ipv6Network]] as const) {
+      if (!subnet || !network) continue;
+      await ensureForward(network);
+      if (this.opts.ipMasq) await ensureMasq(subnet, network);
+    }
   }
 
   /** Runs dataplane work one at a time, in order; a failure is logged and counted, never thrown. */
@@ -174,6 +186,7 @@ export class Daemon {
     this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
     const desired = new Map(peers.map((p) => [peerKey(p), p]));
     if (full) {
+      await this.ensureRules();
       const end = this.metrics.reconcileSeconds.startTimer();
       const r = await this.dp!.reconcile(peers);
       end();
@@ -214,7 +227,10 @@ export class Daemon {
     this.stopWatch?.();
     this.server?.close();
     if (this.dp) {
-      if (this.opts.teardownOnExit) await this.dp.teardown();
+      if (this.opts.teardownOnExit) {
+        await this.dp.teardown();
+        for (const f of [4, 6] as const) await removeRules(f);
+      }
       else await this.dp.close();
     }
   }

@@ -339,12 +339,24 @@ export class KernelDataplane implements Dataplane {
   /** The VTEP MAC of each device, kept so a re-created device gets the same one. */
   private readonly macs = new Map<Family, string>();
   private readonly log: LogFn;
+  /** Calls run one at a time: reconcile reads, then writes, and must not interleave with upsert. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: KernelDataplaneOptions = {}) {
     this.log = opts.log ?? ((m) => process.stderr.write(`twill: ${m}\n`));
   }
 
-  async setup(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }> {
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  setup(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }> {
+    return this.serial(() => this.setupNow(local));
+  }
+
+  private async setupNow(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }> {
     this.node = local;
     this.planes = [];
     if (local.v4) this.planes.push(new FamilyPlane(4, local.v4));
@@ -382,17 +394,29 @@ export class KernelDataplane implements Dataplane {
     return out;
   }
 
-  async upsert(peers: readonly Peer[]): Promise<void> {
+  upsert(peers: readonly Peer[]): Promise<void> {
+    return this.serial(() => this.upsertNow(peers));
+  }
+
+  private async upsertNow(peers: readonly Peer[]): Promise<void> {
     const entries = [...this.byPlane(peers)].flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p)));
     await addAtomically(entries);
   }
 
-  async remove(peers: readonly Peer[]): Promise<void> {
+  remove(peers: readonly Peer[]): Promise<void> {
+    return this.serial(() => this.removeNow(peers));
+  }
+
+  private async removeNow(peers: readonly Peer[]): Promise<void> {
     const entries = [...this.byPlane(peers, false)].flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p)));
     await deleteAll(deletesOf(entries));
   }
 
-  async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
+  reconcile(desired: readonly Peer[]): Promise<SyncResult> {
+    return this.serial(() => this.reconcileNow(desired));
+  }
+
+  private async reconcileNow(desired: readonly Peer[]): Promise<SyncResult> {
     const groups = this.byPlane(desired);
     for (const f of this.planes) await this.ensureDevice(f); // re-creates a device someone deleted
     const plans = await Promise.all([...groups].map(async ([f, ps]) => f.plan(ps, await f.read())));
@@ -415,7 +439,11 @@ export class KernelDataplane implements Dataplane {
     // Nothing runs in the background; the kernel keeps forwarding.
   }
 
-  async teardown(): Promise<void> {
+  teardown(): Promise<void> {
+    return this.serial(() => this.teardownNow());
+  }
+
+  private async teardownNow(): Promise<void> {
     for (const f of this.planes) {
       try {
         const actual = await f.read();

@@ -20,7 +20,8 @@
  *    subnet up (delete, retry) if any other lease overlaps ours. This is
  *    safe: of two overlapping creators, the later one's check runs after
  *    the earlier one's create, so at least one of them sees the other and
- *    yields; rarely both yield and both retry with a fresh random pick.
+ *    yields; if both yield, each waits a random, growing backoff before it
+ *    picks again, so ties do not repeat forever.
  *  - list() never throws for a bad lease file: it returns it in `errors`.
  *  - watch() is fs.watch on subnets/, debounced; dotfiles are ignored.
  * There are no TTLs here: a lease lives until deleted. Errors: bad config →
@@ -52,7 +53,8 @@ export interface ListResult {
   readonly errors: { key: string; error: TwillError }[];
 }
 
-const MAX_TRIES = 20;
+const MAX_TRIES = 30;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 let tmpCounter = 0;
 
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
@@ -135,7 +137,8 @@ export class DirStore {
       if (!(await this.create(lease))) continue; // someone took the key: look again
       const after = await this.list();
       if (after.leases.some((l) => l.key !== lease.key && leasesOverlap(l, lease))) {
-        await this.deleteLease(lease.key); // lost a race on one family's subnet
+        await this.deleteLease(lease.key); // lost (or tied) a race on one family's subnet
+        await sleep(Math.random() * Math.min(1000, 5 * 2 ** attempt)); // random backoff breaks ties
         continue;
       }
       return lease;

@@ -385,14 +385,7 @@ export async function ensureVxlan(spec: VxlanSpec, log: LogFn = stderrLog): Prom
     }
   }
   if (!link) {
-    try {
-      await ip(vxlanAddArgs(spec));
-    } catch (e) {
-      if (e instanceof NetlinkError && /in use/i.test(e.stderr)) {
-        throw new TwillError("ERR_DEVICE_INCOMPATIBLE", `${e.message}${await portUsers(spec)}`, { cause: e });
-      }
-      throw e;
-    }
+    await explainInUse(spec, ip(vxlanAddArgs(spec)));
     link = await getLink(spec.name);
     if (!link) throw new TwillError("ERR_NETLINK", `${spec.name} vanished right after it was created`);
   }
@@ -402,10 +395,28 @@ export async function ensureVxlan(spec: VxlanSpec, log: LogFn = stderrLog): Prom
   if (link.flags.includes("NOARP") !== spec.arpOff) set.push("arp", spec.arpOff ? "off" : "on");
   if (!link.flags.includes("UP")) set.push("up");
   if (set.length > 0) {
-    await ip(["link", "set", "dev", spec.name, ...set]);
+    // The UDP socket is opened on "up": that is where a port clash shows.
+    await explainInUse(spec, ip(["link", "set", "dev", spec.name, ...set]));
     link = (await getLink(spec.name)) ?? link;
   }
   return { name: link.name, ifindex: link.ifindex, mac: link.mac };
+}
+
+/**
+ * Awaits `op`; an "Address already in use" becomes ERR_DEVICE_INCOMPATIBLE
+ * naming the devices on the port. (An external device listens on the
+ * wildcard address of both families even with `local`, so it and a regular
+ * device cannot share a port.)
+ */
+async function explainInUse(spec: VxlanSpec, op: Promise<unknown>): Promise<void> {
+  try {
+    await op;
+  } catch (e) {
+    if (e instanceof NetlinkError && /in use/i.test(e.stderr)) {
+      throw new TwillError("ERR_DEVICE_INCOMPATIBLE", `${e.message}${await portUsers(spec)}`, { cause: e });
+    }
+    throw e;
+  }
 }
 
 // ---- routes, neighbours, FDB ------------------------------------------------------

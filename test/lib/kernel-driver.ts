@@ -20,7 +20,7 @@ import { KernelDataplane } from "../../src/dataplane/kernel.js";
 import type { LocalFamily, LocalNode, Peer } from "../../src/dataplane/types.js";
 import { errorCode, errorMessage } from "../../src/errors.js";
 import { formatIP, parseIP, parsePrefix, type IP } from "../../src/net/ip.js";
-import { bridgePorts, ensureAddress, findUnderlay, getLink, readSysctl, sysctl } from "../../src/net/link.js";
+import { bridgePorts, ensureAddress, ensureVxlan, findUnderlay, getLink, readSysctl, sysctl } from "../../src/net/link.js";
 
 export interface PeerJSON {
   subnet: string;
@@ -57,6 +57,8 @@ export type Step =
   | { op: "readSysctl"; key: string }
   | { op: "bridgePorts"; bridge: string }
   | { op: "getLink"; name: string }
+  | { op: "ensureVxlan"; name: string; vni: number; port: number; external: boolean; localIP?: string; dev: string;
+      mtu: number; mac?: string; arpOff: boolean; family: 4 | 6 }
   /** Runs a command (no shell) between steps, e.g. to break something by hand. */
   | { op: "exec"; argv: string[] };
 
@@ -112,7 +114,7 @@ async function main(): Promise<void> {
   for (const s of input.steps) {
     const t0 = performance.now();
     try {
-      const value = await runStep(dp, input, s, vni);
+      const value = await runStep(dp, input, s, vni, logs);
       results.push({ op: s.op, ok: true, ms: performance.now() - t0, value: plain(value) });
     } catch (e) {
       results.push({ op: s.op, ok: false, ms: performance.now() - t0, code: errorCode(e), message: errorMessage(e) });
@@ -121,7 +123,7 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify({ logs, results } satisfies DriverOutput) + "\n");
 }
 
-async function runStep(dp: KernelDataplane, input: DriverInput, s: Step, vni: number): Promise<unknown> {
+async function runStep(dp: KernelDataplane, input: DriverInput, s: Step, vni: number, logs: string[]): Promise<unknown> {
   switch (s.op) {
     case "setup":
       if (!input.local) throw new Error("setup needs `local`");
@@ -153,6 +155,10 @@ async function runStep(dp: KernelDataplane, input: DriverInput, s: Step, vni: nu
       return bridgePorts(s.bridge);
     case "getLink":
       return getLink(s.name);
+    case "ensureVxlan": {
+      const { op: _op, localIP, ...rest } = s;
+      return ensureVxlan({ ...rest, learning: false, ...(localIP ? { localIP: parseIP(localIP) } : {}) }, (m) => logs.push(m));
+    }
     case "exec":
       return execFileSync(s.argv[0]!, s.argv.slice(1), { encoding: "utf8" });
   }

@@ -93,7 +93,7 @@ export class TwillCluster {
       TWILL, "--lease-dir", this.leaseDir, "--iface", "eth0", "--subnet-file", n.subnetFile,
       "--bpf-pin-dir", n.pinDir, "--node-name", n.host.name, "--dataplane", n.opts.dataplane ?? "bpf",
       `--fast-path=${n.opts.fastPath ? "true" : "false"}`, "--healthz-ip", "127.0.0.1", "--healthz-port", String(n.healthzPort),
-      "--reconcile-period", String(this.o.reconcileSeconds ?? 1), "--log-level", "debug", ...(n.opts.extraArgs ?? []),
+      "--reconcile-period", String(this.o.reconcileSeconds ?? 1), "--log-level", "debug", "--ip-masq", ...(n.opts.extraArgs ?? []),
     ];
   }
 

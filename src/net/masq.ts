@@ -1,0 +1,84 @@
+/**
+ * flannel's iptables rules: --ip-masq masquerading and the FORWARD accepts.
+ *
+ * How it works: the rules are exactly flanneld's (same chain names
+ * FLANNEL-POSTRTG / FLANNEL-FWD, same comments, same order), so a node that
+ * moves from flannel to twill replaces flannel's chains instead of adding a
+ * second set. Each chain is written whole with `iptables-restore --noflush`
+ * (declaring a chain flushes it, so the update is one atomic transaction),
+ * then the jump from POSTROUTING/FORWARD is added if missing. IPv4 and IPv6
+ * go through the same function with iptables or ip6tables. Arguments are
+ * built from typed prefixes, never from text we did not format ourselves.
+ */
+import { execFile } from "node:child_process";
+import { TwillError } from "../errors.js";
+import { formatPrefix, type Family, type Prefix } from "./ip.js";
+
+const KUBE_PROXY_MARK = "0x4000/0x4000";
+const COMMENT = ["-m", "comment", "--comment", '"flanneld masq"'];
+const FWD_COMMENT = ["-m", "comment", "--comment", '"flanneld forward"'];
+
+/** iptables-restore reads quoted comments; iptables takes argv words. */
+const unquote = (a: string[]): string[] => a.map((x) => x.replace(/"/g, ""));
+const bin = (f: Family, tool: "" | "-restore"): string => (f === 4 ? "iptables" : "ip6tables") + tool;
+
+function exec(cmd: string, args: string[], input?: string): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = execFile(cmd, args, { timeout: 15000 }, (err, _out, stderr) =>
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stderr: String(stderr) }));
+    if (input !== undefined) c.stdin?.end(input);
+  });
+}
+
+/** The rule lines of FLANNEL-POSTRTG for our subnet and the cluster network, flannel's order. */
+export function masqRules(subnet: Prefix, network: Prefix): string[][] {
+  const pod = formatPrefix(subnet), cluster = formatPrefix(network);
+  const mcast = subnet.ip.family === 4 ? "224.0.0.0/4" : "ff00::/8";
+  return [
+    ["-m", "mark", "--mark", KUBE_PROXY_MARK, ...COMMENT, "-j", "RETURN"],
+    ["-s", pod, "-d", cluster, ...COMMENT, "-j", "RETURN"],
+    ["-s", cluster, "-d", pod, ...COMMENT, "-j", "RETURN"],
+    ["!", "-s", pod, "-d", pod, ...COMMENT, "-j", "RETURN"],
+    ["-s", cluster, "!", "-d", mcast, ...COMMENT, "-j", "MASQUERADE", "--random-fully"],
+    ["!", "-s", cluster, "-d", cluster, ...COMMENT, "-j", "MASQUERADE", "--random-fully"],
+  ];
+}
+
+export function forwardRules(network: Prefix): string[][] {
+  const cluster = formatPrefix(network);
+  return [
+    ["-s", cluster, ...FWD_COMMENT, "-j", "ACCEPT"],
+    ["-d", cluster, ...FWD_COMMENT, "-j", "ACCEPT"],
+  ];
+}
+
+async function ensureChain(f: Family, table: string, chain: string, rules: string[][], from: string, jumpComment: string[]): Promise<void> {
+  const text = [`*${table}`, `:${chain} - [0:0]`, ...rules.map((r) => `-A ${chain} ${r.join(" ")}`), "COMMIT", ""].join("\n");
+  const r = await exec(bin(f, "-restore"), ["--noflush", "-w", "5"], text);
+  if (r.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "-restore")} (${table}/${chain}): ${r.stderr.trim()}`);
+  const jump = (op: string) => ["-w", "5", "-t", table, op, from, ...unquote(jumpComment), "-j", chain];
+  if ((await exec(bin(f, ""), jump("-C"))).code !== 0) {
+    const i = await exec(bin(f, ""), jump("-I"));
+    if (i.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "")} -I ${from} -j ${chain}: ${i.stderr.trim()}`);
+  }
+}
+
+/** Installs (or refreshes) flannel's masquerade rules for one family. */
+export async function ensureMasq(subnet: Prefix, network: Prefix): Promise<void> {
+  await ensureChain(subnet.ip.family, "nat", "FLANNEL-POSTRTG", masqRules(subnet, network), "POSTROUTING", COMMENT);
+}
+
+/** Installs (or refreshes) flannel's FORWARD accepts for the cluster network. */
+export async function ensureForward(network: Prefix): Promise<void> {
+  await ensureChain(network.ip.family, "filter", "FLANNEL-FWD", forwardRules(network), "FORWARD", FWD_COMMENT);
+}
+
+/** Removes the jumps and chains (best effort). */
+export async function removeRules(f: Family): Promise<void> {
+  for (const [table, from, chain, comment] of [["nat", "POSTROUTING", "FLANNEL-POSTRTG", COMMENT], ["filter", "FORWARD", "FLANNEL-FWD", FWD_COMMENT]] as const) {
+    const jump = ["-w", "5", "-t", table, "-D", from, ...unquote(comment), "-j", chain];
+    while ((await exec(bin(f, ""), jump)).code === 0) { /* remove every copy */ }
+    await exec(bin(f, ""), ["-w", "5", "-t", table, "-F", chain]);
+    await exec(bin(f, ""), ["-w", "5", "-t", table, "-X", chain]);
+  }
+}

@@ -1,0 +1,171 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import * as fs from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+import { DirStore } from "../../src/lease/dirstore.js";
+import { findOverlaps } from "../../src/lease/allocate.js";
+import { isTwillError } from "../../src/errors.js";
+import { formatPrefix, parseIP } from "../../src/net/ip.js";
+
+const run = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const storeModule = pathToFileURL(path.resolve(here, "../../src/lease/dirstore.js")).href;
+const ipModule = pathToFileURL(path.resolve(here, "../../src/net/ip.js")).href;
+
+async function withStore(config: string | undefined, fn: (s: DirStore, dir: string) => Promise<void>): Promise<void> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "twill-dirstore-"));
+  try {
+    if (config !== undefined) await fs.writeFile(path.join(dir, "config"), config);
+    await fn(new DirStore(dir), dir);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+const mac = (i: number) => `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+const V4 = `{"PublicIP":"192.168.77.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"8e:d0:f8:0a:41:19"}}`;
+
+test("config: read, missing (ERR_STORE, retryable), invalid (ERR_INVALID_CONFIG)", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s) => {
+    assert.equal(formatPrefix((await s.readConfig()).network!), "10.244.0.0/16");
+  });
+  await withStore(undefined, async (s) => {
+    await assert.rejects(s.readConfig(), (e) => isTwillError(e, "ERR_STORE") && e.retryable && /not found/.test(e.message));
+  });
+  await withStore(`{"Network":"10.244.0.0/16","SubnetLen":40}`, async (s) => {
+    await assert.rejects(s.readConfig(), (e) => isTwillError(e, "ERR_INVALID_CONFIG") && /SubnetLen 40/.test(e.message));
+  });
+});
+
+test("list: good leases parsed, a bad file reported (not thrown), dotfiles ignored", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    assert.deepEqual(await s.list(), { leases: [], errors: [] }, "no subnets dir yet");
+    const sub = path.join(dir, "subnets");
+    await fs.mkdir(sub);
+    await fs.writeFile(path.join(sub, "10.244.1.0-24"), V4);
+    await fs.writeFile(path.join(sub, "10.244.2.0-24"), V4.replace("8e:d0:f8:0a:41:19", "01:00:5e:00:00:01"));
+    await fs.writeFile(path.join(sub, "not-a-key"), V4);
+    await fs.writeFile(path.join(sub, ".10.244.3.0-24.123.0.tmp"), "{half a fi");
+    const { leases, errors } = await s.list();
+    assert.deepEqual(leases.map((l) => l.key), ["10.244.1.0-24"]);
+    assert.deepEqual(errors.map((e) => e.key).sort(), ["10.244.2.0-24", "not-a-key"]);
+    assert.ok(errors.every((e) => isTwillError(e.error, "ERR_INVALID_LEASE")));
+    assert.match(errors.find((e) => e.key === "10.244.2.0-24")!.error.message, /BackendData.VtepMAC "01:00:5e:00:00:01" is not a unicast MAC/);
+  });
+});
+
+test("write, delete, and keys that are not keys", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    const lease = await s.acquire({ publicIP: parseIP("192.168.1.1"), backendData: { vni: 1, vtepMAC: mac(1) }, random: () => 0 });
+    assert.equal(lease.key, "10.244.1.0-24");
+    assert.equal(await fs.readFile(path.join(dir, "subnets", lease.key), "utf8"),
+      `{"PublicIP":"192.168.1.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}`);
+    await s.deleteLease(lease.key);
+    await s.deleteLease(lease.key); // already gone: fine
+    assert.deepEqual((await s.list()).leases, []);
+    await assert.rejects(s.deleteLease("../config"), (e) => isTwillError(e, "ERR_INVALID_LEASE"));
+    assert.ok(await fs.stat(path.join(dir, "config")));
+    assert.deepEqual((await fs.readdir(path.join(dir, "subnets"))), [], "no temp files left behind");
+  });
+});
+
+test("reuse by public IP rewrites our lease with the new backend data; previous subnet honoured; stale deleted", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s) => {
+    const me = parseIP("192.168.1.1");
+    const first = await s.acquire({ publicIP: me, backendData: { vni: 1, vtepMAC: mac(1) } });
+    const again = await s.acquire({ publicIP: me, backendData: { vni: 1, vtepMAC: mac(2) } });
+    assert.equal(again.key, first.key);
+    const stored = (await s.list()).leases;
+    assert.equal(stored.length, 1);
+    assert.equal(stored[0]!.backendData!.vtepMAC, mac(2));
+
+    const other = parseIP("192.168.1.2");
+    const prev = await s.acquire({ publicIP: other, backendData: { vni: 1, vtepMAC: mac(3) }, previous: { subnet: { ip: parseIP("10.244.99.0"), len: 24 } } });
+    assert.equal(prev.key, "10.244.99.0-24");
+
+    // A lease of ours from an older config (wrong length) is deleted, a fitting one created.
+    await s.writeLease({ key: "10.244.200.0-25", subnet: { ip: parseIP("10.244.200.0"), len: 25 }, publicIP: parseIP("192.168.1.3"), backendType: "vxlan", backendData: { vni: 1, vtepMAC: mac(4) } });
+    const fresh = await s.acquire({ publicIP: parseIP("192.168.1.3"), backendData: { vni: 1, vtepMAC: mac(4) } });
+    const keys = (await s.list()).leases.map((l) => l.key);
+    assert.ok(!keys.includes("10.244.200.0-25"));
+    assert.ok(keys.includes(fresh.key));
+  });
+});
+
+/** Acquires in a separate node process (a second "node" starting at the same time). */
+async function childAcquire(dir: string, ip: string, i: number, forceFirst: boolean): Promise<string> {
+  const src = `
+    const { DirStore } = await import(${JSON.stringify(storeModule)});
+    const { parseIP } = await import(${JSON.stringify(ipModule)});
+    let n = 0;
+    const random = ${forceFirst ? "() => (n++ % 2 === 0 ? 0 : Math.random())" : "Math.random"};
+    const l = await new DirStore(${JSON.stringify(dir)}).acquire({
+      publicIP: parseIP(${JSON.stringify(ip)}), random,
+      backendData: { vni: 1, vtepMAC: ${JSON.stringify(mac(i))} },
+      ${forceFirst ? `publicIPv6: parseIP("fd00::${i}"), backendV6Data: { vni: 1, vtepMAC: ${JSON.stringify(mac(i + 100))} },` : ""}
+    });
+    process.stdout.write(l.key);`;
+  const { stdout } = await run(process.execPath, ["--input-type=module", "-e", src]);
+  return stdout;
+}
+
+async function race(config: string, dual: boolean): Promise<void> {
+  await withStore(config, async (s, dir) => {
+    const inProcess = Array.from({ length: 8 }, (_, i) => {
+      let n = 0;
+      // Everyone wants the first free IPv4 subnet: maximum contention.
+      const random = () => (n++ % 2 === 0 ? 0 : Math.random());
+      return s.acquire({
+        publicIP: parseIP(`192.168.2.${i + 1}`), random, backendData: { vni: 1, vtepMAC: mac(i + 1) },
+        ...(dual && { publicIPv6: parseIP(`fd00::${i + 1}`), backendV6Data: { vni: 1, vtepMAC: mac(i + 101) } }),
+      }).then((l) => l.key);
+    });
+    const children = [childAcquire(dir, "192.168.3.1", 50, dual), childAcquire(dir, "192.168.3.2", 51, dual)];
+    const keys = await Promise.all([...inProcess, ...children]);
+    assert.equal(new Set(keys).size, 10, `distinct keys: ${keys.join(" ")}`);
+    const { leases, errors } = await s.list();
+    assert.deepEqual(errors, []);
+    assert.deepEqual(leases.map((l) => l.key).sort(), [...keys].sort(), "every acquirer's lease is stored, nothing else");
+    assert.deepEqual(findOverlaps(leases).map(([a, b]) => `${a.key} ~ ${b.key}`), [], "no two leases share a subnet");
+    assert.deepEqual((await fs.readdir(path.join(dir, "subnets"))).filter((n) => n.startsWith(".")), [], "no temp files left");
+  });
+}
+
+test("8 concurrent acquirers and 2 other processes never share a subnet (IPv4)", async () => {
+  await race(`{"Network":"10.0.0.0/24","SubnetLen":28}`, false); // only 15 subnets: heavy contention
+});
+
+test("...nor in dual stack, where racing keys differ (same IPv4, different IPv6 subnet)", async () => {
+  await race(`{"Network":"10.0.0.0/24","SubnetLen":28,"EnableIPv6":true,"IPv6Network":"fc00::/48"}`, true);
+});
+
+test("watch fires (debounced) on add and remove, not for temp files, and stops", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    let calls = 0;
+    let wake: () => void = () => undefined;
+    const next = () => new Promise<void>((r) => (wake = r));
+    const stop = s.watch(() => { calls++; wake(); }, { debounceMs: 30 });
+    try {
+      let fired = next();
+      const lease = await s.acquire({ publicIP: parseIP("192.168.1.1"), backendData: { vni: 1, vtepMAC: mac(1) } });
+      await fired;
+      assert.equal(calls, 1, "one debounced call for the add (temp file + link + unlink)");
+      fired = next();
+      await s.deleteLease(lease.key);
+      await fired;
+      assert.equal(calls, 2);
+      await fs.writeFile(path.join(dir, "subnets", ".scratch"), "x");
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(calls, 2, "dotfiles are not leases");
+    } finally {
+      stop();
+    }
+    await fs.writeFile(path.join(dir, "subnets", "10.244.9.0-24"), V4);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(calls, 2, "stopped");
+  });
+});
