@@ -13,7 +13,7 @@
  *     every family).
  *  c) new: per enabled family, the first 100 free subnets from SubnetMin to
  *     SubnetMax, and one of them at random; dual stack picks one of each.
- * Both families go through the same code: a family is a `Range` (length,
+ * Both families go through the same code: a family is a `SubnetRange` (length,
  * min, max) and a lease's subnet of that family. Free-subnet search walks
  * the candidates and the occupied intervals (sorted) together, so it costs
  * O(leases log leases + candidates), not leases × candidates.
@@ -45,20 +45,21 @@ export interface SubnetChoice extends LeaseSubnets {
   readonly stale: readonly Lease[];
 }
 
-interface Range { readonly len: number; readonly min: Prefix; readonly max: Prefix }
+/** One family's allocation range: subnet length and the first and last subnet. */
+export interface SubnetRange { readonly len: number; readonly min: Prefix; readonly max: Prefix }
 
 const FAMILIES: readonly Family[] = [4, 6];
 
 export const subnetOf = (l: LeaseSubnets, f: Family): Prefix | undefined => (f === 4 ? l.subnet : l.ipv6Subnet);
 
-function rangeOf(c: NetConfig, f: Family): Range | undefined {
+function rangeOf(c: NetConfig, f: Family): SubnetRange | undefined {
   const [on, len, min, max] = f === 4
     ? [c.enableIPv4, c.subnetLen, c.subnetMin, c.subnetMax]
     : [c.enableIPv6, c.ipv6SubnetLen, c.ipv6SubnetMin, c.ipv6SubnetMax];
   return on && min && max ? { len, min, max } : undefined;
 }
 
-function fits(r: Range | undefined, p: Prefix | undefined): boolean {
+function fits(r: SubnetRange | undefined, p: Prefix | undefined): boolean {
   if (!r || !p) return !r && !p;
   return p.len === r.len && compareIP(p.ip, r.min.ip) >= 0 && compareIP(p.ip, r.max.ip) <= 0;
 }
@@ -102,7 +103,7 @@ export function findOverlaps<T extends LeaseSubnets>(leases: readonly T[]): [T, 
 }
 
 /** Up to `limit` subnets of the range that overlap no lease, in order. */
-export function freeSubnets(r: Range, f: Family, leases: readonly LeaseSubnets[], limit = FREE_CANDIDATES): Prefix[] {
+export function freeSubnets(r: SubnetRange, f: Family, leases: readonly LeaseSubnets[], limit = FREE_CANDIDATES): Prefix[] {
   const taken = occupied(leases, f);
   const out: Prefix[] = [];
   let t = 0;

@@ -14,7 +14,7 @@ import { join, resolve } from "node:path";
 import type { ChildProcess } from "node:child_process";
 import { Cluster, addPod, randomPrefix, type ClusterOptions, type Host, type Pod } from "./cluster.js";
 import { onCleanup, run, spawnIn, stopProcess, waitFor } from "./exec.js";
-import { dumpState, kernelStateCounts, ping } from "./traffic.js";
+import { type KernelStateCounts, dumpState, kernelStateCounts, ping, startEchoServer, tcpRequest } from "./traffic.js";
 
 export const ROOT = resolve(import.meta.dirname ?? new URL(".", import.meta.url).pathname, "..", "..", "..");
 export const TWILL = join(ROOT, "bin", "twill");
@@ -173,6 +173,27 @@ export class TwillCluster {
     return failures;
   }
 
+  /** Opens a TCP connection from every pod to every pod on another host (echo); returns failures. */
+  async allPairsTcp(opts: { port?: number; v6?: boolean } = {}): Promise<string[]> {
+    const port = opts.port ?? 7001;
+    const pods = this.pods();
+    const servers = await Promise.all(pods.map((p) => startEchoServer(p.netns, port)));
+    const failures: string[] = [];
+    try {
+      for (const a of pods) {
+        await Promise.all(pods.filter((b) => b.host !== a.host).map(async (b) => {
+          const to = opts.v6 ? b.ipv6! : b.ip;
+          const msg = `hello ${a.name}@${a.host.name} -> ${b.name}@${b.host.name}`;
+          const reply = await tcpRequest(a.netns, to, port, msg, { timeoutMs: 3000 }).catch((e) => String(e));
+          if (reply !== msg) failures.push(`tcp ${a.name}@${a.host.name} -> ${b.name}@${b.host.name} (${to}): ${reply.slice(0, 200)}`);
+        }));
+      }
+    } finally {
+      await Promise.all(servers.map((s) => s.stop()));
+    }
+    return failures;
+  }
+
   /** What a person would look at when a test fails. */
   async diagnostics(): Promise<string> {
     const parts: string[] = [];
@@ -187,7 +208,7 @@ export class TwillCluster {
     return parts.join("\n");
   }
 
-  async kernelState(n: TwillNode): Promise<{ routes: number; neighbours: number; fdb: number }> {
+  async kernelState(n: TwillNode): Promise<KernelStateCounts> {
     return kernelStateCounts(n.host.netns, "flannel.1");
   }
 
