@@ -58,6 +58,9 @@ const peerKey = (p: Peer): string => formatPrefix(p.subnet);
 const samePeer = (a: Peer, b: Peer): boolean =>
   ipEqual(a.publicIP, b.publicIP) && a.vtepMAC === b.vtepMAC && a.vni === b.vni && a.direct === b.direct;
 
+const sameBackend = (a: Lease, b: Lease): boolean =>
+  a.backendType === b.backendType && a.backendData?.vtepMAC === b.backendData?.vtepMAC && a.backendV6Data?.vtepMAC === b.backendV6Data?.vtepMAC;
+
 export class Daemon {
   private readonly store: DirStore;
   private readonly metrics: Metrics;
@@ -176,9 +179,14 @@ export class Daemon {
     const { leases, errors } = await this.store.list();
     for (const { key, error } of errors) this.reject(key, error.code, error.message);
     const ownNow = leases.find((l) => l.key === this.own!.key);
-    if (!ownLeaseIntact(ownNow, this.publicIP, this.publicIPv6)) {
-      const why = ownNow ? `now names PublicIP ${ownNow.publicIP ? formatIP(ownNow.publicIP) : "(none)"}` : "was deleted";
-      return this.lost(new TwillError("ERR_LEASE_LOST", `our lease ${this.own!.key} ${why}; stopping (the dataplane keeps its last state)`));
+    if (!ownNow && !errors.some((e) => e.key === this.own!.key)) {
+      return this.lost(new TwillError("ERR_LEASE_LOST", `our lease ${this.own!.key} was deleted; stopping (the dataplane keeps its last state)`));
+    }
+    if (!ownLeaseIntact(ownNow, this.publicIP, this.publicIPv6) || !sameBackend(ownNow!, this.own!)) {
+      // Someone overwrote our lease (or it became unreadable): never program a route
+      // to our own subnet; put our lease back, keep the dataplane as it is.
+      this.reject(this.own!.key, "ERR_LEASE_CONFLICT", `our own lease was overwritten (PublicIP ${ownNow?.publicIP ? formatIP(ownNow.publicIP) : "unreadable"}); restoring it`, ownNow);
+      await this.store.writeLease(this.own!);
     }
     const { peers, rejected } = leasesToPeers(leases, this.config!, this.own!);
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
