@@ -28,7 +28,7 @@ import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ip } from "../net/iproute.js";
 import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl } from "../net/link.js";
-import { loadObject, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
+import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import type { BpfMap } from "../bpf/map.js";
 import { attachTcx, detachPinned, listPinnedLinks, type Direction } from "../bpf/attach.js";
 import { numPossibleCpus } from "../bpf/libbpf.js";
@@ -283,6 +283,8 @@ export function dumpBpfState(pinDir: string): {
   peers: Array<{ prefix: string; kind: string; remote?: string; vtepMAC?: string; vni: number; id: number }>;
   endpoints: Array<{ ip: string; ifindex: number; mac: string }>;
   counters: Record<string, { packets: string; bytes: string }>;
+  /** Kernel ids of the pinned maps and links: a restart that adopts them keeps these. */
+  ids: { maps: Record<string, number>; links: Record<string, { id: number; progId: number; ifindex: number }> };
 } {
   const maps = openPinnedMaps(pinDir);
   try {
@@ -304,7 +306,11 @@ export function dumpBpfState(pinDir: string): {
       const s = v ? sumStats(v, ncpu) : { packets: 0n, bytes: 0n };
       counters[name] = { packets: s.packets.toString(), bytes: s.bytes.toString() };
     });
-    return { peers, endpoints, counters };
+    const ids = {
+      maps: Object.fromEntries(Object.values(maps).map((m) => [m.name, mapInfo(m.fd).id])),
+      links: Object.fromEntries(listPinnedLinks(join(pinDir, "links")).filter((l) => l.info).map((l) => [l.name, { id: l.info!.id, progId: l.info!.progId, ifindex: l.info!.ifindex }])),
+    };
+    return { peers, endpoints, counters, ids };
   } finally {
     for (const m of Object.values(maps)) m.close();
   }

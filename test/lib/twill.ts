@@ -12,12 +12,15 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { ChildProcess } from "node:child_process";
+import type { dumpBpfState } from "../../src/dataplane/bpf.js";
 import { Cluster, addPod, randomPrefix, type ClusterOptions, type Host, type Pod } from "./cluster.js";
 import { onCleanup, run, spawnIn, stopProcess, waitFor } from "./exec.js";
 import { type KernelStateCounts, dumpState, kernelStateCounts, ping, startEchoServer, tcpRequest } from "./traffic.js";
 
 export const ROOT = resolve(import.meta.dirname ?? new URL(".", import.meta.url).pathname, "..", "..", "..");
 export const TWILL = join(ROOT, "bin", "twill");
+
+export type BpfState = ReturnType<typeof dumpBpfState>;
 
 export const DEFAULT_NET_CONFIG = {
   Network: "10.244.0.0/16",
@@ -134,7 +137,7 @@ export class TwillCluster {
   }
 
   /** `twill maps` for a bpf node. */
-  async maps(n: TwillNode): Promise<{ peers: Array<{ prefix: string; kind: string; remote?: string; vtepMAC?: string; id: number }>; endpoints: Array<{ ip: string; ifindex: number }>; counters: Record<string, { packets: string; bytes: string }> }> {
+  async maps(n: TwillNode): Promise<BpfState> {
     const r = await run(process.execPath, [TWILL, "maps", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
     return JSON.parse(r.stdout);
   }
