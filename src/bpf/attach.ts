@@ -9,11 +9,16 @@
  * (no packet sees a missing hook). A pinned link whose interface vanished is
  * detached and unpinned. A missing link is created with bpf_link_create
  * (BPF_TCX_INGRESS/EGRESS, not in libbpf 1.1's headers) and pinned.
+ * `attach` picks tcx or tc cls_bpf (bpf/tc.ts): "auto" tries tcx and falls
+ * back to tc for good when the kernel does not know tcx. Attaching one way
+ * removes twill's attachment of the other way on that hook, so switching
+ * modes never leaves a program running twice.
  */
 import { existsSync, mkdirSync, unlinkSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { TwillError } from "../errors.js";
 import { libbpf, check, closeFd, errnoName } from "./libbpf.js";
+import { tcAttach, tcDetach } from "./tc.js";
 
 export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
@@ -70,7 +75,9 @@ export function attachTcx(progFd: number, ifindex: number, dir: Direction, pinPa
   }
   const lfd = a.link_create(progFd, ifindex, type, null);
   if (lfd < 0) {
-    throw new TwillError("ERR_BPF_ATTACH", `attaching tcx ${dir} on ifindex ${ifindex}: ${errnoName(lfd)}`);
+    const e = new TwillError("ERR_BPF_ATTACH", `attaching tcx ${dir} on ifindex ${ifindex}: ${errnoName(lfd)}`);
+    (e as { errno?: number }).errno = -lfd;
+    throw e;
   }
   try {
     mkdirSync(dirname(pinPath), { recursive: true });
@@ -109,4 +116,41 @@ export function listPinnedLinks(dir: string): Array<{ name: string; path: string
       closeFd(fd);
     }
   });
+}
+
+export type AttachMode = "auto" | "tcx" | "tc";
+
+/** Attaches with tcx or tc as `mode` says; returns what happened and the mode used. */
+export class Attacher {
+  private mode: AttachMode;
+  constructor(mode: AttachMode) {
+    this.mode = mode;
+  }
+  get effective(): AttachMode {
+    return this.mode;
+  }
+
+  attach(progFd: number, ifindex: number, dir: Direction, pinPath: string): AttachResult {
+    if (this.mode !== "tc") {
+      try {
+        const r = attachTcx(progFd, ifindex, dir, pinPath);
+        tcDetach(ifindex, dir);
+        if (this.mode === "auto") this.mode = "tcx";
+        return r;
+      } catch (e) {
+        const errno = (e as { errno?: number }).errno;
+        // EINVAL/EOPNOTSUPP/ENOTSUPP from link_create: this kernel has no tcx.
+        if (this.mode !== "auto" || !(errno === 22 || errno === 95 || errno === 524)) throw e;
+        this.mode = "tc";
+      }
+    }
+    detachPinned(pinPath);
+    return tcAttach(progFd, ifindex, dir, (id) => progTagById(id) === progTag(progFd));
+  }
+
+  /** Removes twill's program from a hook, either kind. */
+  detach(ifindex: number, dir: Direction, pinPath: string): void {
+    detachPinned(pinPath);
+    tcDetach(ifindex, dir);
+  }
 }

@@ -76,6 +76,10 @@ function load() {
     update_batch: lib.func(
       "int bpf_map_update_batch(int fd, const uint8_t *keys, const uint8_t *values, _Inout_ uint32_t *count, const uint8_t *opts)",
     ),
+    tc_hook_create: lib.func("int bpf_tc_hook_create(const uint8_t *hook)"),
+    tc_attach: lib.func("int bpf_tc_attach(const uint8_t *hook, _Inout_ uint8_t *opts)"),
+    tc_detach: lib.func("int bpf_tc_detach(const uint8_t *hook, const uint8_t *opts)"),
+    tc_query: lib.func("int bpf_tc_query(const uint8_t *hook, _Inout_ uint8_t *opts)"),
     close: libc.func("int close(int fd)"),
   };
 }

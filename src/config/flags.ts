@@ -54,6 +54,7 @@ export interface Options {
   readonly bpfPinDir: string;
   readonly nodeName: string;
   readonly fastPath: boolean;
+  readonly bpfAttach: "auto" | "tcx" | "tc";
   /** Seconds (fractions allowed). */
   readonly reconcilePeriod: number;
   readonly logLevel: LogLevel;
@@ -123,7 +124,8 @@ export const FLAGS: readonly FlagSpec[] = [
   tw("dataplane", "dataplane", "enum", "bpf", "how to forward: bpf (tc programs and maps) or kernel (flannel's neigh/fdb/route)", { values: ["bpf", "kernel"] }),
   tw("bpf-pin-dir", "bpfPinDir", "string", undefined, "where BPF maps and programs are pinned", { defaultText: "/sys/fs/bpf/twill/<node-name>" }),
   tw("node-name", "nodeName", "string", undefined, "this node's name", { env: "NODE_NAME", defaultText: "$NODE_NAME, else the hostname" }),
-  tw("fast-path", "fastPath", "bool", "false", "deliver to local pods from the tunnel directly (skips the bridge)"),
+  tw("fast-path", "fastPath", "bool", "false", "bpf: redirect pod traffic between pod veths and the vxlan device in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),
+  tw("bpf-attach", "bpfAttach", "enum", "auto", "bpf: attach programs as tcx links (kernel >= 6.6), tc cls_bpf filters, or auto (tcx when the kernel has it)", { values: ["auto", "tcx", "tc"] }),
   tw("reconcile-period", "reconcilePeriod", "seconds", "10", "seconds between full reconciles of the dataplane with the leases"),
   tw("log-level", "logLevel", "enum", "info", "debug, info, warn or error", { values: ["debug", "info", "warn", "error"] }),
   tw("bridge", "bridge", "string", "cni0", "the bridge local pods are attached to"),

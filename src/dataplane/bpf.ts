@@ -27,10 +27,11 @@ import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ip } from "../net/iproute.js";
-import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl } from "../net/link.js";
+import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, bridgePorts } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import type { BpfMap } from "../bpf/map.js";
-import { attachTcx, detachPinned, listPinnedLinks, type Direction } from "../bpf/attach.js";
+import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
+import { tcDetach } from "../bpf/tc.js";
 import { numPossibleCpus } from "../bpf/libbpf.js";
 import {
   CFG_FAST_PATH, COUNTERS, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
@@ -43,6 +44,7 @@ export interface BpfDataplaneOptions {
   readonly objectPath: string;
   readonly pinDir: string;
   readonly fastPath: boolean;
+  readonly attach: AttachMode;
   readonly log: Logger;
 }
 
@@ -58,8 +60,11 @@ export class BpfDataplane implements Dataplane {
   private watcher?: PodWatcher;
   private ids = new Map<string, number>();
   private nextId = 1;
+  private readonly attacher: Attacher;
 
-  constructor(private readonly opts: BpfDataplaneOptions) {}
+  constructor(private readonly opts: BpfDataplaneOptions) {
+    this.attacher = new Attacher(opts.attach);
+  }
 
   private get maps(): Record<MapName, BpfMap> {
     if (!this.loaded) throw new TwillError("ERR_DATAPLANE", "bpf dataplane used before setup()");
@@ -86,7 +91,9 @@ export class BpfDataplane implements Dataplane {
       this.watcher ??= new PodWatcher(local.bridge, (ports) => this.syncPorts(ports), this.opts.log);
       this.watcher.start();
     } else {
-      await this.syncPorts([]); // a previous run's fast-path links go away
+      // A previous run's fast-path programs go away.
+      for (const p of await bridgePorts(local.bridge).catch(() => [])) this.attacher.detach(p.ifindex, "ingress", this.linkPin("from_pod", p.ifindex));
+      await this.syncPorts([]);
     }
     return this.devices;
   }
@@ -128,8 +135,8 @@ export class BpfDataplane implements Dataplane {
       ["from_overlay", this.loaded!.progs.twill_from_overlay, "ingress"],
     ];
     for (const [role, fd, dir] of pairs) {
-      const r = attachTcx(fd, dev.ifindex, dir, this.linkPin(role, dev.ifindex));
-      if (r !== "adopted") this.opts.log.info("attached", { program: role, device: dev.name, direction: dir, result: r });
+      const r = this.attacher.attach(fd, dev.ifindex, dir, this.linkPin(role, dev.ifindex));
+      if (r !== "adopted") this.opts.log.info("attached", { program: role, device: dev.name, direction: dir, result: r, mode: this.attacher.effective });
     }
   }
 
@@ -162,8 +169,8 @@ export class BpfDataplane implements Dataplane {
     const live = new Set(ports.map((p) => p.ifindex));
     for (const p of ports) {
       try {
-        const r = attachTcx(this.loaded.progs.twill_from_pod, p.ifindex, "ingress", this.linkPin("from_pod", p.ifindex));
-        if (r !== "adopted") this.opts.log.info("attached", { program: "from_pod", device: p.name, result: r });
+        const r = this.attacher.attach(this.loaded.progs.twill_from_pod, p.ifindex, "ingress", this.linkPin("from_pod", p.ifindex));
+        if (r !== "adopted") this.opts.log.info("attached", { program: "from_pod", device: p.name, result: r, mode: this.attacher.effective });
       } catch (e) {
         // The veth may vanish between the scan and the attach.
         this.opts.log.warn("cannot attach to pod port", { device: p.name, err: e });
@@ -258,15 +265,17 @@ export class BpfDataplane implements Dataplane {
 
   async teardown(): Promise<void> {
     this.watcher?.stop();
-    await teardownBpf(this.opts.pinDir, this.local, this.opts.log);
+    await teardownBpf(this.opts.pinDir, this.local, this.opts.log, this.local?.bridge);
     this.loaded?.close();
     this.loaded = undefined;
   }
 }
 
 /** Removes links, pins and devices of a node; usable without a loaded object. */
-export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger): Promise<void> {
+export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger, bridge = "cni0"): Promise<void> {
   for (const l of listPinnedLinks(join(pinDir, "links"))) detachPinned(l.path);
+  // tc cls_bpf filters on pod veths (the vxlan devices' go with the devices)
+  for (const p of await bridgePorts(bridge).catch(() => [])) tcDetach(p.ifindex, "ingress");
   if (existsSync(pinDir)) rmSync(pinDir, { recursive: true, force: true });
   for (const lf of [local?.v4, local?.v6]) {
     if (!lf) continue;

@@ -1,5 +1,6 @@
 /**
- * Three hosts on the eBPF dataplane, with and without --fast-path:
+ * Three hosts on the eBPF dataplane, with and without --fast-path, and with
+ * the tc cls_bpf attachment (the fallback for kernels without tcx):
  *
  *   h1 [p1 p2]--cni0   h2 [p1 p2]--cni0   h3 [p1 p2]--cni0
  *        flannel.1 (external)  ...           ...
@@ -13,12 +14,16 @@
 import { test, after, before, describe } from "node:test";
 import assert from "node:assert/strict";
 import { TwillCluster } from "../lib/twill.js";
+import { run } from "../lib/exec.js";
 
-for (const fastPath of [false, true]) {
-  describe(`bpf dataplane, 3 hosts, fast path ${fastPath ? "on" : "off"}`, () => {
+for (const [fastPath, attach] of [[false, "auto"], [true, "auto"], [true, "tc"]] as const) {
+  describe(`bpf dataplane, 3 hosts, fast path ${fastPath ? "on" : "off"}, attach ${attach}`, () => {
     let tc: TwillCluster;
     before(async () => {
-      tc = await TwillCluster.create({ hosts: 3, podsPerHost: 2, nodes: [0, 1, 2].map(() => ({ dataplane: "bpf" as const, fastPath })) });
+      tc = await TwillCluster.create({
+        hosts: 3, podsPerHost: 2,
+        nodes: [0, 1, 2].map(() => ({ dataplane: "bpf" as const, fastPath, extraArgs: ["--bpf-attach", attach] })),
+      });
     });
     after(async () => tc && (await tc.destroy()));
 
@@ -47,6 +52,21 @@ for (const fastPath of [false, true]) {
         if (fastPath) assert.ok(tc.counter(m, "delivered") > 0, `${n.host.name}: delivered`);
         else assert.ok(tc.counter(m, "decap_stack") > 0, `${n.host.name}: decap_stack`);
         assert.equal(tc.counter(m, "drop_vni") + tc.counter(m, "drop_encap") + tc.counter(m, "drop_no_tunnel"), 0);
+      }
+    });
+
+    test(`programs are attached as ${attach === "tc" ? "tc cls_bpf filters" : "pinned tcx links"}`, async () => {
+      for (const n of tc.nodes) {
+        const links = Object.keys((await tc.maps(n)).ids.links);
+        const filters = (await run("tc", ["filter", "show", "dev", "flannel.1", "egress"], { netns: n.host.netns })).stdout;
+        if (attach === "tc") {
+          assert.deepEqual(links, [], `${n.host.name} has tcx links in tc mode`);
+          assert.match(filters, /handle 0x7411 twill_to_overla.*direct-action/); // names are cut to 15 characters
+        } else {
+          assert.ok(links.some((l) => l.startsWith("to_overlay-")) && links.some((l) => l.startsWith("from_overlay-")), links.join());
+          assert.equal(links.filter((l) => l.startsWith("from_pod-")).length, fastPath ? 2 : 0, links.join());
+          assert.doesNotMatch(filters, /twill/);
+        }
       }
     });
 

@@ -104,10 +104,10 @@ export class TwillCluster {
   async start(n: TwillNode): Promise<void> {
     writeFileSync(n.logFile, `--- start ${new Date().toISOString()}\n`, { flag: "a" });
     n.proc = spawnIn(n.host.netns, process.execPath, this.args(n), { logFile: n.logFile });
-    await waitFor(async () => {
-      if (n.proc!.exitCode !== null) throw new Error(`twill on ${n.host.name} exited ${n.proc!.exitCode}:\n${this.log(n).slice(-3000)}`);
-      return (await this.http(n, "/readyz")).startsWith("ready");
-    }, { timeoutMs: 20000, intervalMs: 100, what: `twill ready on ${n.host.name}` });
+    const proc = n.proc;
+    await waitFor(async () => proc.exitCode !== null || (await this.http(n, "/readyz")).startsWith("ready"),
+      { timeoutMs: 20000, intervalMs: 100, what: `twill ready on ${n.host.name}` });
+    if (proc.exitCode !== null) throw new Error(`twill on ${n.host.name} exited ${proc.exitCode}:\n${this.log(n).slice(-3000)}`);
   }
 
   async stop(n: TwillNode, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
