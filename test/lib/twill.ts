@@ -51,6 +51,8 @@ export interface TwillClusterOptions extends Omit<ClusterOptions, "prefix"> {
   nodes?: NodeOptions[];
   podsPerHost?: number;
   reconcileSeconds?: number;
+  /** Start the daemons in create() (default true). */
+  startNodes?: boolean;
 }
 
 const HEALTHZ_PORT = 10756;
@@ -80,6 +82,7 @@ export class TwillCluster {
           logFile: join(host.dir, "twill.log"), healthzPort: HEALTHZ_PORT,
         });
       });
+      if (o.startNodes === false) return tc;
       await Promise.all(tc.nodes.map((n) => tc.start(n)));
       for (let p = 0; p < (o.podsPerHost ?? 0); p++) {
         await Promise.all(tc.nodes.map((n) => addPod(cluster, n.host, `p${p + 1}`, n.subnetFile)));

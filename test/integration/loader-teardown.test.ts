@@ -1,0 +1,87 @@
+/**
+ * The loader's refusals and `twill teardown`:
+ * - a pinned map that does not match this build is refused with an error
+ *   that names the map and what differs (never silently reused or replaced);
+ * - a program the verifier rejects fails with the verifier's log;
+ * - `twill teardown` leaves the host as it was before twill: no vxlan
+ *   device, no pins, no BPF attachments, no flannel iptables chains, the
+ *   same routes.
+ */
+import { test, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { loadObject } from "../../src/bpf/loader.js";
+import { isTwillError } from "../../src/errors.js";
+import { randomPrefix } from "../lib/cluster.js";
+import { onCleanup, run } from "../lib/exec.js";
+import { TwillCluster, TWILL, ROOT } from "../lib/twill.js";
+
+const OBJECT = join(ROOT, "build", "bpf", "twill.o");
+
+describe("loader refusals", () => {
+  const pin = `/sys/fs/bpf/${randomPrefix("tl")}`;
+  const tmp = `/tmp/${randomPrefix("tl")}`;
+  onCleanup(() => { rmSync(pin, { recursive: true, force: true }); rmSync(tmp, { recursive: true, force: true }); });
+  after(() => { rmSync(pin, { recursive: true, force: true }); rmSync(tmp, { recursive: true, force: true }); });
+
+  test("an incompatible pinned map is refused, naming the map and the difference", () => {
+    mkdirSync(join(pin, "maps"), { recursive: true });
+    execFileSync("bpftool", ["map", "create", join(pin, "maps", "twill_peers"), "type", "lpm_trie", "key", "24", "value", "32", "entries", "1024", "name", "twill_peers", "flags", "1"]);
+    assert.throws(() => loadObject(OBJECT, pin), (e: unknown) => {
+      assert.ok(isTwillError(e, "ERR_BPF_PIN_INCOMPATIBLE"), String(e));
+      assert.match((e as Error).message, /twill_peers .*max_entries 1024 pinned, 65536 in this build/);
+      return true;
+    });
+    // nothing was replaced: the pin is still the old map
+    const info = JSON.parse(execFileSync("bpftool", ["-j", "map", "show", "pinned", join(pin, "maps", "twill_peers")], { encoding: "utf8" }));
+    assert.equal(info.max_entries, 1024);
+  });
+
+  test("a verifier rejection reports the verifier log", () => {
+    mkdirSync(tmp, { recursive: true });
+    const src = join(tmp, "bad.c");
+    writeFileSync(src, [
+      '#include "vmlinux.h"',
+      "#include <bpf/bpf_helpers.h>",
+      'SEC("tc") int twill_bad(struct __sk_buff *skb) { return *(int *)(long)skb->data; } /* no bounds check */',
+      'char LICENSE[] SEC("license") = "GPL";',
+    ].join("\n"));
+    execFileSync("clang", ["-O2", "-g", "-target", "bpf", "-I", join(ROOT, "build", "bpf"), "-c", src, "-o", join(tmp, "bad.o")]);
+    assert.throws(() => loadObject(join(tmp, "bad.o"), join(pin, "bad")), (e: unknown) => {
+      assert.ok(isTwillError(e, "ERR_BPF_VERIFIER"), String(e));
+      assert.match((e as Error).message, /invalid access to packet/);
+      return true;
+    });
+  });
+});
+
+describe("twill teardown", () => {
+  let tc: TwillCluster | undefined;
+  after(async () => tc && (await tc.destroy()));
+
+  const snapshot = async (netns: string) => ({
+    links: (await run("ip", ["-o", "link", "show"], { netns })).stdout.split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0]).filter((x) => x && x !== "cni0" && !x.startsWith("veth")).sort(),
+    routes: (await run("ip", ["route", "show"], { netns })).stdout.split("\n").filter((l) => l && !l.includes("dev cni0")).sort(),
+    iptables: (await run("iptables-save", [], { netns })).stdout.split("\n").filter((l) => /FLANNEL|twill/i.test(l)),
+  });
+
+  test("leaves the host as it was before twill", async () => {
+    tc = await TwillCluster.create({ hosts: 2, startNodes: false, nodes: [{ dataplane: "bpf", fastPath: true }, { dataplane: "kernel" }] });
+    const before = await Promise.all(tc.nodes.map((n) => snapshot(n.host.netns)));
+    await Promise.all(tc.nodes.map((n) => tc!.start(n)));
+    for (const n of tc.nodes) await tc.addPod(n, "p1");
+    assert.deepEqual(await tc.allPairs(), []);
+    for (const n of tc.nodes) {
+      await tc.stop(n, "SIGKILL");
+      await run(process.execPath, [TWILL, "teardown", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
+      const now = await snapshot(n.host.netns);
+      assert.deepEqual(now, before[tc.nodes.indexOf(n)], `${n.host.name} differs after teardown`);
+      assert.ok(!existsSync(n.pinDir), `${n.pinDir} still exists`);
+      const veth = n.host.pods[0]!.veth!;
+      const filters = (await run("tc", ["filter", "show", "dev", veth, "ingress"], { netns: n.host.netns, allowFail: true })).stdout;
+      assert.doesNotMatch(filters, /twill/);
+    }
+  });
+});
