@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 PREFIX=twdemo
 
 die() { echo "demo: $*" >&2; exit 1; }
+plural() { if (($1 == 1)); then echo "$1 $2"; else echo "$1 $3"; fi; }
 
 demo_namespaces() { ip netns list 2>/dev/null | awk -v p="$PREFIX" 'index($1, p) == 1 { print $1 }'; }
 
@@ -29,7 +30,8 @@ sweep() {
   done
   if ((${#namespaces[@]})); then
     printf 'netns del %s\n' "${namespaces[@]}" | ip -force -batch - 2>/dev/null || true
-    echo "   killed $killed processes (the twill daemons and their helpers) and deleted ${#namespaces[@]} namespaces $PREFIX*"
+    ((killed == 0)) || echo "   stopped $(plural "$killed" process processes) (the twill daemons and their helpers)"
+    echo "   deleted $(plural "${#namespaces[@]}" "network namespace" "network namespaces") $PREFIX* (and the devices in them)"
   fi
   mapfile -t paths < <(demo_paths)
   if ((${#paths[@]})); then

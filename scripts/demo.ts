@@ -42,11 +42,10 @@ import { join, relative } from "node:path";
 import { Cluster, addPod, leftovers, readSubnetFile, type Host, type Pod } from "../test/lib/cluster.js";
 import { run, runJson, waitFor } from "../test/lib/exec.js";
 import { kernelStateCounts, ping, tcpTransfer, type KernelStateCounts } from "../test/lib/traffic.js";
-import { DEFAULT_NET_CONFIG, ROOT, TWILL } from "../test/lib/twill.js";
+import { DEFAULT_NET_CONFIG, ROOT, TWILL, type BpfState } from "../test/lib/twill.js";
 import { parseLease } from "../src/lease/parse.js";
 import { formatIP, formatPrefix } from "../src/net/ip.js";
 import type { Lease } from "../src/lease/types.js";
-import type { dumpBpfState } from "../src/dataplane/bpf.js";
 
 const PREFIX = "twdemo";
 const HOSTS = 3;
@@ -57,15 +56,14 @@ const TRANSFER_BYTES = 8 * 1024 * 1024;
 const PIN_ROOT = `/sys/fs/bpf/${PREFIX}`;
 const LEASE_DIR = `/tmp/${PREFIX}/leases`;
 
-type Maps = ReturnType<typeof dumpBpfState>;
-
 interface Node {
   host: Host;
   subnetFile: string;
   pinDir: string;
   logFile: string;
   pid?: number;
-  exitCode?: number | null;
+  /** Set when the daemon died while this process watched: "exited with code 1". */
+  died?: string;
 }
 
 // ---------------------------------------------------------------------------
@@ -76,7 +74,7 @@ const say = (line = ""): void => void process.stdout.write(line + "\n");
 const bold = (text: string): string => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
 const heading = (text: string): void => say(`\n${bold(text)}`);
 const plural = (n: number | string, one: string, many = `${one}s`): string => `${n} ${Number(n) === 1 ? one : many}`;
-const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+const secs = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
 const repo = (p: string): string => relative(process.cwd(), p) || ".";
 
 function size(bytes: number): string {
@@ -86,6 +84,7 @@ function size(bytes: number): string {
 }
 
 function table(rows: string[][], indent = "   "): void {
+  if (rows.length === 0) return say(`${indent}(none)`);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
   for (const r of rows) say(indent + r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd());
 }
@@ -93,17 +92,16 @@ function table(rows: string[][], indent = "   "): void {
 // ---------------------------------------------------------------------------
 // Hand-over (see 5) in the header)
 
+type Listener = (...args: unknown[]) => void;
 const GUARDED = ["exit", "SIGINT", "SIGTERM", "SIGHUP"] as const;
-type Guarded = (typeof GUARDED)[number];
-const listenersAtStart = new Map<Guarded, Function[]>(GUARDED.map((ev) => [ev, process.listeners(ev as "exit")]));
+const listenersOf = (ev: (typeof GUARDED)[number]): Listener[] => process.listeners(ev as "exit") as Listener[];
+const listenersAtStart = new Map(GUARDED.map((ev) => [ev, listenersOf(ev)]));
 
 /** Removes the exit/signal listeners added since start: the test libraries' safety net. */
 function keepClusterAfterExit(): void {
   for (const ev of GUARDED) {
     const before = listenersAtStart.get(ev)!;
-    for (const l of process.listeners(ev as "exit")) {
-      if (!before.includes(l)) process.removeListener(ev, l as (...a: unknown[]) => void);
-    }
+    for (const l of listenersOf(ev)) if (!before.includes(l)) process.removeListener(ev, l);
   }
 }
 
@@ -131,7 +129,8 @@ function startDaemon(n: Node): void {
   });
   closeSync(fd);
   n.pid = child.pid;
-  child.on("exit", (code) => (n.exitCode = code));
+  child.on("exit", (code, signal) => (n.died = signal ? `was killed by ${signal}` : `exited with code ${code}`));
+  child.on("error", (e) => (n.died = `could not start (${e.message})`));
   child.unref();
 }
 
@@ -147,10 +146,10 @@ function logTail(n: Node, lines = 15): string {
 
 async function waitReady(n: Node): Promise<number> {
   const t0 = Date.now();
-  await waitFor(async () => {
-    if (n.exitCode !== undefined) throw new Error(`twill on ${n.host.name} exited ${n.exitCode}:\n${logTail(n, 30)}`);
-    return (await http(n, "/readyz")).startsWith("ready");
-  }, { timeoutMs: 20_000, intervalMs: 100, what: `twill on ${n.host.name} to be ready (log: ${n.logFile})` });
+  await waitFor(async () => n.died !== undefined || (await http(n, "/readyz")).startsWith("ready"), {
+    timeoutMs: 20_000, intervalMs: 100, what: `twill on ${n.host.name} to be ready (log: ${n.logFile})`,
+  });
+  if (n.died) throw new Error(`twill on ${n.host.name} ${n.died} before it was ready (log: ${n.logFile})`);
   return Date.now() - t0;
 }
 
@@ -165,9 +164,9 @@ function counterMeanings(): Map<string, string> {
   return out;
 }
 
-async function maps(n: Node): Promise<Maps> {
+async function maps(n: Node): Promise<BpfState> {
   const r = await run(process.execPath, [TWILL, "maps", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
-  return JSON.parse(r.stdout) as Maps;
+  return JSON.parse(r.stdout) as BpfState;
 }
 
 function readLeases(): Lease[] {
@@ -271,14 +270,18 @@ async function traffic(nodes: Node[]): Promise<string[]> {
   return failures;
 }
 
-function describeKernelState(k: KernelStateCounts): string[] {
-  const routes = k.detail.routes.map((r) => (JSON.parse(r) as { dst: string }).dst);
-  const neighbours = k.detail.neighbours.map((n) => n.split(" ").slice(0, 1).concat(n.split(" ").slice(2)).join(" "));
+/** "1 route (10.244.0.0/16: the whole cluster), 1 neighbour (10.244.0.0 NOARP), 0 FDB entries". */
+function describeKernelState(k: KernelStateCounts): string {
+  const routes = k.detail.routes.map((r) => (JSON.parse(r) as { dst: string }).dst)
+    .map((dst) => (dst === DEFAULT_NET_CONFIG.Network ? `${dst}: the whole cluster` : dst));
+  // "10.244.0.0 <lladdr> NOARP" → "10.244.0.0 NOARP"
+  const neighbours = k.detail.neighbours.map((n) => n.split(" ").filter((_, i) => i !== 1).join(" "));
+  const list = (items: string[]): string => (items.length ? ` (${items.join(", ")})` : "");
   return [
-    `${k.routes} route${k.routes === 1 ? "" : "s"}${routes.length ? ` (${routes.join(", ")}: the whole cluster)` : ""}`,
-    `${k.neighbours} neighbour${k.neighbours === 1 ? "" : "s"}${neighbours.length ? ` (${neighbours.join(", ")})` : ""}`,
-    `${k.fdb} FDB entr${k.fdb === 1 ? "y" : "ies"}`,
-  ];
+    plural(k.routes, "route") + list(routes),
+    plural(k.neighbours, "neighbour") + list(neighbours),
+    plural(k.fdb, "FDB entry", "FDB entries"),
+  ].join(", ");
 }
 
 /** Kernel entries on the vxlan device that name a peer (not the cluster network as a whole). */
@@ -305,7 +308,7 @@ async function showHost(n: Node, leases: Lease[], peersCount: number): Promise<s
 
   const order: Record<string, number> = { local: 0, vxlan: 1, direct: 2, cluster: 3 };
   const peers = [...m.peers].sort((a, b) => (order[a.kind] ?? 9) - (order[b.kind] ?? 9) || a.prefix.localeCompare(b.prefix, "en", { numeric: true }));
-  const where = (p: Maps["peers"][number]): string => {
+  const where = (p: BpfState["peers"][number]): string => {
     switch (p.kind) {
       case "vxlan": return `-> host ${p.remote}, VTEP ${p.vtepMAC}`;
       case "direct": return `-> host ${p.remote}, routed directly`;
@@ -330,7 +333,7 @@ async function showHost(n: Node, leases: Lease[], peersCount: number): Promise<s
 
   const k = await kernelStateCounts(n.host.netns, VXLAN_DEV);
   const perPeer = perPeerEntries(k);
-  say(`   kernel    on ${VXLAN_DEV}: ${describeKernelState(k).join(", ")}`);
+  say(`   kernel    on ${VXLAN_DEV}: ${describeKernelState(k)}`);
   say(`             per-peer: ${perPeer.length}${perPeer.length ? ` (${perPeer.join("; ")})` : ""}. ` +
     `flannel would hold ${peersCount} peers × 3 (route, neighbour, FDB) = ${peersCount * 3}, and 3 more per host added`);
   return perPeer.length ? [`${n.host.name}: ${plural(perPeer.length, "per-peer kernel entry", "per-peer kernel entries")} on ${VXLAN_DEV}: ${perPeer.join("; ")}`] : [];
@@ -348,7 +351,7 @@ async function whatTwillProgrammed(nodes: Node[]): Promise<string[]> {
 function hints(nodes: Node[], ok: boolean): void {
   const [h1] = nodes;
   const target = nodes[nodes.length - 1]!.host.pods[0];
-  heading(ok ? "The cluster is still running. Poke at it:" : "The cluster is left running for inspection:");
+  heading(ok ? "The cluster is still running. Poke at it:" : "The cluster is left as it is, for inspection:");
   if (target) say(`   nsenter --net=/run/netns/${h1!.host.netns}-p1 ping ${target.ip}          # a pod on ${h1!.host.name} pings one on ${target.host.name}`);
   say(`   nsenter --net=/run/netns/${h1!.host.netns} node ${repo(TWILL)} maps --bpf-pin-dir ${h1!.pinDir}`);
   say(`   nsenter --net=/run/netns/${h1!.host.netns} curl -s 127.0.0.1:${HEALTHZ_PORT}/metrics`);
