@@ -105,7 +105,7 @@ enum twill_counter {
 	TWILL_C_DROP_NO_TUNNEL  = 10, /* dropped: no tunnel metadata on a decapsulated packet */
 	TWILL_C_DROP_ENCAP      = 11, /* dropped: setting the tunnel key failed */
 	TWILL_C_DROP_NO_CONFIG  = 12, /* dropped: the node config is not loaded */
-	TWILL_C_DROP_UNSUPPORTED= 13, /* dropped: not IP, on the vxlan device */
+	TWILL_C_DROP_UNSUPPORTED= 13, /* dropped: on the vxlan device, not IP or not for the cluster network */
 	TWILL_C_MAX             = 14,
 };
 

@@ -97,7 +97,13 @@ int twill_to_overlay(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	peer = peer_lookup(p.family, p.daddr);
-	if (!peer || peer->kind != TWILL_PEER_VXLAN) {
+	if (!peer) {
+		/* Not for the cluster network: e.g. the kernel's own IPv6
+		 * router solicitations from the device's link-local address. */
+		count(TWILL_C_DROP_UNSUPPORTED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (peer->kind != TWILL_PEER_VXLAN) {
 		count(TWILL_C_DROP_NO_LEASE, skb->len);
 		return TC_ACT_SHOT;
 	}

@@ -1,14 +1,14 @@
 /**
  * `make demo`: a three-host twill cluster on this machine, left running.
  *
- *   pods    twdemoh1-p1 twdemoh1-p2    twdemoh2-p1 twdemoh2-p2    twdemoh3-p1 twdemoh3-p2
- *                 \       /                  \       /                  \       /
- *   hosts   cni0 10.244.a.1/24       cni0 10.244.b.1/24       cni0 10.244.c.1/24
- *           twill (bpf, fast path)   twill                    twill
- *           flannel.1                flannel.1                flannel.1
- *           eth0 192.168.50.11       eth0 192.168.50.12       eth0 192.168.50.13
- *   netns twdemoh1          \_____________ twdemoh2 ______________/ twdemoh3
- *                                   br0 in netns twdemoul (the L2 segment)
+ *   pods    twdemoh1-p1  twdemoh1-p2   twdemoh2-p1  twdemoh2-p2   twdemoh3-p1  twdemoh3-p2
+ *                   \    /                    \    /                    \    /
+ *   hosts   twdemoh1: cni0 10.244.a.1   twdemoh2: cni0 10.244.b.1   twdemoh3: cni0 10.244.c.1
+ *             twill (bpf, fast path)      twill                       twill
+ *             flannel.1                   flannel.1                   flannel.1
+ *             eth0 192.168.50.11          eth0 192.168.50.12          eth0 192.168.50.13
+ *                     \___________________________|___________________________/
+ *   underlay                       br0 in netns twdemoul (one L2 segment)
  *
  * How it works:
  * 1) The hosts are built by Cluster.create (test/lib/cluster.ts), the same
@@ -26,12 +26,11 @@
  * 4) Traffic: every pod pings every pod on the other hosts; one 8 MiB TCP
  *    transfer is hashed at both ends. Then, per host: the lease, the BPF maps
  *    (`twill maps`), the counters and the per-peer kernel state.
- * 5) Hand-over. Cluster.create installs an exit safety net (exec.ts
- *    onCleanup: listeners for exit, SIGINT, SIGTERM, SIGHUP) that sweeps the
- *    cluster. It stays armed while the demo builds, so ^C removes a
- *    half-built cluster; once the demo is up, the listeners added since
- *    start are removed and the cluster outlives this process. On a failure
- *    after the build the cluster is kept too, for inspection.
+ * 5) Hand-over. Cluster.create arms an exit safety net that sweeps the
+ *    cluster; it stays armed while the demo builds, so ^C removes a
+ *    half-built cluster. Once the demo is up (or failed after the build, for
+ *    inspection) `cluster.keep()` takes it off the net and the cluster
+ *    outlives this process.
  *
  * `make demo-down` is a shell sweep in scripts/demo.sh, so it works without
  * a build; scripts/demo.sh also removes an earlier demo before `up`.
@@ -87,22 +86,6 @@ function table(rows: string[][], indent = "   "): void {
   if (rows.length === 0) return say(`${indent}(none)`);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
   for (const r of rows) say(indent + r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd());
-}
-
-// ---------------------------------------------------------------------------
-// Hand-over (see 5) in the header)
-
-type Listener = (...args: unknown[]) => void;
-const GUARDED = ["exit", "SIGINT", "SIGTERM", "SIGHUP"] as const;
-const listenersOf = (ev: (typeof GUARDED)[number]): Listener[] => process.listeners(ev as "exit") as Listener[];
-const listenersAtStart = new Map(GUARDED.map((ev) => [ev, listenersOf(ev)]));
-
-/** Removes the exit/signal listeners added since start: the test libraries' safety net. */
-function keepClusterAfterExit(): void {
-  for (const ev of GUARDED) {
-    const before = listenersAtStart.get(ev)!;
-    for (const l of listenersOf(ev)) if (!before.includes(l)) process.removeListener(ev, l);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -377,7 +360,7 @@ async function up(): Promise<void> {
   } catch (e) {
     failures = [e instanceof Error ? e.message : String(e)];
   }
-  keepClusterAfterExit();
+  cluster.keep();
   if (failures.length) {
     heading("The demo found a problem");
     for (const f of failures) say(`   ✗ ${f}`);

@@ -134,7 +134,7 @@ export class Attacher {
     if (this.mode !== "tc") {
       try {
         const r = attachTcx(progFd, ifindex, dir, pinPath);
-        tcDetach(ifindex, dir);
+        if (r !== "adopted") tcDetach(ifindex, dir); // a tc filter from an earlier mode
         if (this.mode === "auto") this.mode = "tcx";
         return r;
       } catch (e) {

@@ -108,11 +108,23 @@ function installLogger(a: ReturnType<typeof load>): void {
       if (!line) continue;
       logRing.push(line);
       if (logRing.length > LOG_MAX) logRing.shift();
-      logListener?.(level, line);
+      // Probes that expect "not found" (quietly) must not warn: debug at most.
+      logListener?.(quiet > 0 ? 2 : level, line);
     }
     return 0;
   }, koffi.pointer(a.PrintFn));
   a.set_print(cb);
+}
+
+let quiet = 0;
+/** Runs `fn` with libbpf's messages demoted to debug (for probes whose failure is expected). */
+export function quietly<T>(fn: () => T): T {
+  quiet++;
+  try {
+    return fn();
+  } finally {
+    quiet--;
+  }
 }
 
 /** Routes libbpf's log lines (level 0 warn, 1 info, 2 debug) to a listener. */

@@ -11,7 +11,7 @@
  * bpf_tc_opts, laid out by hand (size_t sz first).
  */
 import { TwillError } from "../errors.js";
-import { libbpf, check, closeFd, errnoName } from "./libbpf.js";
+import { libbpf, check, closeFd, errnoName, quietly } from "./libbpf.js";
 import type { Direction } from "./attach.js";
 
 const BPF_TC_INGRESS = 1, BPF_TC_EGRESS = 2;
@@ -40,7 +40,7 @@ function opts(progFd = 0, flags = 0): Buffer {
 /** The id of the program in twill's filter on a hook, or 0 when there is none. */
 export function tcQuery(ifindex: number, dir: Direction): number {
   const o = opts();
-  const r = libbpf().tc_query(hook(ifindex, dir), o);
+  const r = quietly(() => libbpf().tc_query(hook(ifindex, dir), o));
   if (r === -2 || r === -22) return 0; // ENOENT; EINVAL "Cannot find specified filter chain"
   check(r, "ERR_BPF_ATTACH", `querying tc ${dir} on ifindex ${ifindex}`);
   return o.readUInt32LE(16);
@@ -59,7 +59,7 @@ export function tcAttach(progFd: number, ifindex: number, dir: Direction, samePr
 
 /** Removes twill's filter from a hook; false when there was none. */
 export function tcDetach(ifindex: number, dir: Direction): boolean {
-  const r = libbpf().tc_detach(hook(ifindex, dir), opts());
+  const r = quietly(() => libbpf().tc_detach(hook(ifindex, dir), opts()));
   return r === 0;
 }
 

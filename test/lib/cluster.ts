@@ -317,6 +317,11 @@ export class Cluster {
     return blobs.join("\n");
   }
 
+  /** Leaves the cluster up when this process exits (the demo): the exit safety net skips it. */
+  keep(): void {
+    live.delete(this.prefix);
+  }
+
   /** Kills the cluster's processes, deletes its namespaces and directories. Idempotent. */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
