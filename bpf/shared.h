@@ -54,10 +54,11 @@ struct twill_peer {
 
 /* Per-family part of the node config. Index 0 is IPv4, 1 is IPv6. */
 struct twill_family_config {
-	__u32 vxlan_ifindex; /* the external vxlan device of this family, 0 if none */
-	__u8  vtep_mac[6];   /* that device's MAC: our VTEP MAC */
+	__u32 vxlan_ifindex;    /* the external vxlan device carrying this family, 0 if none */
+	__u8  vtep_mac[6];      /* that device's MAC: our VTEP MAC */
 	__u8  pad[2];
-	__u8  local_ip[16];  /* our underlay address (tunnel source), network order */
+	__u8  local_ip[16];     /* our underlay address (tunnel source), network order */
+	__u32 underlay_ifindex; /* the underlay interface (DirectRouting egress) */
 };
 
 /* The one entry of the config array map. */
@@ -89,24 +90,32 @@ struct twill_stat {
 	__u64 bytes;
 };
 
-/* Index into the per-CPU counters array. Keep in step with COUNTERS in
- * src/bpf/layout.ts (the layout test checks the names against BTF). */
+/* Key of the stats map: one counter of one peer. */
+struct twill_stat_key {
+	__u32 peer_id; /* twill_peer.id of the peer concerned; 0 = no peer (e.g. a miss) */
+	__u32 counter; /* enum twill_counter */
+};
+
+/* What happened to a packet. Keep in step with COUNTERS in src/bpf/layout.ts
+ * (the layout test checks the names against BTF). */
 enum twill_counter {
-	TWILL_C_ENCAP           = 0,  /* encapsulated on the vxlan device (host and stack traffic) */
-	TWILL_C_ENCAP_FAST      = 1,  /* encapsulated straight from a pod veth (fast path) */
-	TWILL_C_DELIVERED       = 2,  /* decapsulated and redirected into a pod */
-	TWILL_C_DECAP_STACK     = 3,  /* decapsulated and handed to the host stack */
-	TWILL_C_MISS            = 4,  /* cluster destination with no lease: to the stack */
-	TWILL_C_STACK_MTU       = 5,  /* too big for the path: to the stack for ICMP */
-	TWILL_C_STACK_NAT       = 6,  /* a NAT'ed flow: to the stack for (reverse) NAT */
-	TWILL_C_STACK_TTL       = 7,  /* TTL expiring: to the stack for ICMP */
-	TWILL_C_DROP_NO_LEASE   = 8,  /* dropped: vxlan egress with no peer for the destination */
-	TWILL_C_DROP_VNI        = 9,  /* dropped: decapsulated with a foreign VNI */
-	TWILL_C_DROP_NO_TUNNEL  = 10, /* dropped: no tunnel metadata on a decapsulated packet */
-	TWILL_C_DROP_ENCAP      = 11, /* dropped: setting the tunnel key failed */
-	TWILL_C_DROP_NO_CONFIG  = 12, /* dropped: the node config is not loaded */
-	TWILL_C_DROP_UNSUPPORTED= 13, /* dropped: on the vxlan device, not IP or not for the cluster network */
-	TWILL_C_MAX             = 14,
+	TWILL_C_ENCAP           = 0,  /* sent over VXLAN by the vxlan device's egress (host and stack traffic) */
+	TWILL_C_ENCAP_FAST      = 1,  /* sent over VXLAN straight from a pod veth (fast path) */
+	TWILL_C_DIRECT          = 2,  /* sent unencapsulated to a peer on our L2 segment (DirectRouting) */
+	TWILL_C_DELIVERED       = 3,  /* received over VXLAN, redirected into a pod */
+	TWILL_C_DECAP_STACK     = 4,  /* received over VXLAN, handed to the host stack */
+	TWILL_C_RX_DIRECT       = 5,  /* received unencapsulated from a DirectRouting peer */
+	TWILL_C_MISS            = 6,  /* cluster destination with no lease: to the stack */
+	TWILL_C_STACK_MTU       = 7,  /* too big for the path: to the stack for ICMP */
+	TWILL_C_STACK_NAT       = 8,  /* a NAT'ed flow: to the stack for (reverse) NAT */
+	TWILL_C_STACK_TTL       = 9,  /* TTL expiring: to the stack for ICMP */
+	TWILL_C_DROP_NO_LEASE   = 10, /* dropped: vxlan egress with no peer for the destination */
+	TWILL_C_DROP_VNI        = 11, /* dropped: decapsulated with a foreign VNI */
+	TWILL_C_DROP_NO_TUNNEL  = 12, /* dropped: no tunnel metadata on a decapsulated packet */
+	TWILL_C_DROP_ENCAP      = 13, /* dropped: setting the tunnel key failed */
+	TWILL_C_DROP_NO_CONFIG  = 14, /* dropped: the node config is not loaded */
+	TWILL_C_DROP_UNSUPPORTED= 15, /* dropped: on the vxlan device, not IP or not for the cluster network */
+	TWILL_C_MAX             = 16,
 };
 
 #endif /* TWILL_SHARED_H */

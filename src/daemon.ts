@@ -19,8 +19,8 @@
 import type { Server } from "node:http";
 import { TwillError, errorCode, errorMessage } from "./errors.js";
 import type { Logger } from "./log.js";
-import { formatPrefix, formatIP, ipEqual, type IP, type Prefix } from "./net/ip.js";
-import { findUnderlay, getLink } from "./net/link.js";
+import { formatPrefix, formatIP, ipEqual, makePrefix, prefixContainsIP, type IP, type Prefix } from "./net/ip.js";
+import { findUnderlay, getAddrs, getLink } from "./net/link.js";
 import { randomMAC } from "./lease/mac.js";
 import type { Lease, NetConfig } from "./lease/types.js";
 import { DirStore } from "./lease/dirstore.js";
@@ -71,6 +71,7 @@ export class Daemon {
   private publicIP?: IP;
   private publicIPv6?: IP;
   private known = new Map<string, Peer>();
+  private direct: (ip: IP) => boolean = () => false;
   private reported = new Set<string>();
   private ready = false;
   private stopWatch?: () => void;
@@ -106,7 +107,9 @@ export class Daemon {
     const { leases } = await this.store.list();
     const old = leases.find((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
     const mac4 = old?.backendData?.vtepMAC ?? (await getLink(dev4))?.mac ?? randomMAC();
-    const mac6 = old?.backendV6Data?.vtepMAC ?? (await getLink(dev6))?.mac ?? randomMAC();
+    // The bpf dataplane carries both families on one device (one collect-metadata
+    // device per UDP port): one VTEP MAC for both.
+    const mac6 = o.dataplane === "bpf" && config.enableIPv4 ? mac4 : old?.backendV6Data?.vtepMAC ?? (await getLink(dev6))?.mac ?? randomMAC();
     const previous = await readSubnetFile(o.subnetFile);
     this.own = await this.store.acquire({
       publicIP: this.publicIP, publicIPv6: this.publicIPv6,
@@ -114,6 +117,12 @@ export class Daemon {
       backendData: config.enableIPv4 ? { vni, vtepMAC: mac4 } : undefined,
       backendV6Data: config.enableIPv6 ? { vni, vtepMAC: mac6 } : undefined,
     });
+    if (config.backend.directRouting) {
+      // flannel's rule: a peer is direct when the route to it has no gateway,
+      // i.e. its public IP is on one of the underlay interface's own subnets.
+      const onLink = (await getAddrs(underlay.name)).filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
+      this.direct = (ip: IP) => onLink.some((p) => prefixContainsIP(p, ip));
+    }
     this.log.info("acquired lease", { key: this.own.key, publicIP: this.publicIP && formatIP(this.publicIP) });
 
     const fam = (subnet: Prefix | undefined, network: Prefix | undefined, ip: IP | undefined, device: string, mac: string): LocalFamily | undefined =>
@@ -121,7 +130,7 @@ export class Daemon {
         ? { subnet, network, publicIP: ip, iface: underlay.name, device, mtu: config.backend.mtu || underlay.mtu - overhead(ip.family), vtepMAC: mac }
         : undefined;
     const local: LocalNode = {
-      vni, port: config.backend.port, bridge: o.bridge,
+      vni, port: config.backend.port, bridge: o.bridge, directRouting: config.backend.directRouting,
       v4: fam(this.own.subnet, config.network, this.publicIP, dev4, mac4),
       v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.publicIPv6, dev6, mac6),
     };
@@ -189,7 +198,7 @@ export class Daemon {
       this.reject(this.own!.key, "ERR_LEASE_CONFLICT", `our own lease was overwritten (PublicIP ${ownNow?.publicIP ? formatIP(ownNow.publicIP) : "unreadable"}); restoring it`, ownNow);
       await this.store.writeLease(this.own!);
     }
-    const { peers, rejected } = leasesToPeers(leases, this.config!, this.own!);
+    const { peers, rejected } = leasesToPeers(leases, this.config!, this.own!, this.direct);
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
     this.metrics.leases.set({ state: "peer" }, peers.length);
     this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);

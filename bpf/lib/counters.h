@@ -4,15 +4,29 @@
 
 #include "maps.h"
 
-/* Adds one packet of `len` bytes to counter `idx`. Returns nothing. */
-static __always_inline void count(__u32 idx, __u32 len)
+/* Adds one packet of `len` bytes to counter `idx` of peer `peer_id`
+ * (0: no peer). Returns nothing: a full map only loses the count. */
+static __always_inline void count(__u32 peer_id, __u32 idx, __u32 len)
 {
-	struct twill_stat *s = bpf_map_lookup_elem(&twill_counters, &idx);
+	struct twill_stat_key key = { .peer_id = peer_id, .counter = idx };
+	struct twill_stat *s = bpf_map_lookup_elem(&twill_stats, &key);
 
-	if (s) {
-		s->packets++;
-		s->bytes += len;
+	if (!s) {
+		struct twill_stat zero = {};
+
+		bpf_map_update_elem(&twill_stats, &key, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&twill_stats, &key);
+		if (!s)
+			return;
 	}
+	s->packets++;
+	s->bytes += len;
+}
+
+/* The id of a peer entry for counting, 0 without one. */
+static __always_inline __u32 peer_id_of(const struct twill_peer *peer)
+{
+	return peer ? peer->id : 0;
 }
 
 #endif

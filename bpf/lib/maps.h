@@ -36,13 +36,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_endpoints SEC(".maps");
 
-/* Counters by enum twill_counter, per CPU. */
+/* Counters by (peer, enum twill_counter), per CPU. Entries appear on first
+ * use; the controller deletes those of peers that are gone. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct twill_stat_key);
 	__type(value, struct twill_stat);
-	__uint(max_entries, TWILL_C_MAX);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} twill_counters SEC(".maps");
+} twill_stats SEC(".maps");
 
 #endif

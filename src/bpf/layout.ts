@@ -26,22 +26,23 @@ export const PEER: StructSpec = {
   fields: [f("remote", 0, 16), f("vtep_mac", 16, 6), f("kind", 22, 1), f("remote_family", 23, 1), f("vni", 24, 4), f("id", 28, 4)],
 };
 export const FAMILY_CONFIG: StructSpec = {
-  name: "twill_family_config", size: 28,
-  fields: [f("vxlan_ifindex", 0, 4), f("vtep_mac", 4, 6), f("pad", 10, 2), f("local_ip", 12, 16)],
+  name: "twill_family_config", size: 32,
+  fields: [f("vxlan_ifindex", 0, 4), f("vtep_mac", 4, 6), f("pad", 10, 2), f("local_ip", 12, 16), f("underlay_ifindex", 28, 4)],
 };
 export const CONFIG: StructSpec = {
-  name: "twill_config", size: 76,
-  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("pad", 18, 2), f("fam", 20, 56)],
+  name: "twill_config", size: 84,
+  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("pad", 18, 2), f("fam", 20, 64)],
 };
 export const EP_KEY: StructSpec = { name: "twill_ep_key", size: 20, fields: [f("family", 0, 4), f("addr", 4, 16)] };
 export const EP: StructSpec = { name: "twill_ep", size: 12, fields: [f("ifindex", 0, 4), f("mac", 4, 6), f("pad", 10, 2)] };
 export const STAT: StructSpec = { name: "twill_stat", size: 16, fields: [f("packets", 0, 8), f("bytes", 8, 8)] };
+export const STAT_KEY: StructSpec = { name: "twill_stat_key", size: 8, fields: [f("peer_id", 0, 4), f("counter", 4, 4)] };
 
-export const STRUCTS: readonly StructSpec[] = [LPM_KEY, PEER, FAMILY_CONFIG, CONFIG, EP_KEY, EP, STAT];
+export const STRUCTS: readonly StructSpec[] = [LPM_KEY, PEER, FAMILY_CONFIG, CONFIG, EP_KEY, EP, STAT, STAT_KEY];
 
 /** enum twill_counter, in order (index = value). */
 export const COUNTERS = [
-  "encap", "encap_fast", "delivered", "decap_stack", "miss", "stack_mtu", "stack_nat", "stack_ttl",
+  "encap", "encap_fast", "direct", "delivered", "decap_stack", "rx_direct", "miss", "stack_mtu", "stack_nat", "stack_ttl",
   "drop_no_lease", "drop_vni", "drop_no_tunnel", "drop_encap", "drop_no_config", "drop_unsupported",
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
@@ -116,7 +117,7 @@ export function decodePeer(buf: Buffer): PeerValue {
 
 /* ---- twill_config ---- */
 
-export interface FamilyConfigValue { readonly vxlanIfindex: number; readonly vtepMAC: string; readonly localIP: IP }
+export interface FamilyConfigValue { readonly vxlanIfindex: number; readonly vtepMAC: string; readonly localIP: IP; readonly underlayIfindex: number }
 export interface ConfigValue {
   readonly flags: number;
   readonly vni: number;
@@ -137,6 +138,7 @@ export function encodeConfig(c: ConfigValue): Buffer {
     buf.writeUInt32LE(fc.vxlanIfindex, at + off(FAMILY_CONFIG, "vxlan_ifindex"));
     buf.set(macToBytes(fc.vtepMAC), at + off(FAMILY_CONFIG, "vtep_mac"));
     putAddr(buf, at + off(FAMILY_CONFIG, "local_ip"), fc.localIP);
+    buf.writeUInt32LE(fc.underlayIfindex, at + off(FAMILY_CONFIG, "underlay_ifindex"));
   });
   return buf;
 }
@@ -150,6 +152,7 @@ export function decodeConfig(buf: Buffer): ConfigValue {
       vxlanIfindex: ifindex,
       vtepMAC: bytesToMAC(buf.subarray(at + m, at + m + 6)),
       localIP: getAddr(buf, at + off(FAMILY_CONFIG, "local_ip"), i === 0 ? 4 : 6),
+      underlayIfindex: buf.readUInt32LE(at + off(FAMILY_CONFIG, "underlay_ifindex")),
     };
   });
   const bm = off(CONFIG, "bridge_mac");
@@ -179,7 +182,18 @@ export function decodeEp(buf: Buffer): EndpointValue {
   return { ifindex: buf.readUInt32LE(off(EP, "ifindex")), mac: bytesToMAC(buf.subarray(m, m + 6)) };
 }
 
-/* ---- twill_stat (per CPU) ---- */
+/* ---- twill_stat_key / twill_stat (per CPU) ---- */
+
+export interface StatKey { readonly peerId: number; readonly counter: number }
+export function encodeStatKey(k: StatKey): Buffer {
+  const buf = Buffer.alloc(STAT_KEY.size);
+  buf.writeUInt32LE(k.peerId, off(STAT_KEY, "peer_id"));
+  buf.writeUInt32LE(k.counter, off(STAT_KEY, "counter"));
+  return buf;
+}
+export function decodeStatKey(buf: Buffer): StatKey {
+  return { peerId: buf.readUInt32LE(off(STAT_KEY, "peer_id")), counter: buf.readUInt32LE(off(STAT_KEY, "counter")) };
+}
 
 /** Sums a per-CPU array of twill_stat values (each CPU's slot 8-byte aligned). */
 export function sumStats(buf: Buffer, ncpu: number): { packets: bigint; bytes: bigint } {

@@ -16,9 +16,9 @@ import { TwillError } from "../errors.js";
 import { libbpf, openObject, takeLibbpfLog, closeFd, errnoName, type Ptr } from "./libbpf.js";
 import { BpfMap } from "./map.js";
 
-export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_counters"] as const;
+export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_stats"] as const;
 export type MapName = (typeof MAP_NAMES)[number];
-export const PROG_NAMES = ["twill_from_pod", "twill_to_overlay", "twill_from_overlay"] as const;
+export const PROG_NAMES = ["twill_from_pod", "twill_to_overlay", "twill_from_overlay", "twill_from_underlay"] as const;
 export type ProgName = (typeof PROG_NAMES)[number];
 
 export interface MapDef { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }

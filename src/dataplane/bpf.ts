@@ -27,7 +27,7 @@ import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ip } from "../net/iproute.js";
-import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, bridgePorts } from "../net/link.js";
+import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, bridgePorts, listLinks } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import type { BpfMap } from "../bpf/map.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
@@ -35,7 +35,7 @@ import { tcDetach } from "../bpf/tc.js";
 import { numPossibleCpus } from "../bpf/libbpf.js";
 import {
   CFG_FAST_PATH, COUNTERS, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
-  encodeConfig, encodeLpmKey, encodePeer, sumStats, type PeerValue, type FamilyConfigValue,
+  encodeConfig, encodeLpmKey, encodePeer, sumStats, decodeStatKey, type PeerValue, type FamilyConfigValue,
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
 import type { Dataplane, DeviceInfo, LocalFamily, LocalNode, Peer, SyncResult } from "./types.js";
@@ -61,6 +61,8 @@ export class BpfDataplane implements Dataplane {
   private ids = new Map<string, number>();
   private nextId = 1;
   private readonly attacher: Attacher;
+  /** Underlay ifindex by family. */
+  private readonly underlay = new Map<number, number>();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -98,46 +100,72 @@ export class BpfDataplane implements Dataplane {
     return this.devices;
   }
 
-  /** Devices, cluster routes, config, own entries, vxlan links: everything but peers. */
+  /** The families this node runs, each with its LocalFamily. */
+  private families(): LocalFamily[] {
+    return [this.local!.v4, this.local!.v6].filter((x): x is LocalFamily => x !== undefined);
+  }
+
+  /**
+   * Devices, cluster routes, config, own entries, attachments: everything
+   * but peers. The kernel allows one collect-metadata vxlan device per UDP
+   * port, and one carries both underlay families, so a dual-stack node has a
+   * single device (named like flannel's IPv4 one, flannel.<VNI>).
+   */
   private async ensureBase(): Promise<void> {
     const local = this.local!;
-    for (const [fam, lf] of [["v4", local.v4], ["v6", local.v6]] as const) {
-      if (!lf) continue;
-      const dev = await this.ensureDevice(lf, local);
-      this.devices[fam] = dev;
-      this.attachDevice(dev);
+    const fams = this.families();
+    const dev = await this.ensureDevice(fams, local);
+    this.devices = { ...(local.v4 ? { v4: dev } : {}), ...(local.v6 ? { v6: dev } : {}) };
+    this.attachDevice(dev);
+    this.underlay.clear();
+    for (const lf of fams) {
+      const u = await getLink(lf.iface);
+      if (!u) throw new TwillError("ERR_IFACE", `underlay interface ${lf.iface} is gone`);
+      this.underlay.set(lf.subnet.ip.family, u.ifindex);
+      if (local.directRouting) {
+        this.attach("from_underlay", this.loaded!.progs.twill_from_underlay, u.ifindex, u.name, "ingress");
+        // Direct-routed packets that go through the stack come in on the
+        // underlay while the route back points at the vxlan device: loose
+        // reverse-path filtering keeps them (flannel has per-peer routes instead).
+        if (lf.subnet.ip.family === 4) await sysctl(`net.ipv4.conf.${lf.iface}.rp_filter`, "2");
+      }
     }
     await this.refreshBridge();
     this.writeConfig();
-    for (const lf of [local.v4, local.v6]) {
-      if (!lf) continue;
+    for (const lf of fams) {
       this.writeEntry(lf.subnet, { kind: PeerKind.Local, vni: 0, id: 0 });
       this.writeEntry(lf.network, { kind: PeerKind.Cluster, vni: 0, id: 0 });
     }
   }
 
-  private async ensureDevice(lf: LocalFamily, local: LocalNode): Promise<DeviceInfo> {
-    const family = lf.subnet.ip.family;
+  private async ensureDevice(fams: LocalFamily[], local: LocalNode): Promise<DeviceInfo> {
+    const first = fams[0]!;
+    const name = first.device;
     const dev = await ensureVxlan({
-      name: lf.device, vni: local.vni, port: local.port, external: true, localIP: lf.publicIP,
-      dev: lf.iface, mtu: lf.mtu, mac: lf.vtepMAC, learning: false, arpOff: true, family,
+      name, vni: local.vni, port: local.port, external: true,
+      // one family: its source address, as flannel sets `local`; both: the tunnel key says
+      localIP: fams.length === 1 ? first.publicIP : undefined,
+      dev: first.iface, mtu: Math.min(...fams.map((f) => f.mtu)), mac: first.vtepMAC, learning: false, arpOff: true,
+      family: first.subnet.ip.family,
     });
-    await ensureAddress(lf.device, `${formatIP(lf.subnet.ip)}/${family === 4 ? 32 : 128}`);
-    // One route for the whole cluster network; the onlink gateway is the
-    // network address, so the NOARP device holds a single neighbour entry.
-    await ip(["route", "replace", formatPrefix(lf.network), "via", formatIP(nthIP(lf.network, 0)), "dev", lf.device, "onlink"]);
+    for (const lf of fams) {
+      const family = lf.subnet.ip.family;
+      await ensureAddress(name, `${formatIP(lf.subnet.ip)}/${family === 4 ? 32 : 128}`);
+      // One route for the whole cluster network; the onlink gateway is the
+      // network address, so the NOARP device holds a single neighbour entry.
+      await ip([family === 4 ? "-4" : "-6", "route", "replace", formatPrefix(lf.network), "via", formatIP(nthIP(lf.network, 0)), "dev", name, "onlink"]);
+    }
     return dev;
   }
 
+  private attach(role: string, fd: number, ifindex: number, device: string, dir: Direction): void {
+    const r = this.attacher.attach(fd, ifindex, dir, this.linkPin(role, ifindex));
+    if (r !== "adopted") this.opts.log.info("attached", { program: role, device, direction: dir, result: r, mode: this.attacher.effective });
+  }
+
   private attachDevice(dev: DeviceInfo): void {
-    const pairs: Array<[string, number, Direction]> = [
-      ["to_overlay", this.loaded!.progs.twill_to_overlay, "egress"],
-      ["from_overlay", this.loaded!.progs.twill_from_overlay, "ingress"],
-    ];
-    for (const [role, fd, dir] of pairs) {
-      const r = this.attacher.attach(fd, dev.ifindex, dir, this.linkPin(role, dev.ifindex));
-      if (r !== "adopted") this.opts.log.info("attached", { program: role, device: dev.name, direction: dir, result: r, mode: this.attacher.effective });
-    }
+    this.attach("to_overlay", this.loaded!.progs.twill_to_overlay, dev.ifindex, dev.name, "egress");
+    this.attach("from_overlay", this.loaded!.progs.twill_from_overlay, dev.ifindex, dev.name, "ingress");
   }
 
   private async refreshBridge(): Promise<boolean> {
@@ -151,7 +179,7 @@ export class BpfDataplane implements Dataplane {
   private writeConfig(): void {
     const local = this.local!;
     const fam = (lf: LocalFamily | undefined, d: DeviceInfo | undefined): FamilyConfigValue | undefined =>
-      lf && d ? { vxlanIfindex: d.ifindex, vtepMAC: d.mac, localIP: lf.publicIP } : undefined;
+      lf && d ? { vxlanIfindex: d.ifindex, vtepMAC: d.mac, localIP: lf.publicIP, underlayIfindex: this.underlay.get(lf.subnet.ip.family) ?? 0 } : undefined;
     const buf = encodeConfig({
       flags: this.opts.fastPath ? CFG_FAST_PATH : 0,
       vni: local.vni,
@@ -193,8 +221,7 @@ export class BpfDataplane implements Dataplane {
       id = this.nextId++;
       this.ids.set(k, id);
     }
-    // DirectRouting in the BPF dataplane is not implemented yet: such peers use VXLAN.
-    return { kind: PeerKind.Vxlan, remote: p.publicIP, vtepMAC: p.vtepMAC, vni: p.vni, id };
+    return { kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, remote: p.publicIP, vtepMAC: p.vtepMAC, vni: p.vni, id };
   }
 
   private writeEntry(prefix: Prefix, v: PeerValue): void {
@@ -220,10 +247,21 @@ export class BpfDataplane implements Dataplane {
     for (const p of peers) {
       try {
         this.maps.twill_peers.delete(encodeLpmKey(p.subnet));
+        const id = this.ids.get(keyOf(p.subnet));
         this.ids.delete(keyOf(p.subnet));
+        if (id !== undefined) this.sweepStats(new Set([id]));
       } catch (e) {
         this.opts.log.warn("cannot remove peer", { subnet: keyOf(p.subnet), err: e });
       }
+    }
+  }
+
+  /** Deletes the stats of peer ids in `gone`, or of every id not in `live`. */
+  private sweepStats(gone?: Set<number>, live?: Set<number>): void {
+    const m = this.maps.twill_stats;
+    for (const k of m.keys()) {
+      const id = decodeStatKey(k).peerId;
+      if ((gone && gone.has(id)) || (live && !live.has(id))) m.delete(k);
     }
   }
 
@@ -254,6 +292,8 @@ export class BpfDataplane implements Dataplane {
     }
     for (const [key, p] of want) if (!seen.has(key)) { toWrite.push(p); added++; }
     await this.upsert(toWrite);
+    const live = new Set([0, ...this.ids.values()]);
+    this.sweepStats(undefined, live);
     return { added, updated, removed };
   }
 
@@ -274,8 +314,9 @@ export class BpfDataplane implements Dataplane {
 /** Removes links, pins and devices of a node; usable without a loaded object. */
 export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger, bridge = "cni0"): Promise<void> {
   for (const l of listPinnedLinks(join(pinDir, "links"))) detachPinned(l.path);
-  // tc cls_bpf filters on pod veths (the vxlan devices' go with the devices)
-  for (const p of await bridgePorts(bridge).catch(() => [])) tcDetach(p.ifindex, "ingress");
+  // tc cls_bpf filters on pod veths and the underlay (the vxlan devices' go with the devices)
+  void bridge;
+  for (const l of await listLinks().catch(() => [])) tcDetach(l.ifindex, "ingress");
   if (existsSync(pinDir)) rmSync(pinDir, { recursive: true, force: true });
   for (const lf of [local?.v4, local?.v6]) {
     if (!lf) continue;
@@ -287,11 +328,16 @@ export async function teardownBpf(pinDir: string, local: LocalNode | undefined, 
   }
 }
 
-/** Reads the pinned maps of a node for `twill maps` and the demo. */
+export interface PeerStats { packets: string; bytes: string }
+
+/** Reads the pinned maps of a node for `twill maps`, `twill status` and the demo. */
 export function dumpBpfState(pinDir: string): {
   peers: Array<{ prefix: string; kind: string; remote?: string; vtepMAC?: string; vni: number; id: number }>;
   endpoints: Array<{ ip: string; ifindex: number; mac: string }>;
-  counters: Record<string, { packets: string; bytes: string }>;
+  /** Summed over all peers, by counter name. */
+  counters: Record<string, PeerStats>;
+  /** By peer id ("0": no peer), then counter name; only counters that moved. */
+  perPeer: Record<string, Record<string, PeerStats>>;
   /** Kernel ids of the pinned maps and links: a restart that adopts them keeps these. */
   ids: { maps: Record<string, number>; links: Record<string, { id: number; progId: number; ifindex: number }> };
 } {
@@ -307,19 +353,22 @@ export function dumpBpfState(pinDir: string): {
     });
     const endpoints = maps.twill_endpoints.entries().map(([k, v]) => ({ ip: formatIP(decodeEpKey(k)), ...decodeEp(v) }));
     const ncpu = numPossibleCpus();
-    const counters: Record<string, { packets: string; bytes: string }> = {};
-    COUNTERS.forEach((name, i) => {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(i);
-      const v = maps.twill_counters.lookup(key);
-      const s = v ? sumStats(v, ncpu) : { packets: 0n, bytes: 0n };
-      counters[name] = { packets: s.packets.toString(), bytes: s.bytes.toString() };
-    });
+    const total = new Map<string, { packets: bigint; bytes: bigint }>(COUNTERS.map((c) => [c, { packets: 0n, bytes: 0n }]));
+    const perPeer: Record<string, Record<string, PeerStats>> = {};
+    for (const [k, v] of maps.twill_stats.entries()) {
+      const key = decodeStatKey(k);
+      const name = COUNTERS[key.counter] ?? `counter_${key.counter}`;
+      const s = sumStats(v, ncpu);
+      const t = total.get(name) ?? { packets: 0n, bytes: 0n };
+      total.set(name, { packets: t.packets + s.packets, bytes: t.bytes + s.bytes });
+      (perPeer[String(key.peerId)] ??= {})[name] = { packets: s.packets.toString(), bytes: s.bytes.toString() };
+    }
+    const counters = Object.fromEntries([...total].map(([n, s]) => [n, { packets: s.packets.toString(), bytes: s.bytes.toString() }]));
     const ids = {
       maps: Object.fromEntries(Object.values(maps).map((m) => [m.name, mapInfo(m.fd).id])),
       links: Object.fromEntries(listPinnedLinks(join(pinDir, "links")).filter((l) => l.info).map((l) => [l.name, { id: l.info!.id, progId: l.info!.progId, ifindex: l.info!.ifindex }])),
     };
-    return { peers, endpoints, counters, ids };
+    return { peers, endpoints, counters, perPeer, ids };
   } finally {
     for (const m of Object.values(maps)) m.close();
   }

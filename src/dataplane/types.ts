@@ -48,6 +48,8 @@ export interface LocalNode {
   readonly v6?: LocalFamily;
   /** The bridge pods hang off (flannel's CNI: cni0). */
   readonly bridge: string;
+  /** DirectRouting: peers on our L2 segment are reached without encapsulation. */
+  readonly directRouting?: boolean;
 }
 
 export interface SyncResult {
