@@ -1,0 +1,432 @@
+/**
+ * KubeSource (--kube-subnet-mgr) against the fake API server (test/lib/fakekube.ts):
+ *
+ *   KubeSource ──(@kubernetes/client-node, http, no auth)──> FakeKube on 127.0.0.1:<random>
+ *     acquire / writeLease / markReady  → PATCH /api/v1/nodes/<name>/status (recorded)
+ *     list / watch                      → GET /api/v1/nodes[?watch=true&resourceVersion=N]
+ *
+ * No namespaces or root needed: only the API server is simulated; every
+ * other piece (the client library, the informer, our conversion) is real.
+ * Each test starts its own fake; temp files live under one per-run
+ * directory, removed at the end.
+ */
+import { test, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { FakeKube, type Json } from "../lib/fakekube.js";
+import { KubeSource, type KubeSourceOptions } from "../../src/lease/kubesource.js";
+import type { LeaseEvent, WatchHandlers } from "../../src/lease/source.js";
+import type { TwillError } from "../../src/errors.js";
+import { isTwillError } from "../../src/errors.js";
+import { formatIP, parseIP } from "../../src/net/ip.js";
+
+const P = "flannel.alpha.coreos.com";
+const MAC = "8e:d0:f8:0a:41:19";
+const SMP = "application/strategic-merge-patch+json";
+const dir = mkdtempSync(join(tmpdir(), `twill-kube-${process.pid}-`));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let files = 0;
+function netConf(json: object = { Network: "10.244.0.0/16", Backend: { Type: "vxlan" } }): string {
+  const p = join(dir, `net-conf-${++files}.json`);
+  writeFileSync(p, JSON.stringify(json));
+  return p;
+}
+
+/** The annotations flannel leaves on a node (IPv4 vxlan). */
+function flannelAnnotations(publicIP: string, mac: string = MAC): Record<string, string> {
+  return {
+    [`${P}/kube-subnet-manager`]: "true",
+    [`${P}/backend-type`]: "vxlan",
+    [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${mac}"}`,
+    [`${P}/public-ip`]: publicIP,
+  };
+}
+
+const sources: KubeSource[] = [];
+const fakes: FakeKube[] = [];
+after(async () => {
+  for (const s of sources) await s.close();
+  for (const f of fakes) await f.close();
+});
+
+async function setup(more: Partial<KubeSourceOptions> = {}, via: "kubeconfig" | "url" = "kubeconfig"): Promise<{ fake: FakeKube; src: KubeSource }> {
+  const fake = await FakeKube.start();
+  fakes.push(fake);
+  const kc = join(dir, `kubeconfig-${++files}`);
+  fake.writeKubeconfig(kc); // http, no insecure-skip-tls-verify: must still work
+  const src = new KubeSource({
+    netConfigPath: netConf(),
+    ...(via === "kubeconfig" ? { kubeconfigFile: kc } : { kubeApiUrl: fake.url }),
+    nodeName: "n1", nodeNameSource: "NODE_NAME",
+    retryMs: 50, backoffMinMs: 50, backoffMaxMs: 200,
+    ...more,
+  });
+  sources.push(src);
+  return { fake, src };
+}
+
+const offer = { publicIP: parseIP("192.168.0.1"), backendData: { vni: 1, vtepMAC: "aa:bb:cc:dd:ee:01" } };
+
+async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Records what a watch delivers. */
+function recorder() {
+  const r = {
+    batches: [] as LeaseEvent[][],
+    resyncs: 0,
+    errors: [] as TwillError[],
+    get events(): LeaseEvent[] {
+      return r.batches.flat();
+    },
+    handlers: {
+      onEvents: (e) => void r.batches.push([...e]),
+      onResync: () => void r.resyncs++,
+      onError: (e) => void r.errors.push(e),
+    } as WatchHandlers,
+    /** The events after the first `from`, as "put key" / "delete key". */
+    since(from: number): string[] {
+      return r.events.slice(from).map((e) => `${e.type} ${e.key}${e.error ? " (error)" : ""}`);
+    },
+  };
+  return r;
+}
+
+const listRequests = (fake: FakeKube) => fake.requests.filter((q) => q.method === "GET" && q.path === "/api/v1/nodes" && q.query.watch === undefined).length;
+
+describe("acquire", () => {
+  test("patches our node's annotations as flannel does: strategic merge on nodes/<name>/status", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
+    const lease = await src.acquire(offer);
+    assert.equal(lease.key, "10.244.1.0-24");
+    assert.equal(formatIP(lease.publicIP!), "192.168.0.1");
+    assert.deepEqual(lease.backendData, offer.backendData);
+    assert.equal(fake.patches.length, 1);
+    const p = fake.patches[0]!;
+    assert.equal(p.path, "/api/v1/nodes/n1/status");
+    assert.equal(p.contentType, SMP);
+    assert.deepEqual(p.body, {
+      metadata: {
+        annotations: {
+          [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`,
+          [`${P}/backend-type`]: "vxlan",
+          [`${P}/kube-subnet-manager`]: "true",
+          [`${P}/public-ip`]: "192.168.0.1",
+        },
+      },
+    });
+    const n = fake.node("n1")!;
+    assert.equal(n.metadata.annotations[`${P}/public-ip`], "192.168.0.1");
+    assert.equal(n.metadata.annotations["node.alpha.kubernetes.io/ttl"], "0", "other annotations are kept");
+    // Acquiring again (a restart) patches nothing: the node already says it all.
+    assert.equal((await src.acquire(offer)).key, lease.key);
+    assert.equal(fake.patches.length, 1);
+    // writeLease writes every annotation again.
+    await src.writeLease(lease);
+    assert.equal(fake.patches.length, 2);
+    assert.equal(fake.patches[1]!.contentType, SMP);
+    assert.deepEqual(Object.keys((fake.patches[1]!.body as Json).metadata.annotations).length, 4);
+  });
+
+  test("dual stack through --kube-api-url", async () => {
+    const { fake, src } = await setup({ netConfigPath: netConf({ Network: "10.244.0.0/16", EnableIPv6: true, IPv6Network: "fc00::/48", Backend: { Type: "vxlan" } }) }, "url");
+    fake.addNode({ name: "n1", podCIDRs: ["10.244.1.0/24", "fc00:0:0:1::/64"] });
+    const lease = await src.acquire({ ...offer, publicIPv6: parseIP("fd00::1"), backendV6Data: { vni: 1, vtepMAC: "aa:bb:cc:dd:ee:02" } });
+    assert.equal(lease.key, "10.244.1.0-24&fc00:0:0:1::-64");
+    assert.deepEqual((fake.patches[0]!.body as Json).metadata.annotations, {
+      [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`,
+      [`${P}/backend-type`]: "vxlan",
+      [`${P}/backend-v6-data`]: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}`,
+      [`${P}/kube-subnet-manager`]: "true",
+      [`${P}/public-ip`]: "192.168.0.1",
+      [`${P}/public-ipv6`]: "fd00::1",
+    });
+    assert.deepEqual((await src.list()).leases.map((l) => l.key), [lease.key]);
+  });
+
+  test("the VTEP MAC in our existing annotation is restored; public-ip-overwrite is honoured", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: { ...flannelAnnotations("192.168.0.99"), [`${P}/public-ip-overwrite`]: "203.0.113.5" } });
+    const lease = await src.acquire(offer);
+    assert.equal(lease.backendData!.vtepMAC, MAC, "the MAC peers already know");
+    assert.equal(formatIP(lease.publicIP!), "203.0.113.5");
+    assert.deepEqual(fake.patches.map((p) => p.body), [{ metadata: { annotations: { [`${P}/public-ip`]: "203.0.113.5" } } }]);
+    // Our own node is listed under the same key with the same data: the daemon sees its lease intact.
+    const own = (await src.list()).leases.find((l) => l.key === lease.key)!;
+    assert.deepEqual(own, lease);
+  });
+
+  test("waits for the podCIDR, and gives up after podCIDRTimeoutMs", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1" });
+    const pending = src.acquire(offer);
+    await until("acquire polled the node", () => fake.requests.filter((q) => q.path === "/api/v1/nodes/n1").length >= 2);
+    fake.updateNode("n1", (n) => (n.spec = { podCIDR: "10.244.7.0/24", podCIDRs: ["10.244.7.0/24"] }));
+    assert.equal((await pending).key, "10.244.7.0-24");
+
+    const { fake: f2, src: s2 } = await setup({ podCIDRTimeoutMs: 300 });
+    f2.addNode({ name: "n1" });
+    await assert.rejects(s2.acquire(offer), (e) => isTwillError(e, "ERR_STORE") && /gave up after \d+ s: node n1 has no spec.podCIDR yet/.test(e.message));
+    // a node that does not exist (yet) is waited for too, then named
+    const { src: s3 } = await setup({ podCIDRTimeoutMs: 200, nodeName: "nope" });
+    await assert.rejects(s3.acquire(offer), (e) => isTwillError(e, "ERR_STORE") && e.message.includes(`get node nope: HTTP 404: nodes "nope" not found`));
+  });
+
+  test("the node name comes from our pod (POD_NAME + POD_NAMESPACE) when NODE_NAME is unset", async () => {
+    const { fake, src } = await setup({ nodeName: "container-hostname", nodeNameSource: "hostname", podName: "kube-flannel-ds-x7k2p", podNamespace: "kube-flannel" });
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24" });
+    fake.addPod("kube-flannel", "kube-flannel-ds-x7k2p", "n2");
+    assert.equal((await src.acquire(offer)).key, "10.244.2.0-24");
+    assert.ok(fake.requests.some((q) => q.path === "/api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7k2p"));
+    assert.equal(fake.patches[0]!.path, "/api/v1/nodes/n2/status");
+    assert.equal(await src.nodeName(), "n2");
+    // Our pod not found is not waited out (unlike our node): it is a misconfiguration.
+    const { src: s2 } = await setup({ nodeName: "h", nodeNameSource: "hostname", podName: "gone", podNamespace: "kube-flannel" });
+    const t0 = Date.now();
+    await assert.rejects(s2.acquire(offer), (e) => isTwillError(e, "ERR_STORE") && e.message === `Kubernetes API: get pod kube-flannel/gone: HTTP 404: pods "gone" not found`);
+    assert.ok(Date.now() - t0 < 1000);
+  });
+
+  test("a bad net-config file or kubeconfig is a clear error", async () => {
+    const bad = new KubeSource({ netConfigPath: join(dir, "missing.json"), kubeApiUrl: "http://127.0.0.1:1", nodeName: "n1" });
+    await assert.rejects(bad.readConfig(), (e) => isTwillError(e, "ERR_INVALID_CONFIG") && e.message.includes("missing.json (--net-config-path)"));
+    const p = netConf({ Network: "10.244.0.0/33" });
+    await assert.rejects(new KubeSource({ netConfigPath: p, nodeName: "n1" }).readConfig(), (e) => isTwillError(e, "ERR_INVALID_CONFIG") && e.message.includes(`(in ${p})`));
+    const nokc = new KubeSource({ netConfigPath: netConf(), kubeconfigFile: join(dir, "no-kubeconfig"), nodeName: "n1" });
+    await assert.rejects(nokc.list(), (e) => isTwillError(e, "ERR_INVALID_CONFIG") && e.message.startsWith(`Cannot load kubeconfig ${join(dir, "no-kubeconfig")}`));
+  });
+});
+
+describe("markReady", () => {
+  test("sets NetworkUnavailable=False with a strategic merge that keeps the other conditions", async () => {
+    const { fake, src } = await setup({ now: () => new Date("2024-06-01T12:00:00.500Z") });
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
+    await src.acquire(offer);
+    await src.markReady();
+    const p = fake.patches.at(-1)!;
+    assert.equal(p.path, "/api/v1/nodes/n1/status");
+    assert.equal(p.contentType, SMP);
+    assert.deepEqual(p.body, {
+      status: {
+        conditions: [{
+          type: "NetworkUnavailable", status: "False",
+          lastHeartbeatTime: "2024-06-01T12:00:00Z", lastTransitionTime: "2024-06-01T12:00:00Z",
+          reason: "FlannelIsUp", message: "Flannel is running on this node",
+        }],
+      },
+    });
+    await src.markReady(); // again: merged by type, not appended
+    const conds = fake.node("n1")!.status.conditions as Json[];
+    assert.deepEqual(conds.map((c) => `${c.type}=${c.status}`), ["MemoryPressure=False", "Ready=True", "NetworkUnavailable=False"]);
+  });
+});
+
+describe("list", () => {
+  test("annotated nodes are leases keyed like flannel's etcd keys; unannotated nodes are skipped; bad ones are errors", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1", "aa:bb:cc:dd:ee:01") });
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2", "aa:bb:cc:dd:ee:02") });
+    fake.addNode({ name: "n3", podCIDR: "10.244.3.0/24", annotations: { ...flannelAnnotations("192.168.0.3"), [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"zz"}` } });
+    fake.addNode({ name: "n4", podCIDR: "10.244.4.0/24" }); // joined, flannel not started yet
+    fake.addNode({ name: "n5", podCIDR: "10.244.5.0/24", annotations: { ...flannelAnnotations("192.168.0.5"), [`${P}/backend-type`]: "host-gw" } });
+    const { leases, errors } = await src.list();
+    assert.deepEqual(leases.map((l) => `${l.key} ${l.backendType} ${formatIP(l.publicIP!)} ${l.backendData?.vtepMAC ?? "-"}`), [
+      "10.244.1.0-24 vxlan 192.168.0.1 aa:bb:cc:dd:ee:01",
+      "10.244.2.0-24 vxlan 192.168.0.2 aa:bb:cc:dd:ee:02",
+      "10.244.5.0-24 host-gw 192.168.0.5 -",
+    ]);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.key, "10.244.3.0-24");
+    assert.ok(isTwillError(errors[0]!.error, "ERR_INVALID_LEASE"));
+    assert.ok(errors[0]!.error.message.startsWith(`Cannot parse node n3: annotation ${P}/backend-data: VtepMAC "zz" is not a MAC`), errors[0]!.error.message);
+  });
+
+  test("API failures are ERR_STORE errors naming the call", async () => {
+    const { fake, src } = await setup();
+    fake.failNext({ path: /^\/api\/v1\/nodes$/, status: 403 });
+    await assert.rejects(src.list(), (e) => isTwillError(e, "ERR_STORE") && !e.retryable && e.message === "Kubernetes API: list nodes: HTTP 403: injected failure 403");
+    fake.failNext({ path: /^\/api\/v1\/nodes$/, status: 503 });
+    await assert.rejects(src.list(), (e) => isTwillError(e, "ERR_STORE") && e.retryable);
+  });
+});
+
+describe("watch", () => {
+  test("added, changed and deleted nodes become put/delete events; heartbeats are not events", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    fake.addNode({ name: "n4", podCIDR: "10.244.4.0/24" });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await until("the initial list", () => r.resyncs >= 1 && r.events.length >= 1);
+    assert.deepEqual(r.since(0), ["put 10.244.1.0-24"], "the initial list: n1 only (n4 is not annotated)");
+    assert.equal(r.errors.length, 0);
+    await fake.waitForWatches(1);
+
+    let k = r.events.length;
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
+    await until("n2 added", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put 10.244.2.0-24"]);
+    assert.equal(formatIP(r.events.at(-1)!.lease!.publicIP!), "192.168.0.2");
+
+    k = r.events.length;
+    fake.updateNode("n2", (n) => (n.status.conditions[1].lastHeartbeatTime = "2024-05-01T10:05:00Z")); // kubelet heartbeat
+    fake.annotate("n4", { ...flannelAnnotations("192.168.0.4") }); // flannel/twill started on n4
+    await until("n4 annotated", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put 10.244.4.0-24"], "the heartbeat is not an event");
+
+    k = r.events.length;
+    fake.annotate("n2", { [`${P}/public-ip`]: "192.168.0.22" });
+    await until("n2 changed", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put 10.244.2.0-24"]);
+    assert.equal(formatIP(r.events.at(-1)!.lease!.publicIP!), "192.168.0.22");
+
+    k = r.events.length;
+    const nb = r.batches.length;
+    fake.updateNode("n2", (n) => (n.spec = { podCIDR: "10.244.12.0/24", podCIDRs: ["10.244.12.0/24"] })); // a node re-created with a new podCIDR
+    await until("n2 moved", () => r.events.length >= k + 2);
+    assert.deepEqual(r.since(k), ["delete 10.244.2.0-24", "put 10.244.12.0-24"]);
+    assert.equal(r.batches.length, nb + 1, "delete and put in one batch");
+
+    k = r.events.length;
+    fake.annotate("n4", { [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"zz"}` });
+    await until("n4 broken", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put 10.244.4.0-24 (error)"]);
+    assert.ok(r.events.at(-1)!.error!.message.startsWith(`Cannot parse node n4: annotation ${P}/backend-data: VtepMAC "zz"`));
+
+    k = r.events.length;
+    fake.annotate("n4", { [`${P}/kube-subnet-manager`]: undefined });
+    fake.deleteNode("n2");
+    await until("n4 unannotated, n2 deleted", () => r.events.length >= k + 2);
+    assert.deepEqual(r.since(k), ["delete 10.244.4.0-24", "delete 10.244.12.0-24"]);
+    assert.equal(r.errors.length, 0);
+
+    stop();
+    await until("the watch connection closed", () => fake.openWatches === 0);
+    k = r.events.length;
+    fake.addNode({ name: "n9", podCIDR: "10.244.9.0/24", annotations: flannelAnnotations("192.168.0.9") });
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(r.events.length, k, "no events after stop()");
+  });
+
+  test("a dropped watch is resumed from its resourceVersion: no re-list, nothing missed", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    const lists = listRequests(fake), resyncs = r.resyncs, k = r.events.length;
+    assert.equal(fake.dropWatches("clean"), 1);
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") }); // while no watch is open
+    await until("n2 delivered after the resume", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put 10.244.2.0-24"]);
+    const resumed = fake.requests.filter((q) => q.query.watch === "true").at(-1)!;
+    assert.ok(Number(resumed.query.resourceVersion) > 0, "resumed from a resourceVersion");
+    assert.equal(listRequests(fake), lists, "no re-list");
+    assert.equal(r.resyncs, resyncs);
+    assert.equal(r.errors.length, 0);
+    stop();
+  });
+
+  test("an aborted watch connection is reported and the watch restarts (with onResync)", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    await until("initial resync", () => r.resyncs >= 1);
+    const resyncs = r.resyncs;
+    fake.failNext({ watch: true, status: 500 }); // the first reconnect fails too
+    fake.dropWatches("abrupt");
+    await until("error reported", () => r.errors.length >= 1);
+    assert.ok(r.errors.every((e) => isTwillError(e, "ERR_STORE") && e.message.startsWith("Kubernetes API: watch nodes: ")), r.errors.map((e) => e.message).join("; "));
+    await fake.waitForWatches(1);
+    await until("onResync after the restart", () => r.resyncs > resyncs);
+    const k = r.events.length;
+    fake.addNode({ name: "n3", podCIDR: "10.244.3.0/24", annotations: flannelAnnotations("192.168.0.3") });
+    await until("events flow again", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put 10.244.3.0-24"]);
+    stop();
+  });
+
+  test("410 Gone: the watch re-lists, reports deletes it missed, and calls onResync", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    await until("initial resync", () => r.resyncs >= 1);
+
+    // An open watch is expired (the server's ERROR event with a 410 Status).
+    let lists = listRequests(fake), resyncs = r.resyncs;
+    assert.equal(fake.expireWatches(), 1);
+    await until("re-listed and resynced", () => listRequests(fake) > lists && r.resyncs > resyncs);
+    await fake.waitForWatches(1);
+
+    // A resume from a compacted version: n2 was deleted meanwhile and the event is gone.
+    lists = listRequests(fake);
+    resyncs = r.resyncs;
+    const k = r.events.length;
+    fake.dropWatches("clean");
+    fake.deleteNode("n2");
+    fake.compact();
+    await until("re-listed after 410", () => listRequests(fake) > lists && r.resyncs > resyncs);
+    await until("the missed delete", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["delete 10.244.2.0-24"]);
+    assert.equal(r.errors.length, 0, "410 is not an error: the informer re-lists by itself");
+    await fake.waitForWatches(1);
+    const k2 = r.events.length;
+    fake.annotate("n1", { [`${P}/public-ip`]: "192.168.0.11" });
+    await until("recovered: events flow", () => r.events.length > k2);
+    assert.deepEqual(r.since(k2), ["put 10.244.1.0-24"]);
+    stop();
+  });
+
+  test("periodic onResync; list() is served from the watch's cache", async () => {
+    const { fake, src } = await setup({ resyncMs: 150 });
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    await until("initial resync", () => r.resyncs >= 1);
+    const resyncs = r.resyncs;
+    await until("two periodic resyncs", () => r.resyncs >= resyncs + 2, 2000);
+    const lists = listRequests(fake);
+    const k = r.events.length;
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
+    await until("n2 seen", () => r.events.length > k);
+    assert.deepEqual((await src.list()).leases.map((l) => l.key), ["10.244.1.0-24", "10.244.2.0-24"]);
+    assert.equal(listRequests(fake), lists, "list() did not fetch the nodes again");
+    stop();
+    await src.list();
+    assert.equal(listRequests(fake), lists + 1, "after stop(), list() asks the API");
+  });
+});
+
+describe("stop", () => {
+  test("stop() during the informer's reconnect delay leaves no watch behind", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    fake.dropWatches("clean"); // reconnects at once...
+    await fake.waitForWatches(1);
+    fake.dropWatches("clean"); // ...then after 1 s (no event in between)
+    await new Promise((res) => setTimeout(res, 100));
+    const watches = fake.requests.filter((q) => q.query.watch === "true").length;
+    stop();
+    await new Promise((res) => setTimeout(res, 1500));
+    assert.equal(fake.requests.filter((q) => q.query.watch === "true").length, watches, "no watch request after stop()");
+    assert.equal(fake.openWatches, 0);
+  });
+});

@@ -1,0 +1,434 @@
+/**
+ * A fake Kubernetes API server for the kube subnet manager's tests: a local
+ * HTTP server (127.0.0.1, random port, no auth) speaking the v1 API's JSON
+ * for what twill uses.
+ *
+ *   GET   /api/v1/nodes                          NodeList {metadata.resourceVersion, items}
+ *   GET   /api/v1/nodes?watch=true&resourceVersion=N
+ *                                                a chunked stream, one JSON watch event per
+ *                                                line: {"type":"ADDED|MODIFIED|DELETED","object":Node};
+ *                                                events after N are replayed from history; N older
+ *                                                than the compaction point gets an ERROR event with
+ *                                                a 410 Status (as the real API) and the stream ends;
+ *                                                no N (or "0"): synthetic ADDED for every node first
+ *   GET   /api/v1/nodes/{name}                   Node
+ *   PATCH /api/v1/nodes/{name}[/status]          merge patch or strategic merge patch
+ *   GET   /api/v1/namespaces/{ns}/pods/{name}    Pod (metadata, spec.nodeName)
+ *
+ * How it works: objects are plain JSON, as on the wire. Every change bumps
+ * one global resourceVersion, is kept in a history for resuming watches, and
+ * is sent to every open watch. Patches behave like the real API's: a patch
+ * of the node keeps its status, a patch of nodes/{name}/status keeps its
+ * spec; a strategic merge patch merges status.conditions and
+ * status.addresses by "type" (a JSON merge patch replaces lists); null
+ * deletes a key; a patch that changes nothing does not bump the version;
+ * application/json-patch+json with an object body is refused (400), as the
+ * real server does. Every request is recorded with its Content-Type and
+ * parsed body, for assertions. Errors are v1 Status objects. Tests can add,
+ * change and delete nodes, drop watches (cleanly or abruptly), compact the
+ * history, expire open watches (410), and make the next requests fail.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { writeFileSync } from "node:fs";
+
+export type Json = Record<string, any>;
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: Readonly<Record<string, string>>;
+  readonly contentType?: string;
+  readonly body?: unknown;
+}
+
+export interface NodeInit {
+  readonly name: string;
+  readonly podCIDR?: string;
+  /** Defaults to [podCIDR] when podCIDR is given. */
+  readonly podCIDRs?: readonly string[];
+  readonly annotations?: Readonly<Record<string, string>>;
+  readonly internalIP?: string;
+}
+
+export interface FailRule {
+  readonly method?: string;
+  readonly path?: RegExp;
+  /** Only watch requests (true) or only non-watch requests (false). */
+  readonly watch?: boolean;
+  readonly status: number;
+  /** How many matching requests fail; default 1. */
+  count?: number;
+}
+
+interface HistoryEvent { readonly rv: number; readonly type: "ADDED" | "MODIFIED" | "DELETED"; readonly object: Json }
+
+const clone = <T>(v: T): T => structuredClone(v);
+const isObj = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** RFC 7386 JSON merge patch. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isObj(patch)) return clone(patch);
+  const out: Json = isObj(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** The list fields of a Node that a strategic merge patch merges, and their merge keys. */
+const MERGE_KEYS: Readonly<Record<string, string>> = { "status.conditions": "type", "status.addresses": "type" };
+
+/** A strategic merge patch, for the fields of a Node that twill touches. */
+export function strategicMergePatch(target: unknown, patch: unknown, path = ""): unknown {
+  if (!isObj(patch)) return clone(patch);
+  const out: Json = isObj(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (k.startsWith("$")) continue; // directives ($patch, $setElementOrder, ...) are not used by twill
+    const at = path ? `${path}.${k}` : k;
+    const key = MERGE_KEYS[at];
+    if (v === null) delete out[k];
+    else if (Array.isArray(v) && key) {
+      const list: Json[] = Array.isArray(out[k]) ? [...out[k]] : [];
+      for (const item of v) {
+        const i = list.findIndex((x) => isObj(x) && isObj(item) && x[key] === item[key]);
+        if (i >= 0) list[i] = strategicMergePatch(list[i], item, at) as Json;
+        else list.push(clone(item));
+      }
+      out[k] = list;
+    } else out[k] = strategicMergePatch(out[k], v, at);
+  }
+  return out;
+}
+
+function status(code: number, reason: string, message: string, details?: Json): Json {
+  return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, ...(details && { details }), code };
+}
+
+const REASONS: Record<number, string> = {
+  400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 410: "Expired",
+  415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
+};
+
+export class FakeKube {
+  readonly requests: RecordedRequest[] = [];
+  private readonly nodes = new Map<string, Json>();
+  private readonly pods = new Map<string, Json>();
+  private readonly history: HistoryEvent[] = [];
+  /** Open watches and the resourceVersion each started from. */
+  private readonly watchers = new Map<ServerResponse, number>();
+  private readonly sockets = new Set<Socket>();
+  private readonly failRules: FailRule[] = [];
+  private rv = 100;
+  private compactedRv = 0;
+  private uid = 0;
+
+  private constructor(private readonly server: Server, readonly url: string) {}
+
+  static async start(): Promise<FakeKube> {
+    let fake!: FakeKube;
+    const server = createServer((req, res) => void fake.handle(req, res));
+    server.on("connection", (s) => {
+      fake.sockets.add(s);
+      s.on("close", () => fake.sockets.delete(s));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    fake = new FakeKube(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    return fake;
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.watchers.keys()) w.destroy();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** The PATCH requests, in order. */
+  get patches(): RecordedRequest[] {
+    return this.requests.filter((r) => r.method === "PATCH");
+  }
+
+  get resourceVersion(): string {
+    return String(this.rv);
+  }
+
+  get openWatches(): number {
+    return this.watchers.size;
+  }
+
+  /** Writes a kubeconfig (YAML) for this server: one cluster, no credentials. */
+  writeKubeconfig(path: string, opts: { insecureSkipTLSVerify?: boolean } = {}): void {
+    writeFileSync(path, [
+      "apiVersion: v1",
+      "kind: Config",
+      "clusters:",
+      "- name: fake",
+      "  cluster:",
+      `    server: ${this.url}`,
+      ...(opts.insecureSkipTLSVerify ? ["    insecure-skip-tls-verify: true"] : []),
+      "contexts:",
+      "- name: fake",
+      "  context:",
+      "    cluster: fake",
+      "    user: fake",
+      "current-context: fake",
+      "users:",
+      "- name: fake",
+      "  user: {}",
+      "",
+    ].join("\n"));
+  }
+
+  // ---- objects -----------------------------------------------------------
+
+  node(name: string): Json | undefined {
+    const n = this.nodes.get(name);
+    return n && clone(n);
+  }
+
+  addNode(init: NodeInit): Json {
+    if (this.nodes.has(init.name)) throw new Error(`fake: node ${init.name} exists`);
+    const t = "2024-05-01T10:00:00Z";
+    const podCIDRs = init.podCIDRs ?? (init.podCIDR ? [init.podCIDR] : undefined);
+    const node: Json = {
+      kind: "Node",
+      apiVersion: "v1",
+      metadata: {
+        name: init.name,
+        uid: `00000000-0000-4000-8000-${String(++this.uid).padStart(12, "0")}`,
+        resourceVersion: "",
+        creationTimestamp: t,
+        labels: { "kubernetes.io/hostname": init.name, "kubernetes.io/os": "linux" },
+        annotations: { "node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true", ...init.annotations },
+      },
+      spec: { ...(init.podCIDR ?? podCIDRs?.[0] ? { podCIDR: init.podCIDR ?? podCIDRs![0] } : {}), ...(podCIDRs && { podCIDRs: [...podCIDRs] }) },
+      status: {
+        conditions: [
+          { type: "MemoryPressure", status: "False", lastHeartbeatTime: t, lastTransitionTime: t, reason: "KubeletHasSufficientMemory", message: "kubelet has sufficient memory available" },
+          { type: "Ready", status: "True", lastHeartbeatTime: t, lastTransitionTime: t, reason: "KubeletReady", message: "kubelet is posting ready status" },
+        ],
+        addresses: [{ type: "InternalIP", address: init.internalIP ?? "192.168.0.1" }, { type: "Hostname", address: init.name }],
+      },
+    };
+    this.commit("ADDED", node);
+    return clone(node);
+  }
+
+  /** Changes a node (the callback edits a copy); a change bumps the version and is watched. */
+  updateNode(name: string, edit: (n: Json) => void): Json {
+    const old = this.nodes.get(name);
+    if (!old) throw new Error(`fake: no node ${name}`);
+    const n = clone(old);
+    edit(n);
+    this.commitIfChanged(old, n);
+    return clone(this.nodes.get(name)!);
+  }
+
+  /** Sets (string) or removes (undefined) annotations of a node. */
+  annotate(name: string, annotations: Readonly<Record<string, string | undefined>>): Json {
+    return this.updateNode(name, (n) => {
+      n.metadata.annotations ??= {};
+      for (const [k, v] of Object.entries(annotations)) {
+        if (v === undefined) delete n.metadata.annotations[k];
+        else n.metadata.annotations[k] = v;
+      }
+    });
+  }
+
+  deleteNode(name: string): void {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`fake: no node ${name}`);
+    this.nodes.delete(name);
+    const gone = clone(n);
+    gone.metadata.resourceVersion = String(++this.rv);
+    this.record("DELETED", gone);
+  }
+
+  addPod(namespace: string, name: string, nodeName: string): void {
+    this.pods.set(`${namespace}/${name}`, {
+      kind: "Pod", apiVersion: "v1",
+      metadata: { name, namespace, uid: `pod-${++this.uid}`, resourceVersion: String(++this.rv) },
+      spec: { nodeName, containers: [{ name: "kube-flannel", image: "twill" }] },
+      status: { phase: "Running" },
+    });
+  }
+
+  // ---- faults ------------------------------------------------------------
+
+  /** Ends every open watch: cleanly (end of stream, as on a server timeout) or abruptly (reset). */
+  dropWatches(how: "clean" | "abrupt" = "clean"): number {
+    const n = this.watchers.size;
+    for (const w of [...this.watchers.keys()]) {
+      this.watchers.delete(w);
+      if (how === "clean") w.end();
+      else w.socket?.destroy();
+    }
+    return n;
+  }
+
+  /** Forgets the history: resuming a watch from an older version gets 410 Gone. */
+  compact(): void {
+    this.compactedRv = this.rv;
+    this.history.length = 0;
+  }
+
+  /** compact(), and every open watch gets the 410 ERROR event and ends (the client must re-list). */
+  expireWatches(): number {
+    this.compact();
+    const n = this.watchers.size;
+    for (const [w, from] of [...this.watchers]) {
+      this.watchers.delete(w);
+      w.end(JSON.stringify({ type: "ERROR", object: this.goneStatus(from) }) + "\n");
+    }
+    return n;
+  }
+
+  /** Makes the next matching request(s) fail with `status`. */
+  failNext(rule: FailRule): void {
+    this.failRules.push({ count: 1, ...rule });
+  }
+
+  /** Resolves when at least `n` watches are open. */
+  async waitForWatches(n = 1, timeoutMs = 5000): Promise<void> {
+    const t0 = Date.now();
+    while (this.watchers.size < n) {
+      if (Date.now() - t0 > timeoutMs) throw new Error(`fake: ${this.watchers.size} watches open after ${timeoutMs} ms, want ${n}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  // ---- internals ---------------------------------------------------------
+
+  private goneStatus(asked: number): Json {
+    return status(410, "Expired", `too old resource version: ${asked} (${this.compactedRv})`);
+  }
+
+  private commit(type: "ADDED" | "MODIFIED", n: Json): void {
+    n.metadata.resourceVersion = String(++this.rv);
+    this.nodes.set(n.metadata.name, n);
+    this.record(type, clone(n));
+  }
+
+  private commitIfChanged(old: Json, n: Json): boolean {
+    n.metadata.resourceVersion = old.metadata.resourceVersion;
+    if (JSON.stringify(n) === JSON.stringify(old)) return false;
+    this.commit("MODIFIED", n);
+    return true;
+  }
+
+  private record(type: HistoryEvent["type"], object: Json): void {
+    const ev = { rv: this.rv, type, object };
+    this.history.push(ev);
+    for (const w of this.watchers.keys()) w.write(JSON.stringify({ type, object }) + "\n");
+  }
+
+  private send(res: ServerResponse, code: number, body: Json): void {
+    const text = JSON.stringify(body);
+    res.writeHead(code, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private fail(res: ServerResponse, code: number, message: string, details?: Json): void {
+    this.send(res, code, status(code, REASONS[code] ?? "Unknown", message, details));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", this.url);
+    const query = Object.fromEntries(url.searchParams);
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString("utf8");
+    const contentType = req.headers["content-type"]?.split(";")[0]?.trim();
+    let body: unknown;
+    if (text) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = text;
+      }
+    }
+    const method = req.method ?? "GET";
+    const watch = query.watch === "true" || query.watch === "1";
+    this.requests.push({ method, path: url.pathname, query, ...(contentType && { contentType }), ...(body !== undefined && { body }) });
+
+    const rule = this.failRules.find((r) => (!r.method || r.method === method) && (!r.path || r.path.test(url.pathname)) && (r.watch === undefined || r.watch === watch));
+    if (rule) {
+      if (--rule.count! <= 0) this.failRules.splice(this.failRules.indexOf(rule), 1);
+      return this.fail(res, rule.status, `injected failure ${rule.status}`);
+    }
+
+    let m: RegExpExecArray | null;
+    if (method === "GET" && url.pathname === "/api/v1/nodes") return watch ? this.watchNodes(res, query) : this.listNodes(res);
+    if ((m = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(url.pathname))) {
+      const name = decodeURIComponent(m[1]!);
+      const n = this.nodes.get(name);
+      if (!n) return this.fail(res, 404, `nodes "${name}" not found`, { name, kind: "nodes" });
+      if (method === "GET") return this.send(res, 200, n);
+      if (method === "PATCH") return this.patchNode(res, n, m[2] !== undefined, contentType, body, text);
+      return this.fail(res, 405, `method ${method} is not supported by the fake`);
+    }
+    if (method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname))) {
+      const p = this.pods.get(`${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`);
+      if (!p) return this.fail(res, 404, `pods "${decodeURIComponent(m[2]!)}" not found`, { name: m[2], kind: "pods" });
+      return this.send(res, 200, p);
+    }
+    return this.fail(res, 404, `the server could not find the requested resource (${method} ${url.pathname})`);
+  }
+
+  private listNodes(res: ServerResponse): void {
+    const items = [...this.nodes.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1)).map((n) => {
+      const { kind: _k, apiVersion: _a, ...rest } = n; // items of a typed list carry no kind/apiVersion
+      return rest;
+    });
+    this.send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: String(this.rv) }, items });
+  }
+
+  private watchNodes(res: ServerResponse, query: Record<string, string>): void {
+    const asked = query.resourceVersion;
+    res.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" });
+    const line = (type: string, object: Json) => res.write(JSON.stringify({ type, object }) + "\n");
+    const n = asked && asked !== "0" ? Number(asked) : this.rv;
+    if (asked && asked !== "0") {
+      if (!Number.isInteger(n) || n < this.compactedRv) {
+        res.end(JSON.stringify({ type: "ERROR", object: this.goneStatus(n) }) + "\n");
+        return;
+      }
+      for (const ev of this.history) if (ev.rv > n) line(ev.type, ev.object);
+    } else {
+      for (const node of this.nodes.values()) line("ADDED", node);
+    }
+    this.watchers.set(res, n);
+    res.on("close", () => this.watchers.delete(res));
+    if (query.timeoutSeconds) {
+      const t = setTimeout(() => {
+        if (this.watchers.delete(res)) res.end();
+      }, Number(query.timeoutSeconds) * 1000);
+      res.on("close", () => clearTimeout(t));
+    }
+  }
+
+  private patchNode(res: ServerResponse, old: Json, statusSub: boolean, contentType: string | undefined, body: unknown, text: string): void {
+    let n: Json;
+    switch (contentType) {
+      case "application/merge-patch+json":
+      case "application/strategic-merge-patch+json":
+        if (!isObj(body)) return this.fail(res, 400, `error decoding patch: ${JSON.stringify(text.slice(0, 80))} is not a JSON object`);
+        n = (contentType === "application/merge-patch+json" ? mergePatch(old, body) : strategicMergePatch(old, body)) as Json;
+        break;
+      case "application/json-patch+json":
+        if (!Array.isArray(body)) return this.fail(res, 400, "json: cannot unmarshal object into Go value of type jsonpatch.Patch");
+        return this.fail(res, 415, "the fake API server does not implement application/json-patch+json");
+      default:
+        return this.fail(res, 415, `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got ${contentType})`);
+    }
+    // What each endpoint may change (the real registry's PrepareForUpdate).
+    if (statusSub) n.spec = clone(old.spec);
+    else n.status = clone(old.status);
+    n.kind = old.kind;
+    n.apiVersion = old.apiVersion;
+    for (const k of ["name", "uid", "creationTimestamp"]) n.metadata[k] = old.metadata[k];
+    this.commitIfChanged(old, n);
+    this.send(res, 200, this.nodes.get(old.metadata.name)!);
+  }
+}
