@@ -148,7 +148,7 @@ function counterMeanings(): Map<string, string> {
 }
 
 async function maps(n: Node): Promise<BpfState> {
-  const r = await run(process.execPath, [TWILL, "maps", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
+  const r = await run(process.execPath, [TWILL, "maps", "--json", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
   return JSON.parse(r.stdout) as BpfState;
 }
 

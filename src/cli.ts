@@ -3,13 +3,17 @@
  *
  *   twill [flags]            run the node daemon (flanneld's flags + twill's)
  *   twill teardown [flags]   remove everything twill created on this node
- *   twill maps [flags]       dump the node's BPF maps (peers, endpoints, counters)
+ *   twill maps [flags]       dump the node's BPF maps (peers, endpoints, counters); --json for JSON
+ *   twill status [flags]     the node's lease, its peers with their counters, and drift
+ *                            between the leases and the maps/kernel; --json for JSON
  *
  * How it works: flags (and FLANNELD_* variables) are parsed once by
  * config/flags.ts into typed Options; this file only maps them to the
  * daemon's options and handles signals and exit codes. Exit codes: 0 on a
  * clean stop, 1 on a runtime failure (lease lost, dataplane setup failed),
- * 2 on bad flags.
+ * 2 on bad flags. `twill status` exits like diff(1): 0 when the dataplane
+ * matches the leases, 1 when it found drift, 2 when it cannot tell (bad
+ * flags, no dataplane on this node, unreadable leases).
  */
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
@@ -22,6 +26,8 @@ import { dumpBpfState, teardownBpf } from "./dataplane/bpf.js";
 import { deleteLink, listLinks } from "./net/link.js";
 import { isTwillError } from "./errors.js";
 import { removeRules } from "./net/masq.js";
+import { DirSource } from "./lease/dirsource.js";
+import { formatMaps, formatStatus, nodeStatus } from "./status.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
@@ -83,6 +89,35 @@ async function teardown(o: Options): Promise<void> {
   log.info("teardown done", { removed: names, pinDir: o.bpfPinDir });
 }
 
+const COMMANDS = `
+Commands:
+  (none)      run the node daemon
+  teardown    remove the devices, BPF links and pins and flannel's iptables chains of this node
+  maps        the node's BPF maps as tables (--json: as JSON); needs --bpf-pin-dir
+  status      this node's lease, each peer (subnet, public IP, VTEP MAC, path, packets and bytes)
+              and any drift between the leases and the maps (bpf) or kernel tables (kernel);
+              --json for JSON. Give it the daemon's flags (--lease-dir, --subnet-file,
+              --bpf-pin-dir, --iface) and run it in the node's network namespace.
+              Exit status: 0 no drift, 1 drift found, 2 cannot tell (see the message).
+`;
+
+/** `twill status`: exits 0 (no drift), 1 (drift) or 2 (cannot tell). */
+async function status(o: Options): Promise<never> {
+  let s;
+  try {
+    s = await nodeStatus({
+      source: new DirSource(o.leaseDir ?? DEFAULT_LEASE_DIR),
+      subnetFile: o.subnetFile,
+      pinDir: o.bpfPinDir,
+      underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 },
+    });
+  } catch (e) {
+    fail(e, 2);
+  }
+  process.stdout.write(o.json ? JSON.stringify(s, null, 2) + "\n" : formatStatus(s));
+  process.exit(s.drift.length ? 1 : 0);
+}
+
 export async function main(argv: string[]): Promise<void> {
   let o: Options;
   try {
@@ -92,7 +127,7 @@ export async function main(argv: string[]): Promise<void> {
     throw e;
   }
   if (o.help) {
-    process.stdout.write(usage());
+    process.stdout.write(usage() + COMMANDS);
     return;
   }
   if (o.version) {
@@ -105,11 +140,15 @@ export async function main(argv: string[]): Promise<void> {
         return await run(o);
       case "teardown":
         return await teardown(o);
-      case "maps":
-        process.stdout.write(JSON.stringify(dumpBpfState(o.bpfPinDir), null, 2) + "\n");
+      case "maps": {
+        const m = dumpBpfState(o.bpfPinDir);
+        process.stdout.write(o.json ? JSON.stringify(m, null, 2) + "\n" : formatMaps(m));
         return;
+      }
+      case "status":
+        return await status(o);
       default:
-        fail(new Error(`unknown command ${JSON.stringify(o.command)} (run, teardown, maps)`), 2);
+        fail(new Error(`unknown command ${JSON.stringify(o.command)} (run, teardown, maps, status)`), 2);
     }
   } catch (e) {
     fail(e, 1);

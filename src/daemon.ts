@@ -85,7 +85,7 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
     this.store = new DirStore(opts.leaseDir);
-    this.metrics = createMetrics(opts.version, opts.dataplane);
+    this.metrics = createMetrics(opts.version, opts.dataplane, () => this.dp);
     this.done = new Promise((r) => (this.finish = r));
   }
 
@@ -200,16 +200,13 @@ export class Daemon {
     }
     const { peers, rejected } = leasesToPeers(leases, this.config!, this.own!, this.direct);
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
+    this.metrics.leases.set({ state: "own" }, 1);
     this.metrics.leases.set({ state: "peer" }, peers.length);
     this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
     const desired = new Map(peers.map((p) => [peerKey(p), p]));
     if (full) {
       await this.ensureRules();
-      const end = this.metrics.reconcileSeconds.startTimer();
-      const r = await this.dp!.reconcile(peers);
-      end();
-      this.metrics.reconciles.inc();
-      for (const kind of ["added", "updated", "removed"] as const) if (r[kind]) this.metrics.repairs.inc({ kind }, r[kind]);
+      const r = await this.metrics.reconcile(() => this.dp!.reconcile(peers));
       if (r.added + r.updated + r.removed > 0 && this.ready) this.log.warn("reconcile repaired drift", { ...r });
     } else {
       const up = peers.filter((p) => !this.known.has(peerKey(p)) || !samePeer(this.known.get(peerKey(p))!, p));

@@ -60,6 +60,8 @@ export interface Options {
   readonly logLevel: LogLevel;
   readonly bridge: string;
   readonly teardown: boolean;
+  /** `twill status` / `twill maps`: print JSON instead of tables. */
+  readonly json: boolean;
   readonly help: boolean;
   readonly version: boolean;
   /** Where nodeName came from: with "hostname" in Kubernetes, resolve it through the pod, like flanneld. */
@@ -130,6 +132,7 @@ export const FLAGS: readonly FlagSpec[] = [
   tw("log-level", "logLevel", "enum", "info", "debug, info, warn or error", { values: ["debug", "info", "warn", "error"] }),
   tw("bridge", "bridge", "string", "cni0", "the bridge local pods are attached to"),
   tw("teardown", "teardown", "bool", "false", "remove the dataplane on exit (default: leave it forwarding)"),
+  tw("json", "json", "bool", "false", "status, maps: print JSON instead of tables"),
   tw("help", "help", "bool", "false", "print this message"),
   tw("version", "version", "bool", "false", "print the version and exit"),
 ];

@@ -32,12 +32,12 @@ import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "
 import type { BpfMap } from "../bpf/map.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
-import { numPossibleCpus } from "../bpf/libbpf.js";
 import {
   CFG_FAST_PATH, COUNTERS, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
-  encodeConfig, encodeLpmKey, encodePeer, sumStats, decodeStatKey, type PeerValue, type FamilyConfigValue,
+  encodeConfig, encodeLpmKey, encodePeer, decodeStatKey, type PeerValue, type FamilyConfigValue,
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
+import { readDataplaneStats, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
 import type { Dataplane, DeviceInfo, LocalFamily, LocalNode, Peer, SyncResult } from "./types.js";
 
 export interface BpfDataplaneOptions {
@@ -117,6 +117,10 @@ export class BpfDataplane implements Dataplane {
     const dev = await this.ensureDevice(fams, local);
     this.devices = { ...(local.v4 ? { v4: dev } : {}), ...(local.v6 ? { v6: dev } : {}) };
     this.attachDevice(dev);
+    // A device re-created by reconcile leaves its old links defunct (ifindex 0): drop their pins.
+    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
+      if (!l.name.startsWith("from_pod-") && (!l.info || l.info.ifindex === 0)) detachPinned(l.path);
+    }
     this.underlay.clear();
     for (const lf of fams) {
       const u = await getLink(lf.iface);
@@ -297,6 +301,11 @@ export class BpfDataplane implements Dataplane {
     return { added, updated, removed };
   }
 
+  /** Peers, counters (summed over CPUs) and map occupancy, read now; undefined before setup() and after close(). */
+  stats(): DataplaneStats | undefined {
+    return this.loaded ? readDataplaneStats(this.loaded.maps) : undefined;
+  }
+
   async close(): Promise<void> {
     this.watcher?.stop();
     this.loaded?.close();
@@ -343,25 +352,16 @@ export function dumpBpfState(pinDir: string): {
 } {
   const maps = openPinnedMaps(pinDir);
   try {
-    const kinds: Record<number, string> = { 1: "vxlan", 2: "direct", 3: "local", 4: "cluster" };
-    const peers = maps.twill_peers.entries().map(([k, v]) => {
-      const p = decodePeer(v);
-      return {
-        prefix: keyOf(decodeLpmKey(k)), kind: kinds[p.kind] ?? String(p.kind),
-        ...(p.remote ? { remote: formatIP(p.remote) } : {}), ...(p.vtepMAC ? { vtepMAC: p.vtepMAC } : {}), vni: p.vni, id: p.id,
-      };
-    });
+    const peers = readPeerEntries(maps.twill_peers);
     const endpoints = maps.twill_endpoints.entries().map(([k, v]) => ({ ip: formatIP(decodeEpKey(k)), ...decodeEp(v) }));
-    const ncpu = numPossibleCpus();
     const total = new Map<string, { packets: bigint; bytes: bigint }>(COUNTERS.map((c) => [c, { packets: 0n, bytes: 0n }]));
     const perPeer: Record<string, Record<string, PeerStats>> = {};
-    for (const [k, v] of maps.twill_stats.entries()) {
-      const key = decodeStatKey(k);
-      const name = COUNTERS[key.counter] ?? `counter_${key.counter}`;
-      const s = sumStats(v, ncpu);
-      const t = total.get(name) ?? { packets: 0n, bytes: 0n };
-      total.set(name, { packets: t.packets + s.packets, bytes: t.bytes + s.bytes });
-      (perPeer[String(key.peerId)] ??= {})[name] = { packets: s.packets.toString(), bytes: s.bytes.toString() };
+    for (const [id, byName] of readStatTable(maps.twill_stats)) {
+      for (const [name, s] of byName) {
+        const t = total.get(name) ?? { packets: 0n, bytes: 0n };
+        total.set(name, { packets: t.packets + s.packets, bytes: t.bytes + s.bytes });
+        (perPeer[String(id)] ??= {})[name] = { packets: s.packets.toString(), bytes: s.bytes.toString() };
+      }
     }
     const counters = Object.fromEntries([...total].map(([n, s]) => [n, { packets: s.packets.toString(), bytes: s.bytes.toString() }]));
     const ids = {

@@ -10,6 +10,7 @@
  * removes are best effort.
  */
 import type { IP, Prefix } from "../net/ip.js";
+import type { DataplaneStats } from "../peerstats.js";
 
 /** One remote subnet and how to reach it. */
 export interface Peer {
@@ -76,4 +77,9 @@ export interface Dataplane {
   close(): Promise<void>;
   /** Removes everything this dataplane created on the node. */
   teardown(): Promise<void>;
+  /**
+   * Per-peer counters and map occupancy, read now (for /metrics); absent
+   * when the dataplane keeps no counters (kernel); undefined before setup().
+   */
+  stats?(): DataplaneStats | undefined;
 }

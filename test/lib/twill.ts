@@ -99,7 +99,7 @@ export class TwillCluster {
       TWILL, "--lease-dir", this.leaseDir, "--iface", "eth0", "--subnet-file", n.subnetFile,
       "--bpf-pin-dir", n.pinDir, "--node-name", n.host.name, "--dataplane", n.opts.dataplane ?? "bpf",
       `--fast-path=${n.opts.fastPath ? "true" : "false"}`, "--healthz-ip", "127.0.0.1", "--healthz-port", String(n.healthzPort),
-      "--reconcile-period", String(this.o.reconcileSeconds ?? 1), "--log-level", "debug", "--ip-masq", ...(n.opts.extraArgs ?? []),
+      "--reconcile-period", String(this.o.reconcileSeconds ?? 1), "--log-level", "info", "--ip-masq", ...(n.opts.extraArgs ?? []),
     ];
   }
 
@@ -141,7 +141,7 @@ export class TwillCluster {
 
   /** `twill maps` for a bpf node. */
   async maps(n: TwillNode): Promise<BpfState> {
-    const r = await run(process.execPath, [TWILL, "maps", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
+    const r = await run(process.execPath, [TWILL, "maps", "--json", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
     return JSON.parse(r.stdout);
   }
 

@@ -1,0 +1,651 @@
+/**
+ * Leases in etcd (v3 API), kept exactly as flanneld keeps them:
+ *
+ *   <prefix>/config                          the network config JSON
+ *   <prefix>/subnets/10.244.1.0-24           flannel's LeaseAttrs JSON, each put
+ *   <prefix>/subnets/10.244.1.0-24&fc00:...  with an etcd lease (TTL 24 h)
+ *
+ * How it works:
+ *  1) acquire = list, chooseSubnet (allocate.ts: our PublicIP's lease, else
+ *     the previous subnet, else one of the first 100 free), grant an etcd
+ *     lease with the TTL, and write in one transaction:
+ *       - a new or previous subnet: if the key's create revision is 0 (it
+ *         does not exist, flannel's "version = 0") AND no key under
+ *         subnets/ changed since our list (a range compare: mod_revision <
+ *         list revision + 1). The second condition also covers two
+ *         dual-stack keys sharing one family's subnet ("A&B" vs "C&B"),
+ *         which a per-key check cannot see.
+ *       - a reuse: if the key's mod revision is still the one we listed.
+ *     A failed compare revokes the etcd lease, waits a short random time
+ *     and starts again from a fresh list (bounded).
+ *  2) Renewal as flanneld: `renewMargin` before expiry, grant a new etcd
+ *     lease and put our lease again with it (the old etcd lease is left to
+ *     expire, detached); on failure retry every minute. The put is a
+ *     transaction "if the key exists": a deleted lease is not brought back
+ *     (the watch reports the delete; flanneld exits on it). acquire,
+ *     renewal and writeLease run one at a time, so a put can never attach
+ *     our key to an etcd lease we already replaced.
+ *  3) watch: our own gRPC watch stream on `<prefix>/subnets/` (not etcd3's
+ *     Watcher, which hides compact_revision and picks its resume revision
+ *     from the create response, see below), starting right after the
+ *     revision of the caller's last list(). Each response's events become
+ *     one batch (responses arriving in the same tick are merged).
+ *     Compaction (etcd cancels the watch with compact_revision) or a lost
+ *     stream (error, end, etcd down): onError for the loss, then, once etcd
+ *     answers again (probed with a count-only range, retried with backoff
+ *     from 100 ms up to 5 s), onResync(); the watch restarts right after
+ *     the revision of the first list() that *starts* after that onResync —
+ *     so the daemon's snapshot and the events that follow meet exactly,
+ *     and nothing falls between them. If nobody lists within
+ *     `resyncWaitMs`, the watch starts after the probe's revision (which
+ *     is not newer than any later list, so still nothing is lost).
+ *     The first watch() before any list() waits the same way for that list.
+ *  4) Errors: every etcd failure is ERR_STORE (retryable), naming the
+ *     endpoints, what was being done and etcd's message; a bad config is
+ *     ERR_INVALID_CONFIG; a bad lease value is returned (list) or
+ *     delivered (watch) as an ERR_INVALID_LEASE, never thrown.
+ * Why not etcd3's high-level Watcher: on a compacted start revision it
+ * emits a bare `EtcdError: Watcher canceled:` (no revision, and throws if
+ * no 'error' listener is attached yet), its create() never settles while
+ * etcd is down, and after a reconnect it resumes from the create
+ * response's header revision + 1 (the store's revision at creation), which
+ * skips events not yet delivered when the stream broke.
+ */
+import { readFileSync } from "node:fs";
+import { posix } from "node:path";
+import {
+  Etcd3, EtcdLeaseInvalidError,
+  type ICompare, type IDuplexStream, type IEvent, type IKeyValue, type IOptions, type IWatchRequest, type IWatchResponse,
+} from "etcd3";
+import { TwillError, errorMessage, isTwillError } from "../errors.js";
+import { parseNetConfig } from "../config/netconf.js";
+import { chooseSubnet } from "./allocate.js";
+import { parseLease, parseLeaseKey, serializeLease } from "./parse.js";
+import type { AcquireOptions, LeaseEvent, LeaseSource, ListResult, WatchHandlers } from "./source.js";
+import type { Lease, NetConfig } from "./types.js";
+
+export type EtcdLogLevel = "debug" | "info" | "warn" | "error";
+
+export interface EtcdSourceOptions {
+  /** --etcd-endpoints, e.g. ["http://127.0.0.1:2379"]; all http:// or all https://. */
+  readonly endpoints: readonly string[];
+  /** --etcd-prefix; default "/coreos.com/network". */
+  readonly prefix?: string;
+  /** --etcd-cafile, --etcd-certfile, --etcd-keyfile (PEM; used with https:// endpoints). */
+  readonly cafile?: string;
+  readonly certfile?: string;
+  readonly keyfile?: string;
+  /** --etcd-username / --etcd-password. */
+  readonly username?: string;
+  readonly password?: string;
+  /** --subnet-lease-renew-margin in minutes; default 60. */
+  readonly renewMarginMinutes?: number;
+  readonly onLog?: (level: EtcdLogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+  // Test hooks (flanneld's values by default).
+  /** TTL of our etcd lease; default 86400 (24 h). */
+  readonly leaseTTLSeconds?: number;
+  /** Overrides renewMarginMinutes. */
+  readonly renewMarginSeconds?: number;
+  /** Retry interval after a failed renewal; default 60000. */
+  readonly renewRetryMs?: number;
+  /** Cap of the watch's reconnect backoff; default 5000. */
+  readonly watchBackoffMaxMs?: number;
+  /** How long a (re)starting watch waits for the caller's list(); default 5000. */
+  readonly resyncWaitMs?: number;
+  /** Deadline of each etcd request (not the watch stream); default 15000. */
+  readonly callTimeoutMs?: number;
+  /** The clock, in ms since the epoch; default Date.now. */
+  readonly now?: () => number;
+}
+
+/** Our lease and the etcd lease it is attached to. */
+interface Own {
+  lease: Lease;
+  leaseId: string;
+  /** ms since the epoch. */
+  expiresAt: number;
+}
+
+interface Snapshot extends ListResult {
+  readonly revision: bigint;
+  /** mod_revision of each key, for the reuse compare. */
+  readonly modRevisions: ReadonlyMap<string, string>;
+}
+
+type WatchEnd =
+  | { kind: "stopped" }
+  | { kind: "compacted"; compactRevision: bigint }
+  | { kind: "lost"; error: unknown };
+
+const MAX_TRIES = 30;
+const BACKOFF_MIN_MS = 100;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const utf8 = (s: string) => Buffer.from(s, "utf8");
+
+/** The end of etcd's prefix range: the prefix with its last byte incremented. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]); // all 0xff: to the end of the keyspace
+}
+
+/** One watch's stop switch: stop() ends the stream and wakes any wait. */
+class WatchControl {
+  stopped = false;
+  cancelStream: (() => void) | undefined;
+  private readonly wakers = new Set<() => void>();
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.cancelStream?.();
+    for (const w of [...this.wakers]) w();
+  }
+  /** Resolves after ms, or at once when stopped. */
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stopped) return resolve();
+      const done = () => {
+        clearTimeout(t);
+        this.wakers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.wakers.add(done);
+    });
+  }
+  onStop(fn: () => void): () => void {
+    this.wakers.add(fn);
+    return () => this.wakers.delete(fn);
+  }
+}
+
+export class EtcdSource implements LeaseSource {
+  readonly kind = "etcd";
+  readonly prefix: string;
+  private readonly client: Etcd3;
+  private readonly endpoints: string;
+  private readonly configKey: string;
+  private readonly subnetsPrefix: string;
+  private readonly subnetsKey: Buffer;
+  private readonly subnetsEnd: Buffer;
+  private readonly ttlSeconds: number;
+  private readonly marginMs: number;
+  private readonly renewRetryMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly resyncWaitMs: number;
+  private readonly now: () => number;
+  private readonly log: NonNullable<EtcdSourceOptions["onLog"]>;
+
+  private own: Own | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  /** acquire, renew and writeLease, one at a time. */
+  private ownQueue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private listSeq = 0;
+  private listed: { seq: number; revision: bigint } | undefined;
+  private readonly listListeners = new Set<(seq: number, revision: bigint) => void>();
+  private readonly watches = new Set<WatchControl>();
+
+  constructor(o: EtcdSourceOptions) {
+    if (o.endpoints.length === 0) throw new TwillError("ERR_INVALID_FLAG", "--etcd-endpoints is empty");
+    this.endpoints = o.endpoints.join(",");
+    this.prefix = o.prefix ?? "/coreos.com/network";
+    // flannel builds keys with Go's path.Join, which cleans the prefix ("//a/" → "/a")
+    this.configKey = posix.join(this.prefix, "config");
+    this.subnetsPrefix = posix.join(this.prefix, "subnets") + "/";
+    this.subnetsKey = utf8(this.subnetsPrefix);
+    this.subnetsEnd = prefixEnd(this.subnetsKey);
+    this.ttlSeconds = o.leaseTTLSeconds ?? 24 * 3600;
+    this.marginMs = o.renewMarginSeconds !== undefined ? o.renewMarginSeconds * 1000 : (o.renewMarginMinutes ?? 60) * 60_000;
+    if (!(this.marginMs > 0 && this.marginMs < this.ttlSeconds * 1000)) {
+      throw new TwillError("ERR_INVALID_FLAG", `--subnet-lease-renew-margin ${this.marginMs / 60_000} minutes is not between 0 and the lease TTL (${this.ttlSeconds / 60} minutes)`);
+    }
+    this.renewRetryMs = o.renewRetryMs ?? 60_000;
+    this.backoffMaxMs = o.watchBackoffMaxMs ?? 5000;
+    this.resyncWaitMs = o.resyncWaitMs ?? 5000;
+    this.now = o.now ?? Date.now;
+    this.log = o.onLog ?? (() => {});
+    const callTimeoutMs = o.callTimeoutMs ?? 15_000;
+
+    const options: IOptions = {
+      hosts: [...o.endpoints],
+      // A deadline for every request; the watch stream lives until it fails.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      // Notice a silently dead connection (no RST) under a long-lived watch.
+      grpcOptions: { "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000 },
+    };
+    const credentials = this.credentials(o);
+    if (credentials) options.credentials = credentials;
+    if (o.username !== undefined || o.password !== undefined) {
+      if (!o.username || o.password === undefined) throw new TwillError("ERR_INVALID_FLAG", "--etcd-username and --etcd-password go together");
+      options.auth = { username: o.username, password: o.password };
+    }
+    this.client = new Etcd3(options);
+  }
+
+  /** TLS material for https:// endpoints (as Go's clientv3: http:// endpoints ignore it). */
+  private credentials(o: EtcdSourceOptions): IOptions["credentials"] {
+    const secure = o.endpoints.filter((e) => /^https:\/\//i.test(e)).length;
+    if (secure !== 0 && secure !== o.endpoints.length) {
+      throw new TwillError("ERR_INVALID_FLAG", `--etcd-endpoints ${this.endpoints} mixes http:// and https://`);
+    }
+    if (!!o.certfile !== !!o.keyfile) throw new TwillError("ERR_INVALID_FLAG", "--etcd-certfile and --etcd-keyfile go together");
+    if (secure === 0) {
+      if (o.cafile || o.certfile) this.log("warn", "TLS files are ignored: the etcd endpoints are not https://", { endpoints: this.endpoints });
+      return undefined;
+    }
+    const read = (flag: string, file: string | undefined): Buffer | undefined => {
+      if (!file) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (e) {
+        throw new TwillError("ERR_INVALID_FLAG", `${flag} ${file}: ${errorMessage(e)}`, { cause: e });
+      }
+    };
+    const ca = read("--etcd-cafile", o.cafile);
+    const cert = read("--etcd-certfile", o.certfile);
+    const key = read("--etcd-keyfile", o.keyfile);
+    return {
+      // Without a CA file gRPC trusts the system's roots (it takes null, etcd3's type says Buffer).
+      rootCertificate: ca ?? (null as unknown as Buffer),
+      ...(key && { privateKey: key }),
+      ...(cert && { certChain: cert }),
+    };
+  }
+
+  // ---- errors ------------------------------------------------------------
+
+  private storeError(what: string, e: unknown): TwillError {
+    if (isTwillError(e)) return e;
+    return new TwillError("ERR_STORE", `etcd ${this.endpoints}: ${what}: ${errorMessage(e)}`, { cause: e, retryable: true });
+  }
+
+  /** Runs one etcd request; any failure becomes ERR_STORE naming `what`. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new TwillError("ERR_STORE", `etcd ${this.endpoints}: ${what}: the lease source is closed`, { retryable: false });
+    try {
+      return await fn();
+    } catch (e) {
+      throw this.storeError(what, e);
+    }
+  }
+
+  // ---- reading -----------------------------------------------------------
+
+  async readConfig(): Promise<NetConfig> {
+    const r = await this.call(`reading ${this.configKey}`, () => this.client.kv.range({ key: utf8(this.configKey) }));
+    const kv = r.kvs[0];
+    if (!kv) {
+      throw new TwillError("ERR_STORE", `etcd ${this.endpoints}: network config ${this.configKey} not found (write it with the etcd v3 API: etcdctl put ${this.configKey} '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}')`, { retryable: true });
+    }
+    return parseNetConfig(kv.value.toString("utf8"));
+  }
+
+  async list(): Promise<ListResult> {
+    const seq = ++this.listSeq;
+    const s = await this.snapshot();
+    if (!this.listed || seq > this.listed.seq) this.listed = { seq, revision: s.revision };
+    for (const l of [...this.listListeners]) l(seq, s.revision);
+    return { leases: s.leases, errors: s.errors };
+  }
+
+  private async snapshot(): Promise<Snapshot> {
+    const r = await this.call(`listing ${this.subnetsPrefix}`, () => this.client.kv.range({ key: this.subnetsKey, range_end: this.subnetsEnd }));
+    const leases: Lease[] = [];
+    const errors: ListResult["errors"] = [];
+    const modRevisions = new Map<string, string>();
+    for (const kv of r.kvs) {
+      const key = this.leaseKey(kv);
+      modRevisions.set(key, kv.mod_revision);
+      try {
+        leases.push(this.parse(key, kv));
+      } catch (e) {
+        errors.push({ key, error: this.storeError(`parsing lease ${key}`, e) });
+      }
+    }
+    return { leases, errors, revision: BigInt(r.header.revision), modRevisions };
+  }
+
+  private leaseKey(kv: IKeyValue): string {
+    return kv.key.toString("utf8").slice(this.subnetsPrefix.length);
+  }
+
+  /** parseLease; our own lease carries its expiry when it is attached to our etcd lease. */
+  private parse(key: string, kv: IKeyValue): Lease {
+    const ours = this.own && this.own.lease.key === key && kv.lease === this.own.leaseId;
+    return parseLease(key, kv.value.toString("utf8"), ours ? { expiration: this.own!.expiresAt } : {});
+  }
+
+  // ---- our lease ---------------------------------------------------------
+
+  /** Runs fn after every earlier acquire/renew/writeLease has finished. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.ownQueue.then(fn, fn);
+    this.ownQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async grant(): Promise<{ id: string; ttlSeconds: number }> {
+    const r = await this.call(`granting a ${this.ttlSeconds} s etcd lease`, () => this.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds }));
+    return { id: r.ID, ttlSeconds: Number(r.TTL) };
+  }
+
+  /** Revokes an etcd lease we granted but did not use; best effort. */
+  private async revoke(id: string): Promise<void> {
+    try {
+      await this.call(`revoking etcd lease ${id}`, () => this.client.leaseClient.leaseRevoke({ ID: id }));
+    } catch (e) {
+      this.log("debug", "revoking an unused etcd lease failed (it will expire)", { leaseId: id, err: e });
+    }
+  }
+
+  /** A transaction that puts `lease` with etcd lease `leaseId` if `compare` holds. */
+  private async putIf(lease: Lease, leaseId: string, compare: ICompare[], what: string): Promise<boolean> {
+    const key = utf8(this.subnetsPrefix + lease.key);
+    const r = await this.call(`${what} ${this.subnetsPrefix}${lease.key}`, () => this.client.kv.txn({
+      compare,
+      success: [{ request_put: { key, value: utf8(serializeLease(lease)), lease: leaseId } }],
+    }));
+    return r.succeeded;
+  }
+
+  async acquire(opts: AcquireOptions): Promise<Lease> {
+    const config = await this.readConfig();
+    return this.exclusive(async () => {
+      for (let attempt = 0; attempt < MAX_TRIES; attempt++) {
+        const snap = await this.snapshot();
+        const choice = chooseSubnet({
+          config, leases: snap.leases, random: opts.random ?? Math.random,
+          ...(opts.publicIP && { publicIP: opts.publicIP }),
+          ...(opts.publicIPv6 && { publicIPv6: opts.publicIPv6 }),
+          ...(opts.previous && { previous: opts.previous }),
+        });
+        for (const l of choice.stale) {
+          this.log("info", "deleting our lease that does not fit the network config", { key: l.key });
+          await this.call(`deleting ${this.subnetsPrefix}${l.key}`, () => this.client.kv.deleteRange({ key: utf8(this.subnetsPrefix + l.key) }));
+        }
+        const lease: Lease = {
+          key: choice.key,
+          ...(choice.subnet && { subnet: choice.subnet }),
+          ...(choice.ipv6Subnet && { ipv6Subnet: choice.ipv6Subnet }),
+          ...(opts.publicIP && { publicIP: opts.publicIP }),
+          ...(opts.publicIPv6 && { publicIPv6: opts.publicIPv6 }),
+          backendType: opts.backendType ?? "vxlan",
+          ...(opts.backendData && { backendData: opts.backendData }),
+          ...(opts.backendV6Data && { backendV6Data: opts.backendV6Data }),
+        };
+        const key = utf8(this.subnetsPrefix + lease.key);
+        const compare: ICompare[] = choice.kind === "reuse"
+          ? [{ key, target: "Mod", result: "Equal", mod_revision: snap.modRevisions.get(choice.key) ?? "0" }]
+          : [
+            { key, target: "Create", result: "Equal", create_revision: 0 },
+            { key: this.subnetsKey, range_end: this.subnetsEnd, target: "Mod", result: "Less", mod_revision: (snap.revision + 1n).toString() },
+          ];
+        const t0 = this.now();
+        const grant = await this.grant();
+        let ok: boolean;
+        try {
+          ok = await this.putIf(lease, grant.id, compare, choice.kind === "reuse" ? "reusing" : "creating");
+        } catch (e) {
+          await this.revoke(grant.id);
+          throw e;
+        }
+        if (ok) {
+          this.own = { lease, leaseId: grant.id, expiresAt: t0 + grant.ttlSeconds * 1000 };
+          this.log("info", choice.kind === "reuse" ? "reusing the lease of our public IP" : choice.kind === "previous" ? "re-acquired our previous subnet" : "acquired a new subnet", {
+            key: lease.key, etcdLease: grant.id, ttlSeconds: grant.ttlSeconds,
+          });
+          this.scheduleRenew();
+          return { ...lease, expiration: this.own.expiresAt };
+        }
+        await this.revoke(grant.id);
+        this.log("debug", "lost a race for a subnet; trying again", { key: lease.key, attempt });
+        await sleep(Math.random() * Math.min(1000, 10 * 2 ** attempt));
+      }
+      throw new TwillError("ERR_LEASE_CONFLICT", `etcd ${this.endpoints}: gave up after ${MAX_TRIES} conflicting attempts to acquire a subnet`, { retryable: true });
+    });
+  }
+
+  async writeLease(lease: Lease): Promise<void> {
+    parseLeaseKey(lease.key);
+    return this.exclusive(async () => {
+      const own = this.own;
+      if (own && own.lease.key !== lease.key) {
+        throw new TwillError("ERR_LEASE_CONFLICT", `cannot write lease ${lease.key}: our lease is ${own.lease.key}`);
+      }
+      const key = utf8(this.subnetsPrefix + lease.key);
+      const value = utf8(serializeLease(lease));
+      const what = `writing ${this.subnetsPrefix}${lease.key}`;
+      if (own) {
+        try {
+          await this.client.kv.put({ key, value, lease: own.leaseId });
+          own.lease = lease;
+          this.scheduleRenew();
+          return;
+        } catch (e) {
+          if (!(e instanceof EtcdLeaseInvalidError)) throw this.storeError(what, e);
+          this.log("warn", "our etcd lease has expired; attaching a new one", { key: lease.key, etcdLease: own.leaseId });
+        }
+      }
+      const t0 = this.now();
+      const grant = await this.grant();
+      try {
+        await this.call(what, () => this.client.kv.put({ key, value, lease: grant.id }));
+      } catch (e) {
+        await this.revoke(grant.id);
+        throw e;
+      }
+      this.own = { lease, leaseId: grant.id, expiresAt: t0 + grant.ttlSeconds * 1000 };
+      this.scheduleRenew();
+    });
+  }
+
+  private scheduleRenew(delayMs?: number): void {
+    clearTimeout(this.renewTimer);
+    const own = this.own;
+    if (this.closed || !own) return;
+    const delay = delayMs ?? Math.max(0, own.expiresAt - this.marginMs - this.now());
+    this.renewTimer = setTimeout(() => void this.exclusive(() => this.renew()), delay);
+    this.renewTimer.unref();
+  }
+
+  /** flanneld's RenewLease: a new etcd lease, our lease put again with it. */
+  private async renew(): Promise<void> {
+    const own = this.own;
+    if (this.closed || !own) return;
+    const path = this.subnetsPrefix + own.lease.key;
+    try {
+      const t0 = this.now();
+      const grant = await this.grant();
+      let ok: boolean;
+      try {
+        ok = await this.putIf(own.lease, grant.id, [{ key: utf8(path), target: "Version", result: "Greater", version: 0 }], "renewing");
+      } catch (e) {
+        await this.revoke(grant.id);
+        throw e;
+      }
+      if (!ok) {
+        await this.revoke(grant.id);
+        this.log("error", "our lease is gone from etcd; not renewing it", { key: own.lease.key });
+        return;
+      }
+      own.leaseId = grant.id;
+      own.expiresAt = t0 + grant.ttlSeconds * 1000;
+      this.log("info", "lease renewed", { key: own.lease.key, etcdLease: grant.id, expires: new Date(own.expiresAt).toISOString() });
+      this.scheduleRenew();
+    } catch (e) {
+      if (this.closed) return;
+      this.log("error", `renewing our lease failed; trying again in ${this.renewRetryMs / 1000} s`, { key: own.lease.key, err: e });
+      this.scheduleRenew(this.renewRetryMs);
+    }
+  }
+
+  // ---- watching ----------------------------------------------------------
+
+  watch(handlers: WatchHandlers): () => void {
+    const ctl = new WatchControl();
+    if (this.closed) return () => {};
+    this.watches.add(ctl);
+    // The daemon's handlers must not break the loop.
+    const safe = <A extends unknown[]>(name: string, fn: (...a: A) => void) => (...a: A) => {
+      try {
+        fn(...a);
+      } catch (e) {
+        this.log("error", `lease watch: the ${name} handler threw`, { err: e });
+      }
+    };
+    const h: WatchHandlers = {
+      onEvents: safe("onEvents", (ev: readonly LeaseEvent[]) => handlers.onEvents(ev)),
+      onResync: safe("onResync", () => handlers.onResync()),
+      onError: safe("onError", (e: TwillError) => handlers.onError(e)),
+    };
+    void this.watchLoop(h, ctl)
+      .catch((e) => h.onError(this.storeError("lease watch stopped", e)))
+      .finally(() => this.watches.delete(ctl));
+    return () => ctl.stop();
+  }
+
+  private async watchLoop(h: WatchHandlers, ctl: WatchControl): Promise<void> {
+    let start = this.listed ? this.listed.revision + 1n : undefined;
+    let resync = false;
+    let backoff = BACKOFF_MIN_MS;
+    const retryAfter = async (what: string, e: unknown) => {
+      h.onError(this.storeError(what, e));
+      await ctl.wait(backoff);
+      backoff = Math.min(backoff * 2, this.backoffMaxMs);
+    };
+    while (!ctl.stopped) {
+      if (start === undefined) {
+        // Start after a list the caller has seen: see the design note, 3).
+        let probe: bigint;
+        try {
+          probe = await this.currentRevision();
+        } catch (e) {
+          if (ctl.stopped) return;
+          await retryAfter("reconnecting the lease watch", e);
+          continue;
+        }
+        if (ctl.stopped) return;
+        const afterSeq = resync ? this.listSeq : 0;
+        if (resync) h.onResync();
+        const listed = await this.nextList(afterSeq, ctl);
+        if (ctl.stopped) return;
+        if (listed === undefined) {
+          this.log("warn", `no list() within ${this.resyncWaitMs} ms; watching from the current revision`, { revision: probe.toString() });
+          if (!resync) h.onResync();
+        }
+        start = (listed ?? probe) + 1n;
+        resync = false;
+      }
+      const end = await this.watchFrom(start, h, ctl, () => (backoff = BACKOFF_MIN_MS));
+      if (end.kind === "stopped" || ctl.stopped) return;
+      start = undefined;
+      resync = true;
+      if (end.kind === "compacted") {
+        this.log("warn", "lease watch fell behind etcd's compaction; re-listing", { compactRevision: end.compactRevision.toString() });
+      } else {
+        await retryAfter(`watching ${this.subnetsPrefix}`, end.error);
+      }
+    }
+  }
+
+  /** The store's revision now (a count-only range: cheap). */
+  private async currentRevision(): Promise<bigint> {
+    const r = await this.call(`reading the revision of ${this.subnetsPrefix}`, () =>
+      this.client.kv.range({ key: this.subnetsKey, range_end: this.subnetsEnd, count_only: true }));
+    return BigInt(r.header.revision);
+  }
+
+  /** The revision of the first list() numbered above `afterSeq` to succeed; undefined on timeout or stop. */
+  private nextList(afterSeq: number, ctl: WatchControl): Promise<bigint | undefined> {
+    if (this.listed && this.listed.seq > afterSeq) return Promise.resolve(this.listed.revision);
+    return new Promise((resolve) => {
+      const done = (rev: bigint | undefined) => {
+        clearTimeout(timer);
+        this.listListeners.delete(listener);
+        offStop();
+        resolve(rev);
+      };
+      const listener = (seq: number, rev: bigint) => { if (seq > afterSeq) done(rev); };
+      const timer = setTimeout(() => done(undefined), this.resyncWaitMs);
+      const offStop = ctl.onStop(() => done(undefined));
+      this.listListeners.add(listener);
+    });
+  }
+
+  /** One watch stream from `start` until it is stopped, compacted or lost. */
+  private async watchFrom(start: bigint, h: WatchHandlers, ctl: WatchControl, onCreated: () => void): Promise<WatchEnd> {
+    let stream: IDuplexStream<IWatchRequest, IWatchResponse>;
+    try {
+      stream = await this.client.watchClient.watch();
+    } catch (e) {
+      return { kind: "lost", error: e };
+    }
+    return new Promise<WatchEnd>((resolve) => {
+      let done = false;
+      let pending: LeaseEvent[] = [];
+      const flush = () => {
+        const batch = pending;
+        pending = [];
+        if (batch.length > 0 && !ctl.stopped) h.onEvents(batch);
+      };
+      const finish = (end: WatchEnd) => {
+        if (done) return;
+        done = true;
+        ctl.cancelStream = undefined;
+        if (end.kind !== "stopped") flush(); // what arrived before the end, in order
+        try {
+          stream.cancel();
+        } catch {
+          /* already closed */
+        }
+        resolve(end);
+      };
+      stream.on("data", (res: IWatchResponse) => {
+        if (done) return;
+        if (res.compact_revision && res.compact_revision !== "0") {
+          return finish({ kind: "compacted", compactRevision: BigInt(res.compact_revision) });
+        }
+        if (res.canceled) return finish({ kind: "lost", error: new Error(`etcd canceled the watch${res.cancel_reason ? `: ${res.cancel_reason}` : ""}`) });
+        if (res.created) return onCreated();
+        if (res.events.length === 0) return;
+        if (pending.length === 0) setImmediate(() => { if (!done) flush(); });
+        for (const ev of res.events) pending.push(this.toEvent(ev));
+      });
+      stream.on("error", (e: Error) => finish({ kind: "lost", error: e }));
+      stream.on("end", () => finish({ kind: "lost", error: new Error("the watch stream ended") }));
+      if (ctl.stopped) return finish({ kind: "stopped" });
+      ctl.cancelStream = () => finish({ kind: "stopped" });
+      stream.write({
+        create_request: { key: this.subnetsKey, range_end: this.subnetsEnd, start_revision: start.toString() },
+      });
+    });
+  }
+
+  private toEvent(ev: IEvent): LeaseEvent {
+    const key = this.leaseKey(ev.kv);
+    if (ev.type === "Delete") return { type: "delete", key };
+    try {
+      return { type: "put", key, lease: this.parse(key, ev.kv) };
+    } catch (e) {
+      return { type: "put", key, error: this.storeError(`parsing lease ${key}`, e) };
+    }
+  }
+
+  // ---- closing -----------------------------------------------------------
+
+  /** Stops renewing and watching and closes the client; our lease stays in etcd until it expires. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.renewTimer);
+    for (const w of [...this.watches]) w.stop();
+    this.client.close();
+  }
+}
