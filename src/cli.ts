@@ -26,13 +26,12 @@ import { dumpBpfState, teardownBpf } from "./dataplane/bpf.js";
 import { deleteLink, listLinks } from "./net/link.js";
 import { isTwillError } from "./errors.js";
 import { removeRules } from "./net/masq.js";
-import { DirSource } from "./lease/dirsource.js";
+import { openSource } from "./lease/open.js";
 import { formatMaps, formatStatus, nodeStatus } from "./status.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
 export const VERSION: string = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version;
-const DEFAULT_LEASE_DIR = "/var/lib/twill/leases";
 
 function fail(e: unknown, code: number): never {
   process.stderr.write(`twill: ${describeError(e)}\n`);
@@ -42,11 +41,9 @@ function fail(e: unknown, code: number): never {
 async function run(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
   onLibbpfLog((level, line) => (level === 0 ? log.warn(line, { source: "libbpf" }) : log.debug(line, { source: "libbpf" })));
-  if (o.kubeSubnetMgr || process.argv.some((a) => a.startsWith("--etcd-endpoints")) || process.env.FLANNELD_ETCD_ENDPOINTS) {
-    if (!o.leaseDir) fail(new Error("etcd and Kubernetes lease sources are not implemented yet; use --lease-dir"), 2);
-  }
   const daemon = new Daemon({
-    leaseDir: o.leaseDir ?? DEFAULT_LEASE_DIR,
+    source: openSource(o, log),
+    markReady: o.setNodeNetworkUnavailable,
     dataplane: o.dataplane,
     objectPath: OBJECT_PATH,
     pinDir: o.bpfPinDir,
@@ -106,7 +103,7 @@ async function status(o: Options): Promise<never> {
   let s;
   try {
     s = await nodeStatus({
-      source: new DirSource(o.leaseDir ?? DEFAULT_LEASE_DIR),
+      source: openSource(o, createLogger("error")),
       subnetFile: o.subnetFile,
       pinDir: o.bpfPinDir,
       underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 },

@@ -9,9 +9,14 @@
  *    it and peers keep a valid entry across restarts.
  * 3) Acquire our subnet lease; set up the dataplane (bpf or kernel); write the
  *    flannel subnet file for the CNI plugin; program every valid peer.
- * 4) Watch the source: each change re-lists and diffs against the known
- *    peers (adds/updates, then removes). A periodic reconcile re-lists and
- *    makes the dataplane exactly match (mark and sweep), repairing drift.
+ * 4) Watch the source: a batch of lease events is checked lease by lease
+ *    against the others (a SubnetIndex, peers.ts) and applied as upserts
+ *    and removes, so one event costs one lease's work even among 10,000
+ *    peers. When the source may have missed events (lost watch, compaction,
+ *    410 Gone, or a directory with no change feed) it asks for a resync:
+ *    re-list and diff against the known peers. A periodic reconcile
+ *    re-lists and makes the dataplane exactly match (mark and sweep).
+ *    A bad update of a known lease keeps its last good entry.
  * 5) Our own lease vanishing or changing hands stops programming (as
  *    flanneld exits); SIGTERM stops the controller and leaves the dataplane
  *    forwarding (unless --teardown).
@@ -23,8 +28,8 @@ import { formatPrefix, formatIP, ipEqual, makePrefix, prefixContainsIP, type IP,
 import { findUnderlay, getAddrs, getLink } from "./net/link.js";
 import { randomMAC } from "./lease/mac.js";
 import type { Lease, NetConfig } from "./lease/types.js";
-import { DirStore } from "./lease/dirstore.js";
-import { leasesToPeers, ownLeaseIntact } from "./peers.js";
+import type { LeaseEvent, LeaseSource } from "./lease/source.js";
+import { isRejected, leasePeers, leasesToPeers, ownLeaseIntact, SubnetIndex, type PeerRules } from "./peers.js";
 import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
@@ -34,7 +39,10 @@ import { BpfDataplane } from "./dataplane/bpf.js";
 import { KernelDataplane } from "./dataplane/kernel.js";
 
 export interface DaemonOptions {
-  readonly leaseDir: string;
+  /** Where leases come from (directory, etcd or Kubernetes). */
+  readonly source: LeaseSource & { markReady?(): Promise<void> };
+  /** Kubernetes: set NetworkUnavailable=false once ready. */
+  readonly markReady?: boolean;
   readonly dataplane: "bpf" | "kernel";
   readonly objectPath: string;
   readonly pinDir: string;
@@ -63,14 +71,16 @@ const sameBackend = (a: Lease, b: Lease): boolean =>
   a.backendType === b.backendType && a.backendData?.vtepMAC === b.backendData?.vtepMAC && a.backendV6Data?.vtepMAC === b.backendV6Data?.vtepMAC;
 
 export class Daemon {
-  private readonly store: DirStore;
+  private readonly store: LeaseSource & { markReady?(): Promise<void> };
   private readonly metrics: Metrics;
   private dp?: Dataplane;
   private config?: NetConfig;
   private own?: Lease;
   private publicIP?: IP;
   private publicIPv6?: IP;
-  private known = new Map<string, Peer>();
+  /** Programmed peers by lease key, and their subnets. */
+  private known = new Map<string, Peer[]>();
+  private index = new SubnetIndex();
   private direct: (ip: IP) => boolean = () => false;
   private reported = new Set<string>();
   private ready = false;
@@ -84,7 +94,7 @@ export class Daemon {
   private finish!: (e: TwillError | undefined) => void;
 
   constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
-    this.store = new DirStore(opts.leaseDir);
+    this.store = opts.source;
     this.metrics = createMetrics(opts.version, opts.dataplane, () => this.dp);
     this.done = new Promise((r) => (this.finish = r));
   }
@@ -123,16 +133,19 @@ export class Daemon {
       const onLink = (await getAddrs(underlay.name)).filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
       this.direct = (ip: IP) => onLink.some((p) => prefixContainsIP(p, ip));
     }
-    this.log.info("acquired lease", { key: this.own.key, publicIP: this.publicIP && formatIP(this.publicIP) });
+    this.log.info("acquired lease", { key: this.own.key, source: this.store.kind, publicIP: this.own.publicIP && formatIP(this.own.publicIP) });
 
+    // A source may hand back the MAC our node already published (Kubernetes
+    // annotations): the device must carry what the lease says.
+    const vtep4 = this.own.backendData?.vtepMAC ?? mac4, vtep6 = this.own.backendV6Data?.vtepMAC ?? mac6;
     const fam = (subnet: Prefix | undefined, network: Prefix | undefined, ip: IP | undefined, device: string, mac: string): LocalFamily | undefined =>
       subnet && network && ip
         ? { subnet, network, publicIP: ip, iface: underlay.name, device, mtu: config.backend.mtu || underlay.mtu - overhead(ip.family), vtepMAC: mac }
         : undefined;
     const local: LocalNode = {
       vni, port: config.backend.port, bridge: o.bridge, directRouting: config.backend.directRouting,
-      v4: fam(this.own.subnet, config.network, this.publicIP, dev4, mac4),
-      v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.publicIPv6, dev6, mac6),
+      v4: fam(this.own.subnet, config.network, this.own.publicIP ?? this.publicIP, dev4, vtep4),
+      v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.own.publicIPv6 ?? this.publicIPv6, dev6, vtep6),
     };
     this.dp = o.dataplane === "bpf"
       ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, attach: o.bpfAttach, log: this.log })
@@ -147,14 +160,20 @@ export class Daemon {
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
 
     // Watch before the first list, so no change can fall between the two.
-    this.stopWatch = this.store.watch(() => void this.serialize(() => this.resync(false)), {
-      debounceMs: 20,
-      onError: (e) => this.count(e, "lease store watch failed"),
+    this.stopWatch = this.store.watch({
+      onEvents: (events) => void this.serialize(() => this.apply(events)),
+      onResync: () => void this.serialize(() => this.resync(false)),
+      onError: (e) => this.count(e, "lease source watch failed; retrying"),
     });
     await this.serialize(() => this.resync(true));
     this.ready = true;
+    if (o.markReady && this.store.markReady) await this.store.markReady();
     this.timer = setInterval(() => void this.serialize(() => this.resync(true)), o.reconcileSeconds * 1000);
     this.log.info("ready", { peers: this.known.size });
+  }
+
+  private rules(): PeerRules {
+    return { config: this.config!, own: this.own!, direct: this.direct, checkLength: this.store.kind !== "kube" };
   }
 
   /** flannel's FORWARD accepts, and with --ip-masq its masquerade rules, per family. */
@@ -184,40 +203,106 @@ export class Daemon {
     this.log.error(msg, { err: e });
   }
 
+  /** Checks our own lease as the source now has it; false when it is gone (we stop). */
+  private async checkOwn(now: Lease | undefined, unreadable: boolean): Promise<boolean> {
+    if (!now && !unreadable) {
+      await this.lost(new TwillError("ERR_LEASE_LOST", `our lease ${this.own!.key} was deleted; stopping (the dataplane keeps its last state)`));
+      return false;
+    }
+    if (!ownLeaseIntact(now, this.own!.publicIP, this.own!.publicIPv6) || !sameBackend(now!, this.own!)) {
+      // Someone overwrote our lease (or it became unreadable): never program a route
+      // to our own subnet; put our lease back, keep the dataplane as it is.
+      this.reject(this.own!.key, "ERR_LEASE_CONFLICT", `our own lease was overwritten (PublicIP ${now?.publicIP ? formatIP(now.publicIP) : "unreadable"}); restoring it`, now);
+      await this.store.writeLease(this.own!);
+    }
+    return true;
+  }
+
+  /** Applies a batch of lease events, lease by lease; the last event of a key wins. */
+  private async apply(events: readonly LeaseEvent[]): Promise<void> {
+    const latest = new Map<string, LeaseEvent>();
+    for (const e of events) latest.set(e.key, e);
+    const up: Peer[] = [], gone: Peer[] = [];
+    for (const e of latest.values()) {
+      if (e.key === this.own!.key) {
+        if (!(await this.checkOwn(e.type === "put" ? e.lease : undefined, e.type === "put" && !!e.error))) return;
+        continue;
+      }
+      if (e.type === "put" && !e.lease) {
+        // Unparsable: keep the last good state of this lease.
+        if (e.error) this.reject(e.key, e.error.code, e.error.message);
+        continue;
+      }
+      const old = this.known.get(e.key) ?? [];
+      let next: Peer[] = [];
+      if (e.type === "put") {
+        const r = leasePeers(e.lease!, this.rules(), this.index);
+        if (isRejected(r)) {
+          this.reject(r.key, r.code, r.reason, e.lease);
+          continue;
+        }
+        next = r;
+      }
+      const nextBy = new Map(next.map((p) => [peerKey(p), p]));
+      for (const p of old) if (!nextBy.has(peerKey(p))) { gone.push(p); this.index.delete(p.subnet, e.key); }
+      for (const p of next) {
+        const was = old.find((o) => peerKey(o) === peerKey(p));
+        if (!was || !samePeer(was, p)) up.push(p);
+        this.index.add(p.subnet, e.key);
+      }
+      if (next.length) this.known.set(e.key, next);
+      else this.known.delete(e.key);
+    }
+    await this.program(up, gone);
+  }
+
+  private async program(up: Peer[], gone: Peer[]): Promise<void> {
+    if (up.length) await this.dp!.upsert(up);
+    if (gone.length) await this.dp!.remove(gone);
+    if (up.length) this.metrics.leaseEvents.inc({ type: "upsert" }, up.length);
+    if (gone.length) this.metrics.leaseEvents.inc({ type: "remove" }, gone.length);
+    if (up.length || gone.length) {
+      const few = (ps: Peer[]) => (ps.length <= 20 ? ps.map(peerKey) : `${ps.length} peers`);
+      this.log.info("peers changed", { upserted: few(up), removed: few(gone) });
+    }
+    this.metrics.leases.set({ state: "peer" }, this.known.size);
+  }
+
   /** Re-lists the leases; full = make the dataplane exactly match (mark and sweep). */
   private async resync(full: boolean): Promise<void> {
     const { leases, errors } = await this.store.list();
     for (const { key, error } of errors) this.reject(key, error.code, error.message);
     const ownNow = leases.find((l) => l.key === this.own!.key);
-    if (!ownNow && !errors.some((e) => e.key === this.own!.key)) {
-      return this.lost(new TwillError("ERR_LEASE_LOST", `our lease ${this.own!.key} was deleted; stopping (the dataplane keeps its last state)`));
-    }
-    if (!ownLeaseIntact(ownNow, this.publicIP, this.publicIPv6) || !sameBackend(ownNow!, this.own!)) {
-      // Someone overwrote our lease (or it became unreadable): never program a route
-      // to our own subnet; put our lease back, keep the dataplane as it is.
-      this.reject(this.own!.key, "ERR_LEASE_CONFLICT", `our own lease was overwritten (PublicIP ${ownNow?.publicIP ? formatIP(ownNow.publicIP) : "unreadable"}); restoring it`, ownNow);
-      await this.store.writeLease(this.own!);
-    }
-    const { peers, rejected } = leasesToPeers(leases, this.config!, this.own!, this.direct);
+    if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
+    const { byKey, peers, rejected, index } = leasesToPeers(leases, this.rules());
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
+    // A lease that went bad keeps its last good entries (until it is deleted).
+    for (const { key } of errors) {
+      const keep = this.known.get(key);
+      if (keep && !byKey.has(key)) {
+        byKey.set(key, keep);
+        peers.push(...keep);
+        for (const p of keep) index.add(p.subnet, key);
+      }
+    }
     this.metrics.leases.set({ state: "own" }, 1);
-    this.metrics.leases.set({ state: "peer" }, peers.length);
     this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
-    const desired = new Map(peers.map((p) => [peerKey(p), p]));
     if (full) {
       await this.ensureRules();
       const r = await this.metrics.reconcile(() => this.dp!.reconcile(peers));
       if (r.added + r.updated + r.removed > 0 && this.ready) this.log.warn("reconcile repaired drift", { ...r });
-    } else {
-      const up = peers.filter((p) => !this.known.has(peerKey(p)) || !samePeer(this.known.get(peerKey(p))!, p));
-      const gone = [...this.known.values()].filter((p) => !desired.has(peerKey(p)));
-      if (up.length) await this.dp!.upsert(up);
-      if (gone.length) await this.dp!.remove(gone);
-      if (up.length) this.metrics.leaseEvents.inc({ type: "upsert" }, up.length);
-      if (gone.length) this.metrics.leaseEvents.inc({ type: "remove" }, gone.length);
-      if (up.length || gone.length) this.log.info("peers changed", { upserted: up.map(peerKey), removed: gone.map(peerKey) });
+      this.known = byKey;
+      this.index = index;
+      this.metrics.leases.set({ state: "peer" }, this.known.size);
+      return;
     }
-    this.known = desired;
+    const desired = new Map(peers.map((p) => [peerKey(p), p]));
+    const have = new Map([...this.known.values()].flat().map((p) => [peerKey(p), p]));
+    const up = peers.filter((p) => !have.has(peerKey(p)) || !samePeer(have.get(peerKey(p))!, p));
+    const gone = [...have.values()].filter((p) => !desired.has(peerKey(p)));
+    this.known = byKey;
+    this.index = index;
+    await this.program(up, gone);
   }
 
   private reject(key: string, code: string, reason: string, lease?: Lease): void {
@@ -240,6 +325,7 @@ export class Daemon {
     this.stopped = true;
     clearInterval(this.timer);
     this.stopWatch?.();
+    await this.store.close().catch((e) => this.log.warn("closing the lease source failed", { err: e }));
     this.server?.close();
     if (this.dp) {
       if (this.opts.teardownOnExit) {

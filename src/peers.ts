@@ -1,17 +1,21 @@
 /**
  * From leases to peers: which leases the dataplane may program.
  *
- * How it works: every lease the store returns is already well-formed JSON
+ * How it works: every lease a source returns is already well-formed
  * (lease/parse.ts); here it is checked against the cluster: it must be a
  * vxlan lease, its subnet must lie in the cluster network with the
- * configured length, it must not be ours (a lease claiming our subnet with
- * another public IP is a conflict, never a route to ourselves), and it must
- * not overlap a lease accepted before it (leases are visited in key order,
- * so every node decides alike). Each family of a lease becomes one Peer.
- * Rejections are returned with a stable code and a sentence for the log.
+ * configured length (Kubernetes podCIDRs may have any length), it must not
+ * be ours (a lease claiming our subnet with another public IP is a
+ * conflict, never a route to ourselves), and it must not overlap a lease
+ * accepted before it. `leasesToPeers` visits leases in key order, so every
+ * node decides alike on a full list; `leasePeers` checks one lease against a
+ * SubnetIndex of the others, for events. The index answers "does anything
+ * overlap this prefix" with one map lookup per distinct prefix length, so
+ * 10,000 leases cost 10,000 lookups, not 50 million comparisons.
+ * Each family of a lease becomes one Peer.
  */
 import type { NetConfig, Lease, VxlanLeaseData } from "./lease/types.js";
-import { formatIP, formatPrefix, prefixContains, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
+import { formatIP, formatPrefix, maskIP, prefixContains, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
 import type { Peer } from "./dataplane/types.js";
 import type { ErrorCode } from "./errors.js";
 
@@ -19,57 +23,112 @@ export interface Rejected { readonly key: string; readonly code: ErrorCode; read
 
 export interface OwnLease { readonly key: string; readonly subnet?: Prefix; readonly ipv6Subnet?: Prefix }
 
+export interface PeerRules {
+  readonly config: NetConfig;
+  readonly own: OwnLease;
+  /** Whether a peer's public IP is reached directly (DirectRouting). */
+  readonly direct?: (ip: IP) => boolean;
+  /** Require SubnetLen / IPv6SubnetLen (false for Kubernetes podCIDRs). */
+  readonly checkLength?: boolean;
+}
+
+/** Accepted subnets by prefix, with the lease key that owns each. */
+export class SubnetIndex {
+  private readonly byLen = new Map<string, Map<string, { prefix: Prefix; key: string }>>();
+
+  private bucket(family: number, len: number, create = false) {
+    const id = `${family}/${len}`;
+    let b = this.byLen.get(id);
+    if (!b && create) this.byLen.set(id, (b = new Map()));
+    return b;
+  }
+  add(p: Prefix, key: string): void {
+    this.bucket(p.ip.family, p.len, true)!.set(formatPrefix(p), { prefix: p, key });
+  }
+  delete(p: Prefix, key: string): void {
+    const b = this.bucket(p.ip.family, p.len);
+    if (b?.get(formatPrefix(p))?.key === key) b.delete(formatPrefix(p));
+  }
+  /** An accepted prefix of another lease that overlaps `p`, if any. */
+  clash(p: Prefix, key: string): Prefix | undefined {
+    for (const [id, b] of this.byLen) {
+      const [fam, lenText] = id.split("/");
+      const len = Number(lenText);
+      if (Number(fam) !== p.ip.family || b.size === 0) continue;
+      if (len <= p.len) {
+        const hit = b.get(`${formatIP(maskIP(p.ip, len))}/${len}`);
+        if (hit && hit.key !== key) return hit.prefix;
+      } else {
+        for (const { prefix, key: k } of b.values()) if (k !== key && prefixContains(p, prefix)) return prefix;
+      }
+    }
+    return undefined;
+  }
+}
+
 interface FamilyView {
-  readonly subnet?: Prefix;
+  readonly subnet: Prefix;
   readonly publicIP?: IP;
   readonly data?: VxlanLeaseData;
   readonly network?: Prefix;
   readonly len: number;
-  readonly enabled: boolean;
   readonly own?: Prefix;
-  readonly tag: string;
+  readonly v6: boolean;
 }
 
 function views(l: Lease, c: NetConfig, own: OwnLease): FamilyView[] {
-  return [
-    { subnet: l.subnet, publicIP: l.publicIP, data: l.backendData, network: c.network, len: c.subnetLen, enabled: c.enableIPv4, own: own.subnet, tag: "" },
-    { subnet: l.ipv6Subnet, publicIP: l.publicIPv6, data: l.backendV6Data, network: c.ipv6Network, len: c.ipv6SubnetLen, enabled: c.enableIPv6, own: own.ipv6Subnet, tag: "V6" },
-  ];
+  const out: FamilyView[] = [];
+  if (c.enableIPv4 && l.subnet) out.push({ subnet: l.subnet, publicIP: l.publicIP, data: l.backendData, network: c.network, len: c.subnetLen, own: own.subnet, v6: false });
+  if (c.enableIPv6 && l.ipv6Subnet) out.push({ subnet: l.ipv6Subnet, publicIP: l.publicIPv6, data: l.backendV6Data, network: c.ipv6Network, len: c.ipv6SubnetLen, own: own.ipv6Subnet, v6: true });
+  return out;
 }
 
 /** Why one family of a lease cannot be programmed, or undefined if it can. */
-function check(v: FamilyView, accepted: readonly Prefix[]): { code: ErrorCode; reason: string } | undefined {
-  const s = v.subnet!;
+function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean): { code: ErrorCode; reason: string } | undefined {
+  const s = v.subnet;
   const at = formatPrefix(s);
   if (!v.network || !prefixContains(v.network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at} is outside the network ${v.network ? formatPrefix(v.network) : "(none)"}` };
-  if (s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at} has length ${s.len}, the network uses ${v.len}` };
-  if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `PublicIP${v.tag === "V6" ? "v6" : ""} is missing` };
-  if (!v.data) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.tag}Data is missing` };
+  if (checkLength && s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at} has length ${s.len}, the network uses ${v.len}` };
+  if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `PublicIP${v.v6 ? "v6" : ""} is missing` };
+  if (!v.data) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.v6 ? "V6" : ""}Data is missing` };
   if (v.own && prefixOverlaps(v.own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at} is ours, but this lease gives PublicIP ${formatIP(v.publicIP)}` };
-  const clash = accepted.find((a) => prefixOverlaps(a, s));
+  const clash = index.clash(s, key);
   if (clash) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at} overlaps the lease for ${formatPrefix(clash)}` };
   return undefined;
 }
 
-export function leasesToPeers(leases: readonly Lease[], config: NetConfig, own: OwnLease, direct: (ip: IP) => boolean = () => false): { peers: Peer[]; rejected: Rejected[] } {
-  const peers: Peer[] = [];
+/**
+ * The peers of one lease: [] when it is not a vxlan peer (or is ours), or a
+ * rejection. Does not add the lease to the index.
+ */
+export function leasePeers(l: Lease, rules: PeerRules, index: SubnetIndex): Peer[] | Rejected {
+  if (l.key === rules.own.key || l.backendType !== "vxlan") return [];
+  const fams = views(l, rules.config, rules.own);
+  const problems = fams.map((v) => check(v, l.key, index, rules.checkLength ?? true)).filter((x) => x !== undefined);
+  if (problems.length) return { key: l.key, code: problems[0]!.code, reason: problems.map((p) => p.reason).join("; ") };
+  const direct = rules.direct ?? (() => false);
+  return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: direct(v.publicIP!) }));
+}
+
+export const isRejected = (r: Peer[] | Rejected): r is Rejected => !Array.isArray(r);
+
+/** All peers of a full list, by lease key, in key order (the same decision on every node). */
+export function leasesToPeers(leases: readonly Lease[], rules: PeerRules): { byKey: Map<string, Peer[]>; peers: Peer[]; rejected: Rejected[]; index: SubnetIndex } {
+  const byKey = new Map<string, Peer[]>();
   const rejected: Rejected[] = [];
-  const accepted: Prefix[] = [];
+  const index = new SubnetIndex();
   const sorted = [...leases].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   for (const l of sorted) {
-    if (l.key === own.key || l.backendType !== "vxlan") continue;
-    const fams = views(l, config, own).filter((v) => v.enabled && v.subnet);
-    const problems = fams.map((v) => check(v, accepted)).filter((x) => x !== undefined);
-    if (problems.length) {
-      rejected.push({ key: l.key, code: problems[0]!.code, reason: problems.map((p) => p.reason).join("; ") });
+    const r = leasePeers(l, rules, index);
+    if (isRejected(r)) {
+      rejected.push(r);
       continue;
     }
-    for (const v of fams) {
-      accepted.push(v.subnet!);
-      peers.push({ subnet: v.subnet!, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: direct(v.publicIP!) });
-    }
+    if (!r.length) continue;
+    for (const p of r) index.add(p.subnet, l.key);
+    byKey.set(l.key, r);
   }
-  return { peers, rejected };
+  return { byKey, peers: [...byKey.values()].flat(), rejected, index };
 }
 
 /** True when a lease is the node's own and still names our public IP(s). */

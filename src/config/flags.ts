@@ -42,6 +42,7 @@ export interface Options {
   readonly netConfigPath: string;
   readonly ipMasq: boolean;
   readonly kubeSubnetMgr: boolean;
+  readonly setNodeNetworkUnavailable: boolean;
   readonly kubeApiUrl?: string;
   readonly kubeAnnotationPrefix: string;
   readonly kubeconfigFile?: string;
@@ -117,6 +118,7 @@ export const FLAGS: readonly FlagSpec[] = [
   fl("net-config-path", "netConfigPath", "string", "/etc/kube-flannel/net-conf.json", "path to the network configuration file"),
   fl("ip-masq", "ipMasq", "bool", "false", "setup IP masquerade rule for traffic destined outside of overlay network"),
   fl("kube-subnet-mgr", "kubeSubnetMgr", "bool", "false", "contact the Kubernetes API for subnet assignment instead of etcd"),
+  fl("set-node-network-unavailable", "setNodeNetworkUnavailable", "bool", "true", "set the node's NetworkUnavailable condition to false once the dataplane is programmed (--kube-subnet-mgr)"),
   fl("kube-api-url", "kubeApiUrl", "string", undefined, "Kubernetes API server URL (not needed in a pod)"),
   fl("kube-annotation-prefix", "kubeAnnotationPrefix", "string", "flannel.alpha.coreos.com", "Kubernetes annotation prefix"),
   fl("kubeconfig-file", "kubeconfigFile", "string", undefined, "kubeconfig file location (not needed in a pod)"),

@@ -601,6 +601,10 @@ export class EtcdSource implements LeaseSource {
         ctl.cancelStream = undefined;
         if (end.kind !== "stopped") flush(); // what arrived before the end, in order
         try {
+          // end() first: etcd3 reports a stream error on a still-writable stream
+          // as a host failure (closes every channel to it, feeds its circuit
+          // breaker), and our own cancel() surfaces as such an error.
+          stream.end();
           stream.cancel();
         } catch {
           /* already closed */
