@@ -45,8 +45,8 @@
  *     ERR_INVALID_CONFIG; a bad lease value is returned (list) or
  *     delivered (watch) as an ERR_INVALID_LEASE, never thrown.
  * Why not etcd3's high-level Watcher: on a compacted start revision it
- * emits a bare `EtcdError: Watcher canceled:` (no revision, and throws if
- * no 'error' listener is attached yet), its create() never settles while
+ * emits a bare `EtcdError: Watcher canceled:` (no revision; an 'error'
+ * event, which throws if nobody listens), its create() never settles while
  * etcd is down, and after a reconnect it resumes from the create
  * response's header revision + 1 (the store's revision at creation), which
  * skips events not yet delivered when the stream broke.
@@ -218,26 +218,30 @@ export class EtcdSource implements LeaseSource {
       // A deadline for every request; the watch stream lives until it fails.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       // Notice a silently dead connection (no RST) under a long-lived watch.
-      grpcOptions: { "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000 },
+      // No cap on a response's size (clientv3's default too): a list of many leases can exceed gRPC's 4 MB.
+      grpcOptions: { "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000, "grpc.max_receive_message_length": -1 },
     };
     const credentials = this.credentials(o);
     if (credentials) options.credentials = credentials;
-    if (o.username !== undefined || o.password !== undefined) {
-      if (!o.username || o.password === undefined) throw new TwillError("ERR_INVALID_FLAG", "--etcd-username and --etcd-password go together");
-      options.auth = { username: o.username, password: o.password };
-    }
+    // As Go's clientv3: authenticate only when both are set.
+    if (o.username && o.password) options.auth = { username: o.username, password: o.password };
+    else if (o.username || o.password) this.log("warn", "--etcd-username and --etcd-password go together; connecting without authentication");
     this.client = new Etcd3(options);
   }
 
-  /** TLS material for https:// endpoints (as Go's clientv3: http:// endpoints ignore it). */
+  /**
+   * TLS material, chosen as Go's clientv3 does: https:// endpoints always use
+   * TLS (the system's roots without a CA file), http:// never (the files are
+   * ignored), endpoints without a scheme use TLS when files are given.
+   */
   private credentials(o: EtcdSourceOptions): IOptions["credentials"] {
-    const secure = o.endpoints.filter((e) => /^https:\/\//i.test(e)).length;
-    if (secure !== 0 && secure !== o.endpoints.length) {
-      throw new TwillError("ERR_INVALID_FLAG", `--etcd-endpoints ${this.endpoints} mixes http:// and https://`);
-    }
+    const https = o.endpoints.some((e) => /^https:\/\//i.test(e));
+    const http = o.endpoints.some((e) => /^http:\/\//i.test(e));
+    if (https && http) throw new TwillError("ERR_INVALID_FLAG", `--etcd-endpoints ${this.endpoints} mixes http:// and https://`);
     if (!!o.certfile !== !!o.keyfile) throw new TwillError("ERR_INVALID_FLAG", "--etcd-certfile and --etcd-keyfile go together");
-    if (secure === 0) {
-      if (o.cafile || o.certfile) this.log("warn", "TLS files are ignored: the etcd endpoints are not https://", { endpoints: this.endpoints });
+    const files = !!(o.cafile || o.certfile);
+    if (!https && (http || !files)) {
+      if (files) this.log("warn", "TLS files are ignored: the etcd endpoints are http://", { endpoints: this.endpoints });
       return undefined;
     }
     const read = (flag: string, file: string | undefined): Buffer | undefined => {
@@ -543,8 +547,11 @@ export class EtcdSource implements LeaseSource {
         start = (listed ?? probe) + 1n;
         resync = false;
       }
-      const end = await this.watchFrom(start, h, ctl, () => (backoff = BACKOFF_MIN_MS));
+      let createdAt: number | undefined;
+      const end = await this.watchFrom(start, h, ctl, () => (createdAt = Date.now()));
       if (end.kind === "stopped" || ctl.stopped) return;
+      // A watch that stayed up a while starts its retries afresh; one that keeps dying at once backs off.
+      if (createdAt !== undefined && Date.now() - createdAt >= this.backoffMaxMs) backoff = BACKOFF_MIN_MS;
       start = undefined;
       resync = true;
       if (end.kind === "compacted") {

@@ -75,6 +75,8 @@ async function makeCerts(dir: string): Promise<EtcdTLSFiles> {
 
 export class EtcdServer {
   private proc: ChildProcess | undefined;
+  /** "user:password" for etcdctl once a test has enabled auth. */
+  etcdctlUser: string | undefined;
   private constructor(
     readonly prefix: string,
     readonly dir: string,
@@ -148,6 +150,7 @@ export class EtcdServer {
   etcdctlFlags(): string[] {
     const flags = [`--endpoints=${this.endpoint}`];
     if (this.tls) flags.push(`--cacert=${this.tls.ca}`, `--cert=${this.tls.clientCert}`, `--key=${this.tls.clientKey}`);
+    if (this.etcdctlUser) flags.push(`--user=${this.etcdctlUser}`);
     return flags;
   }
 
@@ -164,7 +167,7 @@ export class EtcdServer {
 
   /** The store's current revision. */
   async revision(): Promise<number> {
-    const r = await this.etcdctlJson<{ header: { revision: number } }>(["get", "--count-only", "/"]);
+    const r = await this.etcdctlJson<{ header: { revision: number } }>(["get", "--keys-only", "--limit=1", "/"]);
     return Number(r.header.revision);
   }
 }

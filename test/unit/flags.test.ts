@@ -118,7 +118,7 @@ test("errors name the flag (or variable) and the value", () => {
 test("FLAGS is one table: every flanneld flag, unique names and variables, and usage() lists them all", () => {
   const flanneld = ["etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile", "etcd-username", "etcd-password",
     "iface", "iface-regex", "iface-can-reach", "public-ip", "public-ipv6", "subnet-file", "subnet-lease-renew-margin", "net-config-path",
-    "ip-masq", "kube-subnet-mgr", "kube-api-url", "kube-annotation-prefix", "kubeconfig-file", "healthz-ip", "healthz-port"];
+    "ip-masq", "kube-subnet-mgr", "set-node-network-unavailable", "kube-api-url", "kube-annotation-prefix", "kubeconfig-file", "healthz-ip", "healthz-port"];
   assert.deepEqual(FLAGS.filter((f) => f.flannel).map((f) => f.name), flanneld);
   for (const f of FLAGS.filter((x) => x.flannel)) assert.equal(f.env, `FLANNELD_${f.name.toUpperCase().replace(/-/g, "_")}`);
   assert.equal(new Set(FLAGS.map((f) => f.name)).size, FLAGS.length);
