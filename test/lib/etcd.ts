@@ -40,6 +40,10 @@ export interface EtcdTLSFiles {
 export interface StartEtcdOptions {
   /** Serve clients over TLS and require client certificates. */
   readonly tls?: boolean;
+  /** Run inside this network namespace (a test cluster's router, say), listening on `host`. */
+  readonly netns?: string;
+  /** The address clients use (default 127.0.0.1); etcd also listens on 127.0.0.1 of its namespace. */
+  readonly host?: string;
 }
 
 /** A free TCP port on 127.0.0.1 (free now: the caller binds it soon after). */
@@ -56,7 +60,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function makeCerts(dir: string): Promise<EtcdTLSFiles> {
+async function makeCerts(dir: string, host: string): Promise<EtcdTLSFiles> {
   mkdirSync(dir, { recursive: true });
   const f = (n: string) => join(dir, n);
   const ssl = (...args: string[]) => run("openssl", args);
@@ -68,7 +72,7 @@ async function makeCerts(dir: string): Promise<EtcdTLSFiles> {
     await ssl("x509", "-req", "-in", f(`${name}.csr`), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial",
       "-days", "2", "-extfile", f(`${name}.ext`), "-out", f(`${name}.crt`));
   };
-  await leaf("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+  await leaf("server", host, `subjectAltName=IP:127.0.0.1,IP:${host}\nextendedKeyUsage=serverAuth`);
   await leaf("client", "twill-test-client", "extendedKeyUsage=clientAuth");
   return { ca: f("ca.crt"), serverCert: f("server.crt"), serverKey: f("server.key"), clientCert: f("client.crt"), clientKey: f("client.key") };
 }
@@ -83,11 +87,13 @@ export class EtcdServer {
     readonly clientPort: number,
     readonly peerPort: number,
     readonly tls: EtcdTLSFiles | undefined,
+    readonly netns: string | undefined,
+    readonly host: string,
   ) {}
 
   /** The client URL, e.g. "http://127.0.0.1:40123". */
   get endpoint(): string {
-    return `${this.tls ? "https" : "http"}://127.0.0.1:${this.clientPort}`;
+    return `${this.tls ? "https" : "http"}://${this.host}:${this.clientPort}`;
   }
   get dataDir(): string { return join(this.dir, "data"); }
   get logFile(): string { return join(this.dir, "etcd.log"); }
@@ -98,8 +104,11 @@ export class EtcdServer {
     const dir = join("/tmp", prefix);
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     mkdirSync(dir, { recursive: true });
-    const tls = opts.tls ? await makeCerts(join(dir, "tls")) : undefined;
-    const server = new EtcdServer(prefix, dir, await freePort(), await freePort(), tls);
+    const host = opts.host ?? "127.0.0.1";
+    const tls = opts.tls ? await makeCerts(join(dir, "tls"), host) : undefined;
+    // A namespace of our own has every port free.
+    const [cp, pp] = opts.netns ? [2379, 2380] : [await freePort(), await freePort()];
+    const server = new EtcdServer(prefix, dir, cp, pp, tls, opts.netns, host);
     try {
       await server.start();
     } catch (e) {
@@ -113,9 +122,10 @@ export class EtcdServer {
   async start(): Promise<void> {
     if (this.running) return;
     const peer = `http://127.0.0.1:${this.peerPort}`;
+    const listen = this.host === "127.0.0.1" ? this.endpoint : `${this.endpoint},${this.endpoint.replace(this.host, "127.0.0.1")}`;
     const args = [
       "--name", this.prefix, "--data-dir", this.dataDir,
-      "--listen-client-urls", this.endpoint, "--advertise-client-urls", this.endpoint,
+      "--listen-client-urls", listen, "--advertise-client-urls", this.endpoint,
       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
       "--initial-cluster", `${this.prefix}=${peer}`, "--initial-cluster-state", "new",
       "--initial-cluster-token", this.prefix,
@@ -126,7 +136,7 @@ export class EtcdServer {
       args.push("--cert-file", this.tls.serverCert, "--key-file", this.tls.serverKey,
         "--client-cert-auth", "--trusted-ca-file", this.tls.ca);
     }
-    this.proc = spawnIn(undefined, "etcd", args, { logFile: this.logFile });
+    this.proc = spawnIn(this.netns, "etcd", args, { logFile: this.logFile });
     const proc = this.proc;
     await waitFor(async () => {
       if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`etcd exited (${proc.exitCode ?? proc.signalCode}); see ${this.logFile}`);
@@ -156,7 +166,7 @@ export class EtcdServer {
 
   /** Runs `ETCDCTL_API=3 etcdctl <flags> ...args`; throws on failure unless allowFail. */
   etcdctl(args: string[], opts: { allowFail?: boolean; input?: string } = {}): Promise<RunResult> {
-    return run("etcdctl", [...this.etcdctlFlags(), ...args], { env: { ETCDCTL_API: "3" }, timeoutMs: 15_000, ...opts });
+    return run("etcdctl", [...this.etcdctlFlags(), ...args], { env: { ETCDCTL_API: "3" }, timeoutMs: 15_000, netns: this.netns, ...opts });
   }
 
   /** `etcdctl -w json ...args`, parsed. */

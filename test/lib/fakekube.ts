@@ -126,15 +126,16 @@ export class FakeKube {
 
   private constructor(private readonly server: Server, readonly url: string) {}
 
-  static async start(): Promise<FakeKube> {
+  static async start(opts: { host?: string; port?: number } = {}): Promise<FakeKube> {
     let fake!: FakeKube;
     const server = createServer((req, res) => void fake.handle(req, res));
     server.on("connection", (s) => {
       fake.sockets.add(s);
       s.on("close", () => fake.sockets.delete(s));
     });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    fake = new FakeKube(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const host = opts.host ?? "127.0.0.1";
+    await new Promise<void>((r) => server.listen(opts.port ?? 0, host, r));
+    fake = new FakeKube(server, `http://${host}:${(server.address() as AddressInfo).port}`);
     return fake;
   }
 

@@ -61,6 +61,8 @@ export class TwillCluster {
   readonly nodes: TwillNode[] = [];
   readonly leaseDir: string;
   readonly pinRoot: string;
+  /** How daemons find their leases; default the shared lease directory. */
+  sourceArgs: (n: TwillNode) => string[] = () => ["--lease-dir", this.leaseDir];
   private constructor(readonly cluster: Cluster, private readonly o: TwillClusterOptions) {
     this.leaseDir = join(cluster.dir, "leases");
     this.pinRoot = `/sys/fs/bpf/${cluster.prefix}`;
@@ -96,7 +98,7 @@ export class TwillCluster {
 
   args(n: TwillNode): string[] {
     return [
-      TWILL, "--lease-dir", this.leaseDir, "--iface", "eth0", "--subnet-file", n.subnetFile,
+      TWILL, ...this.sourceArgs(n), "--iface", "eth0", "--subnet-file", n.subnetFile,
       "--bpf-pin-dir", n.pinDir, "--node-name", n.host.name, "--dataplane", n.opts.dataplane ?? "bpf",
       `--fast-path=${n.opts.fastPath ? "true" : "false"}`, "--healthz-ip", "127.0.0.1", "--healthz-port", String(n.healthzPort),
       "--reconcile-period", String(this.o.reconcileSeconds ?? 1), "--log-level", "info", "--ip-masq", ...(n.opts.extraArgs ?? []),
