@@ -130,6 +130,8 @@ export class EtcdServer {
       "--initial-cluster", `${this.prefix}=${peer}`, "--initial-cluster-state", "new",
       "--initial-cluster-token", this.prefix,
       "--heartbeat-interval", "50", "--election-timeout", "500",
+      // scale tests write thousands of leases in one transaction
+      "--max-txn-ops", "100000", "--max-request-bytes", "67108864",
       "--logger", "zap", "--log-level", "warn",
     ];
     if (this.tls) {
