@@ -59,6 +59,13 @@ function load() {
     map_max_entries: lib.func("uint32_t bpf_map__max_entries(void *map)"),
     map_flags: lib.func("uint32_t bpf_map__map_flags(void *map)"),
     map_pin_path: lib.func("const char *bpf_map__pin_path(void *map)"),
+    map_btf_key_type_id: lib.func("uint32_t bpf_map__btf_key_type_id(void *map)"),
+    map_btf_value_type_id: lib.func("uint32_t bpf_map__btf_value_type_id(void *map)"),
+    obj_btf: lib.func("void *bpf_object__btf(void *obj)"),
+    btf_load_by_id: lib.func("void *btf__load_from_kernel_by_id(uint32_t id)"),
+    btf_free: lib.func("void btf__free(void *btf)"),
+    btf_type_by_id: lib.func("const void *btf__type_by_id(void *btf, uint32_t id)"),
+    btf_name_by_offset: lib.func("const char *btf__name_by_offset(void *btf, uint32_t off)"),
     find_prog: lib.func("void *bpf_object__find_program_by_name(void *obj, const char *name)"),
     prog_fd: lib.func("int bpf_program__fd(void *prog)"),
     obj_get: lib.func("int bpf_obj_get(const char *path)"),
@@ -81,6 +88,7 @@ function load() {
     tc_detach: lib.func("int bpf_tc_detach(const uint8_t *hook, const uint8_t *opts)"),
     tc_query: lib.func("int bpf_tc_query(const uint8_t *hook, _Inout_ uint8_t *opts)"),
     close: libc.func("int close(int fd)"),
+    if_nametoindex: libc.func("unsigned int if_nametoindex(const char *name)"),
   };
 }
 
@@ -176,4 +184,9 @@ export function closeFd(fd: number): void {
 
 export function numPossibleCpus(): number {
   return check(libbpf().num_possible_cpus(), "ERR_BPF_MAP", "libbpf_num_possible_cpus");
+}
+
+/** The ifindex of a device in the caller's network namespace, 0 if there is none (no process spawned). */
+export function ifNameToIndex(name: string): number {
+  return libbpf().if_nametoindex(name);
 }

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { TwillError } from "../errors.js";
 import { libbpf, openObject, takeLibbpfLog, closeFd, errnoName, type Ptr } from "./libbpf.js";
 import { BpfMap } from "./map.js";
+import { btfLayout } from "./btflayout.js";
 
 export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_stats"] as const;
 export type MapName = (typeof MAP_NAMES)[number];
@@ -30,7 +31,7 @@ export interface Loaded {
 }
 
 /** Reads type/sizes/flags of a map fd (struct bpf_map_info). */
-export function mapInfo(fd: number): MapDef & { id: number; name: string } {
+export function mapInfo(fd: number): MapDef & { id: number; name: string; btfId: number; btfKeyTypeId: number; btfValueTypeId: number } {
   const info = Buffer.alloc(96);
   const len = new Uint32Array([info.length]);
   const r = libbpf().get_info(fd, info, len);
@@ -39,6 +40,7 @@ export function mapInfo(fd: number): MapDef & { id: number; name: string } {
     type: info.readUInt32LE(0), id: info.readUInt32LE(4), keySize: info.readUInt32LE(8),
     valueSize: info.readUInt32LE(12), maxEntries: info.readUInt32LE(16), flags: info.readUInt32LE(20),
     name: info.subarray(24, 40).toString("latin1").replace(/\0.*$/s, ""),
+    btfId: info.readUInt32LE(64), btfKeyTypeId: info.readUInt32LE(68), btfValueTypeId: info.readUInt32LE(72),
   };
 }
 
@@ -57,6 +59,29 @@ export function diffMapDef(want: MapDef, have: MapDef): string[] {
   return out;
 }
 
+/** Differences in the BTF layout of key and value (same sizes, other fields). */
+function diffLayout(obj: Ptr, m: Ptr, have: { btfId: number; btfKeyTypeId: number; btfValueTypeId: number }): string[] {
+  const a = libbpf();
+  const ours = a.obj_btf(obj);
+  if (!ours || !have.btfId) return []; // a pin without BTF cannot be checked further
+  const theirs = a.btf_load_by_id(have.btfId);
+  if (!theirs) return [`cannot read the BTF (id ${have.btfId}) of the pinned map`];
+  try {
+    const out: string[] = [];
+    for (const [what, want, got] of [
+      ["key", a.map_btf_key_type_id(m), have.btfKeyTypeId],
+      ["value", a.map_btf_value_type_id(m), have.btfValueTypeId],
+    ] as const) {
+      const w = btfLayout(ours, want);
+      const g = btfLayout(theirs, got);
+      if (w !== g) out.push(`${what} layout ${g} pinned, ${w} in this build`);
+    }
+    return out;
+  } finally {
+    a.btf_free(theirs);
+  }
+}
+
 function checkPins(obj: Ptr): void {
   const a = libbpf();
   const problems: string[] = [];
@@ -66,7 +91,9 @@ function checkPins(obj: Ptr): void {
     const fd = a.obj_get(path);
     if (fd < 0) throw new TwillError("ERR_BPF_PIN_INCOMPATIBLE", `cannot open pinned map ${path}: ${errnoName(fd)}`);
     try {
-      const d = diffMapDef(objectMapDef(m), mapInfo(fd));
+      const have = mapInfo(fd);
+      const d = diffMapDef(objectMapDef(m), have);
+      if (!d.length) d.push(...diffLayout(obj, m, have));
       if (d.length) problems.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
     } finally {
       closeFd(fd);

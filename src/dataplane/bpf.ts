@@ -30,6 +30,7 @@ import { ip } from "../net/iproute.js";
 import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, bridgePorts, listLinks } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import type { BpfMap } from "../bpf/map.js";
+import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
 import {
@@ -49,6 +50,8 @@ export interface BpfDataplaneOptions {
 }
 
 const keyOf = (p: Prefix): string => formatPrefix(p);
+/** Every how many reconciles the device, addresses and routes get the full `ip` check. */
+const FULL_CHECK_EVERY = 6;
 const BATCH_MIN = 32;
 
 export class BpfDataplane implements Dataplane {
@@ -61,6 +64,8 @@ export class BpfDataplane implements Dataplane {
   private ids = new Map<string, number>();
   private nextId = 1;
   private readonly attacher: Attacher;
+  /** Reconciles since the last full (ip-based) check of the base. */
+  private sinceFull = 0;
   /** Underlay ifindex by family. */
   private readonly underlay = new Map<number, number>();
 
@@ -114,6 +119,22 @@ export class BpfDataplane implements Dataplane {
   private async ensureBase(): Promise<void> {
     const local = this.local!;
     const fams = this.families();
+    const cur = this.devices.v4 ?? this.devices.v6;
+    // The full check runs `ip` several times (tens of ms); between full checks
+    // (every FULL_CHECK_EVERY reconciles) a reconcile only confirms the device
+    // still has its ifindex, then re-asserts links, config and own entries,
+    // which are BPF syscalls. A deleted device is caught at once either way.
+    if (cur && this.sinceFull++ % FULL_CHECK_EVERY !== 0 && ifNameToIndex(cur.name) === cur.ifindex) {
+      this.attachDevice(cur);
+      for (const lf of fams) {
+        const u = this.underlay.get(lf.subnet.ip.family);
+        if (local.directRouting && u) this.attach("from_underlay", this.loaded!.progs.twill_from_underlay, u, lf.iface, "ingress");
+      }
+      this.writeConfig();
+      this.writeOwnEntries(fams);
+      return;
+    }
+    this.sinceFull = 1;
     const dev = await this.ensureDevice(fams, local);
     this.devices = { ...(local.v4 ? { v4: dev } : {}), ...(local.v6 ? { v6: dev } : {}) };
     this.attachDevice(dev);
@@ -136,6 +157,10 @@ export class BpfDataplane implements Dataplane {
     }
     await this.refreshBridge();
     this.writeConfig();
+    this.writeOwnEntries(fams);
+  }
+
+  private writeOwnEntries(fams: LocalFamily[]): void {
     for (const lf of fams) {
       this.writeEntry(lf.subnet, { kind: PeerKind.Local, vni: 0, id: 0 });
       this.writeEntry(lf.network, { kind: PeerKind.Cluster, vni: 0, id: 0 });
