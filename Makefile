@@ -4,7 +4,7 @@
 SHELL        := /bin/bash
 DEB_PKGS     := clang llvm libbpf-dev bpftool iproute2 iptables etcd-server etcd-client \
                 iperf3 sockperf containernetworking-plugins ethtool tcpdump procps \
-                iputils-ping curl util-linux openssl
+                iputils-ping curl util-linux openssl strace linux-perf
 BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror -I bpf -I build/bpf -I/usr/include/x86_64-linux-gnu
 BPF_SRCS     := $(wildcard bpf/*.c)
 BPF_HDRS     := $(wildcard bpf/*.h bpf/lib/*.h)

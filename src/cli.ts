@@ -116,6 +116,12 @@ async function status(o: Options): Promise<never> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "bench") {
+    // The A/B benchmark (bench/main.ts) takes its own flags: twill bench [--profile quick|full] [--modes ...] [--reps N]
+    const { spawnSync } = await import("node:child_process");
+    const r = spawnSync(process.execPath, [join(root, "dist", "bench", "main.js"), ...argv.slice(1)], { stdio: "inherit" });
+    process.exit(r.status ?? 1);
+  }
   let o: Options;
   try {
     o = parseFlags(argv, process.env);

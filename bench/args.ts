@@ -1,0 +1,113 @@
+/**
+ * The benchmark's command line:
+ *
+ *   node dist/bench/main.js [--profile quick|full] [--modes a,b,...] [--reps N]
+ *       [--seconds S] [--workloads tcp1,tcp4,latency,udp64] [--peers 1000,10000] [--cp-reps N]
+ *       [--no-dataplane] [--no-control-plane] [--publish|--no-publish] [--out DIR]
+ *   node dist/bench/main.js --report DIR     (re-render DIR/report.md and charts from DIR/results.json)
+ *
+ * How it works: argv is checked once here and turned into typed Options;
+ * a bad flag or value throws an Error naming it (main prints it, exits 2).
+ */
+import { MODE_IDS, parseModes, type ModeId } from "./modes.js";
+import { PROFILES, type Profile, type ProfileName } from "./profiles.js";
+import { WORKLOAD_IDS, type WorkloadId } from "./workloads.js";
+
+export interface Options {
+  readonly profile: Profile;
+  readonly modes: readonly ModeId[];
+  readonly workloads: readonly WorkloadId[];
+  readonly dataplane: boolean;
+  readonly controlPlane: boolean;
+  /** Results root; a timestamped directory is made inside. */
+  readonly out?: string;
+  /** Only re-render the report of this results directory. */
+  readonly report?: string;
+}
+
+export const USAGE = `usage: node dist/bench/main.js [options]
+  --profile quick|full     quick: a first look (< 3 min); full: the real run (< 15 min). Default full.
+  --modes LIST             comma-separated, from: ${MODE_IDS.join(", ")} (default all; kernel-vxlan is always run)
+  --reps N                 repetitions per workload and mode (>= 1; results want >= 5)
+  --seconds S              seconds per sample (whole seconds)
+  --workloads LIST         from: ${WORKLOAD_IDS.join(", ")} (default all)
+  --peers LIST             control-plane peer counts, e.g. 1000,10000,50000 (at most 65534)
+  --cp-reps N              timed control-plane runs per dataplane and peer count
+  --no-dataplane           skip the traffic workloads
+  --no-control-plane       skip programming peers
+  --publish / --no-publish copy the report to bench/LATEST.md and bench/latest-*.svg after a complete run
+                           into the default results directory (default: full yes, quick no)
+  --out DIR                results root (default bench/results)
+  --report DIR             only re-render DIR/report.md and its charts from DIR/results.json
+`;
+
+function intArg(flag: string, text: string | undefined, min: number, max: number): number {
+  const n = Number(text);
+  if (text === undefined || !/^\d+$/.test(text) || n < min || n > max) {
+    throw new Error(`Cannot use ${flag} ${text ?? "(missing)"}: want a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+export function parseArgs(argv: readonly string[]): Options | "help" {
+  let profileName: ProfileName = "full";
+  let modes: ModeId[] = [...MODE_IDS];
+  let workloads: WorkloadId[] = [...WORKLOAD_IDS];
+  const over: { reps?: number; seconds?: number; peers?: number[]; cpReps?: number; publish?: boolean } = {};
+  let dataplane = true;
+  let controlPlane = true;
+  let out: string | undefined;
+  let report: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`Cannot use ${flag}: it needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "-h": case "--help": return "help";
+      case "--profile": {
+        const p = value();
+        if (p !== "quick" && p !== "full") throw new Error(`Cannot use --profile ${p}: want quick or full`);
+        profileName = p;
+        break;
+      }
+      case "--modes": modes = parseModes(value()); break;
+      case "--workloads": {
+        const text = value();
+        const ids = text.split(",").map((s) => s.trim()).filter(Boolean);
+        const bad = ids.filter((w) => !(WORKLOAD_IDS as readonly string[]).includes(w));
+        if (bad.length || ids.length === 0) throw new Error(`Cannot use --workloads ${text}: unknown ${bad.join(", ") || "(empty)"} (known: ${WORKLOAD_IDS.join(", ")})`);
+        workloads = WORKLOAD_IDS.filter((w) => ids.includes(w));
+        break;
+      }
+      case "--reps": over.reps = intArg(flag, value(), 1, 100); break;
+      case "--seconds": over.seconds = intArg(flag, value(), 1, 60); break;
+      case "--peers": {
+        const text = value();
+        over.peers = text.split(",").map((s) => intArg("--peers", s.trim(), 1, 65534));
+        break;
+      }
+      case "--cp-reps": over.cpReps = intArg(flag, value(), 1, 100); break;
+      case "--no-dataplane": dataplane = false; break;
+      case "--no-control-plane": controlPlane = false; break;
+      case "--publish": over.publish = true; break;
+      case "--no-publish": over.publish = false; break;
+      case "--out": out = value(); break;
+      case "--report": report = value(); break;
+      default: throw new Error(`Cannot use ${a}: unknown option (see --help)`);
+    }
+  }
+  const base = PROFILES[profileName];
+  const profile: Profile = {
+    ...base,
+    ...(over.reps !== undefined ? { reps: over.reps } : {}),
+    ...(over.seconds !== undefined ? { seconds: over.seconds } : {}),
+    ...(over.peers !== undefined ? { peers: over.peers } : {}),
+    ...(over.cpReps !== undefined ? { cpReps: over.cpReps } : {}),
+    ...(over.publish !== undefined ? { publish: over.publish } : {}),
+  };
+  return { profile, modes, workloads, dataplane, controlPlane, ...(out !== undefined ? { out } : {}), ...(report !== undefined ? { report } : {}) };
+}

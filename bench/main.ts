@@ -1,0 +1,202 @@
+/**
+ * twill's benchmark: kernel VXLAN (flannel) vs twill's eBPF dataplane, side
+ * by side on this machine, with the underlay as the reference.
+ *
+ *   node dist/bench/main.js [--profile quick|full] [--modes ...] [--reps N] ...
+ *   (make bench = full, make bench-quick = quick; see args.ts for all options)
+ *
+ * How it works:
+ * 1) Build one testbed per mode (testbed.ts): namespaced 2-host clusters
+ *    with real daemons on identical leases, plus the bare underlay.
+ * 2) Run the traffic workloads interleaved across modes (dataplane.ts).
+ * 3) Tear the testbeds down, then program 1,000 … 50,000 peers into each
+ *    dataplane in bare namespaces (controlplane.ts).
+ * 4) Write bench/results/<timestamp>/{results.json, report.md, *.svg},
+ *    point bench/results/latest at it, and after a complete full-profile
+ *    run (every mode, both parts, default results directory) copy the
+ *    report to bench/LATEST.md and bench/latest-*.svg (results.ts, report.ts).
+ * Everything is created under one random per-run prefix ("bq" + 4 hex)
+ * and removed at the end, on failure and on Ctrl-C (test/lib's cleanup
+ * handlers sweep every namespace, process, pin and directory it made).
+ * Exit codes: 0 done (whatever the targets say), 1 the run failed, 2 bad
+ * usage or missing tools.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomPrefix, sweepPrefix, sweepPrefixSync } from "../test/lib/cluster.js";
+import { onCleanup } from "../test/lib/exec.js";
+import { parseArgs, USAGE, type Options } from "./args.js";
+import { runControlPlane } from "./controlplane.js";
+import { perfCountsSyscalls } from "./cpmeasure.js";
+import { runDataplane } from "./dataplane.js";
+import { cpuCount, loadAverage } from "./cpu.js";
+import { machineInfo, versions } from "./machine.js";
+import { MODES, type ModeId } from "./modes.js";
+import { writeReport } from "./report.js";
+import { pointLatest, publish, timestampDir, writeJson, type RunResults } from "./results.js";
+import { evaluateTargets } from "./targets.js";
+import { buildTestbed, type Testbed } from "./testbed.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const MODE_LETTERS = "klmnopqrs";
+
+function has(tool: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function usageError(message: string): never {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(2);
+}
+
+function preflight(o: Options): { strace: boolean; perf: boolean } {
+  if (process.getuid?.() !== 0) usageError("needs root (network namespaces, BPF)");
+  const need = ["ip", "nsenter", "taskset", "ss", "bpftool", ...(o.dataplane ? ["iperf3", "sockperf", "ethtool"] : [])];
+  const missing = need.filter((t) => !has(t));
+  if (missing.length) usageError(`missing tools: ${missing.join(", ")} (make deps installs them)`);
+  return { strace: has("strace"), perf: has("perf") && perfCountsSyscalls() };
+}
+
+async function main(): Promise<number> {
+  let opts: Options;
+  try {
+    const parsed = parseArgs(process.argv.slice(2));
+    if (parsed === "help") {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    opts = parsed;
+  } catch (e) {
+    usageError((e as Error).message);
+  }
+  if (opts.report !== undefined) {
+    const r = JSON.parse(readFileSync(join(opts.report, "results.json"), "utf8")) as RunResults;
+    const { markdown, charts } = writeReport(r);
+    writeFileSync(join(opts.report, "report.md"), markdown);
+    for (const c of charts) writeFileSync(join(opts.report, c.file), c.svg);
+    process.stdout.write(`${join(opts.report, "report.md")}\n`);
+    return 0;
+  }
+  const { strace, perf } = preflight(opts);
+  const started = new Date();
+  const t0 = performance.now();
+  const log = (line: string): void => {
+    process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${line}\n`);
+  };
+  const runPrefix = randomPrefix("bq");
+  const cpPrefix = `${runPrefix}c`;
+  onCleanup(() => sweepPrefixSync(cpPrefix));
+  const resultsRoot = opts.out ?? join(ROOT, "bench", "results");
+  const dir = timestampDir(resultsRoot, started);
+  const latencyCpu = cpuCount() - 1;
+  const modes: ModeId[] = [...opts.modes];
+  const results: RunResults = {
+    schema: 1,
+    commandLine: ["node", "dist/bench/main.js", ...process.argv.slice(2)].join(" "),
+    startedAt: started.toISOString(),
+    profile: opts.profile,
+    modes,
+    workloads: opts.dataplane ? opts.workloads : [],
+    machine: machineInfo(),
+    versions: versions(ROOT),
+    loadavg: { before: loadAverage() },
+    latencyCpu,
+    modeDefinitions: Object.fromEntries(modes.map((m) => [m, MODES[m]])),
+    testbeds: {},
+    samples: [],
+    controlPlane: { samples: [], strace, perf },
+    notes: [],
+  };
+  if (!strace) results.notes.push("strace is not installed: no per-syscall breakdown (apt-get install strace).");
+  if (!perf) results.notes.push("perf cannot count the raw_syscalls tracepoint here: syscall totals come from the strace runs only (up to 10,000 peers).");
+  const what = opts.dataplane ? `${opts.profile.reps} reps × ${opts.profile.seconds} s of ${opts.workloads.join(", ")} on ${modes.join(", ")}` : "no traffic workloads";
+  const cp = opts.controlPlane ? `control plane ${opts.profile.peers.join("/")} peers` : "no control plane";
+  log(`run ${runPrefix}: profile ${opts.profile.name}, ${what}; ${cp}; results in ${dir}`);
+
+  const testbeds: Testbed[] = [];
+  let failed = false;
+  try {
+    if (opts.dataplane) {
+      for (const [i, id] of opts.modes.entries()) {
+        const t = performance.now();
+        try {
+          const tb = await buildTestbed(MODES[id], `${runPrefix}${MODE_LETTERS[i]}`, latencyCpu);
+          testbeds.push(tb);
+          results.testbeds[id] = tb.facts;
+          log(`testbed ${id} ready in ${((performance.now() - t) / 1000).toFixed(1)} s: ${tb.facts.path.route}${tb.facts.path.peerKind ? ` (BPF peer: ${tb.facts.path.peerKind})` : ""}`);
+          for (const w of tb.facts.path.warnings) log(`testbed ${id}: WARNING ${w}`);
+        } catch (e) {
+          const msg = e instanceof Error ? e.message : String(e);
+          if (id === "kernel-vxlan") throw new Error(`cannot build the baseline testbed kernel-vxlan: ${msg}`);
+          results.notes.push(`Mode ${id} could not be set up and was not measured: ${msg.split("\n")[0]}`);
+          modes.splice(modes.indexOf(id), 1);
+          log(`testbed ${id} FAILED: ${msg}`);
+        }
+      }
+      results.samples = await runDataplane(testbeds, opts.workloads, opts.profile.reps, opts.profile.seconds, log);
+      log("tearing the testbeds down");
+      for (const tb of testbeds.splice(0)) await tb.destroy();
+    }
+    if (opts.controlPlane) {
+      results.controlPlane.samples = await runControlPlane({
+        prefix: cpPrefix,
+        driver: join(ROOT, "dist", "bench", "cp-driver.js"),
+        objectPath: process.env.TWILL_BPF_OBJECT ?? join(ROOT, "build", "bpf", "twill.o"),
+        workDir: join(dir, "syscalls"),
+        peers: opts.profile.peers,
+        reps: opts.profile.cpReps,
+        strace: strace && (opts.profile.straceBreakdown || !perf),
+        perf,
+        groupBudgetS: opts.profile.cpGroupBudgetS,
+      }, log);
+    } else results.controlPlane.skipped = "--no-control-plane";
+  } catch (e) {
+    failed = true;
+    const msg = e instanceof Error ? e.message : String(e);
+    results.notes.push(`The run failed and is incomplete: ${msg.split("\n")[0]}`);
+    log(`FAILED: ${msg}`);
+  } finally {
+    for (const tb of testbeds.splice(0)) await tb.destroy().catch(() => {});
+    await sweepPrefix(cpPrefix).catch(() => {});
+  }
+
+  results.loadavg.after = loadAverage();
+  results.finishedAt = new Date().toISOString();
+  results.durationS = (performance.now() - t0) / 1000;
+  mkdirSync(dir, { recursive: true });
+  writeJson(dir, results);
+  const { markdown, charts } = writeReport(results);
+  writeFileSync(join(dir, "report.md"), markdown);
+  for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
+  pointLatest(resultsRoot, dir);
+  // Only a complete run into the default results directory replaces the committed copy.
+  const complete = !failed && opts.dataplane && opts.controlPlane && opts.out === undefined && modes.length === opts.modes.length;
+  if (opts.profile.publish && complete) {
+    publish(join(ROOT, "bench"), dir, markdown, charts.map((c) => c.file));
+    log("published to bench/LATEST.md");
+  }
+
+  const targets = evaluateTargets(results);
+  process.stdout.write(`\ntwill benchmark (${opts.profile.name}) — ${Math.round(results.durationS)} s — ${join(dir, "report.md")}\n\n`);
+  for (const t of targets) {
+    const m = t.measured === undefined ? "–" : t.op === "==" ? t.measured.toFixed(3) : `${t.measured.toFixed(2)}×`;
+    const want = `${t.op === "<=" ? "≤" : t.op === ">=" ? "≥" : "="} ${t.bound}${t.op === "==" ? "" : "×"}`;
+    process.stdout.write(`  ${t.verdict.padEnd(12)} ${t.target.padEnd(58)} ${m.padStart(8)}  (target ${want})${t.withinNoise ? "  within noise" : ""}\n`);
+  }
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

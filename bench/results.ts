@@ -1,0 +1,72 @@
+/**
+ * What one benchmark run records, and where it goes.
+ *
+ * How it works: everything measured is kept in one RunResults object and
+ * written as bench/results/<timestamp>/results.json — every raw sample with
+ * its exact command, the machine, the versions, the testbeds' facts — next
+ * to report.md and the SVG charts. bench/results/latest (ignored by git,
+ * like the results directories) names the newest directory. A run with
+ * `publish` (the full profile) also copies the report and charts to
+ * bench/LATEST.md and bench/latest-*.svg, which are committed, so the
+ * repository always shows the last full run.
+ */
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { CpSample } from "./controlplane.js";
+import type { Sample } from "./dataplane.js";
+import type { MachineInfo, Versions } from "./machine.js";
+import type { Mode, ModeId } from "./modes.js";
+import type { Profile } from "./profiles.js";
+import type { TestbedFacts } from "./testbed.js";
+import type { WorkloadId } from "./workloads.js";
+
+export interface RunResults {
+  readonly schema: 1;
+  readonly commandLine: string;
+  readonly startedAt: string;
+  finishedAt?: string;
+  durationS?: number;
+  readonly profile: Profile;
+  readonly modes: readonly ModeId[];
+  readonly workloads: readonly WorkloadId[];
+  readonly machine: MachineInfo;
+  readonly versions: Versions;
+  readonly loadavg: { before: string; after?: string };
+  /** The CPU both ends of the latency test were pinned to. */
+  readonly latencyCpu: number;
+  readonly modeDefinitions: Partial<Record<ModeId, Mode>>;
+  readonly testbeds: Partial<Record<ModeId, TestbedFacts>>;
+  samples: Sample[];
+  controlPlane: { samples: CpSample[]; strace: boolean; perf: boolean; skipped?: string };
+  readonly notes: string[];
+}
+
+export function timestampDir(root: string, d = new Date()): string {
+  const stamp = d.toISOString().replace(/\.\d+Z$/, "Z").replace(/:/g, "-");
+  return join(root, stamp);
+}
+
+export function writeJson(dir: string, r: RunResults): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "results.json"), JSON.stringify(r, null, 1) + "\n");
+}
+
+/** bench/results/latest: one line naming the newest results directory. */
+export function pointLatest(resultsRoot: string, dir: string): void {
+  writeFileSync(join(resultsRoot, "latest"), `${dir}\n`);
+}
+
+/**
+ * Copies report.md and the charts of `dir` to bench/LATEST.md and
+ * bench/latest-<chart>.svg (chart links rewritten), replacing older copies.
+ */
+export function publish(benchDir: string, dir: string, report: string, charts: readonly string[]): void {
+  for (const f of readdirSync(benchDir)) if (/^latest-.*\.svg$/.test(f)) rmSync(join(benchDir, f));
+  let text = report;
+  for (const c of charts) {
+    if (!existsSync(join(dir, c))) continue;
+    copyFileSync(join(dir, c), join(benchDir, `latest-${c}`));
+    text = text.split(`](${c})`).join(`](latest-${c})`);
+  }
+  writeFileSync(join(benchDir, "LATEST.md"), text);
+}
