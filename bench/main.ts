@@ -34,7 +34,8 @@ import { runDataplane } from "./dataplane.js";
 import { cpuCount, loadAverage } from "./cpu.js";
 import { machineInfo, versions } from "./machine.js";
 import { MODES, type ModeId } from "./modes.js";
-import { writeReport } from "./report.js";
+import { writeReport as writeBaseReport } from "./report.js";
+import { runScale, renderMarkdown as renderScale, renderTable as scaleTable } from "./scale/index.js";
 import { pointLatest, publish, timestampDir, writeJson, type RunResults } from "./results.js";
 import { evaluateTargets } from "./targets.js";
 import { buildTestbed, type Testbed } from "./testbed.js";
@@ -62,6 +63,12 @@ function preflight(o: Options): { strace: boolean; perf: boolean } {
   const missing = need.filter((t) => !has(t));
   if (missing.length) usageError(`missing tools: ${missing.join(", ")} (make deps installs them)`);
   return { strace: has("strace"), perf: has("perf") && perfCountsSyscalls() };
+}
+
+/** The report: the A/B workloads and control plane, then the etcd scale scenario. */
+function writeReport(r: RunResults): ReturnType<typeof writeBaseReport> {
+  const base = writeBaseReport(r);
+  return r.scale ? { ...base, markdown: `${base.markdown}\n${renderScale(r.scale, "##")}\n` } : base;
 }
 
 async function main(): Promise<number> {
@@ -157,6 +164,13 @@ async function main(): Promise<number> {
         groupBudgetS: opts.profile.cpGroupBudgetS,
       }, log);
     } else results.controlPlane.skipped = "--no-control-plane";
+    if (opts.controlPlane) {
+      // One node facing many peers in a real etcd (issue: scale), kernel vs bpf.
+      const full = opts.profile.name === "full";
+      log("scale: one node, leases in etcd");
+      results.scale = await runScale({ peers: full ? 10000 : 2000, events: full ? 1000 : 200, churnSeconds: full ? 20 : 5, rate: 200, log });
+      process.stdout.write(scaleTable(results.scale) + "\n");
+    }
   } catch (e) {
     failed = true;
     const msg = e instanceof Error ? e.message : String(e);

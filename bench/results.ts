@@ -20,6 +20,8 @@ import type { Profile } from "./profiles.js";
 import type { TestbedFacts } from "./testbed.js";
 import type { WorkloadId } from "./workloads.js";
 
+import type { ScaleResult } from "./scale/index.js";
+
 export interface RunResults {
   readonly schema: 1;
   readonly commandLine: string;
@@ -38,6 +40,8 @@ export interface RunResults {
   readonly testbeds: Partial<Record<ModeId, TestbedFacts>>;
   samples: Sample[];
   controlPlane: { samples: CpSample[]; strace: boolean; perf: boolean; skipped?: string };
+  /** The etcd scale scenario (bench/scale/), when it ran. */
+  scale?: ScaleResult;
   readonly notes: string[];
 }
 

@@ -13,6 +13,8 @@
  *   events                    the 1,000 new leases of the latency phase
  *   churn puts                new keys during churn
  *   churn deletes             the initial peers 1, 2, 3, … (deleted in order)
+ *   memory adds               new keys added in bulk at the end (min(N, 10,000)),
+ *                             for the kernel memory per peer
  *
  * Subnet 10.0.0.0/24 (i = 0) is never used: it is below SubnetMin.
  */
@@ -53,7 +55,12 @@ export interface Plan {
   /** Churn event k: put of churnPuts[k/2] (k even) or delete of churnDeletes[(k-1)/2] (k odd). */
   readonly churnPuts: readonly number[];
   readonly churnDeletes: readonly number[];
+  /** Added in bulk at the end, to measure memory per peer on a running node. */
+  readonly memoryAdds: { readonly from: number; readonly to: number };
 }
+
+/** Peers added in bulk for the memory measurement. */
+export const memoryAddCount = (peers: number): number => Math.min(peers, 10_000);
 
 const range = (from: number, count: number): number[] => Array.from({ length: count }, (_, k) => from + k);
 
@@ -63,15 +70,18 @@ export function makePlan(o: PlanInput): Plan {
   if (!Number.isInteger(o.peers) || o.peers < 1) throw new Error(`Cannot plan ${o.peers} peers: want a positive integer`);
   if (dels > o.peers) throw new Error(`Cannot delete ${dels} peers during churn: there are only ${o.peers}`);
   const eventsFrom = o.peers + OWN_GAP + 1;
-  const last = eventsFrom + o.events + puts - 1;
+  const memFrom = eventsFrom + o.events + puts, adds = memoryAddCount(o.peers);
+  const last = memFrom + adds - 1;
   if (last > MAX_INDEX) {
-    throw new Error(`Cannot fit ${o.peers} peers + ${o.events} events + ${puts} churn puts (+${OWN_GAP} free) in 10.0.0.0/8 as /24s: needs index ${last}, at most ${MAX_INDEX}`);
+    throw new Error(`Cannot fit ${o.peers} peers + ${o.events} events + ${puts} churn puts + ${adds} bulk adds (+${OWN_GAP} free) ` +
+      `in 10.0.0.0/8 as /24s: needs index ${last}, at most ${MAX_INDEX}`);
   }
   return {
     initial: { from: 1, to: o.peers },
     events: range(eventsFrom, o.events),
     churnPuts: range(eventsFrom + o.events, puts),
     churnDeletes: range(1, dels),
+    memoryAdds: { from: memFrom, to: last },
   };
 }
 
@@ -82,11 +92,16 @@ export function putOps(from: number, to: number): { op: "put"; key: string; valu
   return ops;
 }
 
-/** Prefix → VTEP MAC of every peer etcd holds once all phases ran (for the final comparison). */
-export function finalPeers(plan: Plan): Map<string, string> {
+/** How a programmed peer is compared: "<VTEP MAC> <public IP>". */
+export const peerSignature = (vtepMAC: string, remote: string): string => `${vtepMAC.toLowerCase()} ${remote}`;
+
+/** Prefix → signature of every peer etcd holds once the given phases ran (for the final comparison). */
+export function expectedPeers(plan: Plan, done: { events: boolean; churn: boolean; memory?: boolean }): Map<string, string> {
   const out = new Map<string, string>();
-  const deleted = new Set(plan.churnDeletes);
-  for (let i = plan.initial.from; i <= plan.initial.to; i++) if (!deleted.has(i)) out.set(leasePrefix(i), leaseMAC(i));
-  for (const i of [...plan.events, ...plan.churnPuts]) out.set(leasePrefix(i), leaseMAC(i));
+  const deleted = new Set(done.churn ? plan.churnDeletes : []);
+  const sig = (i: number): string => peerSignature(leaseMAC(i), leasePublicIP(i));
+  for (let i = plan.initial.from; i <= plan.initial.to; i++) if (!deleted.has(i)) out.set(leasePrefix(i), sig(i));
+  for (const i of [...(done.events ? plan.events : []), ...(done.churn ? plan.churnPuts : [])]) out.set(leasePrefix(i), sig(i));
+  if (done.memory) for (let i = plan.memoryAdds.from; i <= plan.memoryAdds.to; i++) out.set(leasePrefix(i), sig(i));
   return out;
 }

@@ -1,0 +1,161 @@
+/**
+ * The scale scenario's load driver, run INSIDE the node's network namespace:
+ *
+ *   nsenter --net=/run/netns/<host> node dist/bench/scale/driver.js '<DriverInput JSON>'
+ *
+ * It writes lease events to etcd with the etcd3 client (as a node's
+ * flanneld would) and times each one until the node's dataplane shows it,
+ * through a probe in this same process (bpf: the pinned map, polled every
+ * ~0.1 ms from a worker thread; kernel: `ip -o monitor route`). Prints one
+ * JSON line (DriverOutput) and exits 0, or {"error": …} and exits 1.
+ *
+ * Phases:
+ * - "events": one new lease after the other; each put waits until the
+ *   previous one is in the dataplane. Latency = from just before the put
+ *   is sent to the first moment the dataplane shows the peer.
+ * - "churn": open loop at a fixed pace (every intervalMs, whether earlier
+ *   writes have finished or not): even events put a new lease, odd ones
+ *   delete an old one. Every sampleEvery-th event is timed as above,
+ *   alternately a put and a delete. Right after the last event is sent the
+ *   probe waits until every churned key is in its final state; that moment
+ *   minus the last send is the convergence lag.
+ * The client connects (one request) before anything is timed.
+ */
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Etcd3 } from "etcd3";
+import { BpfProbe } from "./bpfprobe.js";
+import { RouteProbe } from "./routeprobe.js";
+import { now, type Probe, type Want } from "./probe.js";
+import { ETCD_PREFIX, etcdKey, leasePrefix, leasePublicIP, leaseValue } from "./leases.js";
+
+export interface DriverInput {
+  readonly mode: "bpf" | "kernel";
+  readonly endpoint: string;
+  /** The node's --bpf-pin-dir (bpf). */
+  readonly pinDir: string;
+  readonly phase: "events" | "churn";
+  /** events: the peers to add, one after the other. */
+  readonly events?: readonly number[];
+  readonly churn?: {
+    readonly puts: readonly number[];
+    readonly deletes: readonly number[];
+    readonly intervalMs: number;
+    readonly sampleEvery: number;
+    /** How long one timed event, and the convergence, may take (a node that falls behind needs long). */
+    readonly timeoutMs: number;
+  };
+}
+
+export interface Sample {
+  /** Event number within the phase. */
+  readonly k: number;
+  readonly op: "put" | "delete";
+  readonly peer: number;
+  /** Send → first seen in the dataplane. */
+  readonly latencyMs: number;
+  /** Send → etcd acknowledged the write. */
+  readonly ackMs: number;
+  /** Send time relative to the phase's start. */
+  readonly atMs: number;
+}
+
+export interface DriverOutput {
+  readonly phase: "events" | "churn";
+  readonly samples: readonly Sample[];
+  /** churn: events sent, and how the pace held. */
+  readonly sent?: number;
+  readonly spanMs?: number;
+  readonly maxSendLagMs?: number;
+  readonly convergenceLagMs?: number;
+  /** Wall time of the whole phase. */
+  readonly durationMs: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+async function events(client: Etcd3, probe: Probe, peers: readonly number[]): Promise<Sample[]> {
+  const samples: Sample[] = [];
+  const t00 = now();
+  for (const [k, i] of peers.entries()) {
+    const seen = probe.expect(leasePrefix(i), { present: true, remote: leasePublicIP(i) });
+    const t0 = now();
+    await client.put(etcdKey(i)).value(leaseValue(i));
+    const ack = now();
+    const t1 = await seen;
+    samples.push({ k, op: "put", peer: i, latencyMs: t1 - t0, ackMs: ack - t0, atMs: t0 - t00 });
+  }
+  return samples;
+}
+
+/** The same promise, marked handled: it is awaited only after the loop, and a rejection must not end the process first. */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+/** Which churn events are timed: one in `every`; for an even `every`, alternately a put (even k) and a delete (odd k). */
+export const sampled = (k: number, every: number): boolean => k % every === Math.floor(k / every) % 2;
+
+async function churn(client: Etcd3, probe: Probe, c: NonNullable<DriverInput["churn"]>): Promise<Omit<DriverOutput, "phase" | "durationMs">> {
+  const total = c.puts.length + c.deletes.length;
+  const final = new Map<string, Want>();
+  const timed: Promise<Sample>[] = [];
+  const writes: Promise<unknown>[] = [];
+  let maxLag = 0, lastSent = 0;
+  const start = now();
+  for (let k = 0; k < total; k++) {
+    const due = start + k * c.intervalMs;
+    if (due - now() > 0.5) await sleep(due - now());
+    const put = k % 2 === 0;
+    const i = put ? c.puts[k / 2]! : c.deletes[(k - 1) / 2]!;
+    const want: Want = put ? { present: true, remote: leasePublicIP(i) } : { present: false };
+    final.set(leasePrefix(i), want);
+    const seen = sampled(k, c.sampleEvery) ? quiet(probe.expect(leasePrefix(i), want, c.timeoutMs)) : undefined;
+    const t0 = now();
+    maxLag = Math.max(maxLag, t0 - due);
+    lastSent = t0;
+    const write: Promise<unknown> = put ? client.put(etcdKey(i)).value(leaseValue(i)).exec() : client.delete().key(etcdKey(i)).exec();
+    const w = write.then(() => now());
+    writes.push(quiet(w));
+    if (seen) {
+      timed.push(quiet(Promise.all([seen, w]).then(([t1, ack]): Sample =>
+        ({ k, op: put ? "put" : "delete", peer: i, latencyMs: t1 - t0, ackMs: ack - t0, atMs: t0 - start }))));
+    }
+  }
+  const converged = probe.converge(final, c.timeoutMs);
+  const [samples, tc] = await Promise.all([Promise.all(timed), converged, Promise.all(writes)]);
+  return { samples, sent: total, spanMs: lastSent - start, maxSendLagMs: maxLag, convergenceLagMs: tc - lastSent };
+}
+
+async function main(input: DriverInput): Promise<DriverOutput> {
+  const client = new Etcd3({ hosts: input.endpoint });
+  const probe: Probe = input.mode === "bpf" ? new BpfProbe(input.pinDir) : await RouteProbe.start();
+  try {
+    await client.get(`${ETCD_PREFIX}/config`).string(); // connect before timing anything
+    const t0 = now();
+    if (input.phase === "events") {
+      const samples = await events(client, probe, input.events ?? []);
+      return { phase: "events", samples, durationMs: now() - t0 };
+    }
+    if (!input.churn) throw new Error("Cannot run phase churn: the input has no churn section");
+    const r = await churn(client, probe, input.churn);
+    return { phase: "churn", ...r, durationMs: now() - t0 };
+  } finally {
+    await probe.close();
+    client.close();
+  }
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(JSON.parse(process.argv[2] ?? "{}") as DriverInput).then(
+    (out) => {
+      process.stdout.write(JSON.stringify(out) + "\n");
+      process.exit(0);
+    },
+    (e: unknown) => {
+      process.stdout.write(JSON.stringify({ error: e instanceof Error ? e.message : String(e) }) + "\n");
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,7 @@
+/**
+ * The scale scenario's public surface, for bench/main.ts: run it, render it.
+ */
+export { runScale, checkScaleOptions, DEFAULT_SCALE, methodNotes } from "./scale.js";
+export { renderMarkdown, renderTable } from "./render.js";
+export { parseScaleArgs, SCALE_USAGE } from "./args.js";
+export type { ScaleOptions, ScaleResult, ModeResult, ScaleMode } from "./types.js";
