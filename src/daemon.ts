@@ -102,7 +102,7 @@ export class Daemon {
   async start(): Promise<void> {
     const o = this.opts;
     if (o.healthzPort > 0) {
-      this.server = await startHealthServer(o.healthzIP, o.healthzPort, { ready: () => this.ready }, this.metrics);
+      this.server = await startHealthServer(o.healthzIP, o.healthzPort, { ready: () => this.ready }, this.metrics, { log: this.log });
       this.log.info("serving /healthz, /readyz, /metrics", { address: `${o.healthzIP}:${o.healthzPort}` });
     }
     const config = (this.config = await this.store.readConfig());

@@ -60,3 +60,18 @@ export function errorCode(e: unknown): string {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * A value as error messages show it: JSON, cut to `max` characters. Never
+ * throws: a value too deep for JSON.stringify (a 100,000-level array from
+ * untrusted JSON) or with a cycle is shown by its kind.
+ */
+export function showValue(v: unknown, max = 200): string {
+  let s: string;
+  try {
+    s = JSON.stringify(v) ?? String(v);
+  } catch {
+    s = Array.isArray(v) ? "[…]" : typeof v === "object" && v !== null ? "{…}" : String(v);
+  }
+  return s.length > max ? `${s.slice(0, max)}… (${s.length} characters)` : s;
+}

@@ -1,38 +1,134 @@
 /**
  * The healthz HTTP server: /healthz (liveness), /readyz (subnet file written
- * and dataplane programmed), /metrics (Prometheus text). Read-only: any
- * other method or path gets 405/404. Timeouts keep slow clients from
- * holding sockets.
+ * and dataplane programmed), /metrics (Prometheus text), on
+ * --healthz-ip:--healthz-port.
+ *
+ * How it works: the server is read-only and cannot stall the daemon.
+ *  1) GET and HEAD only (405 with Allow otherwise); no request body is ever
+ *     read: a request that announces one (Content-Length > 0 or
+ *     Transfer-Encoding) is answered 413 and its connection closed, so a
+ *     slow body cannot hold a socket.
+ *  2) Limits (HealthLimits, defaults below): headers at most 8 KiB (431,
+ *     answered by Node's parser before any handler runs), 50 header lines;
+ *     the headers must arrive within headersTimeoutMs and the whole request
+ *     within requestTimeoutMs (slowloris: 408, then the socket is
+ *     destroyed); an idle or unread socket is destroyed after idleTimeoutMs;
+ *     keep-alive connections close after keepAliveTimeoutMs; beyond
+ *     maxConnections, new sockets are dropped at accept.
+ *  3) Nothing throws: malformed requests (clientError) get a status line
+ *     and a destroyed socket; a failing /metrics collection is a 500; a
+ *     server error after listening is logged, never an uncaught exception.
+ * `port` 0 picks a free port; the returned server carries the bound `port`.
  */
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import type { Metrics } from "./metrics.js";
+import { nullLogger, type Logger } from "./log.js";
 
-export function startHealthServer(host: string, port: number, state: { ready: () => boolean }, metrics: Metrics): Promise<Server> {
-  const server = createServer((req, res) => {
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { allow: "GET, HEAD" }).end();
-      return;
-    }
-    const path = (req.url ?? "/").split("?")[0];
-    if (path === "/healthz") {
-      res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
-    } else if (path === "/readyz") {
-      const ok = state.ready();
-      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready\n" : "not ready\n");
-    } else if (path === "/metrics") {
-      metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
-        (e) => res.writeHead(500).end(String(e)),
-      );
-    } else {
-      res.writeHead(404).end();
+export interface HealthLimits {
+  readonly maxHeaderBytes: number;
+  readonly maxHeaderLines: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+export const DEFAULT_LIMITS: HealthLimits = {
+  maxHeaderBytes: 8192,
+  maxHeaderLines: 50,
+  headersTimeoutMs: 5000,
+  requestTimeoutMs: 10000,
+  idleTimeoutMs: 10000,
+  keepAliveTimeoutMs: 5000,
+  maxConnections: 64,
+};
+
+export interface HealthServer extends Server {
+  /** The bound port (useful with port 0). */
+  readonly port: number;
+}
+
+export interface HealthOptions {
+  readonly log?: Logger;
+  readonly limits?: Partial<HealthLimits>;
+}
+
+const CLIENT_ERRORS: Record<string, string> = {
+  HPE_HEADER_OVERFLOW: "431 Request Header Fields Too Large",
+  ERR_HTTP_REQUEST_TIMEOUT: "408 Request Timeout",
+};
+
+function hasBody(req: IncomingMessage): boolean {
+  const len = req.headers["content-length"];
+  return req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
+}
+
+function handle(req: IncomingMessage, res: ServerResponse, state: { ready: () => boolean }, metrics: Metrics, log: Logger): void {
+  const send = (status: number, body = "", headers: Record<string, string> = {}) => {
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "content-length": String(Buffer.byteLength(body)), ...headers }).end(body);
+  };
+  if (req.method !== "GET" && req.method !== "HEAD") return send(405, "method not allowed\n", { allow: "GET, HEAD", connection: "close" });
+  if (hasBody(req)) return send(413, "a request body is not accepted\n", { connection: "close" });
+  const path = (req.url ?? "/").split("?")[0];
+  if (path === "/healthz") return send(200, "ok\n");
+  if (path === "/readyz") {
+    const ok = state.ready();
+    return send(ok ? 200 : 503, ok ? "ready\n" : "not ready\n");
+  }
+  if (path === "/metrics") {
+    metrics.registry.metrics().then(
+      (text) => send(200, text, { "content-type": metrics.registry.contentType }),
+      (e: unknown) => {
+        log.warn("collecting metrics failed", { err: e });
+        send(500, "collecting metrics failed\n");
+      },
+    );
+    return;
+  }
+  send(404, "not found\n");
+}
+
+export function startHealthServer(
+  host: string, port: number, state: { ready: () => boolean }, metrics: Metrics, opts: HealthOptions = {},
+): Promise<HealthServer> {
+  const log = opts.log ?? nullLogger;
+  const lim = { ...DEFAULT_LIMITS, ...opts.limits };
+  const server = createServer({
+    maxHeaderSize: lim.maxHeaderBytes,
+    headersTimeout: lim.headersTimeoutMs,
+    requestTimeout: lim.requestTimeoutMs,
+    keepAliveTimeout: lim.keepAliveTimeoutMs,
+    // How often Node checks headersTimeout/requestTimeout (default 30 s).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, lim.headersTimeoutMs / 4)),
+  }, (req, res) => {
+    try {
+      handle(req, res, state, metrics, log);
+    } catch (e) {
+      log.warn("health request failed", { path: req.url, err: e });
+      if (!res.headersSent) res.writeHead(500).end();
+      else res.destroy();
     }
   });
-  server.headersTimeout = 5000;
-  server.requestTimeout = 10000;
-  server.maxHeadersCount = 50;
+  server.maxHeadersCount = lim.maxHeaderLines;
+  server.maxConnections = lim.maxConnections;
+  server.setTimeout(lim.idleTimeoutMs, (s: Socket) => s.destroy());
+  server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
+    if (err.code !== "ECONNRESET" && socket.writable) {
+      const status = CLIENT_ERRORS[err.code ?? ""] ?? "400 Bad Request";
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref(); // if the peer never reads
+    } else socket.destroy();
+  });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => resolve(server));
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      server.on("error", (e) => log.error("health server failed", { err: e }));
+      const bound = (server.address() as AddressInfo).port;
+      resolve(Object.assign(server, { port: bound }));
+    });
   });
 }

@@ -19,7 +19,7 @@
  * <value> <why>". Deviation: SubnetMin above SubnetMax is rejected (flannel
  * accepts it and then can allocate nothing).
  */
-import { TwillError } from "../errors.js";
+import { TwillError, showValue } from "../errors.js";
 import type { NetConfig, VxlanBackend } from "../lease/types.js";
 import {
   bits, compareIP, formatIP, formatPrefix, makePrefix, nextSubnet, prefixContainsIP, toBig, tryParseIP,
@@ -29,7 +29,7 @@ import {
 type Json = Record<string, unknown>;
 
 const bad = (detail: string) => new TwillError("ERR_INVALID_CONFIG", `Cannot parse network config: ${detail}`);
-const show = (v: unknown) => JSON.stringify(v) ?? String(v);
+const show = (v: unknown) => showValue(v);
 
 /** Go encoding/json field lookup: exact key first, else case-insensitive; null = absent. */
 function field(obj: Json, name: string): unknown {

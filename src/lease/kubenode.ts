@@ -26,7 +26,7 @@
  * or "Cannot acquire a lease for node <name>: ..."; a bad annotation prefix
  * is ERR_INVALID_FLAG.
  */
-import { TwillError, isTwillError } from "../errors.js";
+import { TwillError, isTwillError, showValue } from "../errors.js";
 import { formatIP, formatPrefix, parsePrefix, prefixContains, toBig, type Family, type IP, type Prefix, tryParseIP } from "../net/ip.js";
 import type { AcquireOptions } from "./source.js";
 import { parseMAC, tryParseMAC } from "./mac.js";
@@ -56,7 +56,7 @@ export interface AnnotationNames {
 /** Which families the network config enables (a NetConfig is one). */
 export type Families = Pick<NetConfig, "enableIPv4" | "enableIPv6">;
 
-const show = (v: unknown) => JSON.stringify(v) ?? String(v);
+const show = (v: unknown) => showValue(v);
 
 /**
  * flannel's newAnnotations: "example.com" → "example.com/<name>",

@@ -10,7 +10,7 @@
  * maps), hence `macToBytes` / `bytesToMAC`.
  */
 import { randomBytes } from "node:crypto";
-import { TwillError } from "../errors.js";
+import { TwillError, showValue } from "../errors.js";
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
@@ -27,7 +27,7 @@ export function parseMAC(s: unknown, what = "MAC"): string {
   if (s === undefined) throw new TwillError("ERR_INVALID_MAC", `${what} is missing`);
   const lower = typeof s === "string" ? s.toLowerCase() : "";
   const problem = typeof s === "string" ? macProblem(lower) : "is not a string";
-  if (problem) throw new TwillError("ERR_INVALID_MAC", `${what} ${JSON.stringify(s)} ${problem}`);
+  if (problem) throw new TwillError("ERR_INVALID_MAC", `${what} ${showValue(s)} ${problem}`);
   return lower;
 }
 
@@ -38,7 +38,7 @@ export function tryParseMAC(s: unknown): string | undefined {
 /** "8e:d0:f8:0a:41:19" → 6 bytes. Accepts any well-formed MAC (also multicast). */
 export function macToBytes(mac: string): Uint8Array {
   const lower = mac.toLowerCase();
-  if (!MAC_RE.test(lower)) throw new TwillError("ERR_INVALID_MAC", `MAC ${JSON.stringify(mac)} is not a MAC address`);
+  if (!MAC_RE.test(lower)) throw new TwillError("ERR_INVALID_MAC", `MAC ${showValue(mac)} is not a MAC address`);
   return Uint8Array.from(lower.split(":").map((h) => parseInt(h, 16)));
 }
 

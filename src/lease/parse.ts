@@ -20,7 +20,7 @@
  *    leases carry no "BackendV6Data" key for IPv4-only nodes.
  * Errors: ERR_INVALID_LEASE "Cannot parse lease <key>: <field> <value> <why>".
  */
-import { TwillError, isTwillError } from "../errors.js";
+import { TwillError, isTwillError, showValue } from "../errors.js";
 import { bits, formatIP, makePrefix, toBig, tryParseIP, type Family, type IP, type Prefix } from "../net/ip.js";
 import { parseMAC } from "./mac.js";
 import type { Lease, VxlanLeaseData } from "./types.js";
@@ -32,7 +32,7 @@ export interface LeaseSubnets {
   readonly ipv6Subnet?: Prefix;
 }
 
-const show = (v: unknown) => JSON.stringify(v) ?? String(v);
+const show = (v: unknown) => showValue(v);
 
 /** Go encoding/json field lookup: exact key first, else case-insensitive; null = absent. */
 function field(obj: Json, name: string): unknown {

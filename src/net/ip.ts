@@ -9,7 +9,7 @@
  * (code ERR_INVALID_IP / ERR_INVALID_PREFIX) naming the value.
  */
 import { isIPv4, isIPv6 } from "node:net";
-import { TwillError } from "../errors.js";
+import { TwillError, showValue } from "../errors.js";
 
 export type Family = 4 | 6;
 
@@ -75,7 +75,7 @@ export function tryParseIP(s: string): IP | undefined {
 
 export function parseIP(s: string, what = "address"): IP {
   const ip = tryParseIP(s);
-  if (!ip) throw new TwillError("ERR_INVALID_IP", `${what} ${JSON.stringify(s)} is not an IP address`);
+  if (!ip) throw new TwillError("ERR_INVALID_IP", `${what} ${showValue(s)} is not an IP address`);
   return ip;
 }
 
@@ -113,7 +113,7 @@ export function makePrefix(ip: IP, len: number): Prefix {
 
 /** Parses "a.b.c.d/n" or "x::/n". Host bits must be zero unless `loose`. */
 export function parsePrefix(s: string, what = "prefix", loose = false): Prefix {
-  const bad = (why: string) => new TwillError("ERR_INVALID_PREFIX", `${what} ${JSON.stringify(s)} ${why}`);
+  const bad = (why: string) => new TwillError("ERR_INVALID_PREFIX", `${what} ${showValue(s)} ${why}`);
   if (typeof s !== "string") throw bad("is not a string");
   const slash = s.indexOf("/");
   if (slash < 0) throw bad("has no /length");

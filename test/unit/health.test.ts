@@ -1,0 +1,157 @@
+/**
+ * The health server on 127.0.0.1:0 with a real metrics registry: the three
+ * endpoints, read-only methods, no request bodies, the header size cap
+ * (431), and a slowloris client cut off by the headers timeout while normal
+ * requests keep being answered. Raw sockets, so nothing in between retries
+ * or buffers.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect, type Socket } from "node:net";
+import { once } from "node:events";
+import { startHealthServer, DEFAULT_LIMITS, type HealthServer } from "../../src/health.js";
+import { createMetrics } from "../../src/metrics.js";
+
+/** One raw HTTP/1.1 exchange; resolves with the status code and the whole response text. */
+async function raw(port: number, request: string | Buffer): Promise<{ status: number; text: string }> {
+  const s = connect(port, "127.0.0.1");
+  await once(s, "connect");
+  s.on("error", () => {});
+  let text = "";
+  s.setEncoding("latin1");
+  s.on("data", (d: string) => (text += d));
+  s.end(request);
+  await once(s, "close");
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+  return { status: m ? Number(m[1]) : 0, text };
+}
+const get = (port: number, path: string, method = "GET", extra = "") =>
+  raw(port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${extra}\r\n`);
+
+async function withServer(f: (s: HealthServer, ready: { value: boolean }) => Promise<void>, limits = {}): Promise<void> {
+  const ready = { value: false };
+  const s = await startHealthServer("127.0.0.1", 0, { ready: () => ready.value }, createMetrics("test", "bpf"), { limits });
+  try {
+    await f(s, ready);
+  } finally {
+    s.closeAllConnections();
+    s.close();
+  }
+}
+
+test("port 0 binds a free port on the given address; the server reports it", async () => {
+  await withServer(async (s) => {
+    assert.ok(s.port > 0);
+    const a = s.address();
+    assert.ok(a && typeof a === "object" && a.address === "127.0.0.1" && a.port === s.port);
+  });
+});
+
+test("GET /healthz 200, /readyz 503 then 200, /metrics 200 with Prometheus text, unknown path 404, HEAD works", async () => {
+  await withServer(async (s, ready) => {
+    const h = await get(s.port, "/healthz");
+    assert.equal(h.status, 200);
+    assert.match(h.text, /\r\n\r\nok\n$/);
+    assert.equal((await get(s.port, "/readyz")).status, 503);
+    ready.value = true;
+    const r = await get(s.port, "/readyz?verbose");
+    assert.equal(r.status, 200);
+    assert.match(r.text, /ready\n$/);
+    const m = await get(s.port, "/metrics");
+    assert.equal(m.status, 200);
+    assert.match(m.text, /content-type: text\/plain; version=0\.0\.4/i);
+    assert.match(m.text, /\n# TYPE \w+ \w+\n/);
+    assert.equal((await get(s.port, "/nope")).status, 404);
+    const head = await get(s.port, "/healthz", "HEAD");
+    assert.equal(head.status, 200);
+    assert.ok(head.text.endsWith("\r\n\r\n"), "HEAD has no body");
+  });
+});
+
+test("read-only: other methods get 405 with Allow; a request with a body gets 413 and its body is never read", async () => {
+  await withServer(async (s) => {
+    for (const m of ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"]) {
+      const r = await get(s.port, "/healthz", m, "Content-Length: 0\r\n");
+      assert.equal(r.status, 405, m);
+      assert.match(r.text, /allow: GET, HEAD/i);
+    }
+    assert.equal((await get(s.port, "/healthz", "GET", "Content-Length: 5\r\n")).status, 413);
+    assert.equal((await get(s.port, "/healthz", "GET", "Transfer-Encoding: chunked\r\n")).status, 413);
+
+    // A POST announcing 1 MB that sends it slowly: answered at once, the connection closed.
+    const c = connect(s.port, "127.0.0.1");
+    c.on("error", () => {});
+    await once(c, "connect");
+    let text = "";
+    c.on("data", (d) => (text += d));
+    const t0 = Date.now();
+    c.write("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc");
+    await once(c, "close");
+    assert.match(text, /^HTTP\/1\.1 405/);
+    assert.ok(Date.now() - t0 < 2000, `closed after ${Date.now() - t0} ms`);
+  });
+});
+
+test("a 100 KB header is refused with 431 and the server still answers", async () => {
+  await withServer(async (s) => {
+    const big = await get(s.port, "/healthz", "GET", `X-Big: ${"a".repeat(100 * 1024)}\r\n`);
+    assert.equal(big.status, 431);
+    const many = await get(s.port, "/healthz", "GET", Array.from({ length: 2000 }, (_, i) => `X-${i}: y\r\n`).join(""));
+    assert.equal(many.status, 431, "2,000 small headers exceed the 8 KiB cap too");
+    assert.equal((await get(s.port, "/healthz")).status, 200);
+  });
+});
+
+test("a slowloris client (headers at 1 byte per second) is cut off by the headers timeout; others are served meanwhile", async () => {
+  assert.equal(DEFAULT_LIMITS.headersTimeoutMs, 5000);
+  // A shorter timeout than the default keeps the test quick; the mechanism is the same.
+  await withServer(async (s) => {
+    const slow: Socket = connect(s.port, "127.0.0.1");
+    slow.on("error", () => {});
+    await once(slow, "connect");
+    let reply = "";
+    slow.setEncoding("latin1");
+    slow.on("data", (d: string) => (reply += d));
+    const request = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(100);
+    let i = 0;
+    const drip = setInterval(() => {
+      if (!slow.destroyed && slow.writable) slow.write(request[i++ % request.length]!);
+    }, 1000);
+    const t0 = Date.now();
+    const closed = once(slow, "close");
+    try {
+      // While it drips, normal requests are answered promptly.
+      for (let k = 0; k < 3; k++) {
+        const t = Date.now();
+        assert.equal((await get(s.port, "/healthz")).status, 200);
+        assert.ok(Date.now() - t < 500, `served in ${Date.now() - t} ms`);
+        await new Promise((r) => setTimeout(r, 400));
+      }
+      await closed;
+    } finally {
+      clearInterval(drip);
+    }
+    const took = Date.now() - t0;
+    assert.ok(took >= 1500 && took < 5000, `cut off after ${took} ms (headers timeout 2000 ms)`);
+    assert.match(reply, /^HTTP\/1\.1 408/, "told why");
+    assert.ok(i < 6, `it sent only ${i} bytes`);
+    assert.equal((await get(s.port, "/healthz")).status, 200, "still serving");
+  }, { headersTimeoutMs: 2000, requestTimeoutMs: 3000 });
+});
+
+test("connections beyond maxConnections are dropped; the ones within are served", async () => {
+  await withServer(async (s) => {
+    const held = await Promise.all(Array.from({ length: 4 }, async () => {
+      const c = connect(s.port, "127.0.0.1");
+      c.on("error", () => {});
+      await once(c, "connect");
+      return c;
+    }));
+    await new Promise((r) => setTimeout(r, 100));
+    const over = await get(s.port, "/healthz");
+    assert.equal(over.status, 0, "the 5th connection is closed without an answer");
+    held.forEach((c) => c.destroy());
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await get(s.port, "/healthz")).status, 200);
+  }, { maxConnections: 4 });
+});
