@@ -32,26 +32,12 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { TwillError, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
-import type { IP } from "../net/ip.js";
 import { chooseSubnet, leasesOverlap } from "./allocate.js";
-import { parseLease, parseLeaseKey, serializeLease, type LeaseSubnets } from "./parse.js";
-import type { Lease, NetConfig, VxlanLeaseData } from "./types.js";
+import { parseLease, parseLeaseKey, serializeLease } from "./parse.js";
+import type { Lease, NetConfig } from "./types.js";
+import type { AcquireOptions, ListResult } from "./source.js";
 
-export interface AcquireOptions {
-  readonly publicIP?: IP;
-  readonly publicIPv6?: IP;
-  readonly previous?: LeaseSubnets;
-  /** Default "vxlan". */
-  readonly backendType?: string;
-  readonly backendData?: VxlanLeaseData;
-  readonly backendV6Data?: VxlanLeaseData;
-  readonly random?: () => number;
-}
-
-export interface ListResult {
-  readonly leases: Lease[];
-  readonly errors: { key: string; error: TwillError }[];
-}
+export type { AcquireOptions, ListResult } from "./source.js";
 
 const MAX_TRIES = 30;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
