@@ -361,10 +361,8 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
     drift.push({ kind: "missing", subject: "own lease", detail: `${own.from} gives ${[own.v4, own.v6].filter(Boolean).map((p) => formatPrefix(p!)).join(" and ")}, but no lease holds it` });
   }
   const ownRef: OwnLease = { key: ownLease?.key ?? "", ...(own.v4 ? { subnet: own.v4 } : {}), ...(own.v6 ? { ipv6Subnet: own.v6 } : {}) };
-  const { peers, rejected } = leasesToPeers(leases, { config, own: ownRef, direct: await readDirect(o, config), checkLength: (o.source as { kind?: string }).kind !== "kube" });
-  const keyOf = new Map<string, string>();
-  for (const l of leases) for (const s of [l.subnet, l.ipv6Subnet]) if (s) keyOf.set(formatPrefix(s), l.key);
-  const desired = peers.map((peer) => ({ peer, lease: keyOf.get(formatPrefix(peer.subnet)) ?? "?" }));
+  const { byKey, rejected } = leasesToPeers(leases, { config, own: ownRef, direct: await readDirect(o, config), checkLength: (o.source as { kind?: string }).kind !== "kube" });
+  const desired = [...byKey].flatMap(([lease, ps]) => ps.map((peer) => ({ peer, lease })));
 
   // The device's MAC is the VTEP MAC peers send to: it must be the one in our lease.
   const devices: string[] = [];

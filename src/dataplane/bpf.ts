@@ -339,17 +339,16 @@ export class BpfDataplane implements Dataplane {
 
   async teardown(): Promise<void> {
     this.watcher?.stop();
-    await teardownBpf(this.opts.pinDir, this.local, this.opts.log, this.local?.bridge);
+    await teardownBpf(this.opts.pinDir, this.local, this.opts.log);
     this.loaded?.close();
     this.loaded = undefined;
   }
 }
 
 /** Removes links, pins and devices of a node; usable without a loaded object. */
-export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger, bridge = "cni0"): Promise<void> {
+export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger): Promise<void> {
   for (const l of listPinnedLinks(join(pinDir, "links"))) detachPinned(l.path);
   // tc cls_bpf filters on pod veths and the underlay (the vxlan devices' go with the devices)
-  void bridge;
   for (const l of await listLinks().catch(() => [])) tcDetach(l.ifindex, "ingress");
   if (existsSync(pinDir)) rmSync(pinDir, { recursive: true, force: true });
   for (const lf of [local?.v4, local?.v6]) {
