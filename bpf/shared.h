@@ -30,9 +30,11 @@ enum twill_peer_kind {
 
 /* twill_config.flags */
 #define TWILL_CFG_FAST_PATH (1U << 0) /* redirect pod traffic past the host stack */
+#define TWILL_CFG_BPF_ENCAP (1U << 1) /* write and strip VXLAN headers in BPF (IPv4 underlay) */
 
-/* The mark from_pod leaves on a packet it already encapsulated, so the
- * vxlan device's egress program passes it through untouched. */
+/* The mark from_pod leaves on a packet it handed to the vxlan device with a
+ * tunnel key (the device path), so that device's egress program passes it
+ * through untouched (and clears the mark). */
 #define TWILL_MARK_ENCAPPED 0x7a11c0deU
 
 /* Key of the peers LPM trie. prefixlen = TWILL_LPM_FAMILY_BITS + prefix length. */
@@ -67,7 +69,7 @@ struct twill_config {
 	__u32 vni;            /* our VNI: decapsulated packets with another are dropped */
 	__u32 bridge_ifindex; /* the pod bridge (cni0) */
 	__u8  bridge_mac[6];  /* its MAC: source MAC of packets delivered to pods */
-	__u8  pad[2];
+	__be16 port;          /* VXLAN UDP port, network order (flannel's Backend.Port, 8472) */
 	struct twill_family_config fam[2];
 };
 
@@ -82,6 +84,28 @@ struct twill_ep {
 	__u32 ifindex; /* host side of the pod's veth */
 	__u8  mac[6];  /* the pod's MAC */
 	__u8  pad[2];
+};
+
+/* Value of the remotes map (key: struct twill_ep_key with the peer's
+ * underlay address): a VXLAN sender twill accepts. */
+struct twill_remote {
+	__u32 peer_id; /* twill_peer.id of (one of) the peer's subnets, for counters */
+	__u32 flags;   /* reserved, 0 */
+};
+
+/* Key of the NAT flows map: a flow, as its packets arrive from the overlay,
+ * whose other direction left through the host stack (so conntrack may have
+ * NAT'ed it: kube-proxy's Service DNAT). The fast path leaves its packets to
+ * the stack. ICMP echo flows use the identifier as sport, dport 0. */
+struct twill_flow_key {
+	__u32 family;   /* TWILL_FAMILY_V4/V6 */
+	__u8  proto;    /* IPPROTO_TCP, _UDP, _ICMP or _ICMPV6 */
+	__u8  pad;
+	__be16 sport;   /* source port of the arriving packet */
+	__be16 dport;   /* destination port of the arriving packet */
+	__u8  pad2[2];
+	__u8  saddr[16]; /* source address of the arriving packet (remote) */
+	__u8  daddr[16]; /* destination address of the arriving packet (local pod) */
 };
 
 /* One counter: per CPU, summed by the controller. */
@@ -99,23 +123,27 @@ struct twill_stat_key {
 /* What happened to a packet. Keep in step with COUNTERS in src/bpf/layout.ts
  * (the layout test checks the names against BTF). */
 enum twill_counter {
-	TWILL_C_ENCAP           = 0,  /* sent over VXLAN by the vxlan device's egress (host and stack traffic) */
-	TWILL_C_ENCAP_FAST      = 1,  /* sent over VXLAN straight from a pod veth (fast path) */
+	TWILL_C_ENCAP           = 0,  /* encapsulated in BPF at the vxlan device's egress (stack traffic) */
+	TWILL_C_ENCAP_FAST      = 1,  /* encapsulated in BPF straight from a pod veth (fast path) */
 	TWILL_C_DIRECT          = 2,  /* sent unencapsulated to a peer on our L2 segment (DirectRouting) */
 	TWILL_C_DELIVERED       = 3,  /* received over VXLAN, redirected into a pod */
-	TWILL_C_DECAP_STACK     = 4,  /* received over VXLAN, handed to the host stack */
+	TWILL_C_DECAP_STACK     = 4,  /* decapsulated by the vxlan driver, handed to the host stack */
 	TWILL_C_RX_DIRECT       = 5,  /* received unencapsulated from a DirectRouting peer */
 	TWILL_C_MISS            = 6,  /* cluster destination with no lease: to the stack */
 	TWILL_C_STACK_MTU       = 7,  /* too big for the path: to the stack for ICMP */
-	TWILL_C_STACK_NAT       = 8,  /* a NAT'ed flow: to the stack for (reverse) NAT */
+	TWILL_C_STACK_NAT       = 8,  /* fast path declined: a flow that left through the stack (NAT), an ICMP error, a fragment, an extension header */
 	TWILL_C_STACK_TTL       = 9,  /* TTL expiring: to the stack for ICMP */
 	TWILL_C_DROP_NO_LEASE   = 10, /* dropped: vxlan egress with no peer for the destination */
 	TWILL_C_DROP_VNI        = 11, /* dropped: decapsulated with a foreign VNI */
-	TWILL_C_DROP_NO_TUNNEL  = 12, /* dropped: no tunnel metadata on a decapsulated packet */
+	TWILL_C_DROP_NO_TUNNEL  = 12, /* unused since 0.2 (BPF-decapsulated packets carry no tunnel metadata) */
 	TWILL_C_DROP_ENCAP      = 13, /* dropped: setting the tunnel key failed */
 	TWILL_C_DROP_NO_CONFIG  = 14, /* dropped: the node config is not loaded */
 	TWILL_C_DROP_UNSUPPORTED= 15, /* dropped: on the vxlan device, not IP or not for the cluster network */
-	TWILL_C_MAX             = 16,
+	TWILL_C_ENCAP_DEVICE    = 16, /* handed to the vxlan driver with a tunnel key (IPv6 underlay, --encap device, fallback) */
+	TWILL_C_DECAP           = 17, /* decapsulated in BPF at the underlay, handed to the stack as the vxlan device's */
+	TWILL_C_RX_UNKNOWN      = 18, /* VXLAN from a sender that is no known peer: left to the kernel, never into a pod by BPF */
+	TWILL_C_RX_FALLBACK     = 19, /* VXLAN to us that BPF did not decapsulate (not for a local pod, flags, VNI, helper failed): left to the kernel */
+	TWILL_C_MAX             = 20,
 };
 
 #endif /* TWILL_SHARED_H */

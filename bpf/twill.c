@@ -5,17 +5,26 @@
  * into TC actions and counters (per peer, in twill_stats).
  *
  *   pod ──veth──▶ [from_pod]  (tc ingress of each pod veth, fast path only)
- *                    │ VXLAN peer: tunnel key + MACs, mark, redirect ───┐
+ *                    │ VXLAN peer: encapsulate (lib/vxlan.h), redirect_neigh ──▶ underlay
  *                    │ DIRECT peer: bpf_redirect_neigh out of the underlay
- *                    └ anything else: TC_ACT_OK (bridge / host stack)   │
- *   host stack ──route <cluster net> dev flannel.1──▶ [to_overlay] ◀────┘
- *                    (tc egress of the vxlan device: encapsulate, or send a
- *                     DIRECT peer's packet out of the underlay; pass what
- *                     from_pod already did)
- *   underlay ──▶ vxlan decap ──▶ [from_overlay] (tc ingress of the vxlan device)
- *   underlay ──▶ [from_underlay] (tc ingress of the underlay, DirectRouting only)
- *                    fast path: known local pod, not NAT'ed → redirect_peer
- *                    otherwise: TC_ACT_OK (host stack → cni0 → pod)
+ *                    └ anything else: TC_ACT_OK (bridge / host stack)
+ *   host stack ──route <cluster net> dev flannel.1──▶ [to_overlay]
+ *                    (tc egress of the vxlan device, after routing and
+ *                     netfilter: encapsulate and redirect_neigh out of the
+ *                     underlay; a DIRECT peer's packet goes out unencapsulated)
+ *   underlay ──▶ [from_underlay] (tc ingress of the underlay)
+ *                    VXLAN from a known peer to a local pod: decapsulate, then
+ *                    fast path: known pod, no NAT → redirect_peer into it;
+ *                    otherwise redirect into flannel.1's ingress (the stack
+ *                    sees it exactly as if the vxlan driver had received it)
+ *                    DirectRouting pod traffic: fast path as above, or the stack
+ *                    anything else: TC_ACT_OK (the kernel's vxlan device, as before)
+ *   underlay ──▶ vxlan driver ──▶ [from_overlay] (tc ingress of the vxlan device)
+ *                    the device path (IPv6 underlay, --encap device, fallback)
+ *
+ * The device path stays whole: with --encap device, over an IPv6 underlay,
+ * or when a helper is missing, encapsulation is a tunnel key for the vxlan
+ * driver (lib/encap.h) and decapsulation is the driver's.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
@@ -24,12 +33,32 @@
 #include "lib/lookup.h"
 #include "lib/l3.h"
 #include "lib/encap.h"
+#include "lib/vxlan.h"
 #include "lib/direct.h"
 #include "lib/deliver.h"
 
 /* Keep the shared enums in BTF for the layout test. */
 const volatile enum twill_counter twill_counter_max = TWILL_C_MAX;
 const volatile enum twill_peer_kind twill_peer_kind_max = TWILL_PEER_CLUSTER;
+
+/* Hands a packet to the vxlan driver with a tunnel key (the device path).
+ * Returns the TC action; `mark` tells the device's own egress program to let
+ * it pass (from_pod's redirect). */
+static __always_inline int send_device(struct __sk_buff *skb, const struct twill_peer *peer,
+				       const struct twill_config *cfg, int redirect)
+{
+	int ifindex = encap_prepare(skb, peer, cfg);
+
+	if (ifindex < 0) {
+		count(peer->id, -ifindex, skb->len);
+		return TC_ACT_SHOT;
+	}
+	count(peer->id, TWILL_C_ENCAP_DEVICE, skb->len);
+	if (!redirect)
+		return TC_ACT_OK;
+	skb->mark = TWILL_MARK_ENCAPPED;
+	return bpf_redirect(ifindex, 0);
+}
 
 SEC("tc")
 int twill_from_pod(struct __sk_buff *skb)
@@ -71,7 +100,8 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (!ifindex)
 		return TC_ACT_OK;
 	/* Oversized (or GSO segments too big for the tunnel): the stack sends
-	 * ICMP "fragmentation needed"; bpf_redirect would not. */
+	 * ICMP "fragmentation needed"; a redirect would drop it silently. The
+	 * vxlan device's MTU is the underlay's minus the 50 bytes of VXLAN. */
 	if (bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS)) {
 		count(peer->id, TWILL_C_STACK_MTU, skb->len);
 		return TC_ACT_OK;
@@ -80,14 +110,15 @@ int twill_from_pod(struct __sk_buff *skb)
 		count(peer->id, TWILL_C_STACK_TTL, skb->len);
 		return TC_ACT_OK;
 	}
-	ifindex = encap_prepare(skb, peer, cfg);
-	if (ifindex < 0) {
-		count(peer->id, -ifindex, skb->len);
-		return TC_ACT_SHOT;
+	ifindex = vxlan_encap(skb, &p, peer, cfg);
+	if (ifindex > 0) {
+		count(peer->id, TWILL_C_ENCAP_FAST, skb->len);
+		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 	}
-	skb->mark = TWILL_MARK_ENCAPPED;
-	count(peer->id, TWILL_C_ENCAP_FAST, skb->len);
-	return bpf_redirect(ifindex, 0);
+	if (ifindex == -TWILL_C_ENCAP_DEVICE)
+		return send_device(skb, peer, cfg, 1);
+	count(peer->id, -ifindex, skb->len);
+	return TC_ACT_SHOT;
 }
 
 SEC("tc")
@@ -99,7 +130,7 @@ int twill_to_overlay(struct __sk_buff *skb)
 	int ret;
 
 	if (skb->mark == TWILL_MARK_ENCAPPED) {
-		/* from_pod did the work; the mark goes no further. */
+		/* from_pod set the tunnel key; the mark goes no further. */
 		skb->mark = 0;
 		return TC_ACT_OK;
 	}
@@ -119,6 +150,18 @@ int twill_to_overlay(struct __sk_buff *skb)
 		count(0, TWILL_C_DROP_UNSUPPORTED, skb->len);
 		return TC_ACT_SHOT;
 	}
+	if (peer->kind != TWILL_PEER_VXLAN && peer->kind != TWILL_PEER_DIRECT) {
+		count(0, TWILL_C_DROP_NO_LEASE, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (cfg->flags & TWILL_CFG_FAST_PATH) {
+		/* This flow left through the stack (maybe NAT'ed): its replies
+		 * must come back through it too. Only pod flows matter. */
+		struct twill_peer *src = peer_lookup(p.family, p.saddr);
+
+		if (src && src->kind == TWILL_PEER_LOCAL)
+			nat_flow_record(&p);
+	}
 	if (peer->kind == TWILL_PEER_DIRECT) {
 		/* The stack routed it here (host traffic, or the fast path is
 		 * off): send it out of the underlay, unencapsulated. */
@@ -130,17 +173,15 @@ int twill_to_overlay(struct __sk_buff *skb)
 		count(peer->id, TWILL_C_DIRECT, skb->len);
 		return direct_redirect(peer, ret);
 	}
-	if (peer->kind != TWILL_PEER_VXLAN) {
-		count(0, TWILL_C_DROP_NO_LEASE, skb->len);
-		return TC_ACT_SHOT;
+	ret = vxlan_encap(skb, &p, peer, cfg);
+	if (ret > 0) {
+		count(peer->id, TWILL_C_ENCAP, skb->len);
+		return bpf_redirect_neigh(ret, NULL, 0, 0);
 	}
-	ret = encap_prepare(skb, peer, cfg);
-	if (ret < 0) {
-		count(peer->id, -ret, skb->len);
-		return TC_ACT_SHOT;
-	}
-	count(peer->id, TWILL_C_ENCAP, skb->len);
-	return TC_ACT_OK;
+	if (ret == -TWILL_C_ENCAP_DEVICE)
+		return send_device(skb, peer, cfg, 0);
+	count(peer->id, -ret, skb->len);
+	return TC_ACT_SHOT;
 }
 
 SEC("tc")
@@ -148,8 +189,11 @@ int twill_from_overlay(struct __sk_buff *skb)
 {
 	struct twill_config *cfg;
 	struct bpf_tunnel_key key;
-	struct twill_peer *peer;
+	struct twill_remote *r;
 	struct pkt p;
+	__u8 remote[16];
+	__u32 family = TWILL_FAMILY_V4;
+	int ret;
 
 	cfg = config_get();
 	if (!cfg) {
@@ -158,21 +202,41 @@ int twill_from_overlay(struct __sk_buff *skb)
 	}
 	/* One collect-metadata device carries both underlay families. */
 	__builtin_memset(&key, 0, sizeof(key));
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) &&
-	    bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6)) {
-		count(0, TWILL_C_DROP_NO_TUNNEL, skb->len);
-		return TC_ACT_SHOT;
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0)) {
+		if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6))
+			/* No tunnel metadata: from_underlay decapsulated it and
+			 * redirected it here (nothing else can); already counted. */
+			return TC_ACT_OK;
+		family = TWILL_FAMILY_V6;
 	}
 	if (key.tunnel_id != cfg->vni) {
 		count(0, TWILL_C_DROP_VNI, skb->len);
 		return TC_ACT_SHOT;
 	}
-	if (!parse_pkt(skb, &p)) {
-		count(0, TWILL_C_DECAP_STACK, skb->len);
+	__builtin_memset(remote, 0, sizeof(remote));
+	if (family == TWILL_FAMILY_V6) {
+		__builtin_memcpy(remote, key.remote_ipv6, 16);
+	} else {
+		__be32 a = bpf_htonl(key.remote_ipv4); /* host order in the key */
+
+		__builtin_memcpy(remote, &a, 4);
+	}
+	r = remote_lookup(family, remote);
+	if (!r) {
+		/* Not from a peer: the stack judges it as before, BPF never
+		 * delivers it into a pod. */
+		count(0, TWILL_C_RX_UNKNOWN, skb->len);
 		return TC_ACT_OK;
 	}
-	peer = peer_lookup(p.family, p.saddr);
-	return deliver_local(skb, &p, cfg, peer_id_of(peer), TWILL_C_DELIVERED, TWILL_C_DECAP_STACK);
+	if (!parse_pkt(skb, &p)) {
+		count(r->peer_id, TWILL_C_DECAP_STACK, skb->len);
+		return TC_ACT_OK;
+	}
+	ret = deliver_local(skb, &p, cfg, r->peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP_STACK);
+	if (ret >= 0)
+		return ret;
+	count(r->peer_id, -ret, skb->len);
+	return TC_ACT_OK;
 }
 
 SEC("tc")
@@ -181,7 +245,33 @@ int twill_from_underlay(struct __sk_buff *skb)
 	struct twill_config *cfg;
 	struct twill_peer *peer, *dst;
 	struct pkt p;
+	__u32 peer_id = 0, reason = 0;
+	int ret;
 
+	cfg = config_get();
+	if (!cfg)
+		return TC_ACT_OK;
+	ret = vxlan_rx(skb, cfg, &peer_id, &reason);
+	if (ret == VXLAN_RX_KERNEL) {
+		count(peer_id, reason, skb->len);
+		return TC_ACT_OK;
+	}
+	if (ret == VXLAN_RX_DECAPPED) {
+		/* The frame is the inner one now. */
+		if (parse_pkt(skb, &p)) {
+			ret = deliver_local(skb, &p, cfg, peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP);
+			if (ret >= 0)
+				return ret;
+			count(peer_id, -ret, skb->len);
+		} else {
+			count(peer_id, TWILL_C_DECAP, skb->len);
+		}
+		/* Into the stack as the vxlan device's: netfilter, conntrack,
+		 * rp_filter see what they saw with the kernel's decapsulation. */
+		return bpf_redirect(cfg->fam[0].vxlan_ifindex, BPF_F_INGRESS);
+	}
+
+	/* Not VXLAN: DirectRouting pod traffic from a peer on our segment? */
 	if (!parse_pkt(skb, &p))
 		return TC_ACT_OK;
 	peer = peer_lookup(p.family, p.saddr);
@@ -190,10 +280,11 @@ int twill_from_underlay(struct __sk_buff *skb)
 	dst = peer_lookup(p.family, p.daddr);
 	if (!dst || dst->kind != TWILL_PEER_LOCAL)
 		return TC_ACT_OK;
-	cfg = config_get();
-	if (!cfg)
-		return TC_ACT_OK;
-	return deliver_local(skb, &p, cfg, peer->id, TWILL_C_RX_DIRECT, TWILL_C_RX_DIRECT);
+	ret = deliver_local(skb, &p, cfg, peer->id, TWILL_C_RX_DIRECT, TWILL_C_RX_DIRECT);
+	if (ret >= 0)
+		return ret;
+	count(peer->id, -ret, skb->len);
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -48,6 +48,7 @@ async function run(o: Options): Promise<void> {
     objectPath: OBJECT_PATH,
     pinDir: o.bpfPinDir,
     fastPath: o.fastPath,
+    encap: o.encap,
     bpfAttach: o.bpfAttach,
     iface: o.iface,
     ifaceRegex: o.ifaceRegex,

@@ -47,6 +47,7 @@ export interface DaemonOptions {
   readonly objectPath: string;
   readonly pinDir: string;
   readonly fastPath: boolean;
+  readonly encap: "bpf" | "device";
   readonly bpfAttach: "auto" | "tcx" | "tc";
   readonly iface: readonly string[];
   readonly ifaceRegex: readonly string[];
@@ -148,7 +149,7 @@ export class Daemon {
       v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.own.publicIPv6 ?? this.publicIPv6, dev6, vtep6),
     };
     this.dp = o.dataplane === "bpf"
-      ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, attach: o.bpfAttach, log: this.log })
+      ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, encap: o.encap, attach: o.bpfAttach, log: this.log })
       : new KernelDataplane({ log: (m: string) => this.log.info(m) });
     const devs = await this.dp.setup(local);
     const mtu = Math.min(...[local.v4?.mtu, local.v6?.mtu].filter((x): x is number => x !== undefined));

@@ -31,6 +31,7 @@ export type ErrorCode =
   | "ERR_BPF_MAP"
   | "ERR_BPF_ATTACH"
   | "ERR_BPF_LAYOUT"
+  | "ERR_BPF_TEST_RUN"
   | "ERR_DATAPLANE";
 
 export class TwillError extends Error {

@@ -33,7 +33,11 @@ import {
 import type { SyncResult } from "./dataplane/types.js";
 
 /** What the metrics read the dataplane through: `stats` is absent when it has no counters (kernel). */
-export interface StatsSource { stats?(): DataplaneStats | undefined }
+export interface StatsSource {
+  stats?(): DataplaneStats | undefined;
+  /** bpf: the VXLAN encapsulation in use, and why it is the device's when BPF's was asked for. */
+  encapMode?(): { mode: "bpf" | "device"; reason: string };
+}
 
 const num = (v: bigint): number => Number(v);
 
@@ -47,6 +51,17 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     labelNames: ["version", "dataplane", "node_version"], registers,
   });
   buildInfo.set({ version, dataplane, node_version: process.version }, 1);
+
+  new client.Gauge({
+    name: "twill_vxlan_encap_info",
+    help: "Who writes and strips VXLAN headers over an IPv4 underlay (bpf dataplane): mode=\"bpf\" (the tc programs) or \"device\" (the kernel's vxlan driver: --encap device, or a kernel without the helpers, then reason says which). Always 1.",
+    labelNames: ["mode", "reason"], registers,
+    collect() {
+      this.reset();
+      const e = source()?.encapMode?.();
+      if (e) this.set({ mode: e.mode, reason: e.reason }, 1);
+    },
+  });
 
   // ---- the dataplane, read at scrape time ----
   const errors = new client.Counter({

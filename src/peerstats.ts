@@ -140,6 +140,12 @@ export const ROLES: Readonly<Record<CounterName, Role>> = {
   drop_encap: drop("encap"),
   drop_no_config: drop("no_config"),
   drop_unsupported: drop("unsupported"),
+  encap_device: tx("vxlan"),
+  decap: rx("vxlan"),
+  // Left to the kernel's vxlan device at the underlay (counted again there
+  // as decap_stack or delivered, so not traffic here).
+  rx_unknown: drop("unknown_sender"),
+  rx_fallback: drop("fallback"),
 };
 
 export function roleOf(counter: string): Role {

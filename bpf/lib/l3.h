@@ -30,7 +30,10 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
 	} else {
 		__u8 nttl = ttl - 1;
 
-		if (bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &nttl, 1, 0))
+		/* No header checksum in IPv6, but a CHECKSUM_COMPLETE skb's csum
+		 * covers the hop limit: BPF_F_RECOMPUTE_CSUM keeps it right. */
+		if (bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &nttl, 1,
+					BPF_F_RECOMPUTE_CSUM))
 			return -1;
 	}
 	return 0;

@@ -47,4 +47,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } twill_stats SEC(".maps");
 
+/* The underlay addresses of the peers: the only VXLAN senders whose packets
+ * BPF decapsulates or delivers into a pod (the outer source check). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct twill_ep_key);
+	__type(value, struct twill_remote);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_remotes SEC(".maps");
+
+/* Flows whose packets left through the host stack (fast path only), keyed
+ * as their replies arrive: those replies go to the stack too, for conntrack's
+ * reverse NAT. Written by to_overlay, read by deliver_local. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct twill_flow_key);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_nat_flows SEC(".maps");
+
 #endif

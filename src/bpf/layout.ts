@@ -31,24 +31,32 @@ export const FAMILY_CONFIG: StructSpec = {
 };
 export const CONFIG: StructSpec = {
   name: "twill_config", size: 84,
-  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("pad", 18, 2), f("fam", 20, 64)],
+  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("port", 18, 2), f("fam", 20, 64)],
 };
 export const EP_KEY: StructSpec = { name: "twill_ep_key", size: 20, fields: [f("family", 0, 4), f("addr", 4, 16)] };
 export const EP: StructSpec = { name: "twill_ep", size: 12, fields: [f("ifindex", 0, 4), f("mac", 4, 6), f("pad", 10, 2)] };
+export const REMOTE: StructSpec = { name: "twill_remote", size: 8, fields: [f("peer_id", 0, 4), f("flags", 4, 4)] };
+export const FLOW_KEY: StructSpec = {
+  name: "twill_flow_key", size: 44,
+  fields: [f("family", 0, 4), f("proto", 4, 1), f("pad", 5, 1), f("sport", 6, 2), f("dport", 8, 2), f("pad2", 10, 2), f("saddr", 12, 16), f("daddr", 28, 16)],
+};
 export const STAT: StructSpec = { name: "twill_stat", size: 16, fields: [f("packets", 0, 8), f("bytes", 8, 8)] };
 export const STAT_KEY: StructSpec = { name: "twill_stat_key", size: 8, fields: [f("peer_id", 0, 4), f("counter", 4, 4)] };
 
-export const STRUCTS: readonly StructSpec[] = [LPM_KEY, PEER, FAMILY_CONFIG, CONFIG, EP_KEY, EP, STAT, STAT_KEY];
+export const STRUCTS: readonly StructSpec[] = [LPM_KEY, PEER, FAMILY_CONFIG, CONFIG, EP_KEY, EP, REMOTE, FLOW_KEY, STAT, STAT_KEY];
 
 /** enum twill_counter, in order (index = value). */
 export const COUNTERS = [
   "encap", "encap_fast", "direct", "delivered", "decap_stack", "rx_direct", "miss", "stack_mtu", "stack_nat", "stack_ttl",
   "drop_no_lease", "drop_vni", "drop_no_tunnel", "drop_encap", "drop_no_config", "drop_unsupported",
+  "encap_device", "decap", "rx_unknown", "rx_fallback",
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
 export const LPM_FAMILY_BITS = 32;
 export const CFG_FAST_PATH = 1;
+/** twill_config.flags: VXLAN written and stripped in BPF (IPv4 underlay). */
+export const CFG_BPF_ENCAP = 2;
 
 export enum PeerKind { Vxlan = 1, Direct = 2, Local = 3, Cluster = 4 }
 
@@ -127,6 +135,8 @@ export interface ConfigValue {
   readonly vni: number;
   readonly bridgeIfindex: number;
   readonly bridgeMAC?: string;
+  /** VXLAN UDP port (host number; stored in network order). */
+  readonly port: number;
   /** [IPv4, IPv6] */
   readonly fam: readonly [FamilyConfigValue | undefined, FamilyConfigValue | undefined];
 }
@@ -136,6 +146,7 @@ export function encodeConfig(c: ConfigValue): Buffer {
   buf.writeUInt32LE(c.vni >>> 0, off(CONFIG, "vni"));
   buf.writeUInt32LE(c.bridgeIfindex >>> 0, off(CONFIG, "bridge_ifindex"));
   if (c.bridgeMAC) buf.set(macToBytes(c.bridgeMAC), off(CONFIG, "bridge_mac"));
+  buf.writeUInt16BE(c.port & 0xffff, off(CONFIG, "port"));
   c.fam.forEach((fc, i) => {
     if (!fc) return;
     const at = off(CONFIG, "fam") + i * FAMILY_CONFIG.size;
@@ -165,6 +176,7 @@ export function decodeConfig(buf: Buffer): ConfigValue {
     vni: buf.readUInt32LE(off(CONFIG, "vni")),
     bridgeIfindex: buf.readUInt32LE(off(CONFIG, "bridge_ifindex")),
     bridgeMAC: bytesToMAC(buf.subarray(bm, bm + 6)),
+    port: buf.readUInt16BE(off(CONFIG, "port")),
     fam: [fam[0], fam[1]],
   };
 }
@@ -184,6 +196,38 @@ export interface EndpointValue { readonly ifindex: number; readonly mac: string 
 export function decodeEp(buf: Buffer): EndpointValue {
   const m = off(EP, "mac");
   return { ifindex: buf.readUInt32LE(off(EP, "ifindex")), mac: bytesToMAC(buf.subarray(m, m + 6)) };
+}
+
+/* ---- twill_remote (value of twill_remotes; key: twill_ep_key) ---- */
+
+export function encodeRemote(peerId: number, buf = Buffer.alloc(REMOTE.size), at = 0): Buffer {
+  buf.fill(0, at, at + REMOTE.size);
+  buf.writeUInt32LE(peerId >>> 0, at + off(REMOTE, "peer_id"));
+  return buf;
+}
+export function decodeRemote(buf: Buffer): { peerId: number } {
+  return { peerId: buf.readUInt32LE(off(REMOTE, "peer_id")) };
+}
+
+/* ---- twill_flow_key ---- */
+
+export interface FlowKey { readonly src: IP; readonly dst: IP; readonly proto: number; readonly sport: number; readonly dport: number }
+export function encodeFlowKey(k: FlowKey): Buffer {
+  const buf = Buffer.alloc(FLOW_KEY.size);
+  buf.writeUInt32LE(k.src.family, off(FLOW_KEY, "family"));
+  buf.writeUInt8(k.proto, off(FLOW_KEY, "proto"));
+  buf.writeUInt16BE(k.sport, off(FLOW_KEY, "sport"));
+  buf.writeUInt16BE(k.dport, off(FLOW_KEY, "dport"));
+  buf.set(k.src.bytes, off(FLOW_KEY, "saddr"));
+  buf.set(k.dst.bytes, off(FLOW_KEY, "daddr"));
+  return buf;
+}
+export function decodeFlowKey(buf: Buffer): FlowKey {
+  const family = toFamily(buf.readUInt32LE(off(FLOW_KEY, "family")));
+  return {
+    src: getAddr(buf, off(FLOW_KEY, "saddr"), family), dst: getAddr(buf, off(FLOW_KEY, "daddr"), family),
+    proto: buf.readUInt8(off(FLOW_KEY, "proto")), sport: buf.readUInt16BE(off(FLOW_KEY, "sport")), dport: buf.readUInt16BE(off(FLOW_KEY, "dport")),
+  };
 }
 
 /* ---- twill_stat_key / twill_stat (per CPU) ---- */

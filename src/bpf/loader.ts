@@ -6,26 +6,36 @@
  * from its pin when one exists (entries and identity kept) and pinned when
  * not. libbpf only says "parameter mismatch" for an incompatible pin, so
  * before loading we compare each pinned map with the object's definition and
- * throw ERR_BPF_PIN_INCOMPATIBLE listing what differs. A rejected program
+ * throw ERR_BPF_PIN_INCOMPATIBLE listing what differs — except for the maps
+ * whose whole content the controller writes again at every start
+ * (DERIVED_MAPS: the node config): an incompatible pin of one of those is
+ * migrated, i.e. unpinned so that this build pins a fresh map, which the
+ * dataplane fills before it swaps the programs (the old programs keep the
+ * old map until then, so forwarding never sees an empty one). A rejected program
  * throws ERR_BPF_VERIFIER quoting libbpf's log (which holds the verifier
  * log). The loaded object stays open while the caller uses its fds.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { TwillError } from "../errors.js";
 import { libbpf, openObject, takeLibbpfLog, closeFd, errnoName, type Ptr } from "./libbpf.js";
 import { BpfMap } from "./map.js";
 import { btfLayout } from "./btflayout.js";
 
-export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_stats"] as const;
+export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_stats", "twill_remotes", "twill_nat_flows"] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 export const PROG_NAMES = ["twill_from_pod", "twill_to_overlay", "twill_from_overlay", "twill_from_underlay"] as const;
 export type ProgName = (typeof PROG_NAMES)[number];
 
 export interface MapDef { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
 
+/** Maps whose every entry the controller rewrites at start: migrated, not refused, when their pin is incompatible. */
+export const DERIVED_MAPS: ReadonlySet<string> = new Set(["twill_config"]);
+
 export interface Loaded {
   readonly maps: Record<MapName, BpfMap>;
+  /** Derived maps whose old, incompatible pin was replaced, with what differed. */
+  readonly migrated: readonly string[];
   readonly progs: Record<ProgName, number>;
   close(): void;
 }
@@ -82,9 +92,10 @@ function diffLayout(obj: Ptr, m: Ptr, have: { btfId: number; btfKeyTypeId: numbe
   }
 }
 
-function checkPins(obj: Ptr): void {
+function checkPins(obj: Ptr): string[] {
   const a = libbpf();
   const problems: string[] = [];
+  const migrated: string[] = [];
   for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
     const path = a.map_pin_path(m);
     if (!path || !existsSync(path)) continue;
@@ -94,7 +105,8 @@ function checkPins(obj: Ptr): void {
       const have = mapInfo(fd);
       const d = diffMapDef(objectMapDef(m), have);
       if (!d.length) d.push(...diffLayout(obj, m, have));
-      if (d.length) problems.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
+      if (d.length && DERIVED_MAPS.has(a.map_name(m))) migrated.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
+      else if (d.length) problems.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
     } finally {
       closeFd(fd);
     }
@@ -106,6 +118,12 @@ function checkPins(obj: Ptr): void {
         `Migrate them or remove the pins (twill teardown) to start fresh.`,
     );
   }
+  // Only once nothing is refused: a refused start leaves every pin as it was.
+  for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
+    const path = a.map_pin_path(m);
+    if (path && migrated.some((x) => x.startsWith(`${a.map_name(m)} (`))) unlinkSync(path);
+  }
+  return migrated;
 }
 
 export function loadObject(objectPath: string, pinDir: string): Loaded {
@@ -115,7 +133,7 @@ export function loadObject(objectPath: string, pinDir: string): Loaded {
   takeLibbpfLog();
   const obj = openObject(objectPath, mapsDir);
   try {
-    checkPins(obj);
+    const migrated = checkPins(obj);
     const r = a.obj_load(obj);
     if (r < 0) {
       const log = takeLibbpfLog();
@@ -138,7 +156,7 @@ export function loadObject(objectPath: string, pinDir: string): Loaded {
       if (!p) throw new TwillError("ERR_BPF_LOAD", `object ${objectPath} has no program ${name}`);
       progs[name] = a.prog_fd(p);
     }
-    return { maps, progs, close: () => a.obj_close(obj) };
+    return { maps, progs, migrated, close: () => a.obj_close(obj) };
   } catch (e) {
     a.obj_close(obj);
     throw e;

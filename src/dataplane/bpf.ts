@@ -11,13 +11,22 @@
  *    <pin-dir>/maps (adopted on restart). The config map gets the device
  *    ifindexes, VTEP MACs, underlay addresses and the VNI; the LPM trie gets
  *    our own subnet (LOCAL) and the cluster network (CLUSTER) besides the peers.
- * 3) to_overlay on each vxlan device's tc egress sets the tunnel key for
- *    anything the host stack routes there; from_overlay on its ingress
- *    delivers decapsulated packets. With --fast-path, from_pod is attached
- *    to the ingress of every port of the pod bridge (followed by PodWatcher)
- *    and redirects pod traffic straight into the vxlan device.
+ * 3) to_overlay on each vxlan device's tc egress encapsulates anything the
+ *    host stack routes there (after routing and netfilter), and sends it out
+ *    of the underlay itself (bpf/lib/vxlan.h); from_underlay on the
+ *    underlay's ingress strips VXLAN from known peers (the twill_remotes
+ *    map: their underlay addresses) and hands the inner packet to the stack
+ *    as the vxlan device's, or into the pod with --fast-path. With
+ *    --fast-path, from_pod is attached to the ingress of every port of the
+ *    pod bridge (followed by PodWatcher) and encapsulates pod traffic there.
+ *    The vxlan device stays: its UDP socket lets the underlay's GRO merge
+ *    VXLAN segments, and it is the path for an IPv6 underlay, for
+ *    --encap device and for kernels without the helpers (probed once,
+ *    src/bpf/probe.ts), where from_overlay on its ingress delivers.
  * 4) All links are tcx links pinned under <pin-dir>/links, so the dataplane
- *    forwards while the controller is down, and a restart adopts them.
+ *    forwards while the controller is down, and a restart adopts them. The
+ *    config and the maps the programs read are written before a program is
+ *    attached or swapped, so an upgrade never runs a program on empty maps.
  * upsert/remove write map entries; reconcile re-creates anything missing
  * (device, route, links, config) and makes the trie equal to the desired set.
  */
@@ -25,7 +34,7 @@ import { rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
-import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
+import { formatIP, formatPrefix, nthIP, parseIP as parseIPText, type Prefix } from "../net/ip.js";
 import { ip } from "../net/iproute.js";
 import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, bridgePorts, listLinks } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
@@ -34,10 +43,11 @@ import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
 import {
-  CFG_FAST_PATH, COUNTERS, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
+  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, encodeRemote, encodeEpKey, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
   encodeConfig, encodeLpmKey, encodePeer, decodeStatKey, type PeerValue, type FamilyConfigValue,
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
+import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStats, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
 import type { Dataplane, DeviceInfo, LocalFamily, LocalNode, Peer, SyncResult } from "./types.js";
 
@@ -45,6 +55,7 @@ export interface BpfDataplaneOptions {
   readonly objectPath: string;
   readonly pinDir: string;
   readonly fastPath: boolean;
+  readonly encap: "bpf" | "device";
   readonly attach: AttachMode;
   readonly log: Logger;
 }
@@ -68,6 +79,10 @@ export class BpfDataplane implements Dataplane {
   private sinceFull = 0;
   /** Underlay ifindex by family. */
   private readonly underlay = new Map<number, number>();
+  /** Underlay address (text) of each peer subnet (key), for twill_remotes. */
+  private readonly remoteOf = new Map<string, string>();
+  /** The encapsulation in use, and why when it is not the one asked for. */
+  private encap?: { mode: "bpf" | "device"; reason: string };
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -85,8 +100,16 @@ export class BpfDataplane implements Dataplane {
     this.local = local;
     if (local.v4) await sysctl("net.ipv4.ip_forward", "1");
     if (local.v6) await sysctl("net.ipv6.conf.all.forwarding", "1");
+    if (!this.encap) {
+      const probe = this.opts.encap === "bpf" ? probeBpfEncap() : { ok: false, reason: "--encap device" };
+      this.encap = probe.ok ? { mode: "bpf", reason: "" } : { mode: "device", reason: probe.reason };
+      if (this.opts.encap === "bpf" && !probe.ok) {
+        this.opts.log.warn("VXLAN stays with the vxlan device: BPF encapsulation needs kernel support this kernel lacks", { reason: probe.reason });
+      }
+    }
     if (!this.loaded) {
       this.loaded = loadObject(this.opts.objectPath, this.opts.pinDir);
+      for (const m of this.loaded.migrated) this.opts.log.info("migrated a pinned map to this build's layout", { map: m });
       for (const [k, v] of this.maps.twill_peers.entries()) {
         const id = decodePeer(v).id;
         this.ids.set(keyOf(decodeLpmKey(k)), id);
@@ -125,39 +148,60 @@ export class BpfDataplane implements Dataplane {
     // still has its ifindex, then re-asserts links, config and own entries,
     // which are BPF syscalls. A deleted device is caught at once either way.
     if (cur && this.sinceFull++ % FULL_CHECK_EVERY !== 0 && ifNameToIndex(cur.name) === cur.ifindex) {
-      this.attachDevice(cur);
-      for (const lf of fams) {
-        const u = this.underlay.get(lf.subnet.ip.family);
-        if (local.directRouting && u) this.attach("from_underlay", this.loaded!.progs.twill_from_underlay, u, lf.iface, "ingress");
-      }
       this.writeConfig();
       this.writeOwnEntries(fams);
+      this.attachDevice(cur);
+      this.attachUnderlay(fams);
       return;
     }
     this.sinceFull = 1;
     const dev = await this.ensureDevice(fams, local);
     this.devices = { ...(local.v4 ? { v4: dev } : {}), ...(local.v6 ? { v6: dev } : {}) };
-    this.attachDevice(dev);
-    // A device re-created by reconcile leaves its old links defunct (ifindex 0): drop their pins.
-    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
-      if (!l.name.startsWith("from_pod-") && (!l.info || l.info.ifindex === 0)) detachPinned(l.path);
-    }
     this.underlay.clear();
     for (const lf of fams) {
       const u = await getLink(lf.iface);
       if (!u) throw new TwillError("ERR_IFACE", `underlay interface ${lf.iface} is gone`);
       this.underlay.set(lf.subnet.ip.family, u.ifindex);
-      if (local.directRouting) {
-        this.attach("from_underlay", this.loaded!.progs.twill_from_underlay, u.ifindex, u.name, "ingress");
-        // Direct-routed packets that go through the stack come in on the
-        // underlay while the route back points at the vxlan device: loose
-        // reverse-path filtering keeps them (flannel has per-peer routes instead).
-        if (lf.subnet.ip.family === 4) await sysctl(`net.ipv4.conf.${lf.iface}.rp_filter`, "2");
-      }
+      // Direct-routed packets that go through the stack come in on the
+      // underlay while the route back points at the vxlan device: loose
+      // reverse-path filtering keeps them (flannel has per-peer routes instead).
+      if (local.directRouting && lf.subnet.ip.family === 4) await sysctl(`net.ipv4.conf.${lf.iface}.rp_filter`, "2");
     }
     await this.refreshBridge();
+    // Maps first, programs second: a new or swapped program never sees an
+    // empty config (an upgrade that migrated the config map relies on it).
     this.writeConfig();
     this.writeOwnEntries(fams);
+    this.attachDevice(dev);
+    // A device re-created by reconcile leaves its old links defunct (ifindex 0): drop their pins.
+    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
+      if (!l.name.startsWith("from_pod-") && (!l.info || l.info.ifindex === 0)) detachPinned(l.path);
+    }
+    this.attachUnderlay(fams);
+  }
+
+  /** Whether from_underlay runs: for BPF decapsulation (IPv4 underlay) or DirectRouting receive. */
+  private underlayRole(lf: LocalFamily): boolean {
+    return this.local!.directRouting || (this.encap?.mode === "bpf" && lf.publicIP.family === 4);
+  }
+
+  /** Attaches from_underlay where it is needed, detaches it where it no longer is. */
+  private attachUnderlay(fams: LocalFamily[]): void {
+    const want = new Set<number>();
+    for (const lf of fams) {
+      const u = this.underlay.get(lf.subnet.ip.family);
+      if (!u || !this.underlayRole(lf) || want.has(u)) continue;
+      want.add(u);
+      this.attach("from_underlay", this.loaded!.progs.twill_from_underlay, u, lf.iface, "ingress");
+    }
+    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
+      if (l.name.startsWith("from_underlay-") && !want.has(Number(l.name.slice("from_underlay-".length)))) detachPinned(l.path);
+    }
+  }
+
+  /** The encapsulation in use ("bpf" or "device") and, for "device" when "bpf" was asked, why. */
+  encapMode(): { mode: "bpf" | "device"; reason: string } {
+    return this.encap ?? { mode: this.opts.encap, reason: "" };
   }
 
   private writeOwnEntries(fams: LocalFamily[]): void {
@@ -210,8 +254,9 @@ export class BpfDataplane implements Dataplane {
     const fam = (lf: LocalFamily | undefined, d: DeviceInfo | undefined): FamilyConfigValue | undefined =>
       lf && d ? { vxlanIfindex: d.ifindex, vtepMAC: d.mac, localIP: lf.publicIP, underlayIfindex: this.underlay.get(lf.subnet.ip.family) ?? 0 } : undefined;
     const buf = encodeConfig({
-      flags: this.opts.fastPath ? CFG_FAST_PATH : 0,
+      flags: (this.opts.fastPath ? CFG_FAST_PATH : 0) | (this.encap?.mode === "bpf" ? CFG_BPF_ENCAP : 0),
       vni: local.vni,
+      port: local.port,
       bridgeIfindex: this.bridge?.ifindex ?? 0,
       bridgeMAC: this.bridge?.mac,
       fam: [fam(local.v4, this.devices.v4), fam(local.v6, this.devices.v6)],
@@ -257,7 +302,55 @@ export class BpfDataplane implements Dataplane {
     this.maps.twill_peers.update(encodeLpmKey(prefix), encodePeer(v));
   }
 
+  /**
+   * Keeps twill_remotes (the VXLAN senders BPF accepts) in step with the
+   * peers: one entry per underlay address, with the id of one subnet behind
+   * it. Called after the peers are written; `gone` are subnets removed.
+   */
+  private syncRemotes(changed: readonly Peer[], gone: readonly Peer[]): void {
+    const m = this.maps.twill_remotes;
+    const touched = new Set<string>();
+    for (const p of gone) {
+      const k = keyOf(p.subnet);
+      const r = this.remoteOf.get(k);
+      if (r !== undefined) touched.add(r);
+      this.remoteOf.delete(k);
+    }
+    for (const p of changed) {
+      const k = keyOf(p.subnet);
+      const old = this.remoteOf.get(k);
+      const now = formatIP(p.publicIP);
+      if (old !== undefined && old !== now) touched.add(old);
+      this.remoteOf.set(k, now);
+      touched.add(now);
+    }
+    if (!touched.size) return;
+    // The first subnet (by key) behind each touched address names it.
+    const owner = new Map<string, { ip: Peer["publicIP"]; id: number }>();
+    for (const p of changed) {
+      const ip = formatIP(p.publicIP);
+      if (touched.has(ip) && !owner.has(ip)) owner.set(ip, { ip: p.publicIP, id: this.ids.get(keyOf(p.subnet)) ?? 0 });
+    }
+    for (const [k, ip] of this.remoteOf) {
+      if (touched.has(ip) && !owner.has(ip)) {
+        const id = this.ids.get(k) ?? 0;
+        owner.set(ip, { ip: parseIPText(ip), id });
+      }
+    }
+    for (const ip of touched) {
+      const o = owner.get(ip);
+      const key = encodeEpKey(parseIPText(ip));
+      if (o) m.update(key, encodeRemote(o.id));
+      else m.delete(key);
+    }
+  }
+
   async upsert(peers: readonly Peer[]): Promise<void> {
+    this.writePeers(peers);
+    this.syncRemotes(peers, []);
+  }
+
+  private writePeers(peers: readonly Peer[]): void {
     const m = this.maps.twill_peers;
     if (peers.length < BATCH_MIN) {
       for (const p of peers) this.writeEntry(p.subnet, this.peerValue(p));
@@ -283,6 +376,7 @@ export class BpfDataplane implements Dataplane {
         this.opts.log.warn("cannot remove peer", { subnet: keyOf(p.subnet), err: e });
       }
     }
+    this.syncRemotes([], peers);
   }
 
   /** Deletes the stats of peer ids in `gone`, or of every id not in `live`. */
@@ -320,10 +414,37 @@ export class BpfDataplane implements Dataplane {
       if (!encodePeer(this.peerValue(p)).equals(v)) { toWrite.push(p); updated++; }
     }
     for (const [key, p] of want) if (!seen.has(key)) { toWrite.push(p); added++; }
-    await this.upsert(toWrite);
+    this.writePeers(toWrite);
+    removed += this.reconcileRemotes(desired);
     const live = new Set([0, ...this.ids.values()]);
     this.sweepStats(undefined, live);
     return { added, updated, removed };
+  }
+
+  /** Makes twill_remotes exactly the peers' underlay addresses; returns how many entries it fixed. */
+  private reconcileRemotes(desired: readonly Peer[]): number {
+    const m = this.maps.twill_remotes;
+    this.remoteOf.clear();
+    const want = new Map<string, Buffer>();
+    const sorted = [...desired].sort((a, b) => (keyOf(a.subnet) < keyOf(b.subnet) ? -1 : 1));
+    for (const p of sorted) {
+      const ip = formatIP(p.publicIP);
+      this.remoteOf.set(keyOf(p.subnet), ip);
+      if (!want.has(ip)) want.set(ip, encodeRemote(this.ids.get(keyOf(p.subnet)) ?? 0));
+    }
+    let fixed = 0;
+    const have = new Map<string, Buffer>();
+    for (const [k, v] of m.entries()) have.set(k.toString("hex"), v);
+    for (const [ip, v] of want) {
+      const k = encodeEpKey(parseIPText(ip));
+      const cur = have.get(k.toString("hex"));
+      have.delete(k.toString("hex"));
+      if (cur && cur.equals(v)) continue;
+      m.update(k, v);
+      fixed++;
+    }
+    for (const k of have.keys()) { m.delete(Buffer.from(k, "hex")); fixed++; }
+    return fixed;
   }
 
   /** Peers, counters (summed over CPUs) and map occupancy, read now; undefined before setup() and after close(). */

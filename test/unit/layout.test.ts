@@ -62,6 +62,6 @@ test("codecs round-trip IPv4 and IPv6 entries", () => {
     assert.equal(v.vtepMAC, "8e:d0:f8:0a:41:19");
     assert.deepEqual([v.kind, v.vni, v.id], [PeerKind.Vxlan, 1, 7]);
   }
-  const c = decodeConfig(encodeConfig({ flags: 1, vni: 7, bridgeIfindex: 9, bridgeMAC: "02:00:00:00:00:01", fam: [undefined, { vxlanIfindex: 5, vtepMAC: "02:00:00:00:00:02", localIP: parseIP("fd00::1"), underlayIfindex: 3 }] }));
-  assert.deepEqual([c.flags, c.vni, c.bridgeIfindex, c.fam[0], c.fam[1]!.vxlanIfindex, formatIP(c.fam[1]!.localIP), c.fam[1]!.underlayIfindex], [1, 7, 9, undefined, 5, "fd00::1", 3]);
+  const c = decodeConfig(encodeConfig({ flags: 1, vni: 7, bridgeIfindex: 9, bridgeMAC: "02:00:00:00:00:01", port: 8472, fam: [undefined, { vxlanIfindex: 5, vtepMAC: "02:00:00:00:00:02", localIP: parseIP("fd00::1"), underlayIfindex: 3 }] }));
+  assert.deepEqual([c.flags, c.vni, c.bridgeIfindex, c.port, c.fam[0], c.fam[1]!.vxlanIfindex, formatIP(c.fam[1]!.localIP), c.fam[1]!.underlayIfindex], [1, 7, 9, 8472, undefined, 5, "fd00::1", 3]);
 });
