@@ -415,7 +415,8 @@ export class BpfDataplane implements Dataplane {
     }
     for (const [key, p] of want) if (!seen.has(key)) { toWrite.push(p); added++; }
     this.writePeers(toWrite);
-    removed += this.reconcileRemotes(desired);
+    // Repairs are counted per peer (above); the remotes follow the peers.
+    this.reconcileRemotes(desired);
     const live = new Set([0, ...this.ids.values()]);
     this.sweepStats(undefined, live);
     return { added, updated, removed };
