@@ -106,6 +106,8 @@ describe("per-peer metrics and twill status (h1, h2 bpf fast path; h3 kernel)", 
       assert.equal(sampleValue(f, "twill_leases", { state: "peer" }), 2);
       assert.equal(sampleValue(f, "twill_leases", { state: "own" }), 1);
       assert.equal(sampleValue(f, "twill_build_info", { dataplane: "bpf" }), 1);
+      assert.equal(sampleValue(f, "twill_vxlan_encap_info", { mode: "bpf", reason: "" }), 1, `${n.host.name}: VXLAN in BPF`);
+      assert.equal(sampleValue(f, "twill_bpf_map_entries", { map: "twill_remotes" }), 2, `${n.host.name}: one remote per peer host`);
       assert.ok(f.get("twill_peer_packets_total")!.samples.every((x) => /^\d+\.\d+\.\d+\.\d+$/.test(x.labels.peer_ip!)), "peer_ip is the public IP");
     }
     const k = await scrape(h3);
