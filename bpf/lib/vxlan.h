@@ -152,6 +152,7 @@ static __always_inline int vxlan_rx(struct __sk_buff *skb, const struct twill_co
 	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET;
 	__u32 family;
 	__be32 local;
+	struct iphdr ip;
 
 	/* Only the 42 bytes up to the UDP header first: most packets stop here. */
 	if (bpf_skb_load_bytes(skb, 0, &h, offsetof(struct vxlan_hdrs, vx)))
@@ -175,6 +176,16 @@ static __always_inline int vxlan_rx(struct __sk_buff *skb, const struct twill_co
 	if (!(cfg->flags & TWILL_CFG_BPF_ENCAP) || !fc->vxlan_ifindex)
 		return VXLAN_RX_KERNEL;
 	if (h.ip.frag_off & bpf_htons(TWILL_IP_MF | TWILL_IP_OFFSET))
+		return VXLAN_RX_KERNEL;
+	/* What ip_rcv would drop stays the kernel's to drop: a total length
+	 * past the frame's end (trailing padding is fine), a bad header
+	 * checksum. (The outer UDP checksum, when not 0, is left unchecked:
+	 * the inner packet's own checksum still guards it, see below.) */
+	if (skb->len < sizeof(struct ethhdr) + bpf_ntohs(h.ip.tot_len) ||
+	    bpf_ntohs(h.ip.tot_len) < VXLAN_ENCAP_LEN + sizeof(struct iphdr))
+		return VXLAN_RX_KERNEL;
+	__builtin_memcpy(&ip, &h.ip, sizeof(ip));
+	if (csum_fold32(bpf_csum_diff(0, 0, (__be32 *)&ip, sizeof(ip), 0)) != 0)
 		return VXLAN_RX_KERNEL;
 	__builtin_memcpy(&local, fc->local_ip, 4);
 	if (h.ip.daddr != local)
@@ -214,7 +225,10 @@ static __always_inline int vxlan_rx(struct __sk_buff *skb, const struct twill_co
 
 	if (bpf_skb_adjust_room(skb, -VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
 		return VXLAN_RX_KERNEL; /* unchanged: e.g. a kernel without DECAP_L3 */
-	/* The outer UDP checksum (if the device validated one) is gone. */
+	/* The outer UDP checksum (if the device validated one) is gone: one
+	 * level less of CHECKSUM_UNNECESSARY, so an inner checksum nobody
+	 * validated is checked by the stack (CHECKSUM_NONE / _COMPLETE /
+	 * _PARTIAL need nothing: the inner checksum is verified or local). */
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
 	/* The frame keeps the outer Ethernet header's place: make it the inner one. */
 	if (bpf_skb_store_bytes(skb, 0, &h.inner, sizeof(h.inner), 0))

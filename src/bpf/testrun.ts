@@ -14,7 +14,8 @@
  * shows as the return code TC_ACT_REDIRECT.
  *
  * The packet must be at least 14 bytes and fit one page with the kernel's
- * head- and tailroom (about 3.7 KB).
+ * head- and tailroom (about 3.7 KB); on 6.18 an IPv4 or IPv6 frame must
+ * also hold its whole IP header (20 / 40 bytes), or the run fails with EINVAL.
  */
 import koffi from "koffi";
 import { TwillError } from "../errors.js";
