@@ -4,17 +4,37 @@
  * How it works: per metric and mode, the successful samples' values are
  * summarised (stats.ts); the ratio is against kernel-vxlan's median in the
  * same run, and the paired ratios divide each repetition by kernel-vxlan's
- * sample of the same repetition (measured minutes apart at most). For the
+ * sample of the same repetition (measured minutes apart at most). Modes
+ * are compared only within one host profile: hostView(r, h) is the run as
+ * if only profile h had been measured, and every function below works on
+ * such a view (a view of a run with one profile is the run). For the
  * control plane, per dataplane and peer count: programming time, no-op
  * reconcile time, syscalls (from the strace run), kernel entries, and
  * memory per peer (BPF: growth of the maps' memlock; kernel: slab growth).
  */
 import type { CpSample, DataplaneKind } from "./controlplane.js";
+import type { Sample } from "./dataplane.js";
+import type { HostProfileId } from "./hosts.js";
 import type { ModeId } from "./modes.js";
 import type { RunResults } from "./results.js";
 import { pairedRatios, ratioOfMedians, summarize, type Summary } from "./stats.js";
 
 export const BASELINE: ModeId = "kernel-vxlan";
+
+/** The host profile of a sample (schema-1 samples had none: bare). */
+export function hostsOf(s: Sample): HostProfileId {
+  return s.hosts ?? "bare";
+}
+
+/** The modes that have a testbed or a sample on host profile h, in the run's order. */
+export function modesOn(r: RunResults, h: HostProfileId): ModeId[] {
+  return r.modes.filter((m) => r.testbeds[h]?.[m] !== undefined || r.samples.some((s) => s.mode === m && hostsOf(s) === h));
+}
+
+/** The run restricted to host profile h: its modes and its samples only. */
+export function hostView(r: RunResults, h: HostProfileId): RunResults {
+  return { ...r, modes: modesOn(r, h), samples: r.samples.filter((s) => hostsOf(s) === h) };
+}
 
 export interface MetricRow {
   readonly mode: ModeId;

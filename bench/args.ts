@@ -1,14 +1,16 @@
 /**
  * The benchmark's command line:
  *
- *   node dist/bench/main.js [--profile quick|full] [--modes a,b,...] [--reps N]
- *       [--seconds S] [--workloads tcp1,tcp4,latency,udp64] [--peers 1000,10000] [--cp-reps N]
+ *   node dist/bench/main.js [--profile quick|full] [--hosts real|bare|both] [--modes a,b,...]
+ *       [--reps N] [--seconds S] [--workloads tcp1,tcp4,latency,udp64] [--perf-profile|--no-perf-profile]
+ *       [--peers 1000,10000] [--cp-reps N]
  *       [--no-dataplane] [--no-control-plane] [--publish|--no-publish] [--out DIR]
  *   node dist/bench/main.js --report DIR     (re-render DIR/report.md and charts from DIR/results.json)
  *
  * How it works: argv is checked once here and turned into typed Options;
  * a bad flag or value throws an Error naming it (main prints it, exits 2).
  */
+import type { HostProfileId } from "./hosts.js";
 import { MODE_IDS, parseModes, type ModeId } from "./modes.js";
 import { PROFILES, type Profile, type ProfileName } from "./profiles.js";
 import { WORKLOAD_IDS, type WorkloadId } from "./workloads.js";
@@ -26,7 +28,13 @@ export interface Options {
 }
 
 export const USAGE = `usage: node dist/bench/main.js [options]
-  --profile quick|full     quick: a first look (< 3 min); full: the real run (< 15 min). Default full.
+  --profile quick|full     quick: a first look (~4 min); full: the real run (~30 min). Default full.
+  --hosts real|bare|both   what the hosts carry: real = a Kubernetes node's iptables (flannel's rules and
+                           kube-proxy's for 500 Services; the targets are measured here), bare = nothing
+                           but the daemons' own rules, both = real then bare. Default: full both, quick real.
+  --perf-profile / --no-perf-profile
+                           perf record -a -g over one TCP sample of kernel-vxlan, twill-vxlan and
+                           twill-vxlan-fast (top kernel symbols in the report). Default: full yes, quick no.
   --modes LIST             comma-separated, from: ${MODE_IDS.join(", ")} (default all; kernel-vxlan is always run)
   --reps N                 repetitions per workload and mode (>= 1; results want >= 5)
   --seconds S              seconds per sample (whole seconds)
@@ -53,7 +61,7 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
   let profileName: ProfileName = "full";
   let modes: ModeId[] = [...MODE_IDS];
   let workloads: WorkloadId[] = [...WORKLOAD_IDS];
-  const over: { reps?: number; seconds?: number; peers?: number[]; cpReps?: number; publish?: boolean } = {};
+  const over: { reps?: number; seconds?: number; peers?: number[]; cpReps?: number; publish?: boolean; hosts?: HostProfileId[]; perfProfile?: boolean } = {};
   let dataplane = true;
   let controlPlane = true;
   let out: string | undefined;
@@ -74,6 +82,14 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
         profileName = p;
         break;
       }
+      case "--hosts": {
+        const h = value();
+        if (h !== "real" && h !== "bare" && h !== "both") throw new Error(`Cannot use --hosts ${h}: want real, bare or both`);
+        over.hosts = h === "both" ? ["real", "bare"] : [h];
+        break;
+      }
+      case "--perf-profile": over.perfProfile = true; break;
+      case "--no-perf-profile": over.perfProfile = false; break;
       case "--modes": modes = parseModes(value()); break;
       case "--workloads": {
         const text = value();
@@ -108,6 +124,8 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
     ...(over.peers !== undefined ? { peers: over.peers } : {}),
     ...(over.cpReps !== undefined ? { cpReps: over.cpReps } : {}),
     ...(over.publish !== undefined ? { publish: over.publish } : {}),
+    ...(over.hosts !== undefined ? { hosts: over.hosts } : {}),
+    ...(over.perfProfile !== undefined ? { perfProfile: over.perfProfile } : {}),
   };
   return { profile, modes, workloads, dataplane, controlPlane, ...(out !== undefined ? { out } : {}), ...(report !== undefined ? { report } : {}) };
 }

@@ -5,10 +5,13 @@
  * N peers, log scale, kernel beside bpf).
  *
  * How it works: the numbers come from analysis.ts, the drawing from svg.ts;
- * this file only chooses colours, labels and notes. Each chart is returned
- * with the file name report.md links to.
+ * this file only chooses colours, labels and notes. A metric chart shows
+ * one host profile (it is given hostView(r, h)) and its file name starts
+ * with the profile ("real-latency-p50.svg"). Each chart is returned with
+ * the file name report.md links to.
  */
 import { BASELINE, metricRow, type CpRow } from "./analysis.js";
+import { HOST_PROFILES, type HostProfileId } from "./hosts.js";
 import type { ModeId } from "./modes.js";
 import type { RunResults } from "./results.js";
 import { barChart, type Group } from "./svg.js";
@@ -19,6 +22,8 @@ export const MODE_COLORS: Record<ModeId, string> = {
   "kernel-direct": "#616161",
   "twill-vxlan": "#90caf9",
   "twill-vxlan-fast": "#1e88e5",
+  "twill-vxlan-device": "#ce93d8",
+  "twill-vxlan-fast-device": "#8e24aa",
   "twill-direct": "#0d47a1",
   underlay: "#66bb6a",
 };
@@ -28,7 +33,9 @@ export interface Chart {
   readonly svg: string;
 }
 
-export function metricChart(r: RunResults, m: MetricDef): Chart {
+/** One metric on one host profile: `view` is hostView(r, hosts). */
+export function metricChart(view: RunResults, m: MetricDef, hosts: HostProfileId): Chart {
+  const r = view;
   const groups: Group[] = r.modes.map((mode) => {
     const row = metricRow(r, mode, m.id);
     const s = row.summary;
@@ -41,12 +48,12 @@ export function metricChart(r: RunResults, m: MetricDef): Chart {
   const base = metricRow(r, BASELINE, m.id).summary;
   const n = Math.max(0, ...r.modes.map((mode) => metricRow(r, mode, m.id).summary?.n ?? 0));
   const svg = barChart({
-    title: m.title,
+    title: `${m.title} — ${HOST_PROFILES[hosts].title.toLowerCase()}`,
     subtitle: `median of ${n} runs per mode, whiskers min–max · ${m.better} is better · dashed: ${BASELINE} median`,
     unit: m.unit, groups, digits: m.digits,
     ...(base ? { baseline: { value: base.median, label: BASELINE } } : {}),
   });
-  return { file: `${m.id.replace(".", "-")}.svg`, svg };
+  return { file: `${hosts}-${m.id.replace(".", "-")}.svg`, svg };
 }
 
 export function cpChart(rows: readonly CpRow[]): Chart {

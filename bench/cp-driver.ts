@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   if (input.peers > 65534) throw new Error(`Cannot program ${input.peers} peers: at most 65534 peers fit: 10.0.1.0/24 … 10.255.254.0/24 (ours is 10.255.255.0/24)`);
   const dp: Dataplane = input.dataplane === "kernel"
     ? new KernelDataplane({ log: () => {} })
-    : new BpfDataplane({ objectPath: input.objectPath, pinDir: input.pinDir, fastPath: false, attach: "auto", log: nullLogger });
+    : new BpfDataplane({ objectPath: input.objectPath, pinDir: input.pinDir, fastPath: false, encap: "bpf", attach: "auto", log: nullLogger });
   const local: LocalNode = {
     vni: 1, port: 8472, bridge: "cni0",
     v4: { subnet: parsePrefix(LOCAL.subnet), network: parsePrefix(LOCAL.network), publicIP: parseIP(LOCAL.publicIP), iface: LOCAL.iface, device: LOCAL.device, mtu: 1450, vtepMAC: "0e:74:77:00:00:01" },

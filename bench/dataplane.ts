@@ -11,14 +11,21 @@
  * earlier so the work their timers owe is done before traffic starts. A failed sample is
  * recorded with its error and left out of the statistics (the report
  * counts it), and that testbed's servers are restarted before its next one.
+ * One call runs the testbeds of one host profile; every sample says which.
+ * Right after a testbed's last sample, `afterLast` runs for it (the
+ * conntrack snapshot), so every mode is looked at the same time after
+ * the same sequence of samples.
  */
 import { WORKLOADS, type WorkloadId } from "./workloads.js";
+import type { HostProfileId } from "./hosts.js";
 import type { ModeId } from "./modes.js";
 import type { Testbed } from "./testbed.js";
 
 export interface Sample {
   readonly workload: WorkloadId;
   readonly mode: ModeId;
+  /** The host profile the testbed had (absent in schema-1 results: bare). */
+  readonly hosts?: HostProfileId;
   /** Repetition, from 1. */
   readonly rep: number;
   /** Position of the mode within this repetition's order, from 1. */
@@ -46,6 +53,7 @@ function brief(metrics: Record<string, number>): string {
 
 export async function runDataplane(
   testbeds: readonly Testbed[], workloads: readonly WorkloadId[], reps: number, seconds: number, progress: Progress,
+  afterLast?: (tb: Testbed) => Promise<void>,
 ): Promise<Sample[]> {
   const samples: Sample[] = [];
   let active: Testbed | undefined;
@@ -64,16 +72,19 @@ export async function runDataplane(
           }
           const startedAt = new Date().toISOString();
           const t0 = performance.now();
-          const base = { workload: w, mode: tb.mode.id, rep, slot: i + 1, startedAt };
+          const base = { workload: w, mode: tb.mode.id, hosts: tb.hosts, rep, slot: i + 1, startedAt };
           try {
             const m = await WORKLOADS[w].run(tb.endpoints, seconds);
             samples.push({ ...base, ms: performance.now() - t0, ...m });
-            progress(`rep ${rep}/${reps} ${w.padEnd(7)} ${tb.mode.id.padEnd(16)} ${brief(m.metrics)}`);
+            progress(`${tb.hosts} rep ${rep}/${reps} ${w.padEnd(7)} ${tb.mode.id.padEnd(23)} ${brief(m.metrics)}`);
           } catch (e) {
             const error = e instanceof Error ? e.message : String(e);
             samples.push({ ...base, ms: performance.now() - t0, metrics: {}, extra: {}, command: "", error });
-            progress(`rep ${rep}/${reps} ${w.padEnd(7)} ${tb.mode.id.padEnd(16)} FAILED: ${error.slice(0, 200)}`);
+            progress(`${tb.hosts} rep ${rep}/${reps} ${w.padEnd(7)} ${tb.mode.id.padEnd(23)} FAILED: ${error.slice(0, 200)}`);
             await tb.recover().catch((r: unknown) => progress(`${tb.mode.id}: cannot restart its servers: ${String(r)}`));
+          }
+          if (afterLast && rep === reps && w === workloads[workloads.length - 1]) {
+            await afterLast(tb).catch((e: unknown) => progress(`${tb.mode.id}: after its last sample: ${String(e)}`));
           }
         }
       }

@@ -2,27 +2,33 @@
  * twill's benchmark: kernel VXLAN (flannel) vs twill's eBPF dataplane, side
  * by side on this machine, with the underlay as the reference.
  *
- *   node dist/bench/main.js [--profile quick|full] [--modes ...] [--reps N] ...
+ *   node dist/bench/main.js [--profile quick|full] [--hosts real|bare|both] [--modes ...] [--reps N] ...
  *   (make bench = full, make bench-quick = quick; see args.ts for all options)
  *
  * How it works:
- * 1) Build one testbed per mode (testbed.ts): namespaced 2-host clusters
- *    with real daemons on identical leases, plus the bare underlay.
- * 2) Run the traffic workloads interleaved across modes (dataplane.ts).
- * 3) Tear the testbeds down, then program 1,000 … 50,000 peers into each
- *    dataplane in bare namespaces (controlplane.ts).
+ * 1) For each host profile (hosts.ts: real nodes, then bare hosts), build
+ *    one testbed per mode (testbed.ts): namespaced 2-host clusters with
+ *    real daemons on identical leases, plus the underlay reference, every
+ *    host carrying the profile's iptables rules (checked before measuring).
+ * 2) Run the traffic workloads interleaved across modes (dataplane.ts);
+ *    right after each mode's last sample, count conntrack entries on both
+ *    hosts (conntrack.ts). With --perf-profile, on the first host profile,
+ *    perf-record one TCP sample of the VXLAN modes (perfprofile.ts). Tear
+ *    that profile's testbeds down before the next profile's are built.
+ * 3) Program 1,000 … 50,000 peers into each dataplane in bare namespaces
+ *    (controlplane.ts), then the etcd scale scenario (scale/).
  * 4) Write bench/results/<timestamp>/{results.json, report.md, *.svg},
  *    point bench/results/latest at it, and after a complete full-profile
  *    run (every mode, both parts, default results directory) copy the
  *    report to bench/LATEST.md and bench/latest-*.svg (results.ts, report.ts).
- * Everything is created under one random per-run prefix ("bq" + 4 hex)
- * and removed at the end, on failure and on Ctrl-C (test/lib's cleanup
+ * Everything is created under one random per-run prefix ("bq" + 4 hex;
+ * testbeds add a host-profile letter and a mode letter) and removed at the end, on failure and on Ctrl-C (test/lib's cleanup
  * handlers sweep every namespace, process, pin and directory it made).
  * Exit codes: 0 done (whatever the targets say), 1 the run failed, 2 bad
  * usage or missing tools.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomPrefix, sweepPrefix, sweepPrefixSync } from "../test/lib/cluster.js";
@@ -30,18 +36,24 @@ import { onCleanup } from "../test/lib/exec.js";
 import { parseArgs, USAGE, type Options } from "./args.js";
 import { runControlPlane } from "./controlplane.js";
 import { perfCountsSyscalls } from "./cpmeasure.js";
+import { conntrackCounts } from "./conntrack.js";
 import { runDataplane } from "./dataplane.js";
 import { cpuCount, loadAverage } from "./cpu.js";
 import { machineInfo, versions } from "./machine.js";
+import { HOST_PROFILES, type HostProfileId } from "./hosts.js";
 import { MODES, type ModeId } from "./modes.js";
+import { runPerfProfiles } from "./perfprofile.js";
 import { writeReport as writeBaseReport } from "./report.js";
 import { runScale, renderMarkdown as renderScale, renderTable as scaleTable } from "./scale/index.js";
-import { pointLatest, publish, timestampDir, writeJson, type RunResults } from "./results.js";
+import { pointLatest, publish, readResults, timestampDir, writeJson, type RunResults } from "./results.js";
 import { evaluateTargets } from "./targets.js";
-import { buildTestbed, type Testbed } from "./testbed.js";
+import { buildTestbed, type Testbed, type TestbedFacts } from "./testbed.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MODE_LETTERS = "klmnopqrs";
+const HOST_LETTERS: Readonly<Record<HostProfileId, string>> = { real: "r", bare: "b" };
+/** Seconds of the TCP sample perf records (a 1-second sample is too few samples). */
+const PERF_SECONDS = 4;
 
 function has(tool: string): boolean {
   try {
@@ -59,7 +71,7 @@ function usageError(message: string): never {
 
 function preflight(o: Options): { strace: boolean; perf: boolean } {
   if (process.getuid?.() !== 0) usageError("needs root (network namespaces, BPF)");
-  const need = ["ip", "nsenter", "taskset", "ss", "bpftool", ...(o.dataplane ? ["iperf3", "sockperf", "ethtool"] : [])];
+  const need = ["ip", "nsenter", "taskset", "ss", "bpftool", ...(o.dataplane ? ["iperf3", "sockperf", "ethtool", "iptables-restore", "iptables-save"] : [])];
   const missing = need.filter((t) => !has(t));
   if (missing.length) usageError(`missing tools: ${missing.join(", ")} (make deps installs them)`);
   return { strace: has("strace"), perf: has("perf") && perfCountsSyscalls() };
@@ -84,7 +96,7 @@ async function main(): Promise<number> {
     usageError((e as Error).message);
   }
   if (opts.report !== undefined) {
-    const r = JSON.parse(readFileSync(join(opts.report, "results.json"), "utf8")) as RunResults;
+    const r = readResults(opts.report);
     const { markdown, charts } = writeReport(r);
     writeFileSync(join(opts.report, "report.md"), markdown);
     for (const c of charts) writeFileSync(join(opts.report, c.file), c.svg);
@@ -105,11 +117,12 @@ async function main(): Promise<number> {
   const latencyCpu = cpuCount() - 1;
   const modes: ModeId[] = [...opts.modes];
   const results: RunResults = {
-    schema: 1,
+    schema: 2,
     commandLine: ["node", "dist/bench/main.js", ...process.argv.slice(2)].join(" "),
     startedAt: started.toISOString(),
     profile: opts.profile,
     modes,
+    hostProfiles: opts.dataplane ? [...opts.profile.hosts] : [],
     workloads: opts.dataplane ? opts.workloads : [],
     machine: machineInfo(),
     versions: versions(ROOT),
@@ -118,38 +131,64 @@ async function main(): Promise<number> {
     modeDefinitions: Object.fromEntries(modes.map((m) => [m, MODES[m]])),
     testbeds: {},
     samples: [],
+    conntrack: [],
+    perf: { profiles: [] },
     controlPlane: { samples: [], strace, perf },
     notes: [],
   };
   if (!strace) results.notes.push("strace is not installed: no per-syscall breakdown (apt-get install strace).");
   if (!perf) results.notes.push("perf cannot count the raw_syscalls tracepoint here: syscall totals come from the strace runs only (up to 10,000 peers).");
-  const what = opts.dataplane ? `${opts.profile.reps} reps × ${opts.profile.seconds} s of ${opts.workloads.join(", ")} on ${modes.join(", ")}` : "no traffic workloads";
+  const perfProfile = opts.dataplane && opts.profile.perfProfile;
+  if (!opts.dataplane) results.perf.skipped = "--no-dataplane";
+  else if (!opts.profile.perfProfile) results.perf.skipped = "not asked for (--perf-profile; on by default in the full profile)";
+  else if (!has("perf")) results.perf.skipped = "perf is not installed (linux-perf)";
+  const what = opts.dataplane
+    ? `${opts.profile.reps} reps × ${opts.profile.seconds} s of ${opts.workloads.join(", ")} on ${modes.join(", ")}; hosts ${opts.profile.hosts.join(" then ")}${opts.profile.perfProfile ? "; perf profiles" : ""}`
+    : "no traffic workloads";
   const cp = opts.controlPlane ? `control plane ${opts.profile.peers.join("/")} peers` : "no control plane";
   log(`run ${runPrefix}: profile ${opts.profile.name}, ${what}; ${cp}; results in ${dir}`);
 
   const testbeds: Testbed[] = [];
   let failed = false;
+  let incomplete = false;
   try {
     if (opts.dataplane) {
-      for (const [i, id] of opts.modes.entries()) {
-        const t = performance.now();
-        try {
-          const tb = await buildTestbed(MODES[id], `${runPrefix}${MODE_LETTERS[i]}`, latencyCpu);
-          testbeds.push(tb);
-          results.testbeds[id] = tb.facts;
-          log(`testbed ${id} ready in ${((performance.now() - t) / 1000).toFixed(1)} s: ${tb.facts.path.route}${tb.facts.path.peerKind ? ` (BPF peer: ${tb.facts.path.peerKind})` : ""}`);
-          for (const w of tb.facts.path.warnings) log(`testbed ${id}: WARNING ${w}`);
-        } catch (e) {
-          const msg = e instanceof Error ? e.message : String(e);
-          if (id === "kernel-vxlan") throw new Error(`cannot build the baseline testbed kernel-vxlan: ${msg}`);
-          results.notes.push(`Mode ${id} could not be set up and was not measured: ${msg.split("\n")[0]}`);
-          modes.splice(modes.indexOf(id), 1);
-          log(`testbed ${id} FAILED: ${msg}`);
+      const failedIn = new Map<ModeId, HostProfileId[]>();
+      for (const [k, hosts] of opts.profile.hosts.entries()) {
+        const title = HOST_PROFILES[hosts].title.toLowerCase();
+        const beds: Partial<Record<ModeId, TestbedFacts>> = {};
+        results.testbeds[hosts] = beds;
+        for (const [i, id] of opts.modes.entries()) {
+          const t = performance.now();
+          try {
+            const tb = await buildTestbed(MODES[id], hosts, `${runPrefix}${HOST_LETTERS[hosts]}${MODE_LETTERS[i]}`, latencyCpu);
+            testbeds.push(tb);
+            beds[id] = tb.facts;
+            const rules = tb.facts.hosts.rules[0];
+            log(`testbed ${id} (${title}) ready in ${((performance.now() - t) / 1000).toFixed(1)} s: ${tb.facts.path.route}${tb.facts.path.peerKind ? ` (BPF peer: ${tb.facts.path.peerKind})` : ""}; iptables rules per host: filter ${rules?.filter}, nat ${rules?.nat}`);
+            for (const w of tb.facts.path.warnings) log(`testbed ${id}: WARNING ${w}`);
+          } catch (e) {
+            const msg = e instanceof Error ? e.message : String(e);
+            if (id === "kernel-vxlan") throw new Error(`cannot build the baseline testbed kernel-vxlan (${title}): ${msg}`);
+            results.notes.push(`Mode ${id} could not be set up on ${title} and was not measured there: ${msg.split("\n")[0]}`);
+            failedIn.set(id, [...(failedIn.get(id) ?? []), hosts]);
+            log(`testbed ${id} (${title}) FAILED: ${msg}`);
+          }
         }
+        const snapshot = async (tb: Testbed): Promise<void> => {
+          const perHost = await Promise.all(tb.hostNetns.map((n) => conntrackCounts(n)));
+          results.conntrack.push({ hosts, mode: tb.mode.id, takenAt: new Date().toISOString(), perHost });
+        };
+        results.samples.push(...await runDataplane(testbeds, opts.workloads, opts.profile.reps, opts.profile.seconds, log, snapshot));
+        if (perfProfile && k === 0 && !results.perf.skipped) {
+          results.perf.profiles = await runPerfProfiles(testbeds, hosts, PERF_SECONDS, join(dir, "perf"), log);
+        }
+        log(`tearing the ${title} testbeds down`);
+        for (const tb of testbeds.splice(0)) await tb.destroy();
       }
-      results.samples = await runDataplane(testbeds, opts.workloads, opts.profile.reps, opts.profile.seconds, log);
-      log("tearing the testbeds down");
-      for (const tb of testbeds.splice(0)) await tb.destroy();
+      // a mode that could be built on no host profile is not in the run
+      for (const [id, where] of failedIn) if (where.length === opts.profile.hosts.length) modes.splice(modes.indexOf(id), 1);
+      incomplete = failedIn.size > 0;
     }
     if (opts.controlPlane) {
       results.controlPlane.samples = await runControlPlane({
@@ -191,7 +230,7 @@ async function main(): Promise<number> {
   for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
   pointLatest(resultsRoot, dir);
   // Only a complete run into the default results directory replaces the committed copy.
-  const complete = !failed && opts.dataplane && opts.controlPlane && opts.out === undefined && modes.length === opts.modes.length;
+  const complete = !failed && !incomplete && opts.dataplane && opts.controlPlane && opts.out === undefined && modes.length === opts.modes.length;
   if (opts.profile.publish && complete) {
     publish(join(ROOT, "bench"), dir, markdown, charts.map((c) => c.file));
     log("published to bench/LATEST.md");
@@ -202,7 +241,8 @@ async function main(): Promise<number> {
   for (const t of targets) {
     const m = t.measured === undefined ? "–" : t.op === "==" ? t.measured.toFixed(3) : `${t.measured.toFixed(2)}×`;
     const want = `${t.op === "<=" ? "≤" : t.op === ">=" ? "≥" : "="} ${t.bound}${t.op === "==" ? "" : "×"}`;
-    process.stdout.write(`  ${t.verdict.padEnd(12)} ${t.target.padEnd(58)} ${m.padStart(8)}  (target ${want})${t.withinNoise ? "  within noise" : ""}\n`);
+    const reps = t.perRep && t.op !== "==" ? `  per rep ${t.perRep.min.toFixed(2)}/${t.perRep.median.toFixed(2)}/${t.perRep.max.toFixed(2)}` : "";
+    process.stdout.write(`  ${t.verdict.padEnd(12)} ${t.target.padEnd(72)} ${m.padStart(8)}  (target ${want})${reps}${t.withinNoise ? "  within noise" : ""}\n`);
   }
   return failed ? 1 : 0;
 }

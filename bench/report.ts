@@ -1,91 +1,34 @@
 /**
  * Writes report.md and its SVG charts from a run's results.
  *
- * How it works: the report leads with the targets (PASS/MISS against
- * ratios measured in this run), then one section per workload — a chart a
- * person can read at a glance, and a table with every mode's min / median /
- * max, its ratio to kernel-vxlan's median and the per-repetition ratio
- * range — then the control plane, how everything was measured, the
- * testbeds, the machine and the exact commands. Every number comes from
- * results.json through analysis.ts; nothing here is hard-coded.
+ * How it works: the report leads with the targets (PASS/MISSED against
+ * ratios measured in this run on real-node hosts), then one section per
+ * host profile (reportprofile.ts: at a glance, what BPF encapsulation
+ * bought, a chart and a table per metric, conntrack entries, perf
+ * profiles) — real nodes first, bare hosts "without targets" — then the
+ * control plane, how everything was measured, the testbeds with their
+ * iptables rule counts, the machine and the exact commands. Every number
+ * comes from results.json through analysis.ts; nothing here is hard-coded.
  */
-import { BASELINE, cpRows, metricRow, type CpRow } from "./analysis.js";
-import { cpChart, metricChart, type Chart } from "./charts.js";
+import { cpRows, modesOn, type CpRow } from "./analysis.js";
+import { cpChart, type Chart } from "./charts.js";
+import { HOST_PROFILES, KUBE_SERVICES } from "./hosts.js";
+import { bytes, f, table, x } from "./markdown.js";
 import { MODES } from "./modes.js";
+import { hostSection } from "./reportprofile.js";
 import type { RunResults } from "./results.js";
-import { summarize } from "./stats.js";
 import { evaluateTargets, type TargetResult } from "./targets.js";
-import { METRICS, WORKLOADS, type MetricDef } from "./workloads.js";
-
-/** Extra per-sample details shown as a median column beside a metric. */
-const EXTRA: Record<string, { key: string; title: string; digits: number }[]> = {
-  "tcp1.gbps": [{ key: "retransmits", title: "retransmits", digits: 0 }],
-  "tcp4.gbps": [{ key: "retransmits", title: "retransmits", digits: 0 }],
-  "tcp1.cpuPerGB": [{ key: "machineBusyPct", title: "machine busy %", digits: 0 }],
-  "tcp4.cpuPerGB": [{ key: "machineBusyPct", title: "machine busy %", digits: 0 }],
-  "udp64.kpps": [{ key: "lostPct", title: "lost %", digits: 1 }],
-};
-
-function f(v: number | undefined, digits: number): string {
-  if (v === undefined || !Number.isFinite(v)) return "–";
-  if (digits === 0 && Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
-  return v.toFixed(digits);
-}
-
-function x(v: number | undefined): string {
-  return v === undefined || !Number.isFinite(v) ? "–" : `${v.toFixed(2)}×`;
-}
-
-function bytes(v: number | undefined): string {
-  if (v === undefined || !Number.isFinite(v)) return "–";
-  if (Math.abs(v) >= 1024 * 1024) return `${(v / 1024 / 1024).toFixed(1)} MiB`;
-  if (Math.abs(v) >= 1024) return `${(v / 1024).toFixed(1)} KiB`;
-  return `${v.toFixed(0)} B`;
-}
-
-/** A markdown table; `align` has one letter per column, l or r (default: first column left, the rest right). */
-function table(head: string[], rows: string[][], align?: string): string {
-  const line = (c: string[]): string => `| ${c.join(" | ")} |`;
-  const a = align ?? "l" + "r".repeat(head.length - 1);
-  return [line(head), line(head.map((_h, i) => (a[i] === "l" ? "---" : "---:"))), ...rows.map(line)].join("\n");
-}
-
-function metricTable(r: RunResults, m: MetricDef): string {
-  const extras = EXTRA[m.id] ?? [];
-  const rows = r.modes.map((mode) => {
-    const row = metricRow(r, mode, m.id);
-    const s = row.summary;
-    const ex = extras.map((e) => {
-      const vals = r.samples.filter((sm) => sm.mode === mode && sm.workload === m.workload && !sm.error).map((sm) => Number(sm.extra[e.key]));
-      return f(summarize(vals)?.median, e.digits);
-    });
-    const ratio = mode === BASELINE ? "1.00× (baseline)" : x(row.ratio);
-    const paired = mode === BASELINE || !row.paired ? "" : `${x(row.paired.min)} – ${x(row.paired.max)}`;
-    return [mode, String(s?.n ?? 0) + (row.failures ? ` (+${row.failures} failed)` : ""), f(s?.min, m.digits), `**${f(s?.median, m.digits)}**`, f(s?.max, m.digits), ratio, paired, ...ex];
-  });
-  return table(["Mode", "runs", `min ${m.unit}`, `median ${m.unit}`, `max ${m.unit}`, `× ${BASELINE} (medians)`, "per-rep ratio min – max", ...extras.map((e) => `${e.title} (median)`)], rows);
-}
-
-/** One row per mode: every metric's median and its ratio to the baseline. */
-function glanceTable(r: RunResults): string {
-  const metrics = METRICS.filter((m) => r.workloads.includes(m.workload));
-  const rows = r.modes.map((mode) => [mode, ...metrics.map((m) => {
-    const row = metricRow(r, mode, m.id);
-    if (!row.summary) return "–";
-    return mode === BASELINE || row.ratio === undefined ? f(row.summary.median, m.digits) : `${f(row.summary.median, m.digits)} (${row.ratio.toFixed(2)}×)`;
-  })]);
-  return table(["Mode", ...metrics.map((m) => m.short)], rows);
-}
 
 function targetsTable(t: readonly TargetResult[]): string {
-  const rows = t.map((x) => {
-    const measured = x.measured === undefined ? "–" : x.op === "==" ? x.measured.toFixed(3) : `${x.measured.toFixed(2)}×`;
-    const range = x.range ? `${x.range[0].toFixed(2)} – ${x.range[1].toFixed(2)}` : "";
-    const bound = x.op === "==" ? `= ${x.bound}` : `${x.op === "<=" ? "≤" : "≥"} ${x.bound}×`;
-    const verdict = x.verdict === "PASS" ? "**PASS**" : x.verdict === "MISS" ? "**MISS**" : "NOT MEASURED";
-    return [x.target, bound, measured, range, verdict + (x.withinNoise ? " (within noise)" : "")];
+  const rows = t.map((y) => {
+    const measured = y.measured === undefined ? "–" : y.op === "==" ? y.measured.toFixed(3) : `${y.measured.toFixed(2)}×`;
+    const r = y.perRep;
+    const range = r ? `${r.min.toFixed(2)} / ${r.median.toFixed(2)} / ${r.max.toFixed(2)}` : "";
+    const bound = y.op === "==" ? `= ${y.bound}` : `${y.op === "<=" ? "≤" : "≥"} ${y.bound}×`;
+    const verdict = y.verdict === "PASS" ? "**PASS**" : y.verdict === "MISSED" ? "**MISSED**" : "NOT MEASURED";
+    return [y.target, bound, measured, range, verdict + (y.withinNoise ? " (within noise)" : "")];
   });
-  return table(["Target", "target", "measured", "per-rep range", "Verdict"], rows, "lrrrl");
+  return table(["Target", "target", "ratio of medians", "per-rep ratio min / median / max", "Verdict"], rows, "lrrrl");
 }
 
 function cpTable(rows: readonly CpRow[]): string {
@@ -118,7 +61,8 @@ export function writeReport(r: RunResults): { markdown: string; charts: Chart[] 
   const failed = r.samples.filter((s) => s.error).length;
   md.push(`# twill benchmark — ${r.startedAt.replace("T", " ").replace(/\.\d+Z$/, " UTC")}`);
   md.push("");
-  md.push(`Profile **${p.name}**: ${p.reps} interleaved repetitions of every workload on every mode, ${p.seconds} s per sample; control plane ${p.peers.map((n) => n.toLocaleString("en-US")).join(" / ")} peers × ${p.cpReps} runs. ` +
+  const hostsText = r.hostProfiles.map((h) => HOST_PROFILES[h].title.toLowerCase()).join(" and ");
+  md.push(`Profile **${p.name}**, on ${hostsText}: ${p.reps} interleaved repetitions of every workload on every mode, ${p.seconds} s per sample; control plane ${p.peers.map((n) => n.toLocaleString("en-US")).join(" / ")} peers × ${p.cpReps} runs. ` +
     `Took ${r.durationS !== undefined ? Math.round(r.durationS) : "?"} s on ${r.machine.cpuModel} (${r.machine.cores} cores, ${r.machine.memoryGiB} GiB), kernel ${r.machine.kernel}, twill ${r.versions.twillCommit.slice(0, 12)}${r.versions.twillDirty ? " (uncommitted changes)" : ""}. ` +
     `Load average before: ${r.loadavg.before.split(" ").slice(0, 3).join(" ")}; after: ${(r.loadavg.after ?? "?").split(" ").slice(0, 3).join(" ")}.`);
   md.push("");
@@ -128,42 +72,25 @@ export function writeReport(r: RunResults): { markdown: string; charts: Chart[] 
   if (load > r.machine.cores / 4) md.push(`> The machine was not idle when the run started (1-minute load average ${load} on ${r.machine.cores} cores): something else was running, and every number here is noisier for it.\n`);
   if (failed) md.push(`> ${failed} of ${r.samples.length} samples failed and are left out (listed under "Failures").\n`);
   for (const n of r.notes) md.push(`> ${n}\n`);
-  md.push("Every number below was measured in this run; ratios compare medians of modes measured side by side, interleaved, in this same run.");
+  md.push("Every number below was measured in this run; ratios compare medians of modes measured side by side, interleaved, in this same run, on the same kind of host.");
   md.push("");
-  md.push("## Targets");
+  md.push("## Targets (real nodes)");
   md.push("");
+  if (!r.hostProfiles.includes("real")) md.push("> The real-node host profile did not run (`--hosts bare`): the dataplane targets are not measured.\n");
   md.push(targetsTable(targets));
   md.push("");
-  const missed = targets.filter((t) => t.verdict === "MISS");
+  const missed = targets.filter((t) => t.verdict === "MISSED");
   const unmeasured = targets.filter((t) => t.verdict === "NOT MEASURED");
-  md.push(missed.length ? `**${missed.length} of ${targets.length} targets missed** in this run: ${missed.map((t) => t.target).join("; ")}.` : `No target missed in this run${unmeasured.length ? ` (${unmeasured.length} not measured)` : ""}.`);
+  md.push(missed.length ? `**${missed.length} of ${targets.length} targets MISSED** in this run: ${missed.map((t) => t.target).join("; ")}.` : `No target missed in this run${unmeasured.length ? ` (${unmeasured.length} not measured)` : ""}.`);
   md.push("");
-  md.push("Ratios are median(mode) ÷ median(baseline). The per-rep range divides each repetition by the baseline's sample of the same repetition; \"within noise\" means that range straddles the target, so a rerun may flip the verdict.");
+  md.push("Dataplane targets are measured on the real-node hosts only. The ratio is median(mode) ÷ median(reference), both from this run; the verdict is on it. " +
+    "The per-rep ratios divide each repetition by the reference's sample of the same repetition (min / median / max); \"within noise\" means they straddle the target, so a rerun may flip the verdict. " +
+    "\"kernel host-gw\" is kernel-direct: flannel's DirectRouting routes between hosts on one segment are the host-gw backend's routes. " +
+    "For the control-plane rows the range is the extreme ratio of the two dataplanes' fastest and slowest runs.");
   md.push("");
 
-  if (r.workloads.length && r.samples.length) {
-    md.push("## At a glance");
-    md.push("");
-    md.push(`Medians over the repetitions; in parentheses the ratio to ${BASELINE}'s median. ↑ higher is better, ↓ lower is better.`);
-    md.push("");
-    md.push(glanceTable(r));
-    md.push("");
-  }
-
-  for (const w of r.workloads) {
-    md.push(`## ${WORKLOADS[w].title}`);
-    md.push("");
-    for (const m of METRICS.filter((x) => x.workload === w)) {
-      const c = metricChart(r, m);
-      charts.push(c);
-      md.push(`### ${m.title}`);
-      md.push("");
-      md.push(`![${m.title}](${c.file})`);
-      md.push("");
-      md.push(metricTable(r, m));
-      md.push("");
-    }
-  }
+  const order = [...r.hostProfiles].sort((a, b) => (a === "real" ? -1 : b === "real" ? 1 : 0));
+  for (const h of order) md.push(...hostSection(r, h, charts, h === "real"));
 
   const rows = cpRows(r);
   md.push("## Control plane: programming peers");
@@ -196,12 +123,16 @@ export function writeReport(r: RunResults): { markdown: string; charts: Chart[] 
 
   md.push("## How this was measured");
   md.push("");
-  md.push("Modes (each its own namespaced cluster: 2 hosts on one L2 underlay switch, one pod per host made by the real CNI bridge plugin, real twill daemons; all built once at the start):");
+  md.push("Modes (each its own namespaced cluster: 2 hosts on one L2 underlay switch, one pod per host made by the real CNI bridge plugin, real twill daemons; all built at the start of their host profile):");
   md.push("");
   for (const id of r.modes) md.push(`- **${id}** — ${MODES[id].what}.`);
   md.push("");
-  md.push("- **Same leases everywhere.** Before the daemons start, the lease directory of every cluster gets the same two leases (h1 10.244.1.0/24, h2 10.244.2.0/24, fixed VTEP MACs); the daemons adopt them, so subnets, MACs and pod addresses are identical across modes. Network config: 10.244.0.0/16, /24 subnets, VNI 1, port 8472, plus `DirectRouting: true` for the direct modes. Daemons run with `--ip-masq` (flannel's usual deployment) and the default `--reconcile-period`.");
-  md.push("- **The reference** is `underlay`: host to host on the underlay, eth0 to eth0. It is the wire every other mode's packets cross, with nothing else: no pod namespace and veth, no cni0 bridge, no encapsulation, no netfilter rules. Any pod-to-pod path is this path plus at least one veth crossing per side, so on this machine no overlay can beat it; a mode that appears to is within the noise.");
+  md.push("Host profiles (each mode runs on each profile the run asked for; profiles run one after the other, each with its own freshly built testbeds):");
+  md.push("");
+  for (const h of r.hostProfiles) md.push(`- **${h}** (${HOST_PROFILES[h].title.toLowerCase()}) — ${HOST_PROFILES[h].what}`);
+  md.push("");
+  md.push("- **Same leases everywhere.** Before the daemons start, the lease directory of every cluster gets the same two leases (h1 10.244.1.0/24, h2 10.244.2.0/24, fixed VTEP MACs); the daemons adopt them, so subnets, MACs and pod addresses are identical across modes. Network config: 10.244.0.0/16, /24 subnets, VNI 1, port 8472, plus `DirectRouting: true` for the direct modes. Daemons run with `--ip-masq` (flannel's usual deployment; the test harness always passes it) and `--reconcile-period 10`. On real-node hosts the kube-proxy rules (" + KUBE_SERVICES + " Services) and flannel's chains are written with one `iptables-restore --noflush` per host before its daemon starts.");
+  md.push("- **The reference** is `underlay`: host to host on the underlay, eth0 to eth0. It is the wire every other mode's packets cross, with nothing else: no pod namespace and veth, no cni0 bridge, no encapsulation (on bare hosts no netfilter rules either; on real-node hosts it carries the same rules as every other mode). Any pod-to-pod path is this path plus at least one veth crossing per side, so on this machine no overlay can beat it; a mode that appears to is within the noise.");
   md.push("- **Interleaving.** For each repetition, each workload runs on every mode back to back; the mode order rotates by one every repetition. Only the measured mode's twill daemons run during its sample; the other clusters' daemons are paused (SIGSTOP) — their dataplanes keep forwarding without them.");
   md.push(`- **Latency** (sockperf ping-pong, UDP, 64-byte messages, one in flight, \`--full-rtt\`: round-trip times): **client and server are both pinned to CPU ${r.latencyCpu} with taskset**. On this ${r.machine.cores}-core machine a wake-up across CPUs adds tens of µs and hides the dataplane; on one CPU the whole path runs back to back and is what is measured.`);
   md.push("- **Throughput** (iperf3, 1 and 4 TCP streams, pod on h1 → pod on h2): receiver-side bits per second; not pinned.");
@@ -211,11 +142,13 @@ export function writeReport(r: RunResults): { markdown: string; charts: Chart[] 
 
   md.push("## Testbeds");
   md.push("");
-  md.push(table(["Mode", "pod MTU", "h1 → server route", "BPF peer kind", "checks (10 pings after first contact)"], r.modes.map((id) => {
-    const t = r.testbeds[id];
-    if (!t) return [id, "–", "not built", "", ""];
-    return [id, String(t.client.mtu), `\`${t.path.route.trim()}\``, t.path.peerKind ?? "", t.path.warnings.length ? `⚠ ${t.path.warnings.join("; ")}` : "ok"];
-  }), "lrlll"));
+  const tbRows = r.hostProfiles.flatMap((h) => modesOn(r, h).map((id) => {
+    const t = r.testbeds[h]?.[id];
+    if (!t) return [h, id, "–", "not built", "", "", ""];
+    const rules = t.hosts?.rules?.map((c) => `${c.filter} / ${c.nat} / ${c.mangle}`).join(" · ") ?? "–";
+    return [h, id, String(t.client.mtu), `\`${t.path.route.trim()}\``, t.path.peerKind ?? "", rules, t.path.warnings.length ? `⚠ ${t.path.warnings.join("; ")}` : "ok"];
+  }));
+  md.push(table(["Hosts", "Mode", "pod MTU", "h1 → server route", "BPF peer kind", "iptables rules filter / nat / mangle (h1 · h2)", "checks (10 pings after first contact)"], tbRows, "llrllll"));
   md.push("");
 
   md.push("## Machine and versions");
@@ -232,7 +165,7 @@ export function writeReport(r: RunResults): { markdown: string; charts: Chart[] 
   if (failures.length || cpFailures.length) {
     md.push("## Failures");
     md.push("");
-    for (const s of failures) md.push(`- rep ${s.rep} ${s.workload} ${s.mode}: ${s.error}`);
+    for (const s of failures) md.push(`- ${s.hosts ?? "bare"} hosts, rep ${s.rep} ${s.workload} ${s.mode}: ${s.error}`);
     for (const s of cpFailures) md.push(`- control plane ${s.dataplane} ${s.peers} peers${s.traced ? " (strace)" : ""}: ${s.error}`);
     md.push("");
   }
@@ -243,14 +176,17 @@ export function writeReport(r: RunResults): { markdown: string; charts: Chart[] 
   md.push("");
   md.push("```");
   for (const id of r.modes) {
-    const t = r.testbeds[id];
+    const h = r.hostProfiles.find((y) => r.testbeds[y]?.[id]);
+    const t = h ? r.testbeds[h]?.[id] : undefined;
     md.push(`# ${id}`);
     for (const c of t?.daemonCommands.slice(0, 1) ?? []) md.push(c);
     for (const w of r.workloads) {
-      const s = r.samples.find((x) => x.mode === id && x.workload === w && !x.error);
+      const s = r.samples.find((y) => y.mode === id && y.workload === w && !y.error);
       if (s) md.push(s.command);
     }
   }
+  const perf = r.perf?.profiles.find((y) => !y.error);
+  if (perf) md.push("# perf profile", perf.command);
   const cp = r.controlPlane.samples.find((s) => !s.error);
   if (cp) md.push("# control plane", cp.command);
   md.push("```");

@@ -8,28 +8,45 @@
  * like the results directories) names the newest directory. A run with
  * `publish` (the full profile) also copies the report and charts to
  * bench/LATEST.md and bench/latest-*.svg, which are committed, so the
- * repository always shows the last full run.
+ * repository always shows the last full run. Schema 2 runs each mode on
+ * one or two host profiles (hosts.ts): samples, testbeds and conntrack
+ * snapshots say which; readResults turns a schema-1 file (bare hosts
+ * only, before profiles existed) into schema 2 so old runs re-render.
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { ConntrackCounts } from "./conntrack.js";
 import type { CpSample } from "./controlplane.js";
 import type { Sample } from "./dataplane.js";
+import type { HostProfileId } from "./hosts.js";
 import type { MachineInfo, Versions } from "./machine.js";
 import type { Mode, ModeId } from "./modes.js";
+import type { PerfProfile } from "./perfprofile.js";
 import type { Profile } from "./profiles.js";
 import type { TestbedFacts } from "./testbed.js";
 import type { WorkloadId } from "./workloads.js";
 
 import type { ScaleResult } from "./scale/index.js";
 
+/** Conntrack entries on both hosts of one testbed, right after its last sample. */
+export interface ConntrackSnapshot {
+  readonly hosts: HostProfileId;
+  readonly mode: ModeId;
+  readonly takenAt: string;
+  /** h1 (the client's host), then h2. */
+  readonly perHost: readonly ConntrackCounts[];
+}
+
 export interface RunResults {
-  readonly schema: 1;
+  readonly schema: 2;
   readonly commandLine: string;
   readonly startedAt: string;
   finishedAt?: string;
   durationS?: number;
   readonly profile: Profile;
   readonly modes: readonly ModeId[];
+  /** The host profiles the modes ran on, in the order they ran. */
+  readonly hostProfiles: readonly HostProfileId[];
   readonly workloads: readonly WorkloadId[];
   readonly machine: MachineInfo;
   readonly versions: Versions;
@@ -37,12 +54,27 @@ export interface RunResults {
   /** The CPU both ends of the latency test were pinned to. */
   readonly latencyCpu: number;
   readonly modeDefinitions: Partial<Record<ModeId, Mode>>;
-  readonly testbeds: Partial<Record<ModeId, TestbedFacts>>;
+  readonly testbeds: Partial<Record<HostProfileId, Partial<Record<ModeId, TestbedFacts>>>>;
   samples: Sample[];
+  conntrack: ConntrackSnapshot[];
+  /** `perf record` over one TCP sample per profiled mode (perfprofile.ts), or why not. */
+  perf: { profiles: PerfProfile[]; skipped?: string };
   controlPlane: { samples: CpSample[]; strace: boolean; perf: boolean; skipped?: string };
   /** The etcd scale scenario (bench/scale/), when it ran. */
   scale?: ScaleResult;
   readonly notes: string[];
+}
+
+/** Reads DIR/results.json; a schema-1 run (before host profiles) reads as bare hosts only. */
+export function readResults(dir: string): RunResults {
+  const raw = JSON.parse(readFileSync(join(dir, "results.json"), "utf8")) as Record<string, unknown>;
+  if (raw.schema === 2) return raw as unknown as RunResults;
+  if (raw.schema !== 1) throw new Error(`Cannot read ${join(dir, "results.json")}: schema ${String(raw.schema)} is not 1 or 2`);
+  return {
+    ...(raw as unknown as RunResults), schema: 2, hostProfiles: ["bare"],
+    testbeds: { bare: raw.testbeds as Partial<Record<ModeId, TestbedFacts>> },
+    conntrack: [], perf: { profiles: [], skipped: "not in this (schema 1) run" },
+  };
 }
 
 export function timestampDir(root: string, d = new Date()): string {

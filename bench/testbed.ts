@@ -1,6 +1,7 @@
 /**
- * One testbed per mode: two hosts on the underlay switch, one pod on each,
- * real twill daemons with the mode's flags, and the traffic servers waiting.
+ * One testbed per mode and host profile: two hosts on the underlay switch,
+ * one pod on each, real twill daemons with the mode's flags, and the
+ * traffic servers waiting.
  *
  *   [pod h1-p1 10.244.1.x] ── cni0 ── host h1 eth0 192.168.50.11 ─┐
  *        client                                                   br0 (underlay netns)
@@ -15,9 +16,12 @@
  *    and network config in every mode; only the twill flags and
  *    DirectRouting differ (modes.ts). The underlay reference is the same
  *    topology without daemons or pods: h1 eth0 → h2 eth0.
- * 2) After start-up we check the mode is what it claims (the route or the
+ * 2) Before the daemons start, both hosts get what the host profile says
+ *    (hosts.ts: for "real", kube-proxy's and flannel's iptables rules).
+ *    After start-up we check the mode is what it claims (the route or the
  *    BPF peer entry h1 uses to reach h2's subnet, and after a ping the BPF
- *    counters that moved) and refuse to measure a testbed that fails.
+ *    counters that moved) and that both hosts carry the same rules
+ *    (counted per table), and refuse to measure a testbed that fails.
  * 3) Daemons of the modes not being measured are paused (SIGSTOP to their
  *    process group) so their periodic work does not land in another mode's
  *    samples; the dataplane forwards without them (the kernel's tables or
@@ -32,6 +36,7 @@ import { Cluster } from "../test/lib/cluster.js";
 import { run, spawnIn, stopProcess, waitFor } from "../test/lib/exec.js";
 import { ping } from "../test/lib/traffic.js";
 import { TwillCluster } from "../test/lib/twill.js";
+import { checkHosts, prepareHost, type HostCheck, type HostProfileId } from "./hosts.js";
 import type { Mode } from "./modes.js";
 import type { Endpoints } from "./workloads.js";
 
@@ -55,6 +60,8 @@ export function netConfig(mode: Mode): object {
 /** What was checked and configured, for results.json. */
 export interface TestbedFacts {
   readonly prefix: string;
+  /** The host profile and both hosts' iptables rule counts, checked before any measurement. */
+  readonly hosts: HostCheck;
   readonly client: { netns: string; ip: string; mtu: number };
   readonly server: { netns: string; ip: string; mtu: number };
   /** The command each daemon runs (both hosts run the same flags). */
@@ -66,6 +73,9 @@ export interface TestbedFacts {
 
 export interface Testbed {
   readonly mode: Mode;
+  readonly hosts: HostProfileId;
+  /** The two hosts' namespaces, h1 then h2. */
+  readonly hostNetns: readonly string[];
   readonly endpoints: Endpoints;
   readonly facts: TestbedFacts;
   pause(): void;
@@ -129,23 +139,26 @@ function endpoints(clientNetns: string, serverNetns: string, serverIP: string, c
   return { clientNetns, serverNetns, serverIP, iperfPort: IPERF_PORT, sockperfPort: SOCKPERF_PORT, latencyCpu: cpu };
 }
 
-async function buildUnderlay(mode: Mode, prefix: string, cpu: number): Promise<Testbed> {
+async function buildUnderlay(mode: Mode, hosts: HostProfileId, prefix: string, cpu: number): Promise<Testbed> {
   const cluster = await Cluster.create({ prefix, hosts: 2 });
   try {
     const [h1, h2] = cluster.hosts as [typeof cluster.hosts[0], typeof cluster.hosts[0]];
+    const hostNetns = [h1.netns, h2.netns];
+    await Promise.all(hostNetns.map((n, i) => prepareHost(hosts, n, i)));
     const p = await ping(h1.netns, h2.underlayIP, { count: 3 });
     if (p.received === 0) throw new Error(`underlay reference: h1 cannot ping ${h2.underlayIP}`);
     const servers = new Servers(h2.netns, h2.underlayIP, cpu);
     await servers.start();
     const facts: TestbedFacts = {
       prefix,
+      hosts: await checkHosts(hosts, hostNetns, `${mode.id} (${hosts} hosts)`),
       client: { netns: h1.netns, ip: h1.underlayIP, mtu: await mtuOf(h1.netns, "eth0") },
       server: { netns: h2.netns, ip: h2.underlayIP, mtu: await mtuOf(h2.netns, "eth0") },
       daemonCommands: [],
       path: { route: await routeGet(h1.netns, h2.underlayIP), warnings: [] },
     };
     return {
-      mode, endpoints: endpoints(h1.netns, h2.netns, h2.underlayIP, cpu), facts, pause() {}, resume() {},
+      mode, hosts, hostNetns, endpoints: endpoints(h1.netns, h2.netns, h2.underlayIP, cpu), facts, pause() {}, resume() {},
       recover: () => servers.start(), destroy: () => cluster.destroy(),
     };
   } catch (e) {
@@ -154,13 +167,19 @@ async function buildUnderlay(mode: Mode, prefix: string, cpu: number): Promise<T
   }
 }
 
-/** Which BPF counter must move for a ping in this mode, and which must not. */
-function expectedCounters(mode: Mode): { moved: string; still?: string } {
-  if (mode.path === "direct") return { moved: "direct" };
-  return mode.node?.fastPath ? { moved: "encap_fast" } : { moved: "encap", still: "encap_fast" };
+/**
+ * Which BPF counter must move for a ping in this mode, and which must not
+ * (bpf/shared.h): BPF encapsulation counts encap / encap_fast, the vxlan
+ * driver path encap_device — so a mode that silently fell back to the
+ * other encapsulation is flagged.
+ */
+function expectedCounters(mode: Mode): { moved: string; still: string[] } {
+  if (mode.path === "direct") return { moved: "direct", still: [] };
+  if (mode.encap === "device") return { moved: "encap_device", still: ["encap", "encap_fast"] };
+  return mode.node?.fastPath ? { moved: "encap_fast", still: ["encap_device"] } : { moved: "encap", still: ["encap_fast", "encap_device"] };
 }
 
-async function buildCluster(mode: Mode, prefix: string, cpu: number): Promise<Testbed> {
+async function buildCluster(mode: Mode, hosts: HostProfileId, prefix: string, cpu: number): Promise<Testbed> {
   const node = mode.node!;
   const config = netConfig(mode);
   const tc = await TwillCluster.create({ prefix, hosts: 2, netConfig: config, nodes: [node, node], reconcileSeconds: 10, startNodes: false });
@@ -169,6 +188,8 @@ async function buildCluster(mode: Mode, prefix: string, cpu: number): Promise<Te
       const attrs = { PublicIP: l.publicIP, PublicIPv6: null, BackendType: "vxlan", BackendData: { VNI, VtepMAC: l.vtepMAC } };
       writeFileSync(join(tc.leaseDir, "subnets", l.key), JSON.stringify(attrs));
     }
+    const hostNetns = tc.nodes.map((n) => n.host.netns);
+    await Promise.all(hostNetns.map((n, i) => prepareHost(hosts, n, i)));
     await Promise.all(tc.nodes.map((n) => tc.start(n)));
     const [n1, n2] = tc.nodes as [typeof tc.nodes[0], typeof tc.nodes[0]];
     const client = await tc.addPod(n1, "p1");
@@ -195,12 +216,13 @@ async function buildCluster(mode: Mode, prefix: string, cpu: number): Promise<Te
       counters = Object.fromEntries(Object.entries(m.counters).map(([k, v]) => [k, Number(v.packets) - Number(before?.counters[k]?.packets ?? 0)]));
       const want = expectedCounters(mode);
       if ((counters[want.moved] ?? 0) < 10) warnings.push(`10 pings moved h1's counter ${want.moved} by ${counters[want.moved] ?? 0} (expected 10)`);
-      if (want.still && (counters[want.still] ?? 0) > 0) warnings.push(`counter ${want.still} moved (${counters[want.still]}) without --fast-path`);
+      for (const c of want.still) if ((counters[c] ?? 0) > 0) warnings.push(`counter ${c} moved (${counters[c]}), which ${mode.id} should not use`);
     }
     const servers = new Servers(server.netns, server.ip, cpu);
     await servers.start();
     const facts: TestbedFacts = {
       prefix,
+      hosts: await checkHosts(hosts, hostNetns, `${mode.id} (${hosts} hosts)`),
       client: { netns: client.netns, ip: client.ip, mtu: await mtuOf(client.netns, "eth0") },
       server: { netns: server.netns, ip: server.ip, mtu: await mtuOf(server.netns, "eth0") },
       daemonCommands: tc.nodes.map((n) => `nsenter --net=/run/netns/${n.host.netns} node ${tc.args(n).join(" ")}`),
@@ -209,7 +231,7 @@ async function buildCluster(mode: Mode, prefix: string, cpu: number): Promise<Te
     };
     const procs = (): (ChildProcess | undefined)[] => tc.nodes.map((n) => n.proc);
     return {
-      mode, facts, endpoints: endpoints(client.netns, server.netns, server.ip, cpu),
+      mode, hosts, hostNetns, facts, endpoints: endpoints(client.netns, server.netns, server.ip, cpu),
       pause: () => procs().forEach((x) => signalGroup(x, "SIGSTOP")),
       resume: () => procs().forEach((x) => signalGroup(x, "SIGCONT")),
       recover: () => servers.start(),
@@ -224,6 +246,6 @@ async function buildCluster(mode: Mode, prefix: string, cpu: number): Promise<Te
   }
 }
 
-export function buildTestbed(mode: Mode, prefix: string, latencyCpu: number): Promise<Testbed> {
-  return mode.node ? buildCluster(mode, prefix, latencyCpu) : buildUnderlay(mode, prefix, latencyCpu);
+export function buildTestbed(mode: Mode, hosts: HostProfileId, prefix: string, latencyCpu: number): Promise<Testbed> {
+  return mode.node ? buildCluster(mode, hosts, prefix, latencyCpu) : buildUnderlay(mode, hosts, prefix, latencyCpu);
 }

@@ -31,6 +31,10 @@ enum twill_peer_kind {
 /* twill_config.flags */
 #define TWILL_CFG_FAST_PATH (1U << 0) /* redirect pod traffic past the host stack */
 #define TWILL_CFG_BPF_ENCAP (1U << 1) /* write and strip VXLAN headers in BPF (IPv4 underlay) */
+/* The upper 16 bits of twill_config.flags hold the VXLAN UDP port (a
+ * number, e.g. 8472). It lives there, not in a field of its own, so that
+ * the struct keeps twill 0.1's layout and a rollback to 0.1 adopts the pin. */
+#define TWILL_CFG_PORT_SHIFT 16
 
 /* The mark from_pod leaves on a packet it handed to the vxlan device with a
  * tunnel key (the device path), so that device's egress program passes it
@@ -65,11 +69,11 @@ struct twill_family_config {
 
 /* The one entry of the config array map. */
 struct twill_config {
-	__u32 flags;          /* TWILL_CFG_* */
+	__u32 flags;          /* TWILL_CFG_* in bits 0-15; the VXLAN UDP port in bits 16-31 */
 	__u32 vni;            /* our VNI: decapsulated packets with another are dropped */
 	__u32 bridge_ifindex; /* the pod bridge (cni0) */
 	__u8  bridge_mac[6];  /* its MAC: source MAC of packets delivered to pods */
-	__be16 port;          /* VXLAN UDP port, network order (flannel's Backend.Port, 8472) */
+	__u8  pad[2];
 	struct twill_family_config fam[2];
 };
 
@@ -143,7 +147,8 @@ enum twill_counter {
 	TWILL_C_DECAP           = 17, /* decapsulated in BPF at the underlay, handed to the stack as the vxlan device's */
 	TWILL_C_RX_UNKNOWN      = 18, /* VXLAN from a sender that is no known peer: left to the kernel, never into a pod by BPF */
 	TWILL_C_RX_FALLBACK     = 19, /* VXLAN to us that BPF did not decapsulate (not for a local pod, flags, VNI, helper failed): left to the kernel */
-	TWILL_C_MAX             = 20,
+	TWILL_C_TO_POD          = 20, /* routed to a local pod: from the bridge's egress straight to its veth */
+	TWILL_C_MAX             = 21,
 };
 
 #endif /* TWILL_SHARED_H */

@@ -19,6 +19,11 @@
  *                    sees it exactly as if the vxlan driver had received it)
  *                    DirectRouting pod traffic: fast path as above, or the stack
  *                    anything else: TC_ACT_OK (the kernel's vxlan device, as before)
+ *   host stack ──route <our subnet> dev cni0──▶ [to_pod] (tc egress of the pod bridge)
+ *                    known pod, the MAC the stack resolved: straight to its
+ *                    veth (after routing and netfilter, before the bridge; a
+ *                    BPF-decapsulated GSO packet keeps its UDP-tunnel GSO
+ *                    type, which the bridge would segment in software)
  *   underlay ──▶ vxlan driver ──▶ [from_overlay] (tc ingress of the vxlan device)
  *                    the device path (IPv6 underlay, --encap device, fallback)
  *
@@ -72,9 +77,13 @@ int twill_from_pod(struct __sk_buff *skb)
 	if (!parse_pkt(skb, &p))
 		return TC_ACT_OK;
 	cfg = config_get();
-	if (!cfg || !(cfg->flags & TWILL_CFG_FAST_PATH))
+	if (!cfg)
 		return TC_ACT_OK;
+	/* In every mode: to_pod (and the fast path's delivery) need to know
+	 * which veth a local pod sits behind. */
 	ep_learn(skb, p.family, p.saddr);
+	if (!(cfg->flags & TWILL_CFG_FAST_PATH))
+		return TC_ACT_OK;
 
 	peer = peer_lookup(p.family, p.daddr);
 	if (!peer || peer->kind == TWILL_PEER_LOCAL)
@@ -224,8 +233,10 @@ int twill_from_overlay(struct __sk_buff *skb)
 	r = remote_lookup(family, remote);
 	if (!r) {
 		/* Not from a peer: the stack judges it as before, BPF never
-		 * delivers it into a pod. */
-		count(0, TWILL_C_RX_UNKNOWN, skb->len);
+		 * delivers it into a pod. Over an IPv4 underlay with BPF
+		 * decapsulation, from_underlay already counted it. */
+		if (family == TWILL_FAMILY_V6 || !(cfg->flags & TWILL_CFG_BPF_ENCAP))
+			count(0, TWILL_C_RX_UNKNOWN, skb->len);
 		return TC_ACT_OK;
 	}
 	if (!parse_pkt(skb, &p)) {
@@ -258,7 +269,7 @@ int twill_from_underlay(struct __sk_buff *skb)
 	}
 	if (ret == VXLAN_RX_DECAPPED) {
 		/* The frame is the inner one now. */
-		if (parse_pkt(skb, &p)) {
+		if ((cfg->flags & TWILL_CFG_FAST_PATH) && parse_pkt(skb, &p)) {
 			ret = deliver_local(skb, &p, cfg, peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP);
 			if (ret >= 0)
 				return ret;
@@ -285,6 +296,33 @@ int twill_from_underlay(struct __sk_buff *skb)
 		return ret;
 	count(peer->id, -ret, skb->len);
 	return TC_ACT_OK;
+}
+
+SEC("tc")
+int twill_to_pod(struct __sk_buff *skb)
+{
+	struct twill_config *cfg;
+	struct twill_ep *ep;
+	struct ethhdr *eth;
+	struct pkt p;
+
+	cfg = config_get();
+	if (!cfg || !(cfg->flags & TWILL_CFG_BPF_ENCAP))
+		return TC_ACT_OK;
+	if (!parse_pkt(skb, &p))
+		return TC_ACT_OK;
+	ep = ep_lookup(p.family, p.daddr);
+	if (!ep)
+		return TC_ACT_OK;
+	eth = (void *)(long)skb->data;
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+	/* The stack resolved the pod's MAC: it must be the one we learnt
+	 * (else a stale entry: let the bridge decide). */
+	if (!mac_equal(eth->h_dest, ep->mac))
+		return TC_ACT_OK;
+	count(0, TWILL_C_TO_POD, skb->len);
+	return bpf_redirect(ep->ifindex, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

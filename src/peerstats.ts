@@ -146,6 +146,8 @@ export const ROLES: Readonly<Record<CounterName, Role>> = {
   // as decap_stack or delivered, so not traffic here).
   rx_unknown: drop("unknown_sender"),
   rx_fallback: drop("fallback"),
+  // Local delivery (peer 0): counted in the node-wide datapath totals only.
+  to_pod: drop("to_pod"),
 };
 
 export function roleOf(counter: string): Role {

@@ -46,6 +46,12 @@ struct vxlan_hdrs {
 	struct ethhdr inner;
 } __attribute__((packed));
 
+/* The VXLAN UDP port of the config, network order. */
+static __always_inline __be16 cfg_port(const struct twill_config *cfg)
+{
+	return bpf_htons((__u16)(cfg->flags >> TWILL_CFG_PORT_SHIFT));
+}
+
 static __always_inline __u16 csum_fold32(__u64 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -109,7 +115,7 @@ static __always_inline int vxlan_encap(struct __sk_buff *skb, const struct pkt *
 	ip.check = csum_fold32(sum);
 	__builtin_memcpy(&h.ip, &ip, sizeof(ip));
 	h.udp.source = bpf_htons(sport);
-	h.udp.dest = cfg->port;
+	h.udp.dest = cfg_port(cfg);
 	h.udp.len = bpf_htons(inner_len + VXLAN_ENCAP_LEN - sizeof(struct iphdr));
 	h.vx.vx_flags = bpf_htonl(VXLAN_FLAGS_I);
 	h.vx.vx_vni = bpf_htonl(peer->vni << 8);
@@ -164,13 +170,13 @@ static __always_inline int vxlan_rx(struct __sk_buff *skb, const struct twill_co
 
 		/* Options (or a broken header): the kernel judges it. */
 		if (h.ip.ihl >= 5 && !bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + h.ip.ihl * 4 + 2, &dport, 2) &&
-		    dport == cfg->port) {
+		    dport == cfg_port(cfg)) {
 			*reason = TWILL_C_RX_FALLBACK;
 			return VXLAN_RX_KERNEL;
 		}
 		return VXLAN_RX_NOT_VXLAN;
 	}
-	if (h.udp.dest != cfg->port)
+	if (h.udp.dest != cfg_port(cfg))
 		return VXLAN_RX_NOT_VXLAN;
 	*reason = TWILL_C_RX_FALLBACK;
 	if (!(cfg->flags & TWILL_CFG_BPF_ENCAP) || !fc->vxlan_ifindex)

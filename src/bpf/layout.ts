@@ -31,7 +31,7 @@ export const FAMILY_CONFIG: StructSpec = {
 };
 export const CONFIG: StructSpec = {
   name: "twill_config", size: 84,
-  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("port", 18, 2), f("fam", 20, 64)],
+  fields: [f("flags", 0, 4), f("vni", 4, 4), f("bridge_ifindex", 8, 4), f("bridge_mac", 12, 6), f("pad", 18, 2), f("fam", 20, 64)],
 };
 export const EP_KEY: StructSpec = { name: "twill_ep_key", size: 20, fields: [f("family", 0, 4), f("addr", 4, 16)] };
 export const EP: StructSpec = { name: "twill_ep", size: 12, fields: [f("ifindex", 0, 4), f("mac", 4, 6), f("pad", 10, 2)] };
@@ -49,7 +49,7 @@ export const STRUCTS: readonly StructSpec[] = [LPM_KEY, PEER, FAMILY_CONFIG, CON
 export const COUNTERS = [
   "encap", "encap_fast", "direct", "delivered", "decap_stack", "rx_direct", "miss", "stack_mtu", "stack_nat", "stack_ttl",
   "drop_no_lease", "drop_vni", "drop_no_tunnel", "drop_encap", "drop_no_config", "drop_unsupported",
-  "encap_device", "decap", "rx_unknown", "rx_fallback",
+  "encap_device", "decap", "rx_unknown", "rx_fallback", "to_pod",
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
@@ -142,11 +142,11 @@ export interface ConfigValue {
 }
 export function encodeConfig(c: ConfigValue): Buffer {
   const buf = Buffer.alloc(CONFIG.size);
-  buf.writeUInt32LE(c.flags >>> 0, off(CONFIG, "flags"));
+  // Bits 16-31 of flags: the VXLAN port (bpf/shared.h, TWILL_CFG_PORT_SHIFT).
+  buf.writeUInt32LE(((c.flags & 0xffff) | ((c.port & 0xffff) << 16)) >>> 0, off(CONFIG, "flags"));
   buf.writeUInt32LE(c.vni >>> 0, off(CONFIG, "vni"));
   buf.writeUInt32LE(c.bridgeIfindex >>> 0, off(CONFIG, "bridge_ifindex"));
   if (c.bridgeMAC) buf.set(macToBytes(c.bridgeMAC), off(CONFIG, "bridge_mac"));
-  buf.writeUInt16BE(c.port & 0xffff, off(CONFIG, "port"));
   c.fam.forEach((fc, i) => {
     if (!fc) return;
     const at = off(CONFIG, "fam") + i * FAMILY_CONFIG.size;
@@ -172,11 +172,11 @@ export function decodeConfig(buf: Buffer): ConfigValue {
   });
   const bm = off(CONFIG, "bridge_mac");
   return {
-    flags: buf.readUInt32LE(off(CONFIG, "flags")),
+    flags: buf.readUInt32LE(off(CONFIG, "flags")) & 0xffff,
     vni: buf.readUInt32LE(off(CONFIG, "vni")),
     bridgeIfindex: buf.readUInt32LE(off(CONFIG, "bridge_ifindex")),
     bridgeMAC: bytesToMAC(buf.subarray(bm, bm + 6)),
-    port: buf.readUInt16BE(off(CONFIG, "port")),
+    port: buf.readUInt32LE(off(CONFIG, "flags")) >>> 16,
     fam: [fam[0], fam[1]],
   };
 }

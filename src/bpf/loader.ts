@@ -24,7 +24,7 @@ import { btfLayout } from "./btflayout.js";
 
 export const MAP_NAMES = ["twill_peers", "twill_config", "twill_endpoints", "twill_stats", "twill_remotes", "twill_nat_flows"] as const;
 export type MapName = (typeof MAP_NAMES)[number];
-export const PROG_NAMES = ["twill_from_pod", "twill_to_overlay", "twill_from_overlay", "twill_from_underlay"] as const;
+export const PROG_NAMES = ["twill_from_pod", "twill_to_overlay", "twill_from_overlay", "twill_from_underlay", "twill_to_pod"] as const;
 export type ProgName = (typeof PROG_NAMES)[number];
 
 export interface MapDef { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }

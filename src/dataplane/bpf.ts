@@ -36,7 +36,7 @@ import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, parseIP as parseIPText, type Prefix } from "../net/ip.js";
 import { ip } from "../net/iproute.js";
-import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, bridgePorts, listLinks } from "../net/link.js";
+import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import type { BpfMap } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
@@ -117,14 +117,12 @@ export class BpfDataplane implements Dataplane {
       }
     }
     await this.ensureBase();
-    if (this.opts.fastPath) {
-      this.watcher ??= new PodWatcher(local.bridge, (ports) => this.syncPorts(ports), this.opts.log);
-      this.watcher.start();
-    } else {
-      // A previous run's fast-path programs go away.
-      for (const p of await bridgePorts(local.bridge).catch(() => [])) this.attacher.detach(p.ifindex, "ingress", this.linkPin("from_pod", p.ifindex));
-      await this.syncPorts([]);
-    }
+    // from_pod runs on every pod veth in every mode: it learns where each
+    // pod is (for to_pod), and forwards only with --fast-path. Without the
+    // fast path nothing depends on a new veth being seen at once (to_pod
+    // leaves unknown pods to the bridge), so the safety-net re-scan is slow.
+    this.watcher ??= new PodWatcher(local.bridge, (ports) => this.syncPorts(ports), this.opts.log, this.opts.fastPath ? 1000 : 10_000);
+    this.watcher.start();
     return this.devices;
   }
 
@@ -152,6 +150,7 @@ export class BpfDataplane implements Dataplane {
       this.writeOwnEntries(fams);
       this.attachDevice(cur);
       this.attachUnderlay(fams);
+      this.attachBridge();
       return;
     }
     this.sinceFull = 1;
@@ -178,6 +177,22 @@ export class BpfDataplane implements Dataplane {
       if (!l.name.startsWith("from_pod-") && (!l.info || l.info.ifindex === 0)) detachPinned(l.path);
     }
     this.attachUnderlay(fams);
+    this.attachBridge();
+  }
+
+  /** Attaches to_pod to the pod bridge's egress (once the CNI plugin made it); drops it from a bridge that is gone. */
+  private attachBridge(): void {
+    const b = this.bridge?.ifindex;
+    if (b) {
+      try {
+        this.attach("to_pod", this.loaded!.progs.twill_to_pod, b, this.local!.bridge, "egress");
+      } catch (e) {
+        this.opts.log.warn("cannot attach to the pod bridge", { device: this.local!.bridge, err: e });
+      }
+    }
+    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
+      if (l.name.startsWith("to_pod-") && (Number(l.name.slice("to_pod-".length)) !== b || !l.info || l.info.ifindex === 0)) detachPinned(l.path);
+    }
   }
 
   /** Whether from_underlay runs: for BPF decapsulation (IPv4 underlay) or DirectRouting receive. */
@@ -267,7 +282,10 @@ export class BpfDataplane implements Dataplane {
   /** Attaches from_pod to every bridge port, drops links and endpoints of vanished ports. */
   private async syncPorts(ports: Port[]): Promise<void> {
     if (!this.loaded) return;
-    if (ports.length && (await this.refreshBridge())) this.writeConfig();
+    if (ports.length && (await this.refreshBridge())) {
+      this.writeConfig();
+      this.attachBridge();
+    }
     const live = new Set(ports.map((p) => p.ifindex));
     for (const p of ports) {
       try {
@@ -453,8 +471,25 @@ export class BpfDataplane implements Dataplane {
     return this.loaded ? readDataplaneStats(this.loaded.maps) : undefined;
   }
 
+  /**
+   * Leaves the dataplane forwarding without a controller. The BPF VXLAN path
+   * is handed back to the vxlan device first (the config loses
+   * CFG_BPF_ENCAP): until the next start takes it again, packets are
+   * encapsulated and stripped by the driver — the same wire format. Whatever
+   * build starts next then finds a dataplane it understands: an older twill
+   * (a rollback) whose programs expect tunnel metadata on every packet of
+   * the vxlan device never meets a packet decapsulated in BPF.
+   */
   async close(): Promise<void> {
     this.watcher?.stop();
+    if (this.loaded && this.local && this.encap?.mode === "bpf") {
+      try {
+        this.encap = { mode: "device", reason: "controller stopped" };
+        this.writeConfig();
+      } catch (e) {
+        this.opts.log.warn("cannot hand VXLAN back to the vxlan device", { err: e });
+      }
+    }
     this.loaded?.close();
     this.loaded = undefined;
   }

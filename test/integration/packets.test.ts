@@ -393,13 +393,13 @@ describe("tc programs on crafted packets (BPF_PROG_TEST_RUN)", () => {
   describe("from_pod", () => {
     const fromPod = (pkt: Buffer, ctx: SkbCtxIn = {}) => run("twill_from_pod", pkt, { ifindex: dev, ...ctx });
 
-    test("without the fast path everything passes untouched and nothing is learnt", () => {
+    test("without the fast path everything passes untouched, and the sender is still learnt (for to_pod)", () => {
       setConfig(CFG_BPF_ENCAP);
       const pkt = v4(POD, REMOTE_POD, tcpSyn());
       const r = fromPod(pkt);
       expect(r, TC_ACT_OK, {}, "fast path off");
       untouched(r, pkt, "fast path off");
-      assert.equal(endpoint(POD), undefined);
+      assert.deepEqual(endpoint(POD), { ifindex: dev, mac: POD_MAC }, state(r));
     });
 
     test("to a local pod: passes untouched (the bridge), and the sender is learnt", () => {
@@ -787,6 +787,40 @@ describe("tc programs on crafted packets (BPF_PROG_TEST_RUN)", () => {
         expect(r, TC_ACT_OK, {}, what);
         untouched(r, pkt, what);
       }
+    });
+  });
+
+  /* ---- twill_to_pod: tc egress of the pod bridge ---- */
+
+  describe("to_pod", () => {
+    const toPod = (pkt: Buffer) => run("twill_to_pod", pkt, { ifindex: dev });
+    const routed = (l4: L4 = tcpSyn(80, 40000)) => v4(REMOTE_POD, POD, l4, { ttl: 63 }, { src: BRIDGE_MAC, dst: POD_MAC });
+
+    test("a known pod, with the MAC the stack resolved: straight to its veth, untouched (to_pod)", () => {
+      addEndpoint(POD);
+      const pkt = routed();
+      const r = toPod(pkt);
+      expect(r, TC_ACT_REDIRECT, { "0/to_pod": 1 }, "known pod");
+      assert.ok(r.data.equals(pkt), `not untouched${state(r)}`);
+    });
+
+    test("an unknown pod, another MAC (a stale entry), non-IP, or --encap device: left to the bridge", () => {
+      addEndpoint(POD);
+      for (const [what, pkt] of [
+        ["unknown pod", v4(REMOTE_POD, POD2, tcpSyn(), {}, { src: BRIDGE_MAC, dst: POD_MAC })],
+        ["other MAC", v4(REMOTE_POD, POD, tcpSyn(), {}, { src: BRIDGE_MAC, dst: "0e:00:00:00:09:09" })],
+        ["ARP", eth({ src: BRIDGE_MAC, dst: "ff:ff:ff:ff:ff:ff", type: 0x0806 }, Buffer.alloc(28))],
+      ] as const) {
+        clear("twill_stats");
+        const r = toPod(pkt);
+        expect(r, TC_ACT_OK, {}, what);
+        untouched(r, pkt, what);
+      }
+      setConfig(CFG_FAST_PATH);
+      const pkt = routed();
+      const r = toPod(pkt);
+      expect(r, TC_ACT_OK, {}, "--encap device");
+      untouched(r, pkt, "--encap device");
     });
   });
 

@@ -32,6 +32,9 @@ export interface NodeOptions {
   dataplane?: "bpf" | "kernel";
   fastPath?: boolean;
   extraArgs?: string[];
+  /** The daemon's entry script (default TWILL, this tree's bin/twill): e.g. another
+   *  build's bin/twill, for upgrades from a released version. `maps` uses it too. */
+  entry?: string;
 }
 
 export interface TwillNode {
@@ -98,7 +101,7 @@ export class TwillCluster {
 
   args(n: TwillNode): string[] {
     return [
-      TWILL, ...this.sourceArgs(n), "--iface", "eth0", "--subnet-file", n.subnetFile,
+      n.opts.entry ?? TWILL, ...this.sourceArgs(n), "--iface", "eth0", "--subnet-file", n.subnetFile,
       "--bpf-pin-dir", n.pinDir, "--node-name", n.host.name, "--dataplane", n.opts.dataplane ?? "bpf",
       `--fast-path=${n.opts.fastPath ? "true" : "false"}`, "--healthz-ip", "127.0.0.1", "--healthz-port", String(n.healthzPort),
       "--reconcile-period", String(this.o.reconcileSeconds ?? 1), "--log-level", "info", "--ip-masq", ...(n.opts.extraArgs ?? []),
@@ -141,9 +144,9 @@ export class TwillCluster {
     return sum;
   }
 
-  /** `twill maps` for a bpf node. */
+  /** `twill maps` for a bpf node (run by the node's own build, see NodeOptions.entry). */
   async maps(n: TwillNode): Promise<BpfState> {
-    const r = await run(process.execPath, [TWILL, "maps", "--json", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
+    const r = await run(process.execPath, [n.opts.entry ?? TWILL, "maps", "--json", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
     return JSON.parse(r.stdout);
   }
 
