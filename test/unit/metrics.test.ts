@@ -32,7 +32,8 @@ test("every counter of enum twill_counter has a role; traffic counters say their
   assert.deepEqual(Object.keys(ROLES).sort(), [...COUNTERS].sort());
   const traffic = Object.entries(ROLES).filter(([, r]) => r.kind === "traffic").map(([n, r]) => `${n}:${r.kind === "traffic" ? `${r.direction}/${r.path}` : ""}`);
   assert.deepEqual(traffic.sort(), [
-    "decap_stack:rx/vxlan", "delivered:rx/vxlan", "direct:tx/direct", "encap:tx/vxlan", "encap_fast:tx/vxlan", "rx_direct:rx/direct", "stack_nat:rx/peer",
+    "decap:rx/vxlan", "decap_stack:rx/vxlan", "delivered:rx/vxlan", "direct:tx/direct", "encap:tx/vxlan", "encap_device:tx/vxlan", "encap_fast:tx/vxlan",
+    "rx_direct:rx/direct", "stack_nat:rx/peer",
   ]);
 });
 
