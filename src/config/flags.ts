@@ -130,7 +130,7 @@ export const FLAGS: readonly FlagSpec[] = [
   tw("dataplane", "dataplane", "enum", "bpf", "how to forward: bpf (tc programs and maps) or kernel (flannel's neigh/fdb/route)", { values: ["bpf", "kernel"] }),
   tw("bpf-pin-dir", "bpfPinDir", "string", undefined, "where BPF maps and programs are pinned", { defaultText: "/sys/fs/bpf/twill/<node-name>" }),
   tw("node-name", "nodeName", "string", undefined, "this node's name", { env: "NODE_NAME", defaultText: "$NODE_NAME, else the hostname" }),
-  tw("fast-path", "fastPath", "bool", "false", "bpf: redirect pod traffic between pod veths and the vxlan device in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),
+  tw("fast-path", "fastPath", "bool", "false", "bpf: send pod traffic between pod veths and the underlay in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),
   tw("encap", "encap", "enum", "bpf", "bpf: who encapsulates and decapsulates VXLAN over an IPv4 underlay: bpf (the tc programs write and strip the outer headers; the vxlan device stays as fallback and for GRO) or device (the kernel's vxlan driver, as twill 0.1 did)", { values: ["bpf", "device"] }),
   tw("bpf-attach", "bpfAttach", "enum", "auto", "bpf: attach programs as tcx links (kernel >= 6.6), tc cls_bpf filters, or auto (tcx when the kernel has it)", { values: ["auto", "tcx", "tc"] }),
   tw("reconcile-period", "reconcilePeriod", "seconds", "10", "seconds between full reconciles of the dataplane with the leases"),
