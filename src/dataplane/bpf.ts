@@ -34,7 +34,7 @@ import { rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
-import { formatIP, formatPrefix, nthIP, parseIP as parseIPText, type Prefix } from "../net/ip.js";
+import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ip } from "../net/iproute.js";
 import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
@@ -79,8 +79,9 @@ export class BpfDataplane implements Dataplane {
   private sinceFull = 0;
   /** Underlay ifindex by family. */
   private readonly underlay = new Map<number, number>();
-  /** Underlay address (text) of each peer subnet (key), for twill_remotes. */
-  private readonly remoteOf = new Map<string, string>();
+  /** Underlay address of each peer subnet (by subnet key), and the subnets behind each address: for twill_remotes. */
+  private readonly remoteOf = new Map<string, { text: string; ip: Peer["publicIP"] }>();
+  private readonly remoteSubnets = new Map<string, Set<string>>();
   /** The encapsulation in use, and why when it is not the one asked for. */
   private encap?: { mode: "bpf" | "device"; reason: string };
 
@@ -321,45 +322,51 @@ export class BpfDataplane implements Dataplane {
   }
 
   /**
+   * Records that subnet key `k` is behind underlay address `ip` in the
+   * remotes index (remoteOf, remoteSubnets). Returns the addresses whose
+   * set of subnets changed (by text), which twill_remotes must follow.
+   */
+  private indexRemote(k: string, ip: Peer["publicIP"] | undefined, touched: Map<string, Peer["publicIP"]>): void {
+    const text = ip && formatIP(ip);
+    const cur = this.remoteOf.get(k);
+    if (cur?.text === text) return;
+    if (cur) {
+      this.remoteOf.delete(k);
+      this.remoteSubnets.get(cur.text)?.delete(k);
+      touched.set(cur.text, cur.ip);
+    }
+    if (!ip || !text) return;
+    this.remoteOf.set(k, { text, ip });
+    let set = this.remoteSubnets.get(text);
+    if (!set) this.remoteSubnets.set(text, (set = new Set()));
+    set.add(k);
+    touched.set(text, ip);
+  }
+
+  /** The twill_remotes value of an address: the id of the first subnet behind it; undefined when none is left. */
+  private remoteValue(text: string): Buffer | undefined {
+    const first = this.remoteSubnets.get(text)?.values().next().value;
+    return first === undefined ? undefined : encodeRemote(this.ids.get(first) ?? 0);
+  }
+
+  /**
    * Keeps twill_remotes (the VXLAN senders BPF accepts) in step with the
-   * peers: one entry per underlay address, with the id of one subnet behind
-   * it. Called after the peers are written; `gone` are subnets removed.
+   * peers on the event path: one entry per underlay address. Called after
+   * the peers are written; `gone` are subnets removed. Only the addresses
+   * whose subnets changed are written.
    */
   private syncRemotes(changed: readonly Peer[], gone: readonly Peer[]): void {
+    const touched = new Map<string, Peer["publicIP"]>();
+    for (const p of gone) this.indexRemote(keyOf(p.subnet), undefined, touched);
+    for (const p of changed) this.indexRemote(keyOf(p.subnet), p.publicIP, touched);
     const m = this.maps.twill_remotes;
-    const touched = new Set<string>();
-    for (const p of gone) {
-      const k = keyOf(p.subnet);
-      const r = this.remoteOf.get(k);
-      if (r !== undefined) touched.add(r);
-      this.remoteOf.delete(k);
-    }
-    for (const p of changed) {
-      const k = keyOf(p.subnet);
-      const old = this.remoteOf.get(k);
-      const now = formatIP(p.publicIP);
-      if (old !== undefined && old !== now) touched.add(old);
-      this.remoteOf.set(k, now);
-      touched.add(now);
-    }
-    if (!touched.size) return;
-    // The first subnet (by key) behind each touched address names it.
-    const owner = new Map<string, { ip: Peer["publicIP"]; id: number }>();
-    for (const p of changed) {
-      const ip = formatIP(p.publicIP);
-      if (touched.has(ip) && !owner.has(ip)) owner.set(ip, { ip: p.publicIP, id: this.ids.get(keyOf(p.subnet)) ?? 0 });
-    }
-    for (const [k, ip] of this.remoteOf) {
-      if (touched.has(ip) && !owner.has(ip)) {
-        const id = this.ids.get(k) ?? 0;
-        owner.set(ip, { ip: parseIPText(ip), id });
+    for (const [text, ip] of touched) {
+      const v = this.remoteValue(text);
+      if (v) m.update(encodeEpKey(ip), v);
+      else {
+        this.remoteSubnets.delete(text);
+        m.delete(encodeEpKey(ip));
       }
-    }
-    for (const ip of touched) {
-      const o = owner.get(ip);
-      const key = encodeEpKey(parseIPText(ip));
-      if (o) m.update(key, encodeRemote(o.id));
-      else m.delete(key);
     }
   }
 
@@ -440,29 +447,27 @@ export class BpfDataplane implements Dataplane {
     return { added, updated, removed };
   }
 
-  /** Makes twill_remotes exactly the peers' underlay addresses; returns how many entries it fixed. */
+  /** Makes twill_remotes exactly the peers' underlay addresses (the safety net); returns how many entries it fixed. */
   private reconcileRemotes(desired: readonly Peer[]): number {
-    const m = this.maps.twill_remotes;
     this.remoteOf.clear();
-    const want = new Map<string, Buffer>();
-    const sorted = [...desired].sort((a, b) => (keyOf(a.subnet) < keyOf(b.subnet) ? -1 : 1));
-    for (const p of sorted) {
-      const ip = formatIP(p.publicIP);
-      this.remoteOf.set(keyOf(p.subnet), ip);
-      if (!want.has(ip)) want.set(ip, encodeRemote(this.ids.get(keyOf(p.subnet)) ?? 0));
+    this.remoteSubnets.clear();
+    const scratch = new Map<string, Peer["publicIP"]>();
+    for (const p of desired) this.indexRemote(keyOf(p.subnet), p.publicIP, scratch);
+    const m = this.maps.twill_remotes;
+    const want = new Map<string, { key: Buffer; value: Buffer }>();
+    for (const [text, ip] of scratch) {
+      const key = encodeEpKey(ip);
+      want.set(key.toString("hex"), { key, value: this.remoteValue(text)! });
     }
     let fixed = 0;
-    const have = new Map<string, Buffer>();
-    for (const [k, v] of m.entries()) have.set(k.toString("hex"), v);
-    for (const [ip, v] of want) {
-      const k = encodeEpKey(parseIPText(ip));
-      const cur = have.get(k.toString("hex"));
-      have.delete(k.toString("hex"));
-      if (cur && cur.equals(v)) continue;
-      m.update(k, v);
-      fixed++;
+    for (const [k, v] of m.entries()) {
+      const hex = k.toString("hex");
+      const w = want.get(hex);
+      want.delete(hex);
+      if (!w) { m.delete(k); fixed++; }
+      else if (!w.value.equals(v)) { m.update(k, w.value); fixed++; }
     }
-    for (const k of have.keys()) { m.delete(Buffer.from(k, "hex")); fixed++; }
+    for (const w of want.values()) { m.update(w.key, w.value); fixed++; }
     return fixed;
   }
 

@@ -86,6 +86,14 @@ function peerKeyHex(subnet: string): string[] {
 }
 const peersMap = (n: TwillNode): string => join(n.pinDir, "maps", "twill_peers");
 
+/** bpftool's `key hex` bytes of an IPv4 underlay address in twill_remotes: struct twill_ep_key, family (u32 LE, 4), addr (16 bytes). */
+function remoteKeyHex(ip: string): string[] {
+  const key = Buffer.alloc(20);
+  key.writeUInt32LE(4, 0);
+  Buffer.from(ip.split(".").map(Number)).copy(key, 4);
+  return [...key].map((b) => b.toString(16).padStart(2, "0"));
+}
+
 /** Deletes a node's trie entry for `subnet` by hand, as someone with bpftool would. */
 async function deletePeerEntry(n: TwillNode, subnet: string): Promise<void> {
   await run("bpftool", ["map", "delete", "pinned", peersMap(n), "key", "hex", ...peerKeyHex(subnet)]);
@@ -176,6 +184,32 @@ describe("bpf dataplane: drift is repaired", () => {
       "re-added entry (kind, remote, VTEP MAC)");
     await c.ok((await tc.metric(n1, "twill_drift_repairs_total", { kind: "added" })) > repairsBefore, "the repair was not counted");
     console.log(`bpf: peer entry deleted -> re-added after ${ms.toFixed(0)} ms (period ${RECONCILE_S} s)`);
+  });
+
+  test("a sender's entry deleted from twill_remotes: its VXLAN falls back to the kernel (nothing lost), then BPF takes it again", async () => {
+    const from = n2.host.pods[0]!.netns, to = n1.host.pods[0]!.ip;
+    const key = remoteKeyHex(n2.host.underlayIP);
+    const remotes = join(n1.pinDir, "maps", "twill_remotes");
+    const has = async (): Promise<boolean> =>
+      (await run("bpftool", ["map", "lookup", "pinned", remotes, "key", "hex", ...key], { allowFail: true })).code === 0;
+    await c.ok(await has(), `h1's twill_remotes has no entry for h2 (${n2.host.underlayIP})`);
+
+    await afterReconcile(tc, n1);
+    await run("bpftool", ["map", "delete", "pinned", remotes, "key", "hex", ...key]);
+    const t0 = performance.now();
+    const before = await tc.maps(n1);
+    // Unknown to BPF now: the vxlan driver decapsulates it, as stock flannel would.
+    await c.ok(await reachable(from, to), "h2 -> h1 broke without h1's remotes entry (the kernel path must carry it)");
+    const mid = await tc.maps(n1);
+    await c.ok(tc.counter(mid, "rx_unknown") > tc.counter(before, "rx_unknown"), "h2's VXLAN not counted as rx_unknown on h1");
+    await c.within(REPAIR_LIMIT_MS, "h2's entry back in h1's twill_remotes", has);
+    const ms = performance.now() - t0;
+    const back = await tc.maps(n1);
+    await c.ok(await reachable(from, to), "h2 -> h1 after the repair");
+    const after = await tc.maps(n1);
+    const bpfRx = (m: typeof after): number => tc.counter(m, "decap") + tc.counter(m, "delivered");
+    await c.ok(bpfRx(after) > bpfRx(back), "h1 does not strip h2's VXLAN in BPF again");
+    console.log(`bpf: remotes entry deleted -> traffic on the kernel path, re-added after ${ms.toFixed(0)} ms`);
   });
 
   test("flannel.1 deleted is re-created with all peers re-programmed (fast path too)", async () => {
