@@ -202,7 +202,6 @@ int twill_from_overlay(struct __sk_buff *skb)
 	struct pkt p;
 	__u8 remote[16];
 	__u32 family = TWILL_FAMILY_V4;
-	int ret;
 
 	cfg = config_get();
 	if (!cfg) {
@@ -243,11 +242,7 @@ int twill_from_overlay(struct __sk_buff *skb)
 		count(r->peer_id, TWILL_C_DECAP_STACK, skb->len);
 		return TC_ACT_OK;
 	}
-	ret = deliver_local(skb, &p, cfg, r->peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP_STACK);
-	if (ret >= 0)
-		return ret;
-	count(r->peer_id, -ret, skb->len);
-	return TC_ACT_OK;
+	return deliver_or_stack(skb, &p, cfg, r->peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP_STACK, 0);
 }
 
 SEC("tc")
@@ -268,18 +263,17 @@ int twill_from_underlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	if (ret == VXLAN_RX_DECAPPED) {
-		/* The frame is the inner one now. */
-		if ((cfg->flags & TWILL_CFG_FAST_PATH) && parse_pkt(skb, &p)) {
-			ret = deliver_local(skb, &p, cfg, peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP);
-			if (ret >= 0)
-				return ret;
-			count(peer_id, -ret, skb->len);
-		} else {
+		/* The frame is the inner one now. Into the stack as the vxlan
+		 * device's (netfilter, conntrack, rp_filter see what they saw
+		 * with the kernel's decapsulation), or with the fast path into
+		 * the pod. */
+		__u32 vx = cfg->fam[0].vxlan_ifindex;
+
+		if (!(cfg->flags & TWILL_CFG_FAST_PATH) || !parse_pkt(skb, &p)) {
 			count(peer_id, TWILL_C_DECAP, skb->len);
+			return bpf_redirect(vx, BPF_F_INGRESS);
 		}
-		/* Into the stack as the vxlan device's: netfilter, conntrack,
-		 * rp_filter see what they saw with the kernel's decapsulation. */
-		return bpf_redirect(cfg->fam[0].vxlan_ifindex, BPF_F_INGRESS);
+		return deliver_or_stack(skb, &p, cfg, peer_id, TWILL_C_DELIVERED, TWILL_C_DECAP, vx);
 	}
 
 	/* Not VXLAN: DirectRouting pod traffic from a peer on our segment? */
@@ -291,11 +285,7 @@ int twill_from_underlay(struct __sk_buff *skb)
 	dst = peer_lookup(p.family, p.daddr);
 	if (!dst || dst->kind != TWILL_PEER_LOCAL)
 		return TC_ACT_OK;
-	ret = deliver_local(skb, &p, cfg, peer->id, TWILL_C_RX_DIRECT, TWILL_C_RX_DIRECT);
-	if (ret >= 0)
-		return ret;
-	count(peer->id, -ret, skb->len);
-	return TC_ACT_OK;
+	return deliver_or_stack(skb, &p, cfg, peer->id, TWILL_C_RX_DIRECT, TWILL_C_RX_DIRECT, 0);
 }
 
 SEC("tc")

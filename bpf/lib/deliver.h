@@ -44,4 +44,22 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct pkt
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
+/*
+ * deliver_local, or else the stack: counts why (the negative reason) and
+ * returns TC_ACT_OK, or — for a packet BPF decapsulated, `via_ifindex` being
+ * the vxlan device — redirects it into that device's ingress so the stack
+ * takes it as the device's.
+ */
+static __always_inline int deliver_or_stack(struct __sk_buff *skb, const struct pkt *p,
+					    const struct twill_config *cfg, __u32 peer_id,
+					    __u32 rx, __u32 rx_stack, __u32 via_ifindex)
+{
+	int ret = deliver_local(skb, p, cfg, peer_id, rx, rx_stack);
+
+	if (ret >= 0)
+		return ret;
+	count(peer_id, -ret, skb->len);
+	return via_ifindex ? bpf_redirect(via_ifindex, BPF_F_INGRESS) : TC_ACT_OK;
+}
+
 #endif

@@ -8,14 +8,20 @@
  */
 import { spawnIn, spawnedOutput, stopProcess, sleep } from "./exec.js";
 
-export async function countPackets(netns: string, iface: string, filter: string, fn: () => Promise<unknown>): Promise<number> {
-  const p = spawnIn(netns, "tcpdump", ["-i", iface, "-n", "-l", "-p", "-q", filter]);
-  await sleep(400); // tcpdump needs a moment before it captures
+/** Runs tcpdump (`args` after -i IFACE -n -l -p) in `netns` while `fn` runs; returns its text output. */
+export async function tcpdumpWhile(netns: string, iface: string, args: readonly string[], fn: () => Promise<unknown>): Promise<string> {
+  const p = spawnIn(netns, "tcpdump", ["-i", iface, "-n", "-l", "-p", ...args]);
+  await sleep(500); // tcpdump needs a moment before it captures
   try {
     await fn();
-    await sleep(200);
+    await sleep(300);
   } finally {
     await stopProcess(p, { signal: "SIGINT", graceMs: 2000 });
   }
-  return spawnedOutput(p).split("\n").filter((l) => /^\d\d:\d\d:\d\d\.\d+ /.test(l)).length;
+  return spawnedOutput(p);
+}
+
+export async function countPackets(netns: string, iface: string, filter: string, fn: () => Promise<unknown>): Promise<number> {
+  const out = await tcpdumpWhile(netns, iface, ["-q", filter], fn);
+  return out.split("\n").filter((l) => /^\d\d:\d\d:\d\d\.\d+ /.test(l)).length;
 }

@@ -20,7 +20,8 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { run, spawnIn, spawnedOutput, stopProcess, sleep } from "./exec.js";
+import { run } from "./exec.js";
+import { tcpdumpWhile } from "./capture.js";
 import type { Cluster } from "./cluster.js";
 import type { TwillCluster, TwillNode } from "./twill.js";
 
@@ -71,15 +72,7 @@ export function parseVxlanCapture(text: string): VxlanRecord[] {
 
 /** Captures UDP to `port` on `iface` in `netns`, decoded as VXLAN, while `fn` runs. Returns the records and tcpdump's text. */
 export async function captureVxlan(netns: string, iface: string, port: number, fn: () => Promise<unknown>): Promise<{ records: VxlanRecord[]; raw: string }> {
-  const p = spawnIn(netns, "tcpdump", ["-i", iface, "-n", "-e", "-l", "-p", "-T", "vxlan", `udp dst port ${port}`]);
-  await sleep(500); // tcpdump needs a moment before it captures
-  try {
-    await fn();
-    await sleep(300);
-  } finally {
-    await stopProcess(p, { signal: "SIGINT", graceMs: 2000 });
-  }
-  const raw = spawnedOutput(p);
+  const raw = await tcpdumpWhile(netns, iface, ["-e", "-T", "vxlan", `udp dst port ${port}`], fn);
   return { records: parseVxlanCapture(raw), raw };
 }
 
