@@ -79,7 +79,7 @@ async function run(o: Options): Promise<void> {
 /** Removes devices, links and pins; the subnet file and the lease stay (as with flannel). */
 async function teardown(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
-  await teardownBpf(o.bpfPinDir, undefined, log);
+  await teardownBpf(o.bpfPinDir, undefined, log, o.bridge);
   // The devices are flannel's names for vxlan devices: flannel.<VNI>, flannel-v6.<VNI>.
   const names = (await listLinks()).filter((l) => l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)).map((l) => l.name);
   for (const n of names) await deleteLink(n);

@@ -508,10 +508,14 @@ export class BpfDataplane implements Dataplane {
 }
 
 /** Removes links, pins and devices of a node; usable without a loaded object. */
-export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger): Promise<void> {
+export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger, bridge = local?.bridge): Promise<void> {
   for (const l of listPinnedLinks(join(pinDir, "links"))) detachPinned(l.path);
-  // tc cls_bpf filters on pod veths and the underlay (the vxlan devices' go with the devices)
-  for (const l of await listLinks().catch(() => [])) tcDetach(l.ifindex, "ingress");
+  // tc cls_bpf filters (twill's handle only) on pod veths and the underlay, and
+  // to_pod's on the pod bridge's egress (the vxlan devices' go with the devices)
+  for (const l of await listLinks().catch(() => [])) {
+    tcDetach(l.ifindex, "ingress");
+    if (l.name === bridge) tcDetach(l.ifindex, "egress");
+  }
   if (existsSync(pinDir)) rmSync(pinDir, { recursive: true, force: true });
   for (const lf of [local?.v4, local?.v6]) {
     if (!lf) continue;

@@ -67,12 +67,20 @@ describe("twill teardown", () => {
     iptables: (await run("iptables-save", [], { netns })).stdout.split("\n").filter((l) => /FLANNEL|twill/i.test(l)),
   });
 
-  test("leaves the host as it was before twill", async () => {
-    tc = await TwillCluster.create({ hosts: 2, startNodes: false, nodes: [{ dataplane: "bpf", fastPath: true }, { dataplane: "kernel" }] });
+  for (const attach of ["auto", "tc"] as const) test(`leaves the host as it was before twill (--bpf-attach ${attach})`, async () => {
+    if (tc) await tc.destroy();
+    tc = await TwillCluster.create({
+      hosts: 2, startNodes: false,
+      nodes: [{ dataplane: "bpf", fastPath: true, extraArgs: ["--bpf-attach", attach] }, { dataplane: "kernel" }],
+    });
     const before = await Promise.all(tc.nodes.map((n) => snapshot(n.host.netns)));
     await Promise.all(tc.nodes.map((n) => tc!.start(n)));
     for (const n of tc.nodes) await tc.addPod(n, "p1");
     assert.deepEqual(await tc.allPairs(), []);
+    if (attach === "tc") {
+      const b = (await run("tc", ["filter", "show", "dev", "cni0", "egress"], { netns: tc.nodes[0]!.host.netns })).stdout;
+      assert.match(b, /twill_to_pod/, "to_pod is not on cni0's egress before the teardown");
+    }
     for (const n of tc.nodes) {
       await tc.stop(n, "SIGKILL");
       await run(process.execPath, [TWILL, "teardown", "--bpf-pin-dir", n.pinDir], { netns: n.host.netns });
@@ -82,6 +90,9 @@ describe("twill teardown", () => {
       const veth = n.host.pods[0]!.veth!;
       const filters = (await run("tc", ["filter", "show", "dev", veth, "ingress"], { netns: n.host.netns, allowFail: true })).stdout;
       assert.doesNotMatch(filters, /twill/);
+      // to_pod sits on the pod bridge's egress (a tc filter with --bpf-attach tc)
+      const bridge = (await run("tc", ["filter", "show", "dev", "cni0", "egress"], { netns: n.host.netns, allowFail: true })).stdout;
+      assert.doesNotMatch(bridge, /twill/, `${n.host.name}: a twill filter is left on cni0's egress`);
     }
   });
 });
