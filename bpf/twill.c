@@ -92,6 +92,12 @@ int twill_from_pod(struct __sk_buff *skb)
 		count(0, TWILL_C_MISS, skb->len);
 		return TC_ACT_OK;
 	}
+	/* A reply in a flow that reached the pod through the stack (NAT'ed
+	 * here): conntrack must reverse it. Fragments and ICMP errors too. */
+	if (!p.l4_ok || p.frag || p.icmp_err || nat_flow_known(&p)) {
+		count(peer->id, TWILL_C_STACK_NAT, skb->len);
+		return TC_ACT_OK;
+	}
 	if (peer->kind == TWILL_PEER_DIRECT) {
 		ifindex = direct_prepare(skb, peer, cfg);
 		if (ifindex < 0) {
@@ -297,9 +303,20 @@ int twill_to_pod(struct __sk_buff *skb)
 	struct pkt p;
 
 	cfg = config_get();
-	if (!cfg || !(cfg->flags & TWILL_CFG_BPF_ENCAP))
+	if (!cfg || !(cfg->flags & (TWILL_CFG_BPF_ENCAP | TWILL_CFG_FAST_PATH)))
 		return TC_ACT_OK;
 	if (!parse_pkt(skb, &p))
+		return TC_ACT_OK;
+	if (cfg->flags & TWILL_CFG_FAST_PATH) {
+		/* A remote pod's flow reached a local pod through the stack
+		 * (maybe DNAT'ed here: a NodePort, a hostPort): its replies
+		 * must leave through the stack too, not by from_pod's shortcut. */
+		struct twill_peer *src = peer_lookup(p.family, p.saddr);
+
+		if (src && (src->kind == TWILL_PEER_VXLAN || src->kind == TWILL_PEER_DIRECT))
+			nat_flow_record(&p);
+	}
+	if (!(cfg->flags & TWILL_CFG_BPF_ENCAP))
 		return TC_ACT_OK;
 	ep = ep_lookup(p.family, p.daddr);
 	if (!ep)

@@ -13,6 +13,12 @@
  * flow); deliver_local sends any arriving packet of a recorded flow to the
  * stack, where conntrack reverses the NAT. One hash lookup per received
  * packet replaces a conntrack lookup plus its reference counting.
+ * The other way round too: a flow that reached a local pod through the
+ * stack (to_pod sees it at the bridge's egress: DNAT'ed here, e.g. a
+ * NodePort or hostPort reached by a remote pod) is recorded keyed as the
+ * pod's replies will leave, and from_pod leaves those replies to the stack
+ * for their reverse NAT. One map holds both directions: a key is the
+ * packet's own (source, destination), so the two never collide.
  */
 #ifndef TWILL_NATFLOW_H
 #define TWILL_NATFLOW_H
@@ -48,9 +54,9 @@ static __always_inline int flow_key(struct twill_flow_key *k, const struct pkt *
 	return 0;
 }
 
-/* Records that packet p (leaving through the stack) belongs to a flow whose
- * replies must go to the stack. Returns nothing: a full LRU evicts the
- * oldest flow. */
+/* Records that packet p (which went through the stack) belongs to a flow
+ * whose replies must go through the stack too. Returns nothing: a full LRU
+ * evicts the oldest flow. */
 static __always_inline void nat_flow_record(const struct pkt *p)
 {
 	struct twill_flow_key k;
@@ -63,7 +69,7 @@ static __always_inline void nat_flow_record(const struct pkt *p)
 	bpf_map_update_elem(&twill_nat_flows, &k, &one, BPF_ANY);
 }
 
-/* Returns 1 when packet p (arriving) belongs to a recorded flow. */
+/* Returns 1 when packet p (arriving from the overlay, or leaving a pod) belongs to a recorded flow. */
 static __always_inline int nat_flow_known(const struct pkt *p)
 {
 	struct twill_flow_key k;

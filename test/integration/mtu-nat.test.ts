@@ -86,6 +86,29 @@ for (const mode of ["bpf", "bpf --fast-path", "kernel"] as const) {
       }
     });
 
+    test("DNAT on the receiving host (a hostPort-style rule) reached by a remote pod: replies reverse-NATed", async () => {
+      // h2: 10.244.<h2>.250:80 (an unused address of h2's pod subnet, so h1
+      // routes it over the overlay) --DNAT--> h2/p2:8081. The request reaches
+      // the pod through h2's stack; with the fast path, the pod's replies
+      // must not take from_pod's shortcut past conntrack's reverse NAT.
+      const client = tc.nodes[0]!.host.pods[1]!, backend = tc.nodes[1]!.host.pods[1]!;
+      const vip = backend.ip.replace(/\.\d+$/, ".250");
+      const rule = ["-d", `${vip}/32`, "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", `${backend.ip}:8081`];
+      await run("iptables", ["-w", "5", "-t", "nat", "-I", "PREROUTING", ...rule], { netns: backend.host.netns });
+      const srv = await startEchoServer(backend.netns, 8081);
+      try {
+        for (let i = 0; i < 3; i++) assert.equal(await tcpRequest(client.netns, vip, 80, `dnat ${i}`), `dnat ${i}`);
+        assert.ok(srv.peers().every((p) => p.peer === client.ip), JSON.stringify(srv.peers()));
+      } finally {
+        await srv.stop();
+        await run("iptables", ["-w", "5", "-t", "nat", "-D", "PREROUTING", ...rule], { netns: backend.host.netns });
+      }
+      if (mode === "bpf --fast-path") {
+        const m = await tc.maps(tc.nodes[1]!);
+        assert.ok(tc.counter(m, "stack_nat") > 0, "h2's pod's replies were not left to the stack");
+      }
+    });
+
     test(mode === "bpf --fast-path" ? "the fast path bypasses an iptables FORWARD DROP (documented)" : "an iptables FORWARD DROP between two pods is honoured", async () => {
       const a = tc.nodes[0]!.host.pods[0]!, b = tc.nodes[1]!.host.pods[0]!;
       const rule = ["-s", `${a.ip}/32`, "-d", `${b.ip}/32`, "-j", "DROP"];

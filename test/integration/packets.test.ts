@@ -377,6 +377,21 @@ describe("tc programs on crafted packets (BPF_PROG_TEST_RUN)", () => {
       assert.ok(r.data.subarray(ETH_HLEN).equals(pkt.subarray(ETH_HLEN)), `the IP packet changed${state(r)}`);
     });
 
+    test("from_pod: fragments, ICMP errors and packets without a readable L4 header take the stack", () => {
+      const original = ipv4({ src: REMOTE_POD, dst: POD, df: true }, tcpSyn(80, 40000));
+      for (const [what, pkt] of [
+        ["IPv4 first fragment", v4(POD, REMOTE_POD, raw(IPPROTO_UDP, Buffer.alloc(32)), { mf: true })],
+        ["IPv4 later fragment", v4(POD, REMOTE_POD, raw(IPPROTO_UDP, Buffer.alloc(32)), { fragOffset: 1480 })],
+        ["ICMP error", v4(POD, REMOTE_POD, fragNeeded4(1400, original))],
+        ["TCP header cut short", truncate(v4(POD, REMOTE_POD, tcpSyn()), ETH_HLEN + 20 + 2)],
+      ] as const) {
+        clear("twill_stats");
+        const r = run("twill_from_pod", pkt, { ifindex: dev });
+        expect(r, TC_ACT_OK, { [`${ID.peer}/stack_nat`]: 1 }, what);
+        untouched(r, pkt, what);
+      }
+    });
+
     test("with the fast path, a pod flow leaving through the stack is recorded as its replies will arrive", () => {
       const pkt = v4(POD, REMOTE_POD, tcp({ sport: 40001, dport: 8080 }), {}, { src: VTEP, dst: VTEP });
       expect(run("twill_to_overlay", pkt), TC_ACT_REDIRECT, { [`${ID.peer}/encap`]: 1 }, "pod flow");
@@ -802,6 +817,27 @@ describe("tc programs on crafted packets (BPF_PROG_TEST_RUN)", () => {
       const r = toPod(pkt);
       expect(r, TC_ACT_REDIRECT, { "0/to_pod": 1 }, "known pod");
       assert.ok(r.data.equals(pkt), `not untouched${state(r)}`);
+    });
+
+    test("with the fast path, a remote pod's flow that reached a pod through the stack is recorded; from_pod leaves its replies to the stack", () => {
+      addEndpoint(POD);
+      // a remote pod's request, DNAT'ed here (e.g. to a hostPort): at the bridge it is remote pod -> our pod
+      expect(toPod(v4(REMOTE_POD, POD, tcp({ sport: 40010, dport: 8080 }), { ttl: 63 }, { src: BRIDGE_MAC, dst: POD_MAC })), TC_ACT_REDIRECT, { "0/to_pod": 1 }, "request");
+      const key = encodeFlowKey({ src: parseIP(POD), dst: parseIP(REMOTE_POD), proto: IPPROTO_TCP, sport: 8080, dport: 40010 });
+      assert.ok(o().maps.twill_nat_flows.lookup(key), `no reply key in twill_nat_flows${state(toPod(routed()))}`);
+      clear("twill_stats");
+      const reply = v4(POD, REMOTE_POD, tcp({ sport: 8080, dport: 40010 }));
+      let r = run("twill_from_pod", reply, { ifindex: dev });
+      expect(r, TC_ACT_OK, { [`${ID.peer}/stack_nat`]: 1 }, "the pod's reply");
+      untouched(r, reply, "the pod's reply");
+      clear("twill_stats");
+      r = run("twill_from_pod", v4(POD, REMOTE_POD, tcp({ sport: 8081, dport: 40010 })), { ifindex: dev });
+      expect(r, TC_ACT_REDIRECT, { [`${ID.peer}/encap_fast`]: 1 }, "another flow of the pod");
+      // without the fast path nothing is recorded
+      clear("twill_nat_flows");
+      setConfig(CFG_BPF_ENCAP);
+      toPod(v4(REMOTE_POD, POD, tcp({ sport: 40011, dport: 8080 }), { ttl: 63 }, { src: BRIDGE_MAC, dst: POD_MAC }));
+      assert.equal(o().maps.twill_nat_flows.keys().length, 0, "recorded without the fast path");
     });
 
     test("an unknown pod, another MAC (a stale entry), non-IP, or --encap device: left to the bridge", () => {
