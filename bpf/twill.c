@@ -175,7 +175,7 @@ int twill_to_overlay(struct __sk_buff *skb)
 		struct twill_peer *src = peer_lookup(p.family, p.saddr);
 
 		if (src && src->kind == TWILL_PEER_LOCAL)
-			nat_flow_record(&p);
+			nat_flow_record(skb, &p);
 	}
 	if (peer->kind == TWILL_PEER_DIRECT) {
 		/* The stack routed it here (host traffic, or the fast path is
@@ -314,7 +314,7 @@ int twill_to_pod(struct __sk_buff *skb)
 		struct twill_peer *src = peer_lookup(p.family, p.saddr);
 
 		if (src && (src->kind == TWILL_PEER_VXLAN || src->kind == TWILL_PEER_DIRECT))
-			nat_flow_record(&p);
+			nat_flow_record(skb, &p);
 	}
 	if (!(cfg->flags & TWILL_CFG_BPF_ENCAP))
 		return TC_ACT_OK;

@@ -25,6 +25,7 @@
 
 #include "parse.h"
 #include "maps.h"
+#include "ct.h"
 
 /* Fills the key of packet p as it arrives (reverse = 0) or of its replies
  * (reverse = 1). Returns 0, or -1 when the packet has no usable L4 identity. */
@@ -57,11 +58,15 @@ static __always_inline int flow_key(struct twill_flow_key *k, const struct pkt *
 /* Records that packet p (which went through the stack) belongs to a flow
  * whose replies must go through the stack too. Returns nothing: a full LRU
  * evicts the oldest flow. */
-static __always_inline void nat_flow_record(const struct pkt *p)
+static __always_inline void nat_flow_record(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct twill_flow_key k;
 	__u32 one = 1;
 
+	/* Only flows conntrack NAT'ed: one that took the stack for another
+	 * reason (a pod not learnt yet, MTU, TTL) must not lose the fast path. */
+	if (flow_nat_state(skb, p) == 0)
+		return;
 	if (flow_key(&k, p, 1))
 		return;
 	if (bpf_map_lookup_elem(&twill_nat_flows, &k))
