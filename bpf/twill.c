@@ -47,8 +47,8 @@ const volatile enum twill_counter twill_counter_max = TWILL_C_MAX;
 const volatile enum twill_peer_kind twill_peer_kind_max = TWILL_PEER_CLUSTER;
 
 /* Hands a packet to the vxlan driver with a tunnel key (the device path).
- * Returns the TC action; `mark` tells the device's own egress program to let
- * it pass (from_pod's redirect). */
+ * Returns the TC action; with `redirect` (from_pod) the packet is sent to
+ * the device, marked so that the device's own egress program lets it pass. */
 static __always_inline int send_device(struct __sk_buff *skb, const struct twill_peer *peer,
 				       const struct twill_config *cfg, int redirect)
 {
@@ -63,6 +63,24 @@ static __always_inline int send_device(struct __sk_buff *skb, const struct twill
 		return TC_ACT_OK;
 	skb->mark = TWILL_MARK_ENCAPPED;
 	return bpf_redirect(ifindex, 0);
+}
+
+/* Sends packet p to VXLAN peer `peer`: encapsulated in BPF and out of the
+ * underlay (counted as `counter`), else by the device path. Returns the TC
+ * action. */
+static __always_inline int send_vxlan(struct __sk_buff *skb, const struct pkt *p, const struct twill_peer *peer,
+				      const struct twill_config *cfg, __u32 counter, int redirect)
+{
+	int ifindex = vxlan_encap(skb, p, peer, cfg);
+
+	if (ifindex > 0) {
+		count(peer->id, counter, skb->len);
+		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+	}
+	if (ifindex == -TWILL_C_ENCAP_DEVICE)
+		return send_device(skb, peer, cfg, redirect);
+	count(peer->id, -ifindex, skb->len);
+	return TC_ACT_SHOT;
 }
 
 SEC("tc")
@@ -94,7 +112,7 @@ int twill_from_pod(struct __sk_buff *skb)
 	}
 	/* A reply in a flow that reached the pod through the stack (NAT'ed
 	 * here): conntrack must reverse it. Fragments and ICMP errors too. */
-	if (!p.l4_ok || p.frag || p.icmp_err || nat_flow_known(&p)) {
+	if (needs_stack(&p)) {
 		count(peer->id, TWILL_C_STACK_NAT, skb->len);
 		return TC_ACT_OK;
 	}
@@ -125,15 +143,7 @@ int twill_from_pod(struct __sk_buff *skb)
 		count(peer->id, TWILL_C_STACK_TTL, skb->len);
 		return TC_ACT_OK;
 	}
-	ifindex = vxlan_encap(skb, &p, peer, cfg);
-	if (ifindex > 0) {
-		count(peer->id, TWILL_C_ENCAP_FAST, skb->len);
-		return bpf_redirect_neigh(ifindex, NULL, 0, 0);
-	}
-	if (ifindex == -TWILL_C_ENCAP_DEVICE)
-		return send_device(skb, peer, cfg, 1);
-	count(peer->id, -ifindex, skb->len);
-	return TC_ACT_SHOT;
+	return send_vxlan(skb, &p, peer, cfg, TWILL_C_ENCAP_FAST, 1);
 }
 
 SEC("tc")
@@ -188,15 +198,7 @@ int twill_to_overlay(struct __sk_buff *skb)
 		count(peer->id, TWILL_C_DIRECT, skb->len);
 		return direct_redirect(peer, ret);
 	}
-	ret = vxlan_encap(skb, &p, peer, cfg);
-	if (ret > 0) {
-		count(peer->id, TWILL_C_ENCAP, skb->len);
-		return bpf_redirect_neigh(ret, NULL, 0, 0);
-	}
-	if (ret == -TWILL_C_ENCAP_DEVICE)
-		return send_device(skb, peer, cfg, 0);
-	count(peer->id, -ret, skb->len);
-	return TC_ACT_SHOT;
+	return send_vxlan(skb, &p, peer, cfg, TWILL_C_ENCAP, 0);
 }
 
 SEC("tc")

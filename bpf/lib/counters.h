@@ -23,10 +23,4 @@ static __always_inline void count(__u32 peer_id, __u32 idx, __u32 len)
 	s->bytes += len;
 }
 
-/* The id of a peer entry for counting, 0 without one. */
-static __always_inline __u32 peer_id_of(const struct twill_peer *peer)
-{
-	return peer ? peer->id : 0;
-}
-
 #endif

@@ -34,7 +34,7 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct pkt
 	ep = ep_lookup(p->family, p->daddr);
 	if (!ep)
 		return -(int)rx_stack;
-	if (!p->l4_ok || p->frag || p->icmp_err || nat_flow_known(p))
+	if (needs_stack(p))
 		return -TWILL_C_STACK_NAT;
 	if (dec_ttl(skb, p))
 		return -TWILL_C_STACK_TTL;

@@ -25,14 +25,24 @@ static __always_inline struct twill_peer *peer_lookup(__u32 family, const __u8 *
 	return bpf_map_lookup_elem(&twill_peers, &key);
 }
 
+/* Fills the (family, address) key of the endpoints and remotes maps. An
+ * IPv4 `addr` needs only its 4 bytes (it may sit in a packet header). */
+static __always_inline void addr_key(struct twill_ep_key *key, __u32 family, const __u8 *addr)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = family;
+	if (family == TWILL_FAMILY_V6)
+		__builtin_memcpy(key->addr, addr, 16);
+	else
+		__builtin_memcpy(key->addr, addr, 4);
+}
+
 /* Returns the local endpoint for an address, or NULL. */
 static __always_inline struct twill_ep *ep_lookup(__u32 family, const __u8 *addr)
 {
 	struct twill_ep_key key;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	key.family = family;
-	__builtin_memcpy(key.addr, addr, 16);
+	addr_key(&key, family, addr);
 	return bpf_map_lookup_elem(&twill_endpoints, &key);
 }
 
@@ -48,12 +58,7 @@ static __always_inline struct twill_remote *remote_lookup(__u32 family, const __
 {
 	struct twill_ep_key key;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	key.family = family;
-	if (family == TWILL_FAMILY_V6)
-		__builtin_memcpy(key.addr, addr, 16);
-	else
-		__builtin_memcpy(key.addr, addr, 4);
+	addr_key(&key, family, addr);
 	return bpf_map_lookup_elem(&twill_remotes, &key);
 }
 
@@ -89,9 +94,7 @@ static __always_inline void ep_learn(struct __sk_buff *skb, __u32 family, const 
 	own = peer_lookup(family, saddr);
 	if (!own || own->kind != TWILL_PEER_LOCAL)
 		return;
-	__builtin_memset(&key, 0, sizeof(key));
-	key.family = family;
-	__builtin_memcpy(key.addr, saddr, 16);
+	addr_key(&key, family, saddr);
 	__builtin_memset(&val, 0, sizeof(val));
 	val.ifindex = skb->ifindex;
 	__builtin_memcpy(val.mac, eth->h_source, ETH_ALEN);

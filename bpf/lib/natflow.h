@@ -74,13 +74,16 @@ static __always_inline void nat_flow_record(struct __sk_buff *skb, const struct 
 	bpf_map_update_elem(&twill_nat_flows, &k, &one, BPF_ANY);
 }
 
-/* Returns 1 when packet p (arriving from the overlay, or leaving a pod) belongs to a recorded flow. */
-static __always_inline int nat_flow_known(const struct pkt *p)
+/* Returns 1 when the fast path must leave packet p (arriving from the
+ * overlay, or leaving a pod) to the stack: it belongs to a recorded flow,
+ * or it has no L4 identity to judge it by (a fragment, an ICMP error, an
+ * IPv6 extension header, a header cut short). */
+static __always_inline int needs_stack(const struct pkt *p)
 {
 	struct twill_flow_key k;
 
 	if (flow_key(&k, p, 0))
-		return 0;
+		return 1;
 	return bpf_map_lookup_elem(&twill_nat_flows, &k) != NULL;
 }
 
