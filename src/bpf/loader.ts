@@ -96,6 +96,7 @@ function checkPins(obj: Ptr): string[] {
   const a = libbpf();
   const problems: string[] = [];
   const migrated: string[] = [];
+  const unpin: string[] = [];
   for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
     const path = a.map_pin_path(m);
     if (!path || !existsSync(path)) continue;
@@ -105,8 +106,11 @@ function checkPins(obj: Ptr): string[] {
       const have = mapInfo(fd);
       const d = diffMapDef(objectMapDef(m), have);
       if (!d.length) d.push(...diffLayout(obj, m, have));
-      if (d.length && DERIVED_MAPS.has(a.map_name(m))) migrated.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
-      else if (d.length) problems.push(`${a.map_name(m)} (${path}): ${d.join(", ")}`);
+      const what = `${a.map_name(m)} (${path}): ${d.join(", ")}`;
+      if (d.length && DERIVED_MAPS.has(a.map_name(m))) {
+        migrated.push(what);
+        unpin.push(path);
+      } else if (d.length) problems.push(what);
     } finally {
       closeFd(fd);
     }
@@ -119,10 +123,7 @@ function checkPins(obj: Ptr): string[] {
     );
   }
   // Only once nothing is refused: a refused start leaves every pin as it was.
-  for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
-    const path = a.map_pin_path(m);
-    if (path && migrated.some((x) => x.startsWith(`${a.map_name(m)} (`))) unlinkSync(path);
-  }
+  for (const path of unpin) unlinkSync(path);
   return migrated;
 }
 

@@ -150,8 +150,7 @@ export class BpfDataplane implements Dataplane {
       this.writeConfig();
       this.writeOwnEntries(fams);
       this.attachDevice(cur);
-      this.attachUnderlay(fams);
-      this.attachBridge();
+      this.attachAround(fams);
       return;
     }
     this.sinceFull = 1;
@@ -174,15 +173,27 @@ export class BpfDataplane implements Dataplane {
     this.writeOwnEntries(fams);
     this.attachDevice(dev);
     // A device re-created by reconcile leaves its old links defunct (ifindex 0): drop their pins.
-    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
-      if (!l.name.startsWith("from_pod-") && (!l.info || l.info.ifindex === 0)) detachPinned(l.path);
-    }
-    this.attachUnderlay(fams);
-    this.attachBridge();
+    this.attachAround(fams, true);
   }
 
-  /** Attaches to_pod to the pod bridge's egress (once the CNI plugin made it); drops it from a bridge that is gone. */
-  private attachBridge(): void {
+  /**
+   * Attaches from_underlay and to_pod where they are needed and drops the
+   * pins of those no longer needed — and, with `defunct`, every non-pod
+   * link whose device is gone. Lists the pinned links once.
+   */
+  private attachAround(fams: LocalFamily[], defunct = false): void {
+    const underlay = this.attachUnderlay(fams);
+    const bridge = this.attachBridge();
+    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
+      const [role, ifindex] = [l.name.slice(0, l.name.lastIndexOf("-")), Number(l.name.slice(l.name.lastIndexOf("-") + 1))];
+      const gone = !l.info || l.info.ifindex === 0;
+      if ((role === "from_underlay" && !underlay.has(ifindex)) || (role === "to_pod" && (ifindex !== bridge || gone)) ||
+          (defunct && role !== "from_pod" && gone)) detachPinned(l.path);
+    }
+  }
+
+  /** Attaches to_pod to the pod bridge's egress (once the CNI plugin made it). Returns the bridge's ifindex, if any. */
+  private attachBridge(): number | undefined {
     const b = this.bridge?.ifindex;
     if (b) {
       try {
@@ -191,9 +202,7 @@ export class BpfDataplane implements Dataplane {
         this.opts.log.warn("cannot attach to the pod bridge", { device: this.local!.bridge, err: e });
       }
     }
-    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
-      if (l.name.startsWith("to_pod-") && (Number(l.name.slice("to_pod-".length)) !== b || !l.info || l.info.ifindex === 0)) detachPinned(l.path);
-    }
+    return b;
   }
 
   /** Whether from_underlay runs: for BPF decapsulation (IPv4 underlay) or DirectRouting receive. */
@@ -201,8 +210,8 @@ export class BpfDataplane implements Dataplane {
     return this.local!.directRouting || (this.encap?.mode === "bpf" && lf.publicIP.family === 4);
   }
 
-  /** Attaches from_underlay where it is needed, detaches it where it no longer is. */
-  private attachUnderlay(fams: LocalFamily[]): void {
+  /** Attaches from_underlay where it is needed. Returns the ifindexes it is attached to. */
+  private attachUnderlay(fams: LocalFamily[]): Set<number> {
     const want = new Set<number>();
     for (const lf of fams) {
       const u = this.underlay.get(lf.subnet.ip.family);
@@ -210,9 +219,7 @@ export class BpfDataplane implements Dataplane {
       want.add(u);
       this.attach("from_underlay", this.loaded!.progs.twill_from_underlay, u, lf.iface, "ingress");
     }
-    for (const l of listPinnedLinks(join(this.opts.pinDir, "links"))) {
-      if (l.name.startsWith("from_underlay-") && !want.has(Number(l.name.slice("from_underlay-".length)))) detachPinned(l.path);
-    }
+    return want;
   }
 
   /** The encapsulation in use ("bpf" or "device") and, for "device" when "bpf" was asked, why. */
@@ -285,7 +292,7 @@ export class BpfDataplane implements Dataplane {
     if (!this.loaded) return;
     if (ports.length && (await this.refreshBridge())) {
       this.writeConfig();
-      this.attachBridge();
+      if (this.local) this.attachAround(this.families());
     }
     const live = new Set(ports.map((p) => p.ifindex));
     for (const p of ports) {
@@ -322,9 +329,10 @@ export class BpfDataplane implements Dataplane {
   }
 
   /**
-   * Records that subnet key `k` is behind underlay address `ip` in the
-   * remotes index (remoteOf, remoteSubnets). Returns the addresses whose
-   * set of subnets changed (by text), which twill_remotes must follow.
+   * Records that subnet key `k` is behind underlay address `ip` (none: the
+   * subnet is gone) in the remotes index (remoteOf, remoteSubnets), and adds
+   * to `touched` the addresses whose set of subnets changed, which
+   * twill_remotes must follow.
    */
   private indexRemote(k: string, ip: Peer["publicIP"] | undefined, touched: Map<string, Peer["publicIP"]>): void {
     const text = ip && formatIP(ip);
@@ -447,8 +455,8 @@ export class BpfDataplane implements Dataplane {
     return { added, updated, removed };
   }
 
-  /** Makes twill_remotes exactly the peers' underlay addresses (the safety net); returns how many entries it fixed. */
-  private reconcileRemotes(desired: readonly Peer[]): number {
+  /** Makes twill_remotes exactly the peers' underlay addresses (the safety net). */
+  private reconcileRemotes(desired: readonly Peer[]): void {
     this.remoteOf.clear();
     this.remoteSubnets.clear();
     const scratch = new Map<string, Peer["publicIP"]>();
@@ -459,16 +467,14 @@ export class BpfDataplane implements Dataplane {
       const key = encodeEpKey(ip);
       want.set(key.toString("hex"), { key, value: this.remoteValue(text)! });
     }
-    let fixed = 0;
     for (const [k, v] of m.entries()) {
       const hex = k.toString("hex");
       const w = want.get(hex);
       want.delete(hex);
-      if (!w) { m.delete(k); fixed++; }
-      else if (!w.value.equals(v)) { m.update(k, w.value); fixed++; }
+      if (!w) m.delete(k);
+      else if (!w.value.equals(v)) m.update(k, w.value);
     }
-    for (const w of want.values()) { m.update(w.key, w.value); fixed++; }
-    return fixed;
+    for (const w of want.values()) m.update(w.key, w.value);
   }
 
   /** Peers, counters (summed over CPUs) and map occupancy, read now; undefined before setup() and after close(). */

@@ -295,7 +295,7 @@ describe("mixed cluster: kernel (stock flannel behaviour) + bpf + bpf --fast-pat
   let tc: TwillCluster;
   before(async () => {
     tc = await TwillCluster.create({
-      hosts: 3, podsPerHost: 1,
+      hosts: 3, podsPerHost: 2,
       nodes: [{ dataplane: "kernel" }, { dataplane: "bpf" }, { dataplane: "bpf", fastPath: true }],
     });
   });
