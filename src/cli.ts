@@ -42,7 +42,7 @@ async function run(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
   onLibbpfLog((level, line) => (level === 0 ? log.warn(line, { source: "libbpf" }) : log.debug(line, { source: "libbpf" })));
   const daemon = new Daemon({
-    source: openSource(o, log),
+    source: await openSource(o, log),
     markReady: o.setNodeNetworkUnavailable,
     dataplane: o.dataplane,
     objectPath: OBJECT_PATH,
@@ -64,6 +64,8 @@ async function run(o: Options): Promise<void> {
     version: VERSION,
   }, log);
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => void daemon.shutdown(sig));
+  // SIGHUP: re-list the leases and reconcile now (what the periodic safety net does).
+  process.on("SIGHUP", () => void daemon.resyncNow());
   try {
     await daemon.start();
   } catch (e) {
@@ -104,7 +106,7 @@ async function status(o: Options): Promise<never> {
   let s;
   try {
     s = await nodeStatus({
-      source: openSource(o, createLogger("error")),
+      source: await openSource(o, createLogger("error")),
       subnetFile: o.subnetFile,
       pinDir: o.bpfPinDir,
       underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 },

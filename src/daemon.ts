@@ -10,14 +10,23 @@
  * 3) Acquire our subnet lease; set up the dataplane (bpf or kernel); write the
  *    flannel subnet file for the CNI plugin; program every valid peer.
  * 4) Watch the source: a batch of lease events is checked lease by lease
- *    against the others (a SubnetIndex, peers.ts) and applied as upserts
- *    and removes, so one event costs one lease's work even among 10,000
- *    peers. When the source may have missed events (lost watch, compaction,
- *    410 Gone, or a directory with no change feed) it asks for a resync:
- *    re-list and diff against the known peers. A periodic reconcile
- *    re-lists and makes the dataplane exactly match (mark and sweep).
+ *    against the others (a SubnetIndex, peers.ts) and applied as removes,
+ *    then upserts (a subnet one lease gives up and another takes in the
+ *    same batch is only written, never deleted), so one event costs one
+ *    lease's work even among 10,000 peers. `known` is what the leases want;
+ *    a peer the dataplane could not program stays in `pending` and is
+ *    retried with the next event or reconcile. When the source may have
+ *    missed events (lost watch, compaction, 410 Gone, or a directory with no
+ *    change feed) it asks for a resync: re-list and diff against the known
+ *    peers. The list runs outside the work queue, so events never wait for
+ *    it; a lease that changed by event while the list ran keeps its event.
  *    A bad update of a known lease keeps its last good entry.
- * 5) Our own lease vanishing or changing hands stops programming (as
+ * 5) Every --reconcile-period the dataplane observes itself and repairs its
+ *    drift against `known` (the same diff `twill status` prints; cheap when
+ *    nothing changed: the bpf dataplane keeps a shadow of what it wrote).
+ *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
+ *    as the safety net for a change feed that lost something silently.
+ * 6) Our own lease vanishing or changing hands stops programming (as
  *    flanneld exits); SIGTERM stops the controller and leaves the dataplane
  *    forwarding (unless --teardown).
  */
@@ -34,7 +43,7 @@ import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
 import { ensureForward, ensureMasq, removeRules } from "./net/masq.js";
-import type { Dataplane, LocalFamily, LocalNode, Peer } from "./dataplane/types.js";
+import { PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
 import { BpfDataplane } from "./dataplane/bpf.js";
 import { KernelDataplane } from "./dataplane/kernel.js";
 
@@ -64,6 +73,8 @@ export interface DaemonOptions {
 }
 
 const overhead = (family: 4 | 6): number => (family === 4 ? 50 : 70);
+/** A full re-list of the leases every this many reconcile periods (the first one too). */
+const RELIST_EVERY = 30;
 const peerKey = (p: Peer): string => formatPrefix(p.subnet);
 const samePeer = (a: Peer, b: Peer): boolean =>
   ipEqual(a.publicIP, b.publicIP) && a.vtepMAC === b.vtepMAC && a.vni === b.vni && a.direct === b.direct;
@@ -79,8 +90,16 @@ export class Daemon {
   private own?: Lease;
   private publicIP?: IP;
   private publicIPv6?: IP;
-  /** Programmed peers by lease key, and their subnets. */
+  /** What the leases want: peers by lease key, and their subnets. */
   private known = new Map<string, Peer[]>();
+  /** Changes not yet in the dataplane (a failed upsert or remove), by subnet. */
+  private pending = new Map<string, { peer: Peer; remove: boolean }>();
+  /** All peers of `known`, rebuilt only after `known` changed (the dataplane compares it by identity). */
+  private desiredCache?: Peer[];
+  /** Per lease key, the sequence number of its last event: a re-list does not undo a newer event. */
+  private eventSeq = new Map<string, number>();
+  private seq = 0;
+  private periods = 0;
   private index = new SubnetIndex();
   private direct: (ip: IP) => boolean = () => false;
   private reported = new Set<string>();
@@ -163,13 +182,13 @@ export class Daemon {
     // Watch before the first list, so no change can fall between the two.
     this.stopWatch = this.store.watch({
       onEvents: (events) => void this.serialize(() => this.apply(events)),
-      onResync: () => void this.serialize(() => this.resync(false)),
+      onResync: () => void this.resync(false),
       onError: (e) => this.count(e, "lease source watch failed; retrying"),
     });
-    await this.serialize(() => this.resync(true));
+    await this.resync(true);
     this.ready = true;
     if (o.markReady && this.store.markReady) await this.store.markReady();
-    this.timer = setInterval(() => void this.serialize(() => this.resync(true)), o.reconcileSeconds * 1000);
+    this.timer = setInterval(() => void this.period(), o.reconcileSeconds * 1000);
     this.log.info("ready", { peers: this.known.size });
   }
 
@@ -223,8 +242,12 @@ export class Daemon {
   private async apply(events: readonly LeaseEvent[]): Promise<void> {
     const latest = new Map<string, LeaseEvent>();
     for (const e of events) latest.set(e.key, e);
+    // Deletes first: a subnet that lease A gives up and lease B takes in the
+    // same batch must not make B clash with A.
+    const ordered = [...latest.values()].sort((a, b) => (a.type === b.type ? 0 : a.type === "put" ? 1 : -1));
     const up: Peer[] = [], gone: Peer[] = [];
-    for (const e of latest.values()) {
+    for (const e of ordered) {
+      this.eventSeq.set(e.key, ++this.seq);
       if (e.key === this.own!.key) {
         if (!(await this.checkOwn(e.type === "put" ? e.lease : undefined, e.type === "put" && !!e.error))) return;
         continue;
@@ -244,66 +267,136 @@ export class Daemon {
         }
         next = r;
       }
-      const nextBy = new Map(next.map((p) => [peerKey(p), p]));
-      for (const p of old) if (!nextBy.has(peerKey(p))) { gone.push(p); this.index.delete(p.subnet, e.key); }
-      for (const p of next) {
-        const was = old.find((o) => peerKey(o) === peerKey(p));
-        if (!was || !samePeer(was, p)) up.push(p);
-        this.index.add(p.subnet, e.key);
-      }
-      if (next.length) this.known.set(e.key, next);
-      else this.known.delete(e.key);
+      this.setKnown(e.key, old, next, up, gone);
     }
     await this.program(up, gone);
   }
 
-  private async program(up: Peer[], gone: Peer[]): Promise<void> {
-    if (up.length) await this.dp!.upsert(up);
-    if (gone.length) await this.dp!.remove(gone);
-    if (up.length) this.metrics.leaseEvents.inc({ type: "upsert" }, up.length);
-    if (gone.length) this.metrics.leaseEvents.inc({ type: "remove" }, gone.length);
-    if (up.length || gone.length) {
-      const few = (ps: Peer[]) => (ps.length <= 20 ? ps.map(peerKey) : `${ps.length} peers`);
-      this.log.info("peers changed", { upserted: few(up), removed: few(gone) });
+  /** Replaces one lease's peers in `known`, noting what changed in `up`/`gone`. */
+  private setKnown(key: string, old: readonly Peer[], next: readonly Peer[], up: Peer[], gone: Peer[]): void {
+    const nextBy = new Map(next.map((p) => [peerKey(p), p]));
+    for (const p of old) if (!nextBy.has(peerKey(p))) { gone.push(p); this.index.delete(p.subnet, key); }
+    for (const p of next) {
+      const was = old.find((o) => peerKey(o) === peerKey(p));
+      if (!was || !samePeer(was, p)) up.push(p);
+      this.index.add(p.subnet, key);
+    }
+    if (next.length) this.known.set(key, [...next]);
+    else this.known.delete(key);
+    if (old.length || next.length) this.desiredCache = undefined;
+  }
+
+  /** All wanted peers (one array per change of `known`: the dataplane keys its shadow on it). */
+  private desired(): Peer[] {
+    return (this.desiredCache ??= [...this.known.values()].flat());
+  }
+
+  /**
+   * Programs a batch: what is pending from before, then removes, then
+   * upserts. A subnet removed and re-added in the same batch (lease A gone,
+   * lease B took its subnet) is only upserted: the last change of a subnet
+   * wins. State counts as programmed only once the dataplane call returned;
+   * what failed stays pending.
+   */
+  private async program(up: readonly Peer[], gone: readonly Peer[]): Promise<void> {
+    const ops = new Map(this.pending);
+    for (const p of gone) ops.set(peerKey(p), { peer: p, remove: true });
+    for (const p of up) ops.set(peerKey(p), { peer: p, remove: false });
+    if (!ops.size) return;
+    this.pending = ops;
+    const removes = [...ops.values()].filter((o) => o.remove).map((o) => o.peer);
+    const upserts = [...ops.values()].filter((o) => !o.remove).map((o) => o.peer);
+    if (removes.length) {
+      await this.dp!.remove(removes);
+      for (const p of removes) this.pending.delete(peerKey(p));
+      this.metrics.leaseEvents.inc({ type: "remove" }, removes.length);
+    }
+    if (upserts.length) {
+      try {
+        await this.dp!.upsert(upserts);
+        for (const p of upserts) this.pending.delete(peerKey(p));
+      } catch (e) {
+        if (e instanceof PeerProgramError) {
+          const failed = new Set(e.peers.map(peerKey));
+          for (const p of upserts) if (!failed.has(peerKey(p))) this.pending.delete(peerKey(p));
+        }
+        throw e;
+      }
+      this.metrics.leaseEvents.inc({ type: "upsert" }, upserts.length);
+    }
+    const few = (ps: Peer[]) => (ps.length <= 20 ? ps.map(peerKey) : `${ps.length} peers`);
+    this.log.info("peers changed", { upserted: few(upserts), removed: few(removes) });
+    this.metrics.leases.set({ state: "peer" }, this.known.size);
+  }
+
+  /** One reconcile period: repair drift against `known`; every RELIST_EVERY periods re-list first. */
+  private async period(): Promise<void> {
+    if (this.periods++ % RELIST_EVERY === RELIST_EVERY - 1) await this.resync(true);
+    else await this.serialize(() => this.repair());
+  }
+
+  /** Makes the dataplane exactly `known` (the drift the dataplane finds is logged and counted). */
+  private async repair(): Promise<void> {
+    await this.ensureRules();
+    try {
+      const r = await this.metrics.reconcile(() => this.dp!.reconcile(this.desired()));
+      this.pending.clear();
+      if (r.drift.length > 0 && this.ready) this.log.warn("reconcile repaired drift", { added: r.added, updated: r.updated, removed: r.removed, drift: r.drift });
+    } catch (e) {
+      if (e instanceof PeerProgramError) {
+        this.pending.clear();
+        for (const p of e.peers) this.pending.set(peerKey(p), { peer: p, remove: false });
+      }
+      throw e;
     }
     this.metrics.leases.set({ state: "peer" }, this.known.size);
   }
 
-  /** Re-lists the leases; full = make the dataplane exactly match (mark and sweep). */
+  /** Re-lists the leases and reconciles now (SIGHUP). */
+  resyncNow(): Promise<void> {
+    return this.ready ? this.resync(true) : Promise.resolve();
+  }
+
+  /** Re-lists the leases (outside the work queue); full = then repair the dataplane against them. */
   private async resync(full: boolean): Promise<void> {
-    const { leases, errors } = await this.store.list();
+    const since = this.seq;
+    const listed = await this.store.list().catch((e: unknown) => e);
+    await this.serialize(async () => {
+      if (listed instanceof Error || !listed || typeof listed !== "object") throw listed;
+      await this.reset(listed as Awaited<ReturnType<LeaseSource["list"]>>, since);
+      if (full) await this.repair();
+    });
+  }
+
+  /** Diffs a full list against `known` and programs the difference; leases with newer events keep them. */
+  private async reset({ leases, errors }: Awaited<ReturnType<LeaseSource["list"]>>, since: number): Promise<void> {
     for (const { key, error } of errors) this.reject(key, error.code, error.message);
-    const ownNow = leases.find((l) => l.key === this.own!.key);
-    if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
-    const { byKey, peers, rejected, index } = leasesToPeers(leases, this.rules());
+    const newer = (key: string) => (this.eventSeq.get(key) ?? 0) > since;
+    if (!newer(this.own!.key)) {
+      const ownNow = leases.find((l) => l.key === this.own!.key);
+      if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
+    }
+    const { byKey, rejected } = leasesToPeers(leases, this.rules());
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
-    // A lease that went bad keeps its last good entries (until it is deleted).
+    // A lease that went bad keeps its last good entries (until it is deleted); one changed by an event since the list keeps the event's.
     for (const { key } of errors) {
       const keep = this.known.get(key);
-      if (keep && !byKey.has(key)) {
-        byKey.set(key, keep);
-        peers.push(...keep);
-        for (const p of keep) index.add(p.subnet, key);
-      }
+      if (keep && !byKey.has(key)) byKey.set(key, keep);
+    }
+    for (const key of this.known.keys()) if (newer(key)) byKey.set(key, this.known.get(key)!);
+    for (const key of [...byKey.keys()]) if (newer(key) && !this.known.has(key)) byKey.delete(key);
+    const up: Peer[] = [], gone: Peer[] = [];
+    const keys = new Set([...this.known.keys(), ...byKey.keys()]);
+    // Removes first into the index, so a subnet moving between leases does not clash with itself.
+    for (const key of keys) if (!byKey.has(key)) this.setKnown(key, this.known.get(key) ?? [], [], up, gone);
+    for (const key of keys) {
+      const next = byKey.get(key);
+      if (next) this.setKnown(key, this.known.get(key) ?? [], next, up, gone);
     }
     this.metrics.leases.set({ state: "own" }, 1);
     this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
-    if (full) {
-      await this.ensureRules();
-      const r = await this.metrics.reconcile(() => this.dp!.reconcile(peers));
-      if (r.added + r.updated + r.removed > 0 && this.ready) this.log.warn("reconcile repaired drift", { ...r });
-      this.known = byKey;
-      this.index = index;
-      this.metrics.leases.set({ state: "peer" }, this.known.size);
-      return;
-    }
-    const desired = new Map(peers.map((p) => [peerKey(p), p]));
-    const have = new Map([...this.known.values()].flat().map((p) => [peerKey(p), p]));
-    const up = peers.filter((p) => !have.has(peerKey(p)) || !samePeer(have.get(peerKey(p))!, p));
-    const gone = [...have.values()].filter((p) => !desired.has(peerKey(p)));
-    this.known = byKey;
-    this.index = index;
-    await this.program(up, gone);
+    // At start the reconcile that follows programs everything (and counts what it repaired).
+    if (this.ready) await this.program(up, gone);
   }
 
   private reject(key: string, code: string, reason: string, lease?: Lease): void {

@@ -15,7 +15,7 @@
  * Each family of a lease becomes one Peer.
  */
 import type { NetConfig, Lease, VxlanLeaseData } from "./lease/types.js";
-import { formatIP, formatPrefix, maskIP, prefixContains, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
+import { formatIP, formatPrefix, maskIP, prefixContains, prefixEqual, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
 import type { Peer } from "./dataplane/types.js";
 import type { ErrorCode } from "./errors.js";
 
@@ -137,4 +137,17 @@ export function ownLeaseIntact(l: Lease | undefined, publicIP?: IP, publicIPv6?:
   if (publicIP && !(l.publicIP && ipEqual(l.publicIP, publicIP))) return false;
   if (publicIPv6 && l.ipv6Subnet && !(l.publicIPv6 && ipEqual(l.publicIPv6, publicIPv6))) return false;
   return true;
+}
+
+/**
+ * Which of `leases` is this node's: one holding our subnet(s) (as the
+ * subnet file or the dataplane says), preferring the one that still names
+ * our public IP(s) — another lease holding our subnet is a conflict, never
+ * ours. The daemon acquires exactly such a lease; `twill status` finds it
+ * with this rule.
+ */
+export function findOwnLease(leases: readonly Lease[], own: { v4?: Prefix; v6?: Prefix }, publicIP?: IP, publicIPv6?: IP): Lease | undefined {
+  const holds = (l: Lease) => (own.v4 && l.subnet && prefixEqual(l.subnet, own.v4)) || (own.v6 && l.ipv6Subnet && prefixEqual(l.ipv6Subnet, own.v6));
+  const candidates = leases.filter(holds);
+  return candidates.find((l) => ownLeaseIntact(l, publicIP, publicIPv6)) ?? candidates[0];
 }

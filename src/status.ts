@@ -5,22 +5,21 @@
  * How it works:
  * 1) The desired set is computed exactly as the daemon does: the leases from
  *    the lease source, through leasesToPeers, with the node's own lease left
- *    out. The own lease is the one holding the subnet in the node's subnet
- *    file (else the LOCAL entry of the maps, else the vxlan device address).
+ *    out. The own lease is found with the daemon's rule (findOwnLease): it
+ *    holds the subnet in the node's subnet file (else the LOCAL entry of the
+ *    maps, else the vxlan device address) and names this node's public IP.
  * 2) The dataplane is found by what exists on the node: pinned maps under
  *    --bpf-pin-dir mean bpf, a regular (not collect-metadata) flannel.<VNI>
  *    device means kernel.
- * 3) bpf: the entries of twill_peers are compared with the desired peers by
- *    subnet; the own subnet (LOCAL) and the network (CLUSTER) entries and the
- *    device's MAC are checked too. Per-peer counters come from twill_stats
- *    (peerstats.ts). kernel: per desired peer, flannel's three entries
- *    (permanent neighbour, FDB entry, onlink route; a route via the peer for
- *    a direct one) are checked; routes, permanent neighbours and FDB entries
- *    inside the cluster network that no lease backs are stale.
- * 4) Each peer gets a state: ok, missing (the lease has no entry), stale (an
- *    entry no lease backs) or changed (the entry differs; the detail says
- *    how). formatStatus prints a table for people; the same NodeStatus is
- *    the --json output.
+ * 3) The drift is what the daemon's reconcile would repair, computed by the
+ *    same function: diffBpf (dataplane/bpfdiff.ts: twill_peers with its
+ *    LOCAL and CLUSTER entries, twill_remotes) or diffKernel
+ *    (dataplane/kerneldiff.ts: flannel's neighbour, FDB entry and route per
+ *    peer, and stale ones). The device's MAC is checked against our lease.
+ *    Per-peer counters come from twill_stats (peerstats.ts).
+ * 4) Each peer gets a state from the drift of its subnet: ok, missing,
+ *    stale or changed (the detail says how). formatStatus prints a table
+ *    for people; the same NodeStatus is the --json output.
  * Nothing is written: status only reads the leases, maps and kernel tables.
  */
 import { existsSync } from "node:fs";
@@ -28,14 +27,17 @@ import { join } from "node:path";
 import { TwillError } from "./errors.js";
 import type { NetConfig, Lease } from "./lease/types.js";
 import type { ListResult } from "./lease/source.js";
-import { leasesToPeers, type OwnLease } from "./peers.js";
+import { findOwnLease, leasesToPeers, type OwnLease } from "./peers.js";
+import { bpfImage, diffBpf, type BpfObserved } from "./dataplane/bpfdiff.js";
+import { diffKernel } from "./dataplane/kerneldiff.js";
+import { observeKernel } from "./dataplane/kernel.js";
+import type { Drift } from "./dataplane/drift.js";
 import type { Peer } from "./dataplane/types.js";
 import { readSubnetFile } from "./subnetfile.js";
 import {
-  compareIP, formatIP, formatPrefix, ipEqual, makePrefix, parsePrefix, prefixContains, prefixContainsIP, prefixEqual, prefixOverlaps,
-  type Family, type IP, type Prefix,
+  compareIP, formatIP, formatPrefix, makePrefix, parsePrefix, prefixContainsIP, type Family, type IP, type Prefix,
 } from "./net/ip.js";
-import { findUnderlay, getAddrs, getLink, listFdb, listNeighs, listRoutes, type FdbEntry, type NeighEntry, type RouteEntry, type UnderlayOptions } from "./net/link.js";
+import { findUnderlay, getAddrs, getLink, type UnderlayOptions } from "./net/link.js";
 import { openPinnedMaps } from "./bpf/loader.js";
 import { peerTraffic, readPeerEntries, readStatTable, total, type PeerEntry, type Path, type StatTable } from "./peerstats.js";
 import type { dumpBpfState } from "./dataplane/bpf.js";
@@ -59,12 +61,7 @@ export interface StatusPeer {
   readonly rx?: Traffic;
 }
 
-export interface Drift {
-  readonly kind: "missing" | "stale" | "changed";
-  /** A subnet, or what else drifted (the device, the own lease). */
-  readonly subject: string;
-  readonly detail: string;
-}
+export type { Drift } from "./dataplane/drift.js";
 
 export interface NodeStatus {
   readonly dataplane: "bpf" | "kernel";
@@ -92,206 +89,54 @@ export interface StatusOptions {
 /** The device names twill and flannel use for a VNI. */
 const deviceNames = (c: NetConfig): { v4: string; v6: string } => ({ v4: `flannel.${c.backend.vni}`, v6: `flannel-v6.${c.backend.vni}` });
 
-/** One programmed remote subnet, as read from the maps or the kernel. */
-interface Actual {
-  readonly prefix: Prefix;
-  readonly path: Path;
-  readonly publicIP?: IP;
-  readonly vtepMAC?: string;
-  readonly vni?: number;
-  /** Kernel: flannel's entries of this peer that are absent or wrong. */
-  readonly problems: readonly string[];
-  /** Kernel: none of the peer's entries exist. */
-  readonly absent?: boolean;
-}
-
 const sortKey = (a: { prefix: Prefix }, b: { prefix: Prefix }): number =>
   a.prefix.ip.family - b.prefix.ip.family || compareIP(a.prefix.ip, b.prefix.ip) || a.prefix.len - b.prefix.len;
 
-const describeLease = (p: Peer): string =>
-  `PublicIP ${formatIP(p.publicIP)}${p.direct ? ", direct" : `, VtepMAC ${p.vtepMAC}`}`;
+/** What a row shows of a programmed entry (bpf: decoded from the trie). */
+interface Shown { readonly path?: Path; readonly publicIP?: string; readonly vtepMAC?: string }
 
 /**
- * Compares desired peers with what is programmed, by subnet. `where` names
- * the place in the messages ("twill_peers", "flannel.1").
+ * One row per wanted peer and per stale subnet, its state taken from the
+ * drift of its subject; `shown` gives what is programmed where known.
  */
-export function comparePeers(
-  desired: readonly { peer: Peer; lease: string }[], actual: readonly Actual[], where: string,
-): { rows: Array<StatusPeer & { prefix: Prefix }>; drift: Drift[] } {
+export function peerRows(
+  desired: readonly { peer: Peer; lease: string }[], drift: readonly Drift[], shown: (subnet: string) => Shown | undefined,
+): Array<StatusPeer & { prefix: Prefix }> {
+  const bySubject = new Map<string, Drift>();
+  for (const d of drift) if (!bySubject.has(d.subject) || d.kind !== "stale") bySubject.set(d.subject, d);
   const rows: Array<StatusPeer & { prefix: Prefix }> = [];
-  const drift: Drift[] = [];
-  const have = new Map(actual.map((a) => [formatPrefix(a.prefix), a]));
   const wanted = new Set<string>();
   for (const { peer: p, lease } of desired) {
     const key = formatPrefix(p.subnet);
     wanted.add(key);
-    const a = have.get(key);
-    const path: Path = p.direct ? "direct" : "vxlan";
-    if (!a || a.absent) {
-      rows.push({ prefix: p.subnet, subnet: key, publicIP: formatIP(p.publicIP), ...(p.direct ? {} : { vtepMAC: p.vtepMAC }), path, lease, state: "missing" });
-      drift.push({ kind: "missing", subject: key, detail: `lease ${lease} (${describeLease(p)}) has no entry in ${where}` });
-      continue;
-    }
-    const diffs: string[] = [];
-    if (a.path !== path) diffs.push(`path is ${a.path}, the lease makes it ${path}`);
-    if (!a.publicIP || !ipEqual(a.publicIP, p.publicIP)) diffs.push(`public IP is ${a.publicIP ? formatIP(a.publicIP) : "unknown"}, the lease says ${formatIP(p.publicIP)}`);
-    if (!p.direct && a.path === "vxlan" && a.vtepMAC !== p.vtepMAC) diffs.push(`VTEP MAC is ${a.vtepMAC ?? "unknown"}, the lease says ${p.vtepMAC}`);
-    if (a.vni !== undefined && !p.direct && a.vni !== p.vni) diffs.push(`VNI is ${a.vni}, the lease says ${p.vni}`);
-    diffs.push(...a.problems);
-    const state: PeerState = diffs.length ? "changed" : "ok";
+    const d = bySubject.get(key);
+    const state: PeerState = d && d.kind !== "stale" ? d.kind : "ok";
+    const have = state === "missing" ? undefined : shown(key);
     rows.push({
-      prefix: p.subnet, subnet: key, ...(a.publicIP ? { publicIP: formatIP(a.publicIP) } : {}), ...(a.vtepMAC ? { vtepMAC: a.vtepMAC } : {}),
-      path: a.path, lease, state, ...(diffs.length ? { detail: diffs.join("; ") } : {}),
+      prefix: p.subnet, subnet: key, publicIP: have?.publicIP ?? formatIP(p.publicIP),
+      ...(have?.vtepMAC ? { vtepMAC: have.vtepMAC } : p.direct ? {} : { vtepMAC: p.vtepMAC }),
+      path: have?.path ?? (p.direct ? "direct" : "vxlan"), lease, state, ...(d && state !== "ok" ? { detail: d.detail } : {}),
     });
-    if (diffs.length) drift.push({ kind: "changed", subject: key, detail: `${where}: ${diffs.join("; ")}` });
   }
-  for (const a of actual) {
-    const key = formatPrefix(a.prefix);
-    if (wanted.has(key) || a.absent) continue;
-    rows.push({
-      prefix: a.prefix, subnet: key, ...(a.publicIP ? { publicIP: formatIP(a.publicIP) } : {}), ...(a.vtepMAC ? { vtepMAC: a.vtepMAC } : {}),
-      path: a.path, state: "stale",
-    });
-    const to = a.publicIP ? ` (to ${formatIP(a.publicIP)}${a.vtepMAC ? `, VTEP MAC ${a.vtepMAC}` : ""})` : "";
-    drift.push({ kind: "stale", subject: key, detail: `${where} has an entry${to} that no lease backs` });
+  for (const d of drift) {
+    if (d.kind !== "stale" || wanted.has(d.subject)) continue;
+    const prefix = tryParsePrefix(d.subject);
+    if (!prefix) continue;
+    wanted.add(d.subject);
+    const have = shown(d.subject);
+    rows.push({ prefix, subnet: d.subject, ...(have?.publicIP ? { publicIP: have.publicIP } : {}), ...(have?.vtepMAC ? { vtepMAC: have.vtepMAC } : {}), ...(have?.path ? { path: have.path } : {}), state: "stale", detail: d.detail });
   }
   rows.sort(sortKey);
-  return { rows, drift };
+  return rows;
 }
 
-// ---- bpf --------------------------------------------------------------------
-
-/** The remote peers of twill_peers as Actuals, and drift of the node's own entries. */
-export function bpfActual(entries: readonly PeerEntry[], own: readonly Prefix[], networks: readonly Prefix[]): { actual: Actual[]; drift: Drift[] } {
-  const actual: Actual[] = [];
-  const drift: Drift[] = [];
-  const parse = (s: string) => parsePrefix(s, "map entry", true);
-  for (const e of entries) {
-    const prefix = parse(e.prefix);
-    if (e.kind === "vxlan" || e.kind === "direct") {
-      const ip = e.remote ? parsePrefix(`${e.remote}/${e.remote.includes(":") ? 128 : 32}`, "remote", true).ip : undefined;
-      actual.push({ prefix, path: e.kind, ...(ip ? { publicIP: ip } : {}), ...(e.vtepMAC ? { vtepMAC: e.vtepMAC } : {}), ...(e.kind === "vxlan" ? { vni: e.vni } : {}), problems: [] });
-    } else if (e.kind === "local" && !own.some((o) => prefixEqual(o, prefix))) {
-      drift.push({ kind: "stale", subject: e.prefix, detail: "twill_peers marks it as our own subnet (LOCAL), but our lease is another one" });
-    } else if (e.kind === "cluster" && !networks.some((n) => prefixEqual(n, prefix))) {
-      drift.push({ kind: "stale", subject: e.prefix, detail: "twill_peers marks it as the cluster network (CLUSTER), but the network config says otherwise" });
-    } else if (e.kind !== "local" && e.kind !== "cluster") {
-      drift.push({ kind: "stale", subject: e.prefix, detail: `twill_peers has an entry of unknown kind ${e.kind}` });
-    }
+const tryParsePrefix = (s: string): Prefix | undefined => {
+  try {
+    return s.includes("/") ? parsePrefix(s, "subject", true) : undefined;
+  } catch {
+    return undefined;
   }
-  for (const o of own) {
-    if (!entries.some((e) => e.kind === "local" && prefixEqual(parse(e.prefix), o))) {
-      drift.push({ kind: "missing", subject: formatPrefix(o), detail: "twill_peers has no LOCAL entry for our own subnet" });
-    }
-  }
-  for (const n of networks) {
-    if (!entries.some((e) => e.kind === "cluster" && prefixEqual(parse(e.prefix), n))) {
-      drift.push({ kind: "missing", subject: formatPrefix(n), detail: "twill_peers has no CLUSTER entry for the cluster network" });
-    }
-  }
-  return { actual, drift };
-}
-
-// ---- kernel -------------------------------------------------------------------
-
-/** flannel's kernel tables of one family: the vxlan device's and the underlay's. */
-export interface KernelTables {
-  readonly family: Family;
-  readonly device: string;
-  readonly underlay?: string;
-  readonly network: Prefix;
-  readonly own: Prefix;
-  readonly routes: readonly RouteEntry[];
-  readonly underlayRoutes: readonly RouteEntry[];
-  readonly neighs: readonly NeighEntry[];
-  readonly fdb: readonly FdbEntry[];
-}
-
-/**
- * flannel's entries of the desired peers of one family, as Actuals (with
- * what is absent or wrong), plus stale routes (as Actuals) and stale
- * neighbours and FDB entries (as drift).
- */
-export function kernelActual(t: KernelTables, desired: readonly Peer[]): { actual: Actual[]; drift: Drift[] } {
-  const inScope = (r: RouteEntry) => prefixContains(t.network, r.dst) && !prefixOverlaps(r.dst, t.own) && r.protocol !== "kernel";
-  const routes = [...t.routes.filter(inScope), ...t.underlayRoutes.filter((r) => inScope(r) && r.gateway !== undefined)];
-  const neighAt = (ip: IP) => t.neighs.find((n) => ipEqual(n.dst, ip));
-  const fdbOf = (mac: string) => t.fdb.filter((f) => f.mac === mac && f.dst !== undefined && f.flags.includes("self"));
-  const actual: Actual[] = [];
-  const drift: Drift[] = [];
-  const usedNeigh = new Set<string>();
-  const usedFdb = new Set<string>();
-  const mine = desired.filter((p) => p.subnet.ip.family === t.family);
-
-  for (const p of mine) {
-    const rs = routes.filter((r) => prefixEqual(r.dst, p.subnet));
-    const problems: string[] = [];
-    if (p.direct) {
-      const ok = rs.find((r) => r.dev === t.underlay && r.gateway && ipEqual(r.gateway, p.publicIP));
-      if (!ok) {
-        if (rs.length === 0) { actual.push({ prefix: p.subnet, path: "direct", problems: [], absent: true }); continue; }
-        problems.push(`no route ${formatPrefix(p.subnet)} via ${formatIP(p.publicIP)} dev ${t.underlay ?? "?"} (found: ${rs.map(routeText).join(", ")})`);
-      }
-      const r = ok ?? rs[0]!;
-      actual.push({ prefix: p.subnet, path: r.dev === t.device ? "vxlan" : "direct", ...(r.gateway ? { publicIP: r.gateway } : {}), problems });
-      continue;
-    }
-    const gw = p.subnet.ip;
-    const n = neighAt(gw);
-    const mac = n?.lladdr;
-    if (n) usedNeigh.add(formatIP(n.dst));
-    const wantFdb = fdbOf(p.vtepMAC).find((f) => ipEqual(f.dst!, p.publicIP));
-    const anyFdb = mac ? fdbOf(mac)[0] : undefined;
-    for (const f of [wantFdb, anyFdb]) if (f) usedFdb.add(`${f.mac} ${formatIP(f.dst!)}`);
-    const route = rs.find((r) => r.dev === t.device);
-    if (!route && !n && !wantFdb) {
-      const other = rs[0];
-      if (!other) { actual.push({ prefix: p.subnet, path: "vxlan", problems: [], absent: true }); continue; }
-    }
-    if (!n) problems.push(`no neighbour ${formatIP(gw)} on ${t.device}`);
-    else if (!n.state.includes("PERMANENT")) problems.push(`neighbour ${formatIP(gw)} is ${n.state.join(",")}, not PERMANENT`);
-    if (!wantFdb) problems.push(`no FDB entry ${p.vtepMAC} dst ${formatIP(p.publicIP)} on ${t.device}`);
-    else if (wantFdb.state !== "permanent") problems.push(`FDB entry ${p.vtepMAC} is ${wantFdb.state || "learned"}, not permanent`);
-    if (!route) problems.push(`no route ${formatPrefix(p.subnet)} dev ${t.device}${rs.length ? ` (found: ${rs.map(routeText).join(", ")})` : ""}`);
-    else if (!route.gateway || !ipEqual(route.gateway, gw)) problems.push(`route ${formatPrefix(p.subnet)} goes via ${route.gateway ? formatIP(route.gateway) : "no gateway"}, flannel uses ${formatIP(gw)}`);
-    else if (!route.flags.includes("onlink")) problems.push(`route ${formatPrefix(p.subnet)} is not onlink`);
-    // What the peer resolves to: the neighbour's MAC, and the FDB entry of that MAC.
-    const seenMAC = mac ?? (wantFdb ? p.vtepMAC : undefined);
-    const seenIP = (mac ? anyFdb?.dst : undefined) ?? wantFdb?.dst;
-    // The MAC and IP checks of comparePeers already say it when they differ.
-    const own = problems.filter((x) => !(mac && mac !== p.vtepMAC && x.startsWith("no FDB entry")));
-    actual.push({ prefix: p.subnet, path: "vxlan", ...(seenIP ? { publicIP: seenIP } : {}), ...(seenMAC ? { vtepMAC: seenMAC } : {}), problems: own });
-  }
-
-  const desiredKeys = new Set(mine.map((p) => formatPrefix(p.subnet)));
-  for (const r of routes) {
-    const key = formatPrefix(r.dst);
-    if (desiredKeys.has(key) || actual.some((a) => prefixEqual(a.prefix, r.dst) && !a.absent)) continue;
-    if (r.dev === t.device) {
-      const n = r.gateway ? neighAt(r.gateway) : undefined;
-      if (n) usedNeigh.add(formatIP(n.dst));
-      const f = n?.lladdr ? fdbOf(n.lladdr)[0] : undefined;
-      if (f) usedFdb.add(`${f.mac} ${formatIP(f.dst!)}`);
-      actual.push({ prefix: r.dst, path: "vxlan", ...(f?.dst ? { publicIP: f.dst } : {}), ...(n?.lladdr ? { vtepMAC: n.lladdr } : {}), problems: [] });
-    } else {
-      actual.push({ prefix: r.dst, path: "direct", ...(r.gateway ? { publicIP: r.gateway } : {}), problems: [] });
-    }
-  }
-  for (const n of t.neighs) {
-    if (!n.state.includes("PERMANENT") || !prefixContainsIP(t.network, n.dst) || usedNeigh.has(formatIP(n.dst))) continue;
-    drift.push({ kind: "stale", subject: formatPrefix(makePrefix(n.dst, t.own.len)), detail: `neighbour ${formatIP(n.dst)} lladdr ${n.lladdr ?? "?"} on ${t.device} belongs to no lease` });
-  }
-  const wantedFdb = new Set(mine.filter((p) => !p.direct).map((p) => `${p.vtepMAC} ${formatIP(p.publicIP)}`));
-  for (const f of t.fdb) {
-    if (!f.dst || !f.flags.includes("self") || f.mac === "00:00:00:00:00:00") continue;
-    const k = `${f.mac} ${formatIP(f.dst)}`;
-    if (wantedFdb.has(k) || usedFdb.has(k)) continue;
-    drift.push({ kind: "stale", subject: `fdb ${f.mac}`, detail: `FDB entry ${f.mac} dst ${formatIP(f.dst)} on ${t.device} belongs to no lease` });
-  }
-  return { actual, drift };
-}
-
-const routeText = (r: RouteEntry): string => `${formatPrefix(r.dst)}${r.gateway ? ` via ${formatIP(r.gateway)}` : ""} dev ${r.dev ?? "?"}`;
+};
 
 // ---- reading a node ---------------------------------------------------------------
 
@@ -343,9 +188,11 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
 
   let entries: PeerEntry[] | undefined;
   let counters: StatTable | undefined;
+  let observed: BpfObserved | undefined;
   if (mode === "bpf") {
     const maps = openPinnedMaps(o.pinDir);
     try {
+      observed = { peers: maps.twill_peers.entries(), remotes: maps.twill_remotes.entries() };
       entries = readPeerEntries(maps.twill_peers);
       counters = readStatTable(maps.twill_stats);
     } finally {
@@ -356,7 +203,8 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   const drift: Drift[] = [];
   const own = await ownSubnets(o, config, entries);
   if (!own.v4 && !own.v6) throw new TwillError("ERR_LEASE_LOST", `cannot tell which lease is this node's: no subnet in ${o.subnetFile} (--subnet-file), no LOCAL map entry, no address on ${mainDev}`);
-  const ownLease: Lease | undefined = leases.find((l) => (own.v4 && l.subnet && prefixEqual(l.subnet, own.v4)) || (own.v6 && l.ipv6Subnet && prefixEqual(l.ipv6Subnet, own.v6)));
+  const underlay = await findUnderlay(o.underlay).catch(() => undefined);
+  const ownLease: Lease | undefined = findOwnLease(leases, own, underlay?.ipv4, underlay?.ipv6);
   if (!ownLease) {
     drift.push({ kind: "missing", subject: "own lease", detail: `${own.from} gives ${[own.v4, own.v6].filter(Boolean).map((p) => formatPrefix(p!)).join(" and ")}, but no lease holds it` });
   }
@@ -377,38 +225,35 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   }
 
   let rows: Array<StatusPeer & { prefix: Prefix }>;
+  const ownPrefixes = [own.v4, own.v6].filter((p): p is Prefix => !!p);
   if (mode === "bpf") {
-    const b = bpfActual(entries!, [own.v4, own.v6].filter((p): p is Prefix => !!p), fams.map((f) => f.network));
-    const c = comparePeers(desired, b.actual, "twill_peers");
+    const image = bpfImage({ peers: desired.map((d) => d.peer), own: ownPrefixes, networks: fams.map((f) => f.network) });
+    drift.push(...diffBpf(image, observed!).drift);
+    const byPrefix = new Map(entries!.map((e) => [e.prefix, e]));
     const traffic = new Map(peerTraffic(entries!, counters!).map((t) => [t.subnet, t]));
     const n = (v: bigint) => Number(v);
-    // A missing entry has no counters; a programmed one without any has counted nothing yet.
-    rows = c.rows.map((r) => {
+    rows = peerRows(desired, drift, (subnet) => {
+      const e = byPrefix.get(subnet);
+      return e && (e.kind === "vxlan" || e.kind === "direct") ? { path: e.kind, ...(e.remote ? { publicIP: e.remote } : {}), ...(e.vtepMAC && e.kind === "vxlan" ? { vtepMAC: e.vtepMAC } : {}) } : undefined;
+    }).map((r) => {
+      // A missing entry has no counters; a programmed one without any has counted nothing yet.
       if (r.state === "missing") return r;
       const t = traffic.get(r.subnet);
       const tx = t ? total(t, "tx") : undefined, rx = t ? total(t, "rx") : undefined;
       return { ...r, tx: { packets: n(tx?.packets ?? 0n), bytes: n(tx?.bytes ?? 0n) }, rx: { packets: n(rx?.packets ?? 0n), bytes: n(rx?.bytes ?? 0n) } };
     });
-    drift.push(...b.drift, ...c.drift);
   } else {
-    const actual: Actual[] = [];
     for (const { family, network } of fams) {
       const ownSubnet = family === 4 ? own.v4 : own.v6;
       if (!ownSubnet) continue;
       const device = family === 4 ? dev.v4 : dev.v6;
       const l = await getLink(device);
       if (!l) continue;
-      const underlay = l.vxlan?.dev;
-      const [routes, neighs, fdb, underlayRoutes] = await Promise.all([
-        listRoutes(device, family), listNeighs(device, family), listFdb(device), underlay ? listRoutes(underlay, family) : Promise.resolve([]),
-      ]);
-      const k = kernelActual({ family, device, ...(underlay ? { underlay } : {}), network, own: ownSubnet, routes, underlayRoutes, neighs, fdb }, desired.map((d) => d.peer));
-      actual.push(...k.actual);
-      drift.push(...k.drift);
+      const iface = l.vxlan?.dev ?? underlay?.name ?? "";
+      const tables = await observeKernel({ device, iface, network, subnet: ownSubnet }, family);
+      drift.push(...diffKernel(tables, desired.map((d) => d.peer)).drift);
     }
-    const c = comparePeers(desired, actual, devices.join("/"));
-    rows = c.rows;
-    drift.push(...c.drift);
+    rows = peerRows(desired, drift, () => undefined);
   }
 
   const ip = (x?: IP) => (x ? formatIP(x) : undefined);

@@ -43,13 +43,15 @@ import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
 import {
-  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, encodeRemote, encodeEpKey, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
+  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, encodeRemote, encodeEpKey, encodeStatKey, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
   encodeConfig, encodeLpmKey, encodePeer, decodeStatKey, type PeerValue, type FamilyConfigValue,
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
 import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStats, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
-import type { Dataplane, DeviceInfo, LocalFamily, LocalNode, Peer, SyncResult } from "./types.js";
+import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
+import { bpfImage, diffBpf, type BpfImage } from "./bpfdiff.js";
+import { driftCounts, type Drift } from "./drift.js";
 
 export interface BpfDataplaneOptions {
   readonly objectPath: string;
@@ -84,6 +86,14 @@ export class BpfDataplane implements Dataplane {
   private readonly remoteSubnets = new Map<string, Set<string>>();
   /** The encapsulation in use, and why when it is not the one asked for. */
   private encap?: { mode: "bpf" | "device"; reason: string };
+  /**
+   * The shadow: what the maps should hold, with the exact bytes written,
+   * kept in step by upsert/remove and rebuilt when reconcile is handed a
+   * new desired set (`imageOf`), so a reconcile that finds nothing to do
+   * dumps each map once and compares bytes.
+   */
+  private image?: BpfImage;
+  private imageOf?: readonly Peer[];
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -370,89 +380,141 @@ export class BpfDataplane implements Dataplane {
     const m = this.maps.twill_remotes;
     for (const [text, ip] of touched) {
       const v = this.remoteValue(text);
-      if (v) m.update(encodeEpKey(ip), v);
-      else {
+      const key = encodeEpKey(ip);
+      if (v) {
+        m.update(key, v);
+        this.image?.remotes.set(key.toString("hex"), ip);
+      } else {
         this.remoteSubnets.delete(text);
-        m.delete(encodeEpKey(ip));
+        m.delete(key);
+        this.image?.remotes.delete(key.toString("hex"));
       }
     }
   }
 
   async upsert(peers: readonly Peer[]): Promise<void> {
-    this.writePeers(peers);
-    this.syncRemotes(peers, []);
+    const failed = this.writePeers(peers);
+    const ok = failed ? peers.filter((p) => !failed.peers.includes(p)) : peers;
+    this.shadowPut(ok);
+    this.syncRemotes(ok, []);
+    if (failed) throw failed;
   }
 
-  private writePeers(peers: readonly Peer[]): void {
-    const m = this.maps.twill_peers;
-    if (peers.length < BATCH_MIN) {
-      for (const p of peers) this.writeEntry(p.subnet, this.peerValue(p));
-      return;
+  /** Records written peers in the shadow (no-op before the first reconcile built it). */
+  private shadowPut(peers: readonly Peer[]): void {
+    if (!this.image) return;
+    for (const p of peers) {
+      this.image.trie.set(encodeLpmKey(p.subnet).toString("hex"), {
+        prefix: p.subnet, kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, peer: p, value: encodePeer(this.peerValue(p)),
+      });
     }
-    const keys = Buffer.alloc(peers.length * LPM_KEY.size);
-    const vals = Buffer.alloc(peers.length * PEER.size);
-    peers.forEach((p, i) => {
-      encodeLpmKey(p.subnet, keys, i * LPM_KEY.size);
-      encodePeer(this.peerValue(p), vals, i * PEER.size);
-    });
-    m.updateBatch(keys, vals, peers.length);
+  }
+
+  /**
+   * Writes peers into the trie: one batch syscall for many. When the batch
+   * fails (the trie is full: --peer-capacity), each peer is tried alone so
+   * every peer that fits is written; the others are returned as a
+   * PeerProgramError naming them (the controller counts and logs it, and
+   * retries them at the next event or reconcile). Never silently dropped.
+   */
+  private writePeers(peers: readonly Peer[]): PeerProgramError | undefined {
+    const m = this.maps.twill_peers;
+    if (peers.length >= BATCH_MIN) {
+      const keys = Buffer.alloc(peers.length * LPM_KEY.size);
+      const vals = Buffer.alloc(peers.length * PEER.size);
+      peers.forEach((p, i) => {
+        encodeLpmKey(p.subnet, keys, i * LPM_KEY.size);
+        encodePeer(this.peerValue(p), vals, i * PEER.size);
+      });
+      try {
+        m.updateBatch(keys, vals, peers.length);
+        return undefined;
+      } catch {
+        // fall through: find out which peers do not fit
+      }
+    }
+    const failed: Peer[] = [];
+    let first: unknown;
+    for (const p of peers) {
+      try {
+        this.writeEntry(p.subnet, this.peerValue(p));
+      } catch (e) {
+        failed.push(p);
+        first ??= e;
+      }
+    }
+    if (!failed.length) return undefined;
+    const code = first instanceof TwillError ? first.code : "ERR_BPF_MAP";
+    const names = failed.slice(0, 5).map((p) => keyOf(p.subnet)).join(", ") + (failed.length > 5 ? ` and ${failed.length - 5} more` : "");
+    return new PeerProgramError(code, `${failed.length} of ${peers.length} peers not programmed (${names}): ${errorMessage(first)}`, failed, first);
   }
 
   async remove(peers: readonly Peer[]): Promise<void> {
     for (const p of peers) {
+      const k = keyOf(p.subnet);
       try {
-        this.maps.twill_peers.delete(encodeLpmKey(p.subnet));
-        const id = this.ids.get(keyOf(p.subnet));
-        this.ids.delete(keyOf(p.subnet));
-        if (id !== undefined) this.sweepStats(new Set([id]));
+        const key = encodeLpmKey(p.subnet);
+        this.maps.twill_peers.delete(key);
+        this.image?.trie.delete(key.toString("hex"));
+        const id = this.ids.get(k);
+        this.ids.delete(k);
+        if (id !== undefined) this.deleteStats(id);
       } catch (e) {
-        this.opts.log.warn("cannot remove peer", { subnet: keyOf(p.subnet), err: e });
+        this.opts.log.warn("cannot remove peer", { subnet: k, err: e });
       }
     }
     this.syncRemotes([], peers);
   }
 
-  /** Deletes the stats of peer ids in `gone`, or of every id not in `live`. */
-  private sweepStats(gone?: Set<number>, live?: Set<number>): void {
+  /** Deletes one peer id's counters: one key per counter, no map walk. */
+  private deleteStats(id: number): void {
     const m = this.maps.twill_stats;
-    for (const k of m.keys()) {
-      const id = decodeStatKey(k).peerId;
-      if ((gone && gone.has(id)) || (live && !live.has(id))) m.delete(k);
+    for (let c = 0; c < COUNTERS.length; c++) m.delete(encodeStatKey({ peerId: id, counter: c }));
+  }
+
+  /** Deletes the counters of every id not in `live` (a walk of the stats map: only after the desired set changed). */
+  private sweepStats(live: Set<number>): void {
+    const m = this.maps.twill_stats;
+    for (const k of m.keys()) if (!live.has(decodeStatKey(k).peerId)) m.delete(k);
+  }
+
+  /** The shadow for `desired` (rebuilt only when handed a new desired set). */
+  private imageFor(desired: readonly Peer[]): BpfImage {
+    if (!this.image || this.imageOf !== desired) {
+      const fams = this.families();
+      this.image = bpfImage({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, (p) => encodePeer(this.peerValue(p)));
+      this.imageOf = desired;
     }
+    return this.image;
+  }
+
+  async check(desired: readonly Peer[]): Promise<readonly Drift[]> {
+    return diffBpf(this.imageFor(desired), this.observe()).drift;
+  }
+
+  /** The maps as they are: one batch dump each. */
+  private observe(): { peers: Array<[Buffer, Buffer]>; remotes: Array<[Buffer, Buffer]> } {
+    return { peers: this.maps.twill_peers.entries(), remotes: this.maps.twill_remotes.entries() };
   }
 
   async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
     await this.ensureBase();
-    const want = new Map(desired.map((p) => [keyOf(p.subnet), p]));
-    const toWrite: Peer[] = [];
-    let added = 0, updated = 0, removed = 0;
-    const seen = new Set<string>();
-    for (const [k, v] of this.maps.twill_peers.entries()) {
-      const prefix = decodeLpmKey(k);
-      const key = keyOf(prefix);
-      const have = decodePeer(v);
-      if (have.kind === PeerKind.Local || have.kind === PeerKind.Cluster) {
-        const own = [this.local!.v4, this.local!.v6].some((lf) => lf && (keyOf(lf.subnet) === key || keyOf(lf.network) === key));
-        if (!own) { this.maps.twill_peers.delete(k); removed++; }
-        continue;
-      }
-      const p = want.get(key);
-      if (!p) {
-        this.maps.twill_peers.delete(k);
-        this.ids.delete(key);
-        removed++;
-        continue;
-      }
-      seen.add(key);
-      if (!encodePeer(this.peerValue(p)).equals(v)) { toWrite.push(p); updated++; }
+    // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
+    this.watcher?.kick();
+    const fresh = this.imageOf !== desired;
+    const image = this.imageFor(desired);
+    const r = diffBpf(image, this.observe());
+    for (const k of r.deleteKeys) {
+      this.maps.twill_peers.delete(k);
+      this.ids.delete(keyOf(decodeLpmKey(k)));
     }
-    for (const [key, p] of want) if (!seen.has(key)) { toWrite.push(p); added++; }
-    this.writePeers(toWrite);
-    // Repairs are counted per peer (above); the remotes follow the peers.
-    this.reconcileRemotes(desired);
-    const live = new Set([0, ...this.ids.values()]);
-    this.sweepStats(undefined, live);
-    return { added, updated, removed };
+    for (const e of r.writeOwn) this.writeEntry(e.prefix, { kind: e.kind, vni: 0, id: 0 });
+    const failed = this.writePeers(r.write);
+    // The remotes follow the peers; their drift is in r.drift.
+    if (fresh || r.writeRemotes.length || r.deleteRemotes.length) this.reconcileRemotes(desired);
+    if (fresh || r.deleteKeys.length) this.sweepStats(new Set([0, ...this.ids.values()]));
+    if (failed) throw failed;
+    return { ...driftCounts(r.drift), drift: r.drift };
   }
 
   /** Makes twill_remotes exactly the peers' underlay addresses (the safety net). */

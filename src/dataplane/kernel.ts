@@ -17,73 +17,40 @@
  * 3) upsert() is all-or-nothing per call: when a line fails, the entries the
  *    call already applied are deleted again (route, FDB, neigh) and the
  *    error names the peer. remove() deletes route, FDB, neigh, best effort.
- * 4) reconcile() re-creates a missing device (keeping its MAC), reads what
- *    is programmed (routes, neighbours, FDB on the vxlan device; routes via
- *    the underlay inside the cluster network) and makes it exactly the
- *    desired set: stale routes go first, missing or wrong entries are
- *    (re)applied per peer (a failing peer is rolled back and reported, the
- *    others still go in), stale neighbours and FDB entries last. It touches
- *    only entries inside the cluster network or on its own devices, never
- *    our own subnet or routes the kernel made.
+ * 4) reconcile() re-creates a missing device (keeping its MAC), observes
+ *    what is programmed (routes, neighbours, FDB on the vxlan device; routes
+ *    via the underlay inside the cluster network) and diffs it with the
+ *    desired set through diffKernel (kerneldiff.ts), the function `twill
+ *    status` uses too: stale routes go first, missing or wrong entries are
+ *    (re)applied per peer (a failing peer is rolled back and reported in a
+ *    PeerProgramError, the others still go in), other leftovers last. It
+ *    touches only entries inside the cluster network or on its own devices,
+ *    never our own subnet or routes the kernel made.
  * IPv4 and IPv6 run through the same code: a FamilyPlane holds what differs
  * (device, addresses), and the batches of both families are merged, so dual
  * stack still costs one process per table.
  */
-import type { Dataplane, DeviceInfo, LocalFamily, LocalNode, Peer, SyncResult } from "./types.js";
+import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
 import { TwillError, errorMessage } from "../errors.js";
 import { parseMAC } from "../lease/mac.js";
-import {
-  formatIP, formatPrefix, ipEqual, makePrefix, prefixContains, prefixContainsIP, prefixOverlaps, type Family, type IP,
-} from "../net/ip.js";
+import { formatIP, formatPrefix, prefixOverlaps, type Family } from "../net/ip.js";
 import { BatchError, NetlinkError, bridgeBatch, ipBatch, type BatchFailure } from "../net/iproute.js";
+import { deleteLink, ensureAddress, ensureVxlan, hostPrefix, listFdb, listNeighs, listRoutes, type LogFn } from "../net/link.js";
+import { driftCounts } from "./drift.js";
 import {
-  deleteLink, ensureAddress, ensureVxlan, hostPrefix, listFdb, listNeighs, listRoutes,
-  type FdbEntry, type LogFn, type NeighEntry, type RouteEntry,
-} from "../net/link.js";
+  ADD_ORDER, DELETE_ORDER, addText, delText, diffKernel, peerEntries,
+  type KernelEntry, type KernelOp, type KernelRepair, type KernelTables, type Table,
+} from "./kerneldiff.js";
 
-/** The kernel tables a peer lives in, in the order they are added. */
-type Table = "neigh" | "fdb" | "route";
-const ADD_ORDER: readonly Table[] = ["neigh", "fdb", "route"];
-const DELETE_ORDER: readonly Table[] = ["route", "fdb", "neigh"];
-
-/** One kernel entry of one peer: the batch line that adds it and the one that deletes it. */
-interface Entry {
-  readonly table: Table;
-  readonly add: string;
-  readonly del: string;
-  readonly peer: Peer;
-}
-
-interface Line {
-  readonly table: Table;
-  readonly text: string;
-}
-
-/** What is programmed for one family, as read back from the kernel. */
-interface Actual {
-  /** Routes on the vxlan device inside the cluster network (not ours, not kernel-made). */
-  readonly tunnelRoutes: readonly RouteEntry[];
-  /** Routes with a gateway on the underlay inside the cluster network. */
-  readonly directRoutes: readonly RouteEntry[];
-  readonly neighs: readonly NeighEntry[];
-  readonly fdb: readonly FdbEntry[];
-}
-
-interface Plan {
-  /** Desired peers whose entries are missing or wrong, with the entries to (re)apply. */
-  readonly work: readonly { readonly peer: Peer; readonly entries: readonly Entry[]; readonly fresh: boolean }[];
-  /** Deletes of stale routes, run before anything is added. */
-  readonly before: readonly Line[];
-  /** Deletes of stale neighbours/FDB entries and leftover routes, run last. */
-  readonly after: readonly Line[];
-  /** How many vanished peers the deletes sweep. */
-  readonly removed: number;
-}
-
-const ipText = formatIP;
 const subnetKey = (p: Peer): string => formatPrefix(p.subnet);
-/** flannel's gateway for a peer: the subnet's network address (10.244.2.0, fc00:0:0:2::). */
-const gatewayOf = (p: Peer): IP => p.subnet.ip;
+
+/** Reads one family's tables: the vxlan device's routes, neighbours and FDB, and the underlay's routes. */
+export async function observeKernel(lf: Pick<LocalFamily, "device" | "iface" | "network" | "subnet">, family: Family): Promise<KernelTables> {
+  const [routes, underlayRoutes, neighs, fdb] = await Promise.all([
+    listRoutes(lf.device, family), listRoutes(lf.iface, family), listNeighs(lf.device, family), listFdb(lf.device),
+  ]);
+  return { family, device: lf.device, underlay: lf.iface, network: lf.network, own: lf.subnet, routes, underlayRoutes, neighs, fdb };
+}
 
 /** Everything one address family needs; v4 and v6 are two instances of this. */
 class FamilyPlane {
@@ -113,7 +80,7 @@ class FamilyPlane {
   checkPeer(p: Peer): void {
     const what = `peer ${subnetKey(p)}`;
     if (p.publicIP.family !== this.family) {
-      throw new TwillError("ERR_DATAPLANE", `${what}: public IP ${ipText(p.publicIP)} is not IPv${this.family}`);
+      throw new TwillError("ERR_DATAPLANE", `${what}: public IP ${formatIP(p.publicIP)} is not IPv${this.family}`);
     }
     if (prefixOverlaps(p.subnet, this.local.subnet)) {
       throw new TwillError("ERR_DATAPLANE", `${what} overlaps our own subnet ${formatPrefix(this.local.subnet)}`);
@@ -121,181 +88,60 @@ class FamilyPlane {
     if (!p.direct) parseMAC(p.vtepMAC, `${what} VtepMAC`);
   }
 
-  /** The peer's entries in add order; flannel's exact commands. */
-  entries(p: Peer): Entry[] {
-    const subnet = subnetKey(p), pub = ipText(p.publicIP), dev = this.dev;
-    if (p.direct) {
-      const iface = this.local.iface;
-      return [{ table: "route", peer: p,
-        add: `route replace ${subnet} via ${pub} dev ${iface}`, del: `route del ${subnet} via ${pub} dev ${iface}` }];
-    }
-    const gw = ipText(gatewayOf(p)), mac = p.vtepMAC.toLowerCase();
-    return [
-      { table: "neigh", peer: p,
-        add: `neigh replace ${gw} lladdr ${mac} dev ${dev} nud permanent`, del: `neigh del ${gw} dev ${dev}` },
-      { table: "fdb", peer: p,
-        add: `fdb replace ${mac} dev ${dev} dst ${pub} self permanent`, del: `fdb del ${mac} dev ${dev} dst ${pub} self` },
-      { table: "route", peer: p,
-        add: `route replace ${subnet} via ${gw} dev ${dev} onlink`, del: `route del ${subnet} via ${gw} dev ${dev}` },
-    ];
+  entries(p: Peer): KernelEntry[] {
+    return peerEntries(p, this.dev, this.local.iface);
   }
 
-  /** True for routes twill may own: inside the cluster network, not our subnet, not kernel-made. */
-  private inScope(r: RouteEntry): boolean {
-    return prefixContains(this.local.network, r.dst) && !prefixOverlaps(r.dst, this.local.subnet) && r.protocol !== "kernel";
+  /** Observes this family's tables and compares them with `desired`. */
+  async diff(desired: readonly Peer[]): Promise<KernelRepair> {
+    return diffKernel(await observeKernel(this.local, this.family), desired);
   }
-
-  async read(): Promise<Actual> {
-    const [tunnel, under, neighs, fdb] = await Promise.all([
-      listRoutes(this.dev, this.family),
-      listRoutes(this.local.iface, this.family),
-      listNeighs(this.dev, this.family),
-      listFdb(this.dev),
-    ]);
-    return {
-      tunnelRoutes: tunnel.filter((r) => this.inScope(r)),
-      directRoutes: under.filter((r) => this.inScope(r) && r.gateway !== undefined),
-      neighs: neighs.filter((n) => prefixContainsIP(this.local.network, n.dst)),
-      fdb: fdb.filter((f) => f.dst !== undefined && f.flags.includes("self")),
-    };
-  }
-
-  private routeLine(r: RouteEntry): Line {
-    const via = r.gateway ? ` via ${ipText(r.gateway)}` : "";
-    return { table: "route", text: `route del ${formatPrefix(r.dst)}${via} dev ${r.dev ?? this.dev}` };
-  }
-
-  /** Compares `desired` (this family's peers) with `actual`: what to add, fix and sweep. */
-  plan(desired: readonly Peer[], actual: Actual): Plan {
-    const want = new Map(desired.map((p) => [subnetKey(p), p]));
-    const peers = [...want.values()];
-    const wantNeigh = new Map(peers.filter((p) => !p.direct).map((p) => [ipText(gatewayOf(p)), p.vtepMAC.toLowerCase()]));
-    const wantFdb = new Set(peers.filter((p) => !p.direct).map((p) => `${p.vtepMAC.toLowerCase()} ${ipText(p.publicIP)}`));
-    const routes = [...actual.tunnelRoutes, ...actual.directRoutes];
-    const routesAt = groupBy(routes, (r) => formatPrefix(r.dst));
-    const neighAt = new Map(actual.neighs.map((n) => [ipText(n.dst), n]));
-    const fdbOf = groupBy(actual.fdb, (f) => f.mac);
-
-    // Which subnet an entry belongs to: routes by dst, neighbours by their address, FDB via the neighbour using its MAC.
-    const len = this.local.subnet.len;
-    const neighSubnet = (n: NeighEntry) => formatPrefix(makePrefix(n.dst, len));
-    const macSubnet = new Map(actual.neighs.filter((n) => n.lladdr).map((n) => [n.lladdr!, neighSubnet(n)]));
-
-    const before: Line[] = [], after: Line[] = [];
-    const touched = new Set<string>(); // subnets with stale or leftover entries
-    for (const r of routes) {
-      const key = formatPrefix(r.dst);
-      const p = want.get(key);
-      if (!p) {
-        before.push(this.routeLine(r));
-        touched.add(key);
-      } else if (!this.sameRouteTarget(r, p)) {
-        after.push(this.routeLine(r)); // replaced in place, or a leftover with another metric
-        touched.add(key);
-      }
-    }
-    for (const n of actual.neighs) {
-      if (n.state.includes("PERMANENT") && !wantNeigh.has(ipText(n.dst))) {
-        after.push({ table: "neigh", text: `neigh del ${ipText(n.dst)} dev ${this.dev}` });
-        touched.add(neighSubnet(n));
-      }
-    }
-    for (const f of actual.fdb) {
-      if (!f.dst || wantFdb.has(`${f.mac} ${ipText(f.dst)}`)) continue;
-      after.push({ table: "fdb", text: `fdb del ${f.mac} dev ${this.dev} dst ${ipText(f.dst)} self` });
-      touched.add(macSubnet.get(f.mac) ?? `fdb ${f.mac} ${ipText(f.dst)}`);
-    }
-
-    const work: { peer: Peer; entries: Entry[]; fresh: boolean }[] = [];
-    for (const [key, p] of want) {
-      const entries = this.entries(p).filter((e) => !this.satisfied(e, neighAt, fdbOf, routesAt));
-      if (entries.length === 0 && !touched.has(key)) continue;
-      const gw = ipText(gatewayOf(p));
-      const fresh = !routesAt.has(key) && !neighAt.has(gw) && !(p.direct ? false : fdbOf.has(p.vtepMAC.toLowerCase()));
-      work.push({ peer: p, entries, fresh: fresh && !touched.has(key) });
-    }
-    const removed = [...touched].filter((k) => !want.has(k)).length;
-    return { work, before, after, removed };
-  }
-
-  private sameRouteTarget(r: RouteEntry, p: Peer): boolean {
-    const [dev, gw] = p.direct ? [this.local.iface, p.publicIP] : [this.dev, gatewayOf(p)];
-    return r.dev === dev && r.gateway !== undefined && ipEqual(r.gateway, gw);
-  }
-
-  private satisfied(
-    e: Entry, neighAt: Map<string, NeighEntry>, fdbOf: Map<string, FdbEntry[]>, routesAt: Map<string, RouteEntry[]>,
-  ): boolean {
-    const p = e.peer;
-    const mac = p.vtepMAC.toLowerCase();
-    switch (e.table) {
-      case "neigh": {
-        const n = neighAt.get(ipText(gatewayOf(p)));
-        return n !== undefined && n.lladdr === mac && n.state.includes("PERMANENT");
-      }
-      case "fdb":
-        return (fdbOf.get(mac) ?? []).some((f) => f.dst !== undefined && ipEqual(f.dst, p.publicIP) && f.state === "permanent");
-      case "route":
-        return (routesAt.get(subnetKey(p)) ?? []).some(
-          (r) => this.sameRouteTarget(r, p) && (p.direct || r.flags.includes("onlink")),
-        );
-    }
-  }
-}
-
-function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
-  const m = new Map<string, T[]>();
-  for (const it of items) {
-    const k = key(it);
-    const list = m.get(k);
-    if (list) list.push(it);
-    else m.set(k, [it]);
-  }
-  return m;
 }
 
 // ---- running batches ---------------------------------------------------------------
 
-function runTable(table: Table, lines: readonly string[], force: boolean) {
+/** Runs one table's ops: adds (replace) or deletes. */
+function runTable(table: Table, ops: readonly KernelOp[], del: boolean, force: boolean) {
+  const lines = ops.map(del ? delText : addText);
   return table === "fdb" ? bridgeBatch(lines, { force }) : ipBatch(lines, { force });
 }
 
 /** Deletes, table by table in `order`, ignoring failures (entries already gone). */
-async function deleteAll(lines: readonly Line[], order: readonly Table[] = DELETE_ORDER): Promise<void> {
+async function deleteAll(ops: readonly KernelOp[], order: readonly Table[] = DELETE_ORDER): Promise<void> {
   for (const table of order) {
-    const text = lines.filter((l) => l.table === table).map((l) => l.text);
     try {
-      await runTable(table, text, true);
+      await runTable(table, ops.filter((o) => o.table === table), true, true);
     } catch {
       // best effort: a delete that cannot run now is retried by the next reconcile
     }
   }
 }
 
-const deletesOf = (entries: readonly Entry[]): Line[] => entries.map((e) => ({ table: e.table, text: e.del }));
+const opsOf = (entries: readonly KernelEntry[]): KernelOp[] => entries.map((e) => e.op);
 
 /**
  * Adds `entries` table by table; on the first failing line deletes what this
  * call added and throws ERR_NETLINK naming the peer.
  */
-async function addAtomically(entries: readonly Entry[]): Promise<void> {
-  const applied: Entry[] = [];
+async function addAtomically(entries: readonly KernelEntry[]): Promise<void> {
+  const applied: KernelEntry[] = [];
   for (const table of ADD_ORDER) {
-    const batch = entries.filter((e) => e.table === table);
+    const batch = entries.filter((e) => e.op.table === table);
     try {
-      await runTable(table, batch.map((e) => e.add), false);
+      await runTable(table, opsOf(batch), false, false);
       applied.push(...batch);
     } catch (e) {
       // A batch that stopped says where; a tool that died may have applied any line; a batch we refused applied none.
       const at = e instanceof BatchError ? e.failedIndex : e instanceof NetlinkError ? undefined : 0;
       applied.push(...(at === undefined ? batch : batch.slice(0, at)));
-      await deleteAll(deletesOf(applied));
+      await deleteAll(opsOf(applied));
       const peer = at !== undefined ? batch[at]?.peer : undefined;
       const who = peer ? `peer ${subnetKey(peer)}` : `the ${table} batch`;
-      throw new TwillError(
+      throw new PeerProgramError(
         "ERR_NETLINK",
         `adding ${who} failed, rolled back ${applied.length} entries of this batch: ${errorMessage(e)}`,
-        { cause: e, retryable: true },
+        [...new Set(entries.map((x) => x.peer))],
+        e,
       );
     }
   }
@@ -306,22 +152,22 @@ async function addAtomically(entries: readonly Entry[]): Promise<void> {
  * left out of the later tables and its entries are deleted again. Returns the
  * failures, one per failed peer.
  */
-async function addEach(entries: readonly Entry[]): Promise<{ peer: Peer; message: string }[]> {
+async function addEach(entries: readonly KernelEntry[]): Promise<{ peer: Peer; message: string }[]> {
   const failed = new Map<Peer, string>();
   for (const table of ADD_ORDER) {
-    const batch = entries.filter((e) => e.table === table && !failed.has(e.peer));
+    const batch = entries.filter((e) => e.op.table === table && !failed.has(e.peer));
     let failures: readonly BatchFailure[];
     try {
-      failures = (await runTable(table, batch.map((e) => e.add), true)).failures;
+      failures = (await runTable(table, opsOf(batch), false, true)).failures;
     } catch (e) {
       failures = [{ index: -1, line: "", message: errorMessage(e) }];
     }
     for (const f of failures) {
       const hit = f.index >= 0 ? [batch[f.index]!] : batch; // unknown line: treat the whole table as failed
-      for (const e of hit) failed.set(e.peer, `${f.line || e.add}: ${f.message}`);
+      for (const e of hit) failed.set(e.peer, `${f.line || addText(e.op)}: ${f.message}`);
     }
   }
-  if (failed.size > 0) await deleteAll(deletesOf(entries.filter((e) => failed.has(e.peer))));
+  if (failed.size > 0) await deleteAll(opsOf(entries.filter((e) => failed.has(e.peer))));
   return [...failed].map(([peer, message]) => ({ peer, message }));
 }
 
@@ -409,7 +255,7 @@ export class KernelDataplane implements Dataplane {
 
   private async removeNow(peers: readonly Peer[]): Promise<void> {
     const entries = [...this.byPlane(peers, false)].flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p)));
-    await deleteAll(deletesOf(entries));
+    await deleteAll(opsOf(entries));
   }
 
   reconcile(desired: readonly Peer[]): Promise<SyncResult> {
@@ -419,20 +265,24 @@ export class KernelDataplane implements Dataplane {
   private async reconcileNow(desired: readonly Peer[]): Promise<SyncResult> {
     const groups = this.byPlane(desired);
     for (const f of this.planes) await this.ensureDevice(f); // re-creates a device someone deleted
-    const plans = await Promise.all([...groups].map(async ([f, ps]) => f.plan(ps, await f.read())));
+    const plans = await Promise.all([...groups].map(([f, ps]) => f.diff(ps)));
     await deleteAll(plans.flatMap((p) => p.before));
     const work = plans.flatMap((p) => p.work);
     const failures = await addEach(work.flatMap((w) => w.entries));
     await deleteAll(plans.flatMap((p) => p.after));
+    const drift = plans.flatMap((p) => p.drift);
     if (failures.length > 0) {
       const list = failures.slice(0, 5).map((x) => `${subnetKey(x.peer)} (${x.message})`).join("; ");
       const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
-      throw new TwillError("ERR_NETLINK", `reconcile could not program ${failures.length} peers: ${list}${more}`, {
-        retryable: true,
-      });
+      throw new PeerProgramError("ERR_NETLINK", `reconcile could not program ${failures.length} peers: ${list}${more}`, failures.map((x) => x.peer));
     }
-    const fresh = work.filter((w) => w.fresh).length;
-    return { added: fresh, updated: work.length - fresh, removed: plans.reduce((n, p) => n + p.removed, 0) };
+    return { ...driftCounts(drift), drift };
+  }
+
+  /** What a reconcile would repair now, without repairing it. */
+  async check(desired: readonly Peer[]): Promise<KernelRepair["drift"]> {
+    const groups = this.byPlane(desired);
+    return (await Promise.all([...groups].map(([f, ps]) => f.diff(ps)))).flatMap((p) => p.drift);
   }
 
   async close(): Promise<void> {
@@ -446,8 +296,8 @@ export class KernelDataplane implements Dataplane {
   private async teardownNow(): Promise<void> {
     for (const f of this.planes) {
       try {
-        const actual = await f.read();
-        await deleteAll(f.plan([], { ...actual, tunnelRoutes: [], neighs: [], fdb: [] }).before);
+        // Only the routes: the neighbours and FDB entries go with the device.
+        await deleteAll((await f.diff([])).before);
       } catch {
         // the underlay or device may be gone already
       }

@@ -9,8 +9,10 @@
  * is idempotent. Adds are applied in order and rolled back on failure;
  * removes are best effort.
  */
+import { TwillError, type ErrorCode } from "../errors.js";
 import type { IP, Prefix } from "../net/ip.js";
 import type { DataplaneStats } from "../peerstats.js";
+import type { Drift } from "./drift.js";
 
 /** One remote subnet and how to reach it. */
 export interface Peer {
@@ -57,6 +59,8 @@ export interface SyncResult {
   readonly added: number;
   readonly updated: number;
   readonly removed: number;
+  /** What was found wrong and repaired (the same drift `twill status` shows). */
+  readonly drift: readonly Drift[];
 }
 
 export interface DeviceInfo {
@@ -71,8 +75,14 @@ export interface Dataplane {
   setup(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }>;
   upsert(peers: readonly Peer[]): Promise<void>;
   remove(peers: readonly Peer[]): Promise<void>;
-  /** Makes the programmed set exactly `desired`: adds missing, fixes changed, sweeps stale. */
+  /**
+   * Observes what is programmed, diffs it with `desired` (the same diff
+   * `twill status` uses) and repairs it: adds missing, fixes changed, sweeps
+   * stale. Peers it could not program are in a PeerProgramError's `peers`.
+   */
   reconcile(desired: readonly Peer[]): Promise<SyncResult>;
+  /** The drift a reconcile would repair now; writes nothing. */
+  check(desired: readonly Peer[]): Promise<readonly Drift[]>;
   /** Stops background work; the dataplane stays programmed and forwarding. */
   close(): Promise<void>;
   /** Removes everything this dataplane created on the node. */
@@ -82,4 +92,15 @@ export interface Dataplane {
    * when the dataplane keeps no counters (kernel); undefined before setup().
    */
   stats?(): DataplaneStats | undefined;
+}
+
+/**
+ * A failure to program some peers: `peers` are the ones that are not
+ * programmed (the controller retries them at the next event or reconcile).
+ */
+export class PeerProgramError extends TwillError {
+  constructor(code: ErrorCode, message: string, readonly peers: readonly Peer[], cause?: unknown) {
+    super(code, message, { cause, retryable: true });
+    this.name = "PeerProgramError";
+  }
 }

@@ -132,8 +132,11 @@ async function runStep(dp: KernelDataplane, input: DriverInput, s: Step, vni: nu
       return dp.upsert(s.peers.map((p) => peer(p, vni)));
     case "remove":
       return dp.remove(s.peers.map((p) => peer(p, vni)));
-    case "reconcile":
-      return dp.reconcile(s.peers.map((p) => peer(p, vni)));
+    case "reconcile": {
+      // The counts; the drift itself is checked where it matters (status.test.ts, drift.test.ts).
+      const { added, updated, removed } = await dp.reconcile(s.peers.map((p) => peer(p, vni)));
+      return { added, updated, removed };
+    }
     case "close":
       return dp.close();
     case "teardown":

@@ -105,7 +105,7 @@ function fakeBpf(n: number): StatsSource & { reads: number } {
 test("a bpf node's /metrics: per-peer series, datapath totals, map occupancy; valid exposition text; one map read per scrape", async () => {
   const src = fakeBpf(3);
   const m = createMetrics("1.2.3", "bpf", () => src);
-  await m.reconcile(async () => ({ added: 2, updated: 0, removed: 1 }));
+  await m.reconcile(async () => ({ added: 2, updated: 0, removed: 1, drift: [] }));
   await assert.rejects(m.reconcile(async () => { throw new Error("boom"); }));
   m.leases.set({ state: "peer" }, 3);
   const fams = parsePrometheusText(await m.registry.metrics());

@@ -1,10 +1,15 @@
 /**
- * `twill status`'s drift rules without a kernel: map entries (bpf) and
- * flannel's kernel entries compared with the peers the leases want.
+ * The drift rules without a kernel: the diff the daemon's reconcile and
+ * `twill status` share (dataplane/bpfdiff.ts, dataplane/kerneldiff.ts), and
+ * status's rows built from that drift.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bpfActual, comparePeers, kernelActual, type KernelTables } from "../../src/status.js";
+import { peerRows } from "../../src/status.js";
+import { bpfImage, diffBpf } from "../../src/dataplane/bpfdiff.js";
+import { diffKernel, type KernelTables } from "../../src/dataplane/kerneldiff.js";
+import { driftCounts, driftKeys } from "../../src/dataplane/drift.js";
+import { encodeEpKey, encodeLpmKey, encodePeer, PeerKind } from "../../src/bpf/layout.js";
 import { parseIP, parsePrefix } from "../../src/net/ip.js";
 import type { Peer } from "../../src/dataplane/types.js";
 
@@ -15,24 +20,49 @@ const want = [
   { peer: peer("10.244.3.0/24", "192.168.50.13", "02:00:00:00:00:03"), lease: "10.244.3.0-24" },
   { peer: peer("10.244.4.0/24", "192.168.50.14", "02:00:00:00:00:04"), lease: "10.244.4.0-24" },
 ];
+const entry = (subnet: string, kind: PeerKind, remote?: string, mac?: string, vni = 1, id = 1): [Buffer, Buffer] =>
+  [encodeLpmKey(P(subnet)), encodePeer({ kind, ...(remote ? { remote: parseIP(remote) } : {}), ...(mac ? { vtepMAC: mac } : {}), vni, id })];
 
-test("bpf: ok, changed (MAC, VNI), missing, stale; own LOCAL and CLUSTER entries checked", () => {
-  const entries = [
-    { prefix: "10.244.1.0/24", kind: "local", vni: 0, id: 0 },
-    { prefix: "10.244.2.0/24", kind: "vxlan", remote: "192.168.50.12", vtepMAC: "02:00:00:00:00:02", vni: 1, id: 1 },
-    { prefix: "10.244.3.0/24", kind: "vxlan", remote: "192.168.50.13", vtepMAC: "02:00:00:00:00:99", vni: 2, id: 2 },
-    { prefix: "10.244.9.0/24", kind: "direct", remote: "192.168.50.19", vni: 0, id: 3 },
-  ];
-  const b = bpfActual(entries, [P("10.244.1.0/24")], [P("10.244.0.0/16")]);
-  assert.deepEqual(b.drift.map((d) => [d.kind, d.subject]), [["missing", "10.244.0.0/16"]], "no CLUSTER entry");
-  const c = comparePeers(want, b.actual, "twill_peers");
-  assert.deepEqual(c.rows.map((r) => [r.subnet, r.state]), [
+test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; remotes", () => {
+  const image = bpfImage({ peers: want.map((w) => w.peer), own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] });
+  const seen = {
+    peers: [
+      entry("10.244.1.0/24", PeerKind.Local, undefined, undefined, 0, 0),
+      entry("10.244.2.0/24", PeerKind.Vxlan, "192.168.50.12", "02:00:00:00:00:02", 1, 7),
+      entry("10.244.3.0/24", PeerKind.Vxlan, "192.168.50.13", "02:00:00:00:00:99", 2, 2),
+      entry("10.244.9.0/24", PeerKind.Direct, "192.168.50.19", undefined, 0, 3),
+    ],
+    remotes: ["192.168.50.12", "192.168.50.13", "192.168.50.99"].map((ip): [Buffer, Buffer] => [encodeEpKey(parseIP(ip)), Buffer.alloc(8)]),
+  };
+  const r = diffBpf(image, seen);
+  assert.deepEqual(driftKeys(r.drift), [
+    "changed 10.244.3.0/24", "missing 10.244.0.0/16", "missing 10.244.4.0/24", "stale 10.244.9.0/24", "stale 192.168.50.99",
+  ], "the remote of the missing peer is its drift, not one more");
+  assert.match(r.drift.find((d) => d.kind === "changed")!.detail, /VTEP MAC is 02:00:00:00:00:99, the lease says 02:00:00:00:00:03; VNI is 2, the lease says 1/);
+  // The repair: a peer whose only difference is its id is rewritten without being drift.
+  assert.deepEqual(r.write.map((p) => p.subnet.ip.bytes[2]).sort(), [2, 3, 4]);
+  assert.deepEqual(r.writeOwn.map((e) => e.kind), [PeerKind.Cluster]);
+  assert.equal(r.deleteKeys.length, 1);
+  assert.equal(r.writeRemotes.length, 1, "but it is repaired");
+  assert.equal(r.deleteRemotes.length, 1);
+  assert.deepEqual(driftCounts(r.drift), { added: 2, updated: 1, removed: 2 });
+
+  const rows = peerRows(want, r.drift, (s) => (s === "10.244.3.0/24" ? { path: "vxlan", publicIP: "192.168.50.13", vtepMAC: "02:00:00:00:00:99" } : undefined));
+  assert.deepEqual(rows.map((x) => [x.subnet, x.state]), [
     ["10.244.2.0/24", "ok"], ["10.244.3.0/24", "changed"], ["10.244.4.0/24", "missing"], ["10.244.9.0/24", "stale"],
   ]);
-  const changed = c.rows.find((r) => r.state === "changed")!;
-  assert.equal(changed.vtepMAC, "02:00:00:00:00:99", "a changed row shows what is programmed");
-  assert.match(changed.detail!, /VTEP MAC is 02:00:00:00:00:99, the lease says 02:00:00:00:00:03; VNI is 2, the lease says 1/);
-  assert.deepEqual(c.drift.map((d) => d.kind).sort(), ["changed", "missing", "stale"]);
+  assert.equal(rows[1]!.vtepMAC, "02:00:00:00:00:99", "a changed row shows what is programmed");
+});
+
+test("bpf: with the exact bytes known (the daemon's shadow) an equal entry is not decoded, nothing to do", () => {
+  const values = new Map(want.map((w, i) => [w.peer, encodePeer({ kind: PeerKind.Vxlan, remote: w.peer.publicIP, vtepMAC: w.peer.vtepMAC, vni: 1, id: i + 1 })]));
+  const image = bpfImage({ peers: want.map((w) => w.peer), own: [], networks: [] }, (p) => values.get(p)!);
+  const seen = {
+    peers: want.map((w) => [encodeLpmKey(w.peer.subnet), values.get(w.peer)!] as [Buffer, Buffer]),
+    remotes: want.map((w) => [encodeEpKey(w.peer.publicIP), Buffer.alloc(8)] as [Buffer, Buffer]),
+  };
+  const r = diffBpf(image, seen);
+  assert.deepEqual([r.drift, r.write, r.deleteKeys, r.writeRemotes], [[], [], [], []]);
 });
 
 test("kernel: flannel's three entries per peer; wrong FDB destination, missing route, stale route, neighbour and FDB entry", () => {
@@ -59,15 +89,30 @@ test("kernel: flannel's three entries per peer; wrong FDB destination, missing r
       { mac: "00:00:00:00:00:00", dst: parseIP("192.168.50.1"), flags: ["self"], state: "permanent" },
     ],
   };
-  const k = kernelActual(t, want.map((w) => w.peer));
-  const c = comparePeers(want, k.actual, dev);
-  assert.deepEqual(c.rows.map((r) => [r.subnet, r.state, r.publicIP ?? "-"]), [
-    ["10.244.2.0/24", "ok", "192.168.50.12"],
-    ["10.244.3.0/24", "changed", "192.168.50.99"],
-    ["10.244.4.0/24", "changed", "192.168.50.14"],
-    ["10.244.8.0/24", "stale", "-"],
+  const r = diffKernel(t, want.map((w) => w.peer));
+  assert.deepEqual(driftKeys(r.drift), [
+    "changed 10.244.3.0/24", "changed 10.244.4.0/24", "stale 10.244.7.0/24", "stale 10.244.8.0/24", "stale fdb 02:00:00:00:00:77",
+  ], "the all-zeros FDB entry is not flannel's: neither drift nor deleted");
+  assert.match(r.drift.find((d) => d.subject === "10.244.3.0/24")!.detail, /FDB entry 02:00:00:00:00:03 goes to 192\.168\.50\.99, the lease says PublicIP 192\.168\.50\.13/);
+  assert.match(r.drift.find((d) => d.subject === "10.244.4.0/24")!.detail, /no route 10\.244\.4\.0\/24 via 10\.244\.4\.0 dev flannel\.1 onlink/);
+  // The repair: only the wrong entries are re-applied; stale routes go first, other leftovers last.
+  assert.deepEqual(r.work.map((w) => [w.peer.subnet.ip.bytes[2], w.entries.map((e) => e.op.table), w.fresh]), [[3, ["fdb"], false], [4, ["route"], false]]);
+  assert.deepEqual(r.before.map((o) => o.table), ["route"]);
+  assert.deepEqual(r.after.map((o) => o.table).sort(), ["fdb", "fdb", "neigh"]);
+  assert.ok(!r.after.some((o) => o.table === "fdb" && o.mac === "00:00:00:00:00:00"));
+
+  const rows = peerRows(want, r.drift, () => undefined);
+  assert.deepEqual(rows.map((x) => [x.subnet, x.state]), [
+    ["10.244.2.0/24", "ok"], ["10.244.3.0/24", "changed"], ["10.244.4.0/24", "changed"], ["10.244.7.0/24", "stale"], ["10.244.8.0/24", "stale"],
   ]);
-  assert.match(c.rows[1]!.detail!, /public IP is 192\.168\.50\.99, the lease says 192\.168\.50\.13/);
-  assert.match(c.rows[2]!.detail!, /no route 10\.244\.4\.0\/24 dev flannel\.1/);
-  assert.deepEqual(k.drift.map((d) => [d.kind, d.subject]), [["stale", "10.244.7.0/24"], ["stale", "fdb 02:00:00:00:00:77"]]);
+});
+
+test("kernel: a peer with none of its entries is missing and fresh; a direct peer is one route via its PublicIP", () => {
+  const t: KernelTables = {
+    family: 4, device: "flannel.1", underlay: "eth0", network: P("10.244.0.0/16"), own: P("10.244.1.0/24"),
+    routes: [], underlayRoutes: [{ dst: P("10.244.5.0/24"), gateway: parseIP("192.168.50.15"), dev: "eth0", flags: [] }], neighs: [], fdb: [],
+  };
+  const r = diffKernel(t, [peer("10.244.2.0/24", "192.168.50.12", "02:00:00:00:00:02"), peer("10.244.5.0/24", "192.168.50.15", "02:00:00:00:00:05", true)]);
+  assert.deepEqual(driftKeys(r.drift), ["missing 10.244.2.0/24"]);
+  assert.deepEqual(r.work.map((w) => [w.entries.length, w.fresh]), [[3, true]]);
 });
