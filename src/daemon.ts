@@ -337,7 +337,6 @@ export class Daemon {
 
   /** Makes the dataplane exactly `known` (the drift the dataplane finds is logged and counted). */
   private async repair(): Promise<void> {
-    await this.ensureRules();
     try {
       const r = await this.metrics.reconcile(() => this.dp!.reconcile(this.desired()));
       this.pending.clear();
@@ -364,7 +363,10 @@ export class Daemon {
     await this.serialize(async () => {
       if (listed instanceof Error || !listed || typeof listed !== "object") throw listed;
       await this.reset(listed as Awaited<ReturnType<LeaseSource["list"]>>, since);
-      if (full) await this.repair();
+      if (full) {
+        await this.ensureRules();
+        await this.repair();
+      }
     });
   }
 

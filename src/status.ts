@@ -29,9 +29,9 @@ import type { NetConfig, Lease } from "./lease/types.js";
 import type { ListResult } from "./lease/source.js";
 import { findOwnLease, leasesToPeers, type OwnLease } from "./peers.js";
 import { bpfImage, diffBpf, type BpfObserved } from "./dataplane/bpfdiff.js";
-import { diffKernel } from "./dataplane/kerneldiff.js";
+import { diffKernel, type KernelTables } from "./dataplane/kerneldiff.js";
 import { observeKernel } from "./dataplane/kernel.js";
-import type { Drift } from "./dataplane/drift.js";
+import { deviceDrift, type Drift } from "./dataplane/drift.js";
 import type { Peer } from "./dataplane/types.js";
 import { readSubnetFile } from "./subnetfile.js";
 import {
@@ -220,8 +220,7 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
     devices.push(name);
     const l = name === mainDev ? link : await getLink(name);
     const want = family === 4 ? ownLease?.backendData?.vtepMAC : ownLease?.backendV6Data?.vtepMAC;
-    if (!l) drift.push({ kind: "missing", subject: name, detail: `the vxlan device ${name} does not exist` });
-    else if (want && l.mac !== want) drift.push({ kind: "changed", subject: name, detail: `${name} has MAC ${l.mac}, our lease announces VtepMAC ${want}: peers send to the wrong MAC` });
+    drift.push(...deviceDrift(name, l, want));
   }
 
   let rows: Array<StatusPeer & { prefix: Prefix }>;
@@ -248,9 +247,11 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
       if (!ownSubnet) continue;
       const device = family === 4 ? dev.v4 : dev.v6;
       const l = await getLink(device);
-      if (!l) continue;
-      const iface = l.vxlan?.dev ?? underlay?.name ?? "";
-      const tables = await observeKernel({ device, iface, network, subnet: ownSubnet }, family);
+      const iface = l?.vxlan?.dev ?? underlay?.name ?? "";
+      // Without its device, every peer of the family is missing (the reconcile re-creates it, then finds them so).
+      const tables: KernelTables = l
+        ? await observeKernel({ device, iface, network, subnet: ownSubnet }, family)
+        : { family, device, underlay: iface, network, own: ownSubnet, routes: [], underlayRoutes: [], neighs: [], fdb: [] };
       drift.push(...diffKernel(tables, desired.map((d) => d.peer)).drift);
     }
     rows = peerRows(desired, drift, () => undefined);

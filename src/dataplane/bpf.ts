@@ -51,7 +51,7 @@ import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStats, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
 import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
 import { bpfImage, diffBpf, type BpfImage } from "./bpfdiff.js";
-import { driftCounts, type Drift } from "./drift.js";
+import { deviceDrift, driftCounts, type Drift } from "./drift.js";
 
 export interface BpfDataplaneOptions {
   readonly objectPath: string;
@@ -148,7 +148,7 @@ export class BpfDataplane implements Dataplane {
    * port, and one carries both underlay families, so a dual-stack node has a
    * single device (named like flannel's IPv4 one, flannel.<VNI>).
    */
-  private async ensureBase(): Promise<void> {
+  private async ensureBase(): Promise<Drift[]> {
     const local = this.local!;
     const fams = this.families();
     const cur = this.devices.v4 ?? this.devices.v6;
@@ -161,9 +161,10 @@ export class BpfDataplane implements Dataplane {
       this.writeOwnEntries(fams);
       this.attachDevice(cur);
       this.attachAround(fams);
-      return;
+      return [];
     }
     this.sinceFull = 1;
+    const drift = deviceDrift(fams[0]!.device, await getLink(fams[0]!.device), fams[0]!.vtepMAC);
     const dev = await this.ensureDevice(fams, local);
     this.devices = { ...(local.v4 ? { v4: dev } : {}), ...(local.v6 ? { v6: dev } : {}) };
     this.underlay.clear();
@@ -184,6 +185,7 @@ export class BpfDataplane implements Dataplane {
     this.attachDevice(dev);
     // A device re-created by reconcile leaves its old links defunct (ifindex 0): drop their pins.
     this.attachAround(fams, true);
+    return drift;
   }
 
   /**
@@ -498,7 +500,7 @@ export class BpfDataplane implements Dataplane {
   }
 
   async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
-    await this.ensureBase();
+    const base = await this.ensureBase();
     // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
     this.watcher?.kick();
     const fresh = this.imageOf !== desired;
@@ -514,7 +516,8 @@ export class BpfDataplane implements Dataplane {
     if (fresh || r.writeRemotes.length || r.deleteRemotes.length) this.reconcileRemotes(desired);
     if (fresh || r.deleteKeys.length) this.sweepStats(new Set([0, ...this.ids.values()]));
     if (failed) throw failed;
-    return { ...driftCounts(r.drift), drift: r.drift };
+    const drift = [...base, ...r.drift];
+    return { ...driftCounts(drift), drift };
   }
 
   /** Makes twill_remotes exactly the peers' underlay addresses (the safety net). */

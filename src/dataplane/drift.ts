@@ -49,3 +49,17 @@ export function mergeDrift(drift: readonly Drift[]): Drift[] {
   }
   return [...by.values()].map((d) => ({ kind: d.kind, subject: d.subject, detail: d.details.join("; ") }));
 }
+
+/**
+ * The vxlan device's drift: missing, or carrying another MAC than the VTEP
+ * MAC our lease announces (peers would send to the wrong MAC). The
+ * reconcile checks it before it re-creates or fixes the device; status
+ * checks it the same way.
+ */
+export function deviceDrift(name: string, have: { readonly mac: string } | undefined, wantMAC: string | undefined): Drift[] {
+  if (!have) return [{ kind: "missing", subject: name, detail: `the vxlan device ${name} does not exist` }];
+  if (wantMAC && have.mac.toLowerCase() !== wantMAC.toLowerCase()) {
+    return [{ kind: "changed", subject: name, detail: `${name} has MAC ${have.mac}, our lease announces VtepMAC ${wantMAC}: peers send to the wrong MAC` }];
+  }
+  return [];
+}

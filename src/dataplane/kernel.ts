@@ -35,8 +35,8 @@ import { TwillError, errorMessage } from "../errors.js";
 import { parseMAC } from "../lease/mac.js";
 import { formatIP, formatPrefix, prefixOverlaps, type Family } from "../net/ip.js";
 import { BatchError, NetlinkError, bridgeBatch, ipBatch, type BatchFailure } from "../net/iproute.js";
-import { deleteLink, ensureAddress, ensureVxlan, hostPrefix, listFdb, listNeighs, listRoutes, type LogFn } from "../net/link.js";
-import { driftCounts } from "./drift.js";
+import { deleteLink, ensureAddress, ensureVxlan, getLink, hostPrefix, listFdb, listNeighs, listRoutes, type LogFn } from "../net/link.js";
+import { deviceDrift, driftCounts, type Drift } from "./drift.js";
 import {
   ADD_ORDER, DELETE_ORDER, addText, delText, diffKernel, peerEntries,
   type KernelEntry, type KernelOp, type KernelRepair, type KernelTables, type Table,
@@ -264,13 +264,17 @@ export class KernelDataplane implements Dataplane {
 
   private async reconcileNow(desired: readonly Peer[]): Promise<SyncResult> {
     const groups = this.byPlane(desired);
-    for (const f of this.planes) await this.ensureDevice(f); // re-creates a device someone deleted
+    const deviceDrifts: Drift[] = [];
+    for (const f of this.planes) {
+      deviceDrifts.push(...deviceDrift(f.dev, await getLink(f.dev), this.macs.get(f.family)));
+      await this.ensureDevice(f); // re-creates a device someone deleted
+    }
     const plans = await Promise.all([...groups].map(([f, ps]) => f.diff(ps)));
     await deleteAll(plans.flatMap((p) => p.before));
     const work = plans.flatMap((p) => p.work);
     const failures = await addEach(work.flatMap((w) => w.entries));
     await deleteAll(plans.flatMap((p) => p.after));
-    const drift = plans.flatMap((p) => p.drift);
+    const drift = [...deviceDrifts, ...plans.flatMap((p) => p.drift)];
     if (failures.length > 0) {
       const list = failures.slice(0, 5).map((x) => `${subnetKey(x.peer)} (${x.message})`).join("; ");
       const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
@@ -281,8 +285,13 @@ export class KernelDataplane implements Dataplane {
 
   /** What a reconcile would repair now, without repairing it. */
   async check(desired: readonly Peer[]): Promise<KernelRepair["drift"]> {
-    const groups = this.byPlane(desired);
-    return (await Promise.all([...groups].map(([f, ps]) => f.diff(ps)))).flatMap((p) => p.drift);
+    const out: Drift[] = [];
+    for (const [f, ps] of this.byPlane(desired)) {
+      const dev = await getLink(f.dev);
+      out.push(...deviceDrift(f.dev, dev, this.macs.get(f.family)));
+      out.push(...(dev ? (await f.diff(ps)).drift : diffKernel({ family: f.family, device: f.dev, underlay: f.local.iface, network: f.local.network, own: f.local.subnet, routes: [], underlayRoutes: [], neighs: [], fdb: [] }, ps).drift));
+    }
+    return out;
   }
 
   async close(): Promise<void> {
