@@ -9,7 +9,7 @@ BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror -I bpf -I build/bpf -I/usr/incl
 BPF_SRCS     := $(wildcard bpf/*.c)
 BPF_HDRS     := $(wildcard bpf/*.h bpf/lib/*.h)
 BPF_OBJS     := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
-TS_SRCS      := $(shell find src test scripts bench -name '*.ts' 2>/dev/null)
+TS_SRCS      := $(shell find src test scripts bench sim -name '*.ts' 2>/dev/null)
 STAMP        := build/.deps
 
 .PHONY: all build deps test test-unit test-integration demo demo-down bench bench-quick clean distclean

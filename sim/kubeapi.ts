@@ -1,7 +1,7 @@
 /**
- * A fake Kubernetes API server for the kube subnet manager's tests: a local
- * HTTP server (127.0.0.1, random port, no auth) speaking the v1 API's JSON
- * for what twill uses.
+ * A simulated Kubernetes API server, for the kube subnet manager's tests and
+ * the benchmark: a local HTTP(S) server (127.0.0.1, random port) speaking
+ * the v1 API's JSON for what twill uses.
  *
  *   GET   /api/v1/nodes                          NodeList {metadata.resourceVersion, items}
  *   GET   /api/v1/nodes?watch=true&resourceVersion=N
@@ -10,7 +10,9 @@
  *                                                events after N are replayed from history; N older
  *                                                than the compaction point gets an ERROR event with
  *                                                a 410 Status (as the real API) and the stream ends;
- *                                                no N (or "0"): synthetic ADDED for every node first
+ *                                                no N (or "0"): synthetic ADDED for every node first;
+ *                                                with allowWatchBookmarks=true, bookmark() sends
+ *                                                {"type":"BOOKMARK","object":{"kind":"Node","metadata":{"resourceVersion"}}}
  *   GET   /api/v1/nodes/{name}                   Node
  *   PATCH /api/v1/nodes/{name}[/status]          merge patch or strategic merge patch
  *   GET   /api/v1/namespaces/{ns}/pods/{name}    Pod (metadata, spec.nodeName)
@@ -27,8 +29,16 @@
  * parsed body, for assertions. Errors are v1 Status objects. Tests can add,
  * change and delete nodes, drop watches (cleanly or abruptly), compact the
  * history, expire open watches (410), and make the next requests fail.
+ *
+ * Auth and TLS, off by default: `tokens` lists the bearer tokens accepted
+ * (setTokens() rotates them; anything else gets a 401 Status); `tls` serves
+ * HTTPS with the given certificate and, with `clientCA`, requires a client
+ * certificate signed by it (a missing or unknown one gets a 401, as the real
+ * API server answers an anonymous request with anonymous auth off).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTLSServer } from "node:https";
+import type { TLSSocket } from "node:tls";
 import type { AddressInfo, Socket } from "node:net";
 import { writeFileSync } from "node:fs";
 
@@ -59,6 +69,28 @@ export interface FailRule {
   readonly status: number;
   /** How many matching requests fail; default 1. */
   count?: number;
+}
+
+export interface FakeKubeOptions {
+  readonly host?: string;
+  readonly port?: number;
+  /** Accepted bearer tokens; undefined: no auth. */
+  readonly tokens?: readonly string[];
+  /** Serve HTTPS (PEM); with clientCA, require a client certificate it signed. */
+  readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer; readonly clientCA?: string | Buffer };
+}
+
+export interface KubeconfigOptions {
+  readonly insecureSkipTLSVerify?: boolean;
+  /** certificate-authority (a file). */
+  readonly caFile?: string;
+  /** client-certificate-data / client-key-data (PEM, written base64). */
+  readonly clientCert?: string | Buffer;
+  readonly clientKey?: string | Buffer;
+  readonly token?: string;
+  readonly tokenFile?: string;
+  /** Write it as JSON instead of YAML. */
+  readonly json?: boolean;
 }
 
 interface HistoryEvent { readonly rv: number; readonly type: "ADDED" | "MODIFIED" | "DELETED"; readonly object: Json }
@@ -118,24 +150,40 @@ export class FakeKube {
   private readonly history: HistoryEvent[] = [];
   /** Open watches and the resourceVersion each started from. */
   private readonly watchers = new Map<ServerResponse, number>();
+  /** The open watches that asked for bookmarks. */
+  private readonly bookmarkers = new Set<ServerResponse>();
+  private tokens: readonly string[] | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly failRules: FailRule[] = [];
   private rv = 100;
   private compactedRv = 0;
   private uid = 0;
 
+  private clientCA = false;
+
   private constructor(private readonly server: Server, readonly url: string) {}
 
-  static async start(opts: { host?: string; port?: number } = {}): Promise<FakeKube> {
+  /** Accepts these bearer tokens from now on (a rotation); undefined turns auth off. */
+  setTokens(tokens: readonly string[] | undefined): void {
+    this.tokens = tokens;
+  }
+
+  static async start(opts: FakeKubeOptions = {}): Promise<FakeKube> {
     let fake!: FakeKube;
-    const server = createServer((req, res) => void fake.handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => void fake.handle(req, res);
+    const t = opts.tls;
+    const server: Server = t
+      ? createTLSServer({ cert: t.cert, key: t.key, ...(t.clientCA && { ca: t.clientCA, requestCert: true, rejectUnauthorized: false }) }, handler)
+      : createServer(handler);
     server.on("connection", (s) => {
       fake.sockets.add(s);
       s.on("close", () => fake.sockets.delete(s));
     });
     const host = opts.host ?? "127.0.0.1";
     await new Promise<void>((r) => server.listen(opts.port ?? 0, host, r));
-    fake = new FakeKube(server, `http://${host}:${(server.address() as AddressInfo).port}`);
+    fake = new FakeKube(server, `${t ? "https" : "http"}://${host}:${(server.address() as AddressInfo).port}`);
+    fake.tokens = opts.tokens;
+    fake.clientCA = !!t?.clientCA;
     return fake;
   }
 
@@ -158,16 +206,35 @@ export class FakeKube {
     return this.watchers.size;
   }
 
-  /** Writes a kubeconfig (YAML) for this server: one cluster, no credentials. */
-  writeKubeconfig(path: string, opts: { insecureSkipTLSVerify?: boolean } = {}): void {
+  /** Writes a kubeconfig (YAML, or JSON) for this server: one cluster, the given credentials. */
+  writeKubeconfig(path: string, opts: KubeconfigOptions = {}): void {
+    const b64 = (v: string | Buffer) => Buffer.from(v).toString("base64");
+    const user: Json = {
+      ...(opts.clientCert && { "client-certificate-data": b64(opts.clientCert) }),
+      ...(opts.clientKey && { "client-key-data": b64(opts.clientKey) }),
+      ...(opts.token && { token: opts.token }),
+      ...(opts.tokenFile && { tokenFile: opts.tokenFile }),
+    };
+    const cluster: Json = {
+      server: this.url,
+      ...(opts.insecureSkipTLSVerify && { "insecure-skip-tls-verify": true }),
+      ...(opts.caFile && { "certificate-authority": opts.caFile }),
+    };
+    if (opts.json) {
+      writeFileSync(path, JSON.stringify({
+        apiVersion: "v1", kind: "Config", "current-context": "fake",
+        clusters: [{ name: "fake", cluster }], contexts: [{ name: "fake", context: { cluster: "fake", user: "fake" } }], users: [{ name: "fake", user }],
+      }, null, 2));
+      return;
+    }
+    const block = (o: Json, indent: string) => Object.entries(o).map(([k, v]) => `${indent}${k}: ${typeof v === "string" ? JSON.stringify(v) : v}`);
     writeFileSync(path, [
       "apiVersion: v1",
       "kind: Config",
       "clusters:",
       "- name: fake",
       "  cluster:",
-      `    server: ${this.url}`,
-      ...(opts.insecureSkipTLSVerify ? ["    insecure-skip-tls-verify: true"] : []),
+      ...block(cluster, "    "),
       "contexts:",
       "- name: fake",
       "  context:",
@@ -176,9 +243,16 @@ export class FakeKube {
       "current-context: fake",
       "users:",
       "- name: fake",
-      "  user: {}",
+      ...(Object.keys(user).length ? ["  user:", ...block(user, "    ")] : ["  user: {}"]),
       "",
     ].join("\n"));
+  }
+
+  /** Sends a BOOKMARK with the current resourceVersion to every watch that asked for bookmarks; returns how many. */
+  bookmark(): number {
+    const open = [...this.bookmarkers].filter((w) => this.watchers.has(w));
+    for (const w of open) w.write(JSON.stringify({ type: "BOOKMARK", object: { kind: "Node", apiVersion: "v1", metadata: { resourceVersion: String(this.rv) } } }) + "\n");
+    return open.length;
   }
 
   // ---- objects -----------------------------------------------------------
@@ -352,6 +426,8 @@ export class FakeKube {
     const method = req.method ?? "GET";
     const watch = query.watch === "true" || query.watch === "1";
     this.requests.push({ method, path: url.pathname, query, ...(contentType && { contentType }), ...(body !== undefined && { body }) });
+    if (this.clientCA && !(req.socket as TLSSocket).authorized) return this.fail(res, 401, "Unauthorized");
+    if (this.tokens && !this.tokens.some((t) => req.headers.authorization === `Bearer ${t}`)) return this.fail(res, 401, "Unauthorized");
 
     const rule = this.failRules.find((r) => (!r.method || r.method === method) && (!r.path || r.path.test(url.pathname)) && (r.watch === undefined || r.watch === watch));
     if (rule) {
@@ -400,7 +476,11 @@ export class FakeKube {
       for (const node of this.nodes.values()) line("ADDED", node);
     }
     this.watchers.set(res, n);
-    res.on("close", () => this.watchers.delete(res));
+    if (query.allowWatchBookmarks === "true") this.bookmarkers.add(res);
+    res.on("close", () => {
+      this.watchers.delete(res);
+      this.bookmarkers.delete(res);
+    });
     if (query.timeoutSeconds) {
       const t = setTimeout(() => {
         if (this.watchers.delete(res)) res.end();

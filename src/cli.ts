@@ -110,6 +110,7 @@ async function status(o: Options): Promise<never> {
       subnetFile: o.subnetFile,
       pinDir: o.bpfPinDir,
       underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 },
+      dataplane: o.dataplane,
     });
   } catch (e) {
     fail(e, 2);

@@ -84,6 +84,8 @@ export interface StatusOptions {
   readonly pinDir: string;
   /** The underlay flags, for DirectRouting's "same segment" rule. */
   readonly underlay: UnderlayOptions;
+  /** --dataplane: which dataplane to expect when nothing on the node says (the kernel one with its device gone). */
+  readonly dataplane?: "bpf" | "kernel";
 }
 
 /** The device names twill and flannel use for a VNI. */
@@ -181,7 +183,7 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   const mainDev = config.enableIPv4 ? dev.v4 : dev.v6;
   const pinned = existsSync(join(o.pinDir, "maps", "twill_peers"));
   const link = await getLink(mainDev);
-  if (!pinned && !(link && link.vxlan && !link.vxlan.external)) {
+  if (!pinned && !(link && link.vxlan && !link.vxlan.external) && o.dataplane !== "kernel") {
     throw new TwillError("ERR_DATAPLANE", `no twill dataplane on this node: no pinned maps under ${o.pinDir} (--bpf-pin-dir) and no ${mainDev} device of the kernel dataplane; run it in the node's network namespace with the daemon's flags`);
   }
   const mode: "bpf" | "kernel" = pinned ? "bpf" : "kernel";

@@ -35,8 +35,7 @@ import { join } from "node:path";
 import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
-import { ip } from "../net/iproute.js";
-import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks } from "../net/link.js";
+import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks, routeReplace } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import type { BpfMap } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
@@ -261,7 +260,7 @@ export class BpfDataplane implements Dataplane {
       await ensureAddress(name, `${formatIP(lf.subnet.ip)}/${family === 4 ? 32 : 128}`);
       // One route for the whole cluster network; the onlink gateway is the
       // network address, so the NOARP device holds a single neighbour entry.
-      await ip([family === 4 ? "-4" : "-6", "route", "replace", formatPrefix(lf.network), "via", formatIP(nthIP(lf.network, 0)), "dev", name, "onlink"]);
+      await routeReplace(lf.network, name, { via: nthIP(lf.network, 0), onlink: true });
     }
     return dev;
   }

@@ -12,8 +12,9 @@
  *    never ARPs for the gateway: neigh (<subnet>.0 → VtepMAC, permanent),
  *    FDB (VtepMAC → PublicIP), route (<subnet> via <subnet>.0 onlink). A
  *    `direct` peer is one route via its PublicIP on the underlay instead.
- *    Everything is written with `ip -batch` / `bridge -batch`: one process
- *    per table per call, whatever the number of peers.
+ *    Everything is written over netlink from the daemon itself
+ *    (net/netlink/batch.ts): pipelined requests, no process, whatever the
+ *    number of peers.
  * 3) upsert() is all-or-nothing per call: when a line fails, the entries the
  *    call already applied are deleted again (route, FDB, neigh) and the
  *    error names the peer. remove() deletes route, FDB, neigh, best effort.
@@ -27,19 +28,19 @@
  *    touches only entries inside the cluster network or on its own devices,
  *    never our own subnet or routes the kernel made.
  * IPv4 and IPv6 run through the same code: a FamilyPlane holds what differs
- * (device, addresses), and the batches of both families are merged, so dual
- * stack still costs one process per table.
+ * (device, addresses), and the batches of both families are merged.
  */
 import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
 import { TwillError, errorMessage } from "../errors.js";
 import { parseMAC } from "../lease/mac.js";
-import { formatIP, formatPrefix, prefixOverlaps, type Family } from "../net/ip.js";
-import { BatchError, NetlinkError, bridgeBatch, ipBatch, type BatchFailure } from "../net/iproute.js";
+import { formatIP, formatPrefix, ipEqual, prefixOverlaps, type Family } from "../net/ip.js";
+import { netlinkBatch } from "../net/netlink/batch.js";
+import { describe, type NlOp } from "../net/netlink/ops.js";
+import type { BatchFailure } from "../net/netlink/error.js";
 import { deleteLink, ensureAddress, ensureVxlan, getLink, hostPrefix, listFdb, listNeighs, listRoutes, type LogFn } from "../net/link.js";
 import { deviceDrift, driftCounts, type Drift } from "./drift.js";
 import {
-  ADD_ORDER, DELETE_ORDER, addText, delText, diffKernel, peerEntries,
-  type KernelEntry, type KernelOp, type KernelRepair, type KernelTables, type Table,
+  ADD_ORDER, DELETE_ORDER, deleteOf, diffKernel, peerEntries, type KernelEntry, type KernelRepair, type KernelTables, type Table,
 } from "./kerneldiff.js";
 
 const subnetKey = (p: Peer): string => formatPrefix(p.subnet);
@@ -100,75 +101,63 @@ class FamilyPlane {
 
 // ---- running batches ---------------------------------------------------------------
 
-/** Runs one table's ops: adds (replace) or deletes. */
-function runTable(table: Table, ops: readonly KernelOp[], del: boolean, force: boolean) {
-  const lines = ops.map(del ? delText : addText);
-  return table === "fdb" ? bridgeBatch(lines, { force }) : ipBatch(lines, { force });
-}
-
 /** Deletes, table by table in `order`, ignoring failures (entries already gone). */
-async function deleteAll(ops: readonly KernelOp[], order: readonly Table[] = DELETE_ORDER): Promise<void> {
+function deleteAll(ops: readonly NlOp[], order: readonly Table[] = DELETE_ORDER): void {
   for (const table of order) {
     try {
-      await runTable(table, ops.filter((o) => o.table === table), true, true);
+      netlinkBatch(ops.filter((o) => o.kind === table), { force: true });
     } catch {
       // best effort: a delete that cannot run now is retried by the next reconcile
     }
   }
 }
 
-const opsOf = (entries: readonly KernelEntry[]): KernelOp[] => entries.map((e) => e.op);
+const deletesOf = (entries: readonly KernelEntry[]): NlOp[] => entries.map((e) => deleteOf(e.op));
 
 /**
- * Adds `entries` table by table; on the first failing line deletes what this
- * call added and throws ERR_NETLINK naming the peer.
+ * Adds `entries` table by table (pipelined: every op is sent, failures come
+ * back by index), trying every line; a peer whose line fails is left out of
+ * the later tables. Returns the failures, one per failed peer, and the
+ * entries that were applied.
  */
-async function addAtomically(entries: readonly KernelEntry[]): Promise<void> {
+function addEach(entries: readonly KernelEntry[]): { failures: { peer: Peer; message: string }[]; applied: KernelEntry[] } {
+  const failed = new Map<Peer, string>();
   const applied: KernelEntry[] = [];
   for (const table of ADD_ORDER) {
-    const batch = entries.filter((e) => e.op.table === table);
-    try {
-      await runTable(table, opsOf(batch), false, false);
-      applied.push(...batch);
-    } catch (e) {
-      // A batch that stopped says where; a tool that died may have applied any line; a batch we refused applied none.
-      const at = e instanceof BatchError ? e.failedIndex : e instanceof NetlinkError ? undefined : 0;
-      applied.push(...(at === undefined ? batch : batch.slice(0, at)));
-      await deleteAll(opsOf(applied));
-      const peer = at !== undefined ? batch[at]?.peer : undefined;
-      const who = peer ? `peer ${subnetKey(peer)}` : `the ${table} batch`;
-      throw new PeerProgramError(
-        "ERR_NETLINK",
-        `adding ${who} failed, rolled back ${applied.length} entries of this batch: ${errorMessage(e)}`,
-        [...new Set(entries.map((x) => x.peer))],
-        e,
-      );
-    }
-  }
-}
-
-/**
- * Adds `work` table by table, trying every line; a peer whose line fails is
- * left out of the later tables and its entries are deleted again. Returns the
- * failures, one per failed peer.
- */
-async function addEach(entries: readonly KernelEntry[]): Promise<{ peer: Peer; message: string }[]> {
-  const failed = new Map<Peer, string>();
-  for (const table of ADD_ORDER) {
-    const batch = entries.filter((e) => e.op.table === table && !failed.has(e.peer));
+    const batch = entries.filter((e) => e.op.kind === table && !failed.has(e.peer));
     let failures: readonly BatchFailure[];
     try {
-      failures = (await runTable(table, opsOf(batch), false, true)).failures;
+      failures = netlinkBatch(batch.map((e) => e.op), { force: true }).failures;
     } catch (e) {
       failures = [{ index: -1, line: "", message: errorMessage(e) }];
     }
+    const bad = new Set<number>();
     for (const f of failures) {
-      const hit = f.index >= 0 ? [batch[f.index]!] : batch; // unknown line: treat the whole table as failed
-      for (const e of hit) failed.set(e.peer, `${f.line || addText(e.op)}: ${f.message}`);
+      const hit = f.index >= 0 ? [f.index] : batch.map((_, i) => i); // unknown op: treat the whole table as failed
+      for (const i of hit) {
+        bad.add(i);
+        failed.set(batch[i]!.peer, `${f.line || describe(batch[i]!.op)}: ${f.message}`);
+      }
     }
+    batch.forEach((e, i) => { if (!bad.has(i)) applied.push(e); });
   }
-  if (failed.size > 0) await deleteAll(opsOf(entries.filter((e) => failed.has(e.peer))));
-  return [...failed].map(([peer, message]) => ({ peer, message }));
+  return { failures: [...failed].map(([peer, message]) => ({ peer, message })), applied };
+}
+
+/**
+ * Adds `entries` all or nothing: when any fails, what this call added is
+ * deleted again and a PeerProgramError names the first failing peer.
+ */
+function addAtomically(entries: readonly KernelEntry[]): void {
+  const { failures, applied } = addEach(entries);
+  if (!failures.length) return;
+  deleteAll(deletesOf(applied));
+  const first = failures[0]!;
+  throw new PeerProgramError(
+    "ERR_NETLINK",
+    `adding peer ${subnetKey(first.peer)} failed, rolled back ${applied.length} entries of this batch: ${first.message}`,
+    [...new Set(entries.map((x) => x.peer))],
+  );
 }
 
 // ---- the dataplane -------------------------------------------------------------------------
@@ -182,6 +171,8 @@ export class KernelDataplane implements Dataplane {
   readonly kind = "kernel" as const;
   private node: LocalNode | undefined;
   private planes: FamilyPlane[] = [];
+  /** The peer last programmed for each subnet: what an upsert that changes it must clean up after. */
+  private last = new Map<string, Peer>();
   /** The VTEP MAC of each device, kept so a re-created device gets the same one. */
   private readonly macs = new Map<Family, string>();
   private readonly log: LogFn;
@@ -245,8 +236,25 @@ export class KernelDataplane implements Dataplane {
   }
 
   private async upsertNow(peers: readonly Peer[]): Promise<void> {
-    const entries = [...this.byPlane(peers)].flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p)));
-    await addAtomically(entries);
+    const groups = [...this.byPlane(peers)];
+    addAtomically(groups.flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p))));
+    // A subnet that changed hands (another VTEP MAC or public IP, or now
+    // direct): the replaces above overwrote its route and neighbour, but the
+    // old FDB entry is keyed by the old MAC, and a neighbour is left when the
+    // peer became direct. Delete what only the old peer had.
+    const leftovers: NlOp[] = [];
+    for (const [f, ps] of groups) {
+      for (const p of ps) {
+        const key = subnetKey(p);
+        const was = this.last.get(key);
+        this.last.set(key, p);
+        if (!was || was.direct) continue;
+        const [oldNeigh, oldFdb] = f.entries(was);
+        if (p.direct || was.vtepMAC.toLowerCase() !== p.vtepMAC.toLowerCase() || !ipEqual(was.publicIP, p.publicIP)) leftovers.push(deleteOf(oldFdb!.op));
+        if (p.direct) leftovers.push(deleteOf(oldNeigh!.op));
+      }
+    }
+    deleteAll(leftovers);
   }
 
   remove(peers: readonly Peer[]): Promise<void> {
@@ -254,8 +262,11 @@ export class KernelDataplane implements Dataplane {
   }
 
   private async removeNow(peers: readonly Peer[]): Promise<void> {
-    const entries = [...this.byPlane(peers, false)].flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p)));
-    await deleteAll(opsOf(entries));
+    // What is programmed for the subnet may be another peer than the one handed in: delete that one's entries.
+    const actual = peers.map((p) => this.last.get(subnetKey(p)) ?? p);
+    for (const p of peers) this.last.delete(subnetKey(p));
+    const entries = [...this.byPlane(actual, false)].flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p)));
+    deleteAll(deletesOf(entries));
   }
 
   reconcile(desired: readonly Peer[]): Promise<SyncResult> {
@@ -264,16 +275,20 @@ export class KernelDataplane implements Dataplane {
 
   private async reconcileNow(desired: readonly Peer[]): Promise<SyncResult> {
     const groups = this.byPlane(desired);
+    this.last = new Map(desired.map((p) => [subnetKey(p), p]));
     const deviceDrifts: Drift[] = [];
     for (const f of this.planes) {
       deviceDrifts.push(...deviceDrift(f.dev, await getLink(f.dev), this.macs.get(f.family)));
       await this.ensureDevice(f); // re-creates a device someone deleted
     }
     const plans = await Promise.all([...groups].map(([f, ps]) => f.diff(ps)));
-    await deleteAll(plans.flatMap((p) => p.before));
+    deleteAll(plans.flatMap((p) => p.before));
     const work = plans.flatMap((p) => p.work);
-    const failures = await addEach(work.flatMap((w) => w.entries));
-    await deleteAll(plans.flatMap((p) => p.after));
+    const { failures, applied } = addEach(work.flatMap((w) => w.entries));
+    // A peer that failed in one table keeps nothing of this round (flannel's all-or-nothing per peer).
+    const failedPeers = new Set(failures.map((f) => f.peer));
+    deleteAll(deletesOf(applied.filter((e) => failedPeers.has(e.peer))));
+    deleteAll(plans.flatMap((p) => p.after));
     const drift = [...deviceDrifts, ...plans.flatMap((p) => p.drift)];
     if (failures.length > 0) {
       const list = failures.slice(0, 5).map((x) => `${subnetKey(x.peer)} (${x.message})`).join("; ");
@@ -306,7 +321,7 @@ export class KernelDataplane implements Dataplane {
     for (const f of this.planes) {
       try {
         // Only the routes: the neighbours and FDB entries go with the device.
-        await deleteAll((await f.diff([])).before);
+        deleteAll((await f.diff([])).before);
       } catch {
         // the underlay or device may be gone already
       }

@@ -9,8 +9,9 @@
  *    order so the kernel never ARPs for the gateway: neighbour (<subnet>.0
  *    → VtepMAC, permanent), FDB (VtepMAC → PublicIP, self, permanent),
  *    route (<subnet> via <subnet>.0 onlink). A direct peer is one route via
- *    its PublicIP on the underlay. `peerEntries` says what they are
- *    (KernelEntry: typed, with iproute2-like text for messages).
+ *    its PublicIP on the underlay. `peerEntries` says what they are, as
+ *    netlink ops (net/netlink/ops.ts: typed, `describe` gives the iproute2
+ *    text for messages).
  * 2) `diffKernel` reads one family's tables (KernelTables, observed by the
  *    caller) and, per wanted peer, says which of its entries are absent or
  *    wrong (missing when none exists, else changed, with the reasons) and
@@ -28,49 +29,35 @@ import {
 import type { FdbEntry, NeighEntry, RouteEntry } from "../net/link.js";
 import { mergeDrift, type Drift } from "./drift.js";
 import type { Peer } from "./types.js";
+import { describe, type NlOp } from "../net/netlink/ops.js";
 
-export type Table = "neigh" | "fdb" | "route";
+export type Table = NlOp["kind"];
 export const ADD_ORDER: readonly Table[] = ["neigh", "fdb", "route"];
 export const DELETE_ORDER: readonly Table[] = ["route", "fdb", "neigh"];
 
-/** One kernel entry: route, neighbour or FDB entry, with the device it lives on. */
-export type KernelOp =
-  | { readonly table: "route"; readonly dst: Prefix; readonly gateway?: IP; readonly dev: string; readonly onlink?: boolean }
-  | { readonly table: "neigh"; readonly dst: IP; readonly lladdr?: string; readonly dev: string }
-  | { readonly table: "fdb"; readonly mac: string; readonly dst: IP; readonly dev: string };
-
-/** The iproute2 command that adds (replaces) `op`. */
-export function addText(op: KernelOp): string {
-  switch (op.table) {
-    case "route": return `route replace ${formatPrefix(op.dst)}${op.gateway ? ` via ${formatIP(op.gateway)}` : ""} dev ${op.dev}${op.onlink ? " onlink" : ""}`;
-    case "neigh": return `neigh replace ${formatIP(op.dst)} lladdr ${op.lladdr ?? "00:00:00:00:00:00"} dev ${op.dev} nud permanent`;
-    case "fdb": return `fdb replace ${op.mac} dev ${op.dev} dst ${formatIP(op.dst)} self permanent`;
-  }
-}
-
-/** The iproute2 command that deletes `op`. */
-export function delText(op: KernelOp): string {
-  switch (op.table) {
-    case "route": return `route del ${formatPrefix(op.dst)}${op.gateway ? ` via ${formatIP(op.gateway)}` : ""} dev ${op.dev}`;
-    case "neigh": return `neigh del ${formatIP(op.dst)} dev ${op.dev}`;
-    case "fdb": return `fdb del ${op.mac} dev ${op.dev} dst ${formatIP(op.dst)} self`;
+/** The op that deletes what `op` adds. */
+export function deleteOf(op: NlOp): NlOp {
+  switch (op.kind) {
+    case "route": return { kind: "route", action: "del", dst: op.dst, ...(op.via ? { via: op.via } : {}), dev: op.dev };
+    case "neigh": return { kind: "neigh", action: "del", dst: op.dst, dev: op.dev };
+    case "fdb": return { kind: "fdb", action: "del", mac: op.mac, dev: op.dev, ...(op.dst ? { dst: op.dst } : {}) };
   }
 }
 
 /** One entry of one peer. */
-export interface KernelEntry { readonly peer: Peer; readonly op: KernelOp }
+export interface KernelEntry { readonly peer: Peer; readonly op: NlOp }
 
 /** flannel's gateway for a peer: the subnet's network address (10.244.2.0, fc00:0:0:2::). */
 export const gatewayOf = (p: Peer): IP => p.subnet.ip;
 
 /** A peer's entries in add order (flannel's exact entries). */
 export function peerEntries(p: Peer, dev: string, iface: string): KernelEntry[] {
-  if (p.direct) return [{ peer: p, op: { table: "route", dst: p.subnet, gateway: p.publicIP, dev: iface } }];
+  if (p.direct) return [{ peer: p, op: { kind: "route", action: "replace", dst: p.subnet, via: p.publicIP, dev: iface } }];
   const gw = gatewayOf(p), mac = p.vtepMAC.toLowerCase();
   return [
-    { peer: p, op: { table: "neigh", dst: gw, lladdr: mac, dev } },
-    { peer: p, op: { table: "fdb", mac, dst: p.publicIP, dev } },
-    { peer: p, op: { table: "route", dst: p.subnet, gateway: gw, dev, onlink: true } },
+    { peer: p, op: { kind: "neigh", action: "replace", dst: gw, lladdr: mac, dev } },
+    { peer: p, op: { kind: "fdb", action: "replace", mac, dst: p.publicIP, dev, permanent: true } },
+    { peer: p, op: { kind: "route", action: "replace", dst: p.subnet, via: gw, dev, onlink: true } },
   ];
 }
 
@@ -93,9 +80,9 @@ export interface KernelRepair {
   /** Wanted peers with entries to (re)apply; fresh: none of its entries existed. */
   readonly work: { readonly peer: Peer; readonly entries: readonly KernelEntry[]; readonly fresh: boolean }[];
   /** Deletes of stale routes, run before anything is added. */
-  readonly before: KernelOp[];
+  readonly before: NlOp[];
   /** Deletes of leftovers (stale neighbours and FDB entries, replaced routes), run last. */
-  readonly after: KernelOp[];
+  readonly after: NlOp[];
 }
 
 const routeText = (r: RouteEntry): string => `${formatPrefix(r.dst)}${r.gateway ? ` via ${formatIP(r.gateway)}` : ""} dev ${r.dev ?? "?"}`;
@@ -131,8 +118,8 @@ export function diffKernel(t: KernelTables, desired: readonly Peer[]): KernelRep
 
   const drift: Drift[] = [];
   const work: KernelRepair["work"] = [];
-  const before: KernelOp[] = [], after: KernelOp[] = [];
-  const routeOp = (r: RouteEntry): KernelOp => ({ table: "route", dst: r.dst, ...(r.gateway ? { gateway: r.gateway } : {}), dev: r.dev ?? t.device });
+  const before: NlOp[] = [], after: NlOp[] = [];
+  const routeOp = (r: RouteEntry): NlOp => ({ kind: "route", action: "del", dst: r.dst, ...(r.gateway ? { via: r.gateway } : {}), dev: r.dev ?? t.device });
 
   for (const [key, p] of want) {
     const rs = routesAt.get(key) ?? [];
@@ -142,10 +129,10 @@ export function diffKernel(t: KernelTables, desired: readonly Peer[]): KernelRep
     let exists = rs.length > 0;
     for (const e of entries) {
       const op = e.op;
-      if (op.table === "route") {
+      if (op.kind === "route") {
         const ok = rs.find((r) => rightRoute(r, p));
         if (!ok) {
-          problems.push(`no route ${addText(op).slice("route replace ".length)}${rs.length ? ` (found: ${rs.map(routeText).join(", ")})` : ""}`);
+          problems.push(`no route ${describe(op).slice("route replace ".length)}${rs.length ? ` (found: ${rs.map(routeText).join(", ")})` : ""}`);
           needed.push(e);
         } else if (!p.direct && !ok.flags.includes("onlink")) {
           problems.push(`route ${key} is not onlink`);
@@ -153,7 +140,7 @@ export function diffKernel(t: KernelTables, desired: readonly Peer[]): KernelRep
         }
         // Routes for this subnet other than the right one: leftovers (another gateway or metric).
         for (const r of rs) if (r !== ok) after.push(routeOp(r));
-      } else if (op.table === "neigh") {
+      } else if (op.kind === "neigh") {
         const n = neighAt.get(formatIP(op.dst));
         if (n) exists = true;
         if (!n) problems.push(`no neighbour ${formatIP(op.dst)} on ${t.device}`);
@@ -163,8 +150,9 @@ export function diffKernel(t: KernelTables, desired: readonly Peer[]): KernelRep
       } else {
         const all = fdbOf.get(op.mac) ?? [];
         if (all.length) exists = true;
-        const f = all.find((x) => ipEqual(x.dst!, op.dst));
-        if (!f) problems.push(all.length ? `FDB entry ${op.mac} goes to ${all.map((x) => formatIP(x.dst!)).join(", ")}, the lease says PublicIP ${formatIP(op.dst)}` : `no FDB entry ${op.mac} dst ${formatIP(op.dst)} on ${t.device}`);
+        const dst = op.dst!;
+        const f = all.find((x) => ipEqual(x.dst!, dst));
+        if (!f) problems.push(all.length ? `FDB entry ${op.mac} goes to ${all.map((x) => formatIP(x.dst!)).join(", ")}, the lease says PublicIP ${formatIP(dst)}` : `no FDB entry ${op.mac} dst ${formatIP(dst)} on ${t.device}`);
         else if (f.state !== "permanent") problems.push(`FDB entry ${op.mac} is ${f.state || "learned"}, not permanent`);
         if (!f || f.state !== "permanent") needed.push(e);
       }
@@ -187,12 +175,12 @@ export function diffKernel(t: KernelTables, desired: readonly Peer[]): KernelRep
   }
   for (const n of neighs) {
     if (!n.state.includes("PERMANENT") || wantNeigh.has(formatIP(n.dst))) continue;
-    after.push({ table: "neigh", dst: n.dst, dev: t.device });
+    after.push({ kind: "neigh", action: "del", dst: n.dst, dev: t.device });
     drift.push({ kind: "stale", subject: formatPrefix(makePrefix(n.dst, len)), detail: `neighbour ${formatIP(n.dst)} lladdr ${n.lladdr ?? "?"} on ${t.device} belongs to no lease` });
   }
   for (const f of fdb) {
     if (wantFdb.has(`${f.mac} ${formatIP(f.dst!)}`)) continue;
-    after.push({ table: "fdb", mac: f.mac, dst: f.dst!, dev: t.device });
+    after.push({ kind: "fdb", action: "del", mac: f.mac, dst: f.dst!, dev: t.device });
     // An FDB entry of a wanted peer's MAC with another destination is part of that peer's "changed".
     if (wantMAC.has(f.mac)) continue;
     drift.push({ kind: "stale", subject: macSubnet.get(f.mac) ?? `fdb ${f.mac}`, detail: `FDB entry ${f.mac} dst ${formatIP(f.dst!)} on ${t.device} belongs to no lease` });

@@ -1,60 +1,118 @@
 /**
  * Watches the pod bridge's ports so the fast path follows pods as the CNI
- * plugin creates and deletes their veths.
+ * plugin creates and deletes their veths — from kernel events, without a
+ * process and without polling.
  *
- * How it works: `ip -o monitor link` streams netlink link events; any event
- * triggers a (debounced) re-scan of `ip -j link show master <bridge>`, and a
- * periodic re-scan (every `periodMs`) covers a monitor that died or missed
- * something. Each scan hands the full port list to `onPorts`, which is
- * idempotent (attach new, drop vanished), so events need no interpretation.
+ * How it works:
+ * 1) start() subscribes to rtnetlink link events (RTNLGRP_LINK) first, then
+ *    reads the bridge and its ports with one netlink dump, so nothing that
+ *    happens in between is missed (queued events are applied after the dump,
+ *    in order, and end in the right state).
+ * 2) Each RTM_NEWLINK whose IFLA_MASTER is the bridge adds (or renames) a
+ *    port; a NEWLINK with another master, or a DELLINK, of a known port
+ *    removes it. Events about the bridge itself: deleted → no ports;
+ *    (re)created with a new ifindex → re-dump. Other links are ignored, so
+ *    an idle node does no work at all.
+ * 3) Changes are debounced (DEBOUNCE_MS), then the full port list goes to
+ *    `onPorts`, which is idempotent (attach new, drop vanished); calls never
+ *    overlap. When the kernel drops events (ENOBUFS), or on kick(), the
+ *    ports are re-dumped.
+ * `periodMs` is accepted for the old constructor and ignored: there is no
+ * periodic re-scan (the daemon's reconcile is the safety net; it may call
+ * kick()).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import type { Logger } from "../log.js";
-import { bridgePorts } from "../net/link.js";
+import { dumpLinks, getLinkRaw } from "../net/netlink/rtnl.js";
+import { watchLinks, type LinkEvent } from "../net/netlink/link-events.js";
+import type { Subscription } from "../net/netlink/monitor.js";
 
 export interface Port { readonly name: string; readonly ifindex: number }
 
+const DEBOUNCE_MS = 30;
+
 export class PodWatcher {
-  private monitor?: ChildProcess;
-  private timer?: NodeJS.Timeout;
+  private sub?: Subscription;
   private pending?: NodeJS.Timeout;
   private running = false;
   private again = false;
   private stopped = false;
+  private needDump = true;
+  private bridgeIndex = 0;
+  private readonly ports = new Map<number, string>();
 
   constructor(
     private readonly bridge: string,
     private readonly onPorts: (ports: Port[]) => Promise<void>,
     private readonly log: Logger,
-    private readonly periodMs = 1000,
+    /** Ignored: kept for callers of the polling version. */
+    readonly periodMs = 0,
   ) {}
 
   start(): void {
-    this.startMonitor();
-    this.timer = setInterval(() => this.kick(), this.periodMs);
+    if (this.sub || this.stopped) return;
+    try {
+      this.sub = watchLinks((evs) => this.onEvents(evs), () => this.kick());
+    } catch (e) {
+      this.log.warn("cannot subscribe to link events; pod ports follow kick() only", { err: e });
+    }
     this.kick();
   }
 
-  private startMonitor(): void {
-    if (this.stopped) return;
-    const m = spawn("ip", ["-o", "monitor", "link"], { stdio: ["ignore", "pipe", "ignore"] });
-    this.monitor = m;
-    m.stdout!.on("data", () => this.debounced());
-    m.on("exit", () => {
-      if (!this.stopped) setTimeout(() => this.startMonitor(), 1000);
-    });
+  private onEvents(events: readonly LinkEvent[]): void {
+    let changed = false;
+    for (const { type, link } of events) {
+      if (link.name === this.bridge || link.ifindex === this.bridgeIndex) {
+        if (type === "del" && link.ifindex === this.bridgeIndex) {
+          this.bridgeIndex = 0;
+          this.ports.clear();
+          changed = true;
+        } else if (type === "new" && link.name === this.bridge && link.ifindex !== this.bridgeIndex) {
+          this.needDump = true; // a new bridge of that name
+          changed = true;
+        }
+        continue;
+      }
+      const isPort = type === "new" && this.bridgeIndex > 0 && link.master === this.bridgeIndex;
+      if (isPort && this.ports.get(link.ifindex) !== link.name) {
+        this.ports.set(link.ifindex, link.name);
+        changed = true;
+      } else if (!isPort && this.ports.delete(link.ifindex)) {
+        changed = true;
+      }
+    }
+    if (changed) this.debounced();
   }
 
   private debounced(): void {
-    if (this.pending) return;
+    if (this.pending || this.stopped) return;
     this.pending = setTimeout(() => {
       this.pending = undefined;
-      this.kick();
-    }, 50);
+      this.flush();
+    }, DEBOUNCE_MS);
   }
 
-  /** Runs a scan now (or right after the one in progress). */
+  /** Re-reads the bridge's ports now (or right after the call in progress) and reports them. */
   kick(): void {
+    this.needDump = true;
+    this.flush();
+  }
+
+  private dump(): void {
+    this.needDump = false;
+    this.ports.clear();
+    this.bridgeIndex = 0;
+    try {
+      const br = getLinkRaw(this.bridge);
+      if (!br) return;
+      this.bridgeIndex = br.ifindex;
+      for (const l of dumpLinks()) if (l.master === br.ifindex) this.ports.set(l.ifindex, l.name);
+    } catch (e) {
+      this.log.warn("pod port scan failed", { err: e });
+    }
+  }
+
+  private flush(): void {
+    if (this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
@@ -64,11 +122,11 @@ export class PodWatcher {
       try {
         do {
           this.again = false;
-          const ports = await bridgePorts(this.bridge).catch(() => []);
-          await this.onPorts(ports.map((p) => ({ name: p.name, ifindex: p.ifindex })));
+          if (this.needDump) this.dump();
+          await this.onPorts([...this.ports].map(([ifindex, name]) => ({ name, ifindex })));
         } while (this.again && !this.stopped);
       } catch (e) {
-        this.log.warn("pod port scan failed", { err: e });
+        this.log.warn("pod port sync failed", { err: e });
       } finally {
         this.running = false;
       }
@@ -77,8 +135,8 @@ export class PodWatcher {
 
   stop(): void {
     this.stopped = true;
-    clearInterval(this.timer);
     clearTimeout(this.pending);
-    this.monitor?.kill();
+    this.sub?.stop();
+    this.sub = undefined;
   }
 }

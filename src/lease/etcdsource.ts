@@ -25,9 +25,8 @@
  *     (the watch reports the delete; flanneld exits on it). acquire,
  *     renewal and writeLease run one at a time, so a put can never attach
  *     our key to an etcd lease we already replaced.
- *  3) watch: our own gRPC watch stream on `<prefix>/subnets/` (not etcd3's
- *     Watcher, which hides compact_revision and picks its resume revision
- *     from the create response, see below), starting right after the
+ *  3) watch: one watch stream on `<prefix>/subnets/` (etcdclient.ts),
+ *     starting right after the
  *     revision of the caller's last list(). Each response's events become
  *     one batch (responses arriving in the same tick are merged).
  *     Compaction (etcd cancels the watch with compact_revision) or a lost
@@ -44,19 +43,12 @@
  *     endpoints, what was being done and etcd's message; a bad config is
  *     ERR_INVALID_CONFIG; a bad lease value is returned (list) or
  *     delivered (watch) as an ERR_INVALID_LEASE, never thrown.
- * Why not etcd3's high-level Watcher: on a compacted start revision it
- * emits a bare `EtcdError: Watcher canceled:` (no revision; an 'error'
- * event, which throws if nobody listens), its create() never settles while
- * etcd is down, and after a reconnect it resumes from the create
- * response's header revision + 1 (the store's revision at creation), which
- * skips events not yet delivered when the stream broke.
+ *  5) etcd is reached through its JSON gateway by etcdclient.ts (no gRPC
+ *     stack: the etcd3 package cost ~14 MiB of the daemon's idle RSS).
  */
 import { readFileSync } from "node:fs";
 import { posix } from "node:path";
-import {
-  Etcd3, EtcdLeaseInvalidError,
-  type ICompare, type IDuplexStream, type IEvent, type IKeyValue, type IOptions, type IWatchRequest, type IWatchResponse,
-} from "etcd3";
+import { EtcdClient, isLeaseNotFound, type Compare, type EtcdClientOptions, type KeyValue, type WatchEvent } from "./etcdclient.js";
 import { TwillError, errorMessage, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
 import { chooseSubnet } from "./allocate.js";
@@ -168,7 +160,7 @@ class WatchControl {
 export class EtcdSource implements LeaseSource {
   readonly kind = "etcd";
   readonly prefix: string;
-  private readonly client: Etcd3;
+  private readonly client: EtcdClient;
   private readonly endpoints: string;
   private readonly configKey: string;
   private readonly subnetsPrefix: string;
@@ -211,22 +203,13 @@ export class EtcdSource implements LeaseSource {
     this.resyncWaitMs = o.resyncWaitMs ?? 5000;
     this.now = o.now ?? Date.now;
     this.log = o.onLog ?? (() => {});
-    const callTimeoutMs = o.callTimeoutMs ?? 15_000;
-
-    const options: IOptions = {
-      hosts: [...o.endpoints],
-      // A deadline for every request; the watch stream lives until it fails.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
-      // Notice a silently dead connection (no RST) under a long-lived watch.
-      // No cap on a response's size (clientv3's default too): a list of many leases can exceed gRPC's 4 MB.
-      grpcOptions: { "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000, "grpc.max_receive_message_length": -1 },
+    const options: EtcdClientOptions = {
+      endpoints: o.endpoints, callTimeoutMs: o.callTimeoutMs ?? 15_000, ...this.credentials(o),
     };
-    const credentials = this.credentials(o);
-    if (credentials) options.credentials = credentials;
     // As Go's clientv3: authenticate only when both are set.
-    if (o.username && o.password) options.auth = { username: o.username, password: o.password };
+    if (o.username && o.password) Object.assign(options, { username: o.username, password: o.password });
     else if (o.username || o.password) this.log("warn", "--etcd-username and --etcd-password go together; connecting without authentication");
-    this.client = new Etcd3(options);
+    this.client = new EtcdClient(options);
   }
 
   /**
@@ -234,7 +217,7 @@ export class EtcdSource implements LeaseSource {
    * TLS (the system's roots without a CA file), http:// never (the files are
    * ignored), endpoints without a scheme use TLS when files are given.
    */
-  private credentials(o: EtcdSourceOptions): IOptions["credentials"] {
+  private credentials(o: EtcdSourceOptions): Pick<EtcdClientOptions, "tls" | "ca" | "cert" | "key"> {
     const https = o.endpoints.some((e) => /^https:\/\//i.test(e));
     const http = o.endpoints.some((e) => /^http:\/\//i.test(e));
     if (https && http) throw new TwillError("ERR_INVALID_FLAG", `--etcd-endpoints ${this.endpoints} mixes http:// and https://`);
@@ -242,7 +225,7 @@ export class EtcdSource implements LeaseSource {
     const files = !!(o.cafile || o.certfile);
     if (!https && (http || !files)) {
       if (files) this.log("warn", "TLS files are ignored: the etcd endpoints are http://", { endpoints: this.endpoints });
-      return undefined;
+      return { tls: false };
     }
     const read = (flag: string, file: string | undefined): Buffer | undefined => {
       if (!file) return undefined;
@@ -255,12 +238,8 @@ export class EtcdSource implements LeaseSource {
     const ca = read("--etcd-cafile", o.cafile);
     const cert = read("--etcd-certfile", o.certfile);
     const key = read("--etcd-keyfile", o.keyfile);
-    return {
-      // Without a CA file gRPC trusts the system's roots (it takes null, etcd3's type says Buffer).
-      rootCertificate: ca ?? (null as unknown as Buffer),
-      ...(key && { privateKey: key }),
-      ...(cert && { certChain: cert }),
-    };
+    // Without a CA file: the system's roots.
+    return { tls: true, ...(ca && { ca }), ...(cert && { cert }), ...(key && { key }) };
   }
 
   // ---- errors ------------------------------------------------------------
@@ -283,7 +262,7 @@ export class EtcdSource implements LeaseSource {
   // ---- reading -----------------------------------------------------------
 
   async readConfig(): Promise<NetConfig> {
-    const r = await this.call(`reading ${this.configKey}`, () => this.client.kv.range({ key: utf8(this.configKey) }));
+    const r = await this.call(`reading ${this.configKey}`, () => this.client.range(utf8(this.configKey)));
     const kv = r.kvs[0];
     if (!kv) {
       throw new TwillError("ERR_STORE", `etcd ${this.endpoints}: network config ${this.configKey} not found (write it with the etcd v3 API: etcdctl put ${this.configKey} '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}')`, { retryable: true });
@@ -300,28 +279,28 @@ export class EtcdSource implements LeaseSource {
   }
 
   private async snapshot(): Promise<Snapshot> {
-    const r = await this.call(`listing ${this.subnetsPrefix}`, () => this.client.kv.range({ key: this.subnetsKey, range_end: this.subnetsEnd }));
+    const r = await this.call(`listing ${this.subnetsPrefix}`, () => this.client.range(this.subnetsKey, this.subnetsEnd));
     const leases: Lease[] = [];
     const errors: ListResult["errors"] = [];
     const modRevisions = new Map<string, string>();
     for (const kv of r.kvs) {
       const key = this.leaseKey(kv);
-      modRevisions.set(key, kv.mod_revision);
+      modRevisions.set(key, kv.modRevision);
       try {
         leases.push(this.parse(key, kv));
       } catch (e) {
         errors.push({ key, error: this.storeError(`parsing lease ${key}`, e) });
       }
     }
-    return { leases, errors, revision: BigInt(r.header.revision), modRevisions };
+    return { leases, errors, revision: r.revision, modRevisions };
   }
 
-  private leaseKey(kv: IKeyValue): string {
+  private leaseKey(kv: KeyValue): string {
     return kv.key.toString("utf8").slice(this.subnetsPrefix.length);
   }
 
   /** parseLease; our own lease carries its expiry when it is attached to our etcd lease. */
-  private parse(key: string, kv: IKeyValue): Lease {
+  private parse(key: string, kv: KeyValue): Lease {
     const ours = this.own && this.own.lease.key === key && kv.lease === this.own.leaseId;
     return parseLease(key, kv.value.toString("utf8"), ours ? { expiration: this.own!.expiresAt } : {});
   }
@@ -336,27 +315,22 @@ export class EtcdSource implements LeaseSource {
   }
 
   private async grant(): Promise<{ id: string; ttlSeconds: number }> {
-    const r = await this.call(`granting a ${this.ttlSeconds} s etcd lease`, () => this.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds }));
-    return { id: r.ID, ttlSeconds: Number(r.TTL) };
+    return this.call(`granting a ${this.ttlSeconds} s etcd lease`, () => this.client.leaseGrant(this.ttlSeconds));
   }
 
   /** Revokes an etcd lease we granted but did not use; best effort. */
   private async revoke(id: string): Promise<void> {
     try {
-      await this.call(`revoking etcd lease ${id}`, () => this.client.leaseClient.leaseRevoke({ ID: id }));
+      await this.call(`revoking etcd lease ${id}`, () => this.client.leaseRevoke(id));
     } catch (e) {
       this.log("debug", "revoking an unused etcd lease failed (it will expire)", { leaseId: id, err: e });
     }
   }
 
   /** A transaction that puts `lease` with etcd lease `leaseId` if `compare` holds. */
-  private async putIf(lease: Lease, leaseId: string, compare: ICompare[], what: string): Promise<boolean> {
+  private putIf(lease: Lease, leaseId: string, compare: Compare[], what: string): Promise<boolean> {
     const key = utf8(this.subnetsPrefix + lease.key);
-    const r = await this.call(`${what} ${this.subnetsPrefix}${lease.key}`, () => this.client.kv.txn({
-      compare,
-      success: [{ request_put: { key, value: utf8(serializeLease(lease)), lease: leaseId } }],
-    }));
-    return r.succeeded;
+    return this.call(`${what} ${this.subnetsPrefix}${lease.key}`, () => this.client.putIf(compare, key, utf8(serializeLease(lease)), leaseId));
   }
 
   async acquire(opts: AcquireOptions): Promise<Lease> {
@@ -372,7 +346,7 @@ export class EtcdSource implements LeaseSource {
         });
         for (const l of choice.stale) {
           this.log("info", "deleting our lease that does not fit the network config", { key: l.key });
-          await this.call(`deleting ${this.subnetsPrefix}${l.key}`, () => this.client.kv.deleteRange({ key: utf8(this.subnetsPrefix + l.key) }));
+          await this.call(`deleting ${this.subnetsPrefix}${l.key}`, () => this.client.deleteRange(utf8(this.subnetsPrefix + l.key)));
         }
         const lease: Lease = {
           key: choice.key,
@@ -385,11 +359,11 @@ export class EtcdSource implements LeaseSource {
           ...(opts.backendV6Data && { backendV6Data: opts.backendV6Data }),
         };
         const key = utf8(this.subnetsPrefix + lease.key);
-        const compare: ICompare[] = choice.kind === "reuse"
-          ? [{ key, target: "Mod", result: "Equal", mod_revision: snap.modRevisions.get(choice.key) ?? "0" }]
+        const compare: Compare[] = choice.kind === "reuse"
+          ? [{ key, target: "MOD", result: "EQUAL", value: snap.modRevisions.get(choice.key) ?? "0" }]
           : [
-            { key, target: "Create", result: "Equal", create_revision: 0 },
-            { key: this.subnetsKey, range_end: this.subnetsEnd, target: "Mod", result: "Less", mod_revision: (snap.revision + 1n).toString() },
+            { key, target: "CREATE", result: "EQUAL", value: "0" },
+            { key: this.subnetsKey, rangeEnd: this.subnetsEnd, target: "MOD", result: "LESS", value: (snap.revision + 1n).toString() },
           ];
         const t0 = this.now();
         const grant = await this.grant();
@@ -428,19 +402,19 @@ export class EtcdSource implements LeaseSource {
       const what = `writing ${this.subnetsPrefix}${lease.key}`;
       if (own) {
         try {
-          await this.client.kv.put({ key, value, lease: own.leaseId });
+          await this.client.put(key, value, own.leaseId);
           own.lease = lease;
           this.scheduleRenew();
           return;
         } catch (e) {
-          if (!(e instanceof EtcdLeaseInvalidError)) throw this.storeError(what, e);
+          if (!isLeaseNotFound(e)) throw this.storeError(what, e);
           this.log("warn", "our etcd lease has expired; attaching a new one", { key: lease.key, etcdLease: own.leaseId });
         }
       }
       const t0 = this.now();
       const grant = await this.grant();
       try {
-        await this.call(what, () => this.client.kv.put({ key, value, lease: grant.id }));
+        await this.call(what, () => this.client.put(key, value, grant.id));
       } catch (e) {
         await this.revoke(grant.id);
         throw e;
@@ -469,7 +443,7 @@ export class EtcdSource implements LeaseSource {
       const grant = await this.grant();
       let ok: boolean;
       try {
-        ok = await this.putIf(own.lease, grant.id, [{ key: utf8(path), target: "Version", result: "Greater", version: 0 }], "renewing");
+        ok = await this.putIf(own.lease, grant.id, [{ key: utf8(path), target: "VERSION", result: "GREATER", value: "0" }], "renewing");
       } catch (e) {
         await this.revoke(grant.id);
         throw e;
@@ -565,8 +539,8 @@ export class EtcdSource implements LeaseSource {
   /** The store's revision now (a count-only range: cheap). */
   private async currentRevision(): Promise<bigint> {
     const r = await this.call(`reading the revision of ${this.subnetsPrefix}`, () =>
-      this.client.kv.range({ key: this.subnetsKey, range_end: this.subnetsEnd, count_only: true }));
-    return BigInt(r.header.revision);
+      this.client.range(this.subnetsKey, this.subnetsEnd, { countOnly: true }));
+    return r.revision;
   }
 
   /** The revision of the first list() numbered above `afterSeq` to succeed; undefined on timeout or stop. */
@@ -587,13 +561,7 @@ export class EtcdSource implements LeaseSource {
   }
 
   /** One watch stream from `start` until it is stopped, compacted or lost. */
-  private async watchFrom(start: bigint, h: WatchHandlers, ctl: WatchControl, onCreated: () => void): Promise<WatchEnd> {
-    let stream: IDuplexStream<IWatchRequest, IWatchResponse>;
-    try {
-      stream = await this.client.watchClient.watch();
-    } catch (e) {
-      return { kind: "lost", error: e };
-    }
+  private watchFrom(start: bigint, h: WatchHandlers, ctl: WatchControl, onCreated: () => void): Promise<WatchEnd> {
     return new Promise<WatchEnd>((resolve) => {
       let done = false;
       let pending: LeaseEvent[] = [];
@@ -607,41 +575,29 @@ export class EtcdSource implements LeaseSource {
         done = true;
         ctl.cancelStream = undefined;
         if (end.kind !== "stopped") flush(); // what arrived before the end, in order
-        try {
-          // end() first: etcd3 reports a stream error on a still-writable stream
-          // as a host failure (closes every channel to it, feeds its circuit
-          // breaker), and our own cancel() surfaces as such an error.
-          stream.end();
-          stream.cancel();
-        } catch {
-          /* already closed */
-        }
+        cancel();
         resolve(end);
       };
-      stream.on("data", (res: IWatchResponse) => {
-        if (done) return;
-        if (res.compact_revision && res.compact_revision !== "0") {
-          return finish({ kind: "compacted", compactRevision: BigInt(res.compact_revision) });
-        }
-        if (res.canceled) return finish({ kind: "lost", error: new Error(`etcd canceled the watch${res.cancel_reason ? `: ${res.cancel_reason}` : ""}`) });
-        if (res.created) return onCreated();
-        if (res.events.length === 0) return;
-        if (pending.length === 0) setImmediate(() => { if (!done) flush(); });
-        for (const ev of res.events) pending.push(this.toEvent(ev));
+      if (ctl.stopped) return resolve({ kind: "stopped" });
+      const cancel = this.client.watch({ key: this.subnetsKey, rangeEnd: this.subnetsEnd, startRevision: start }, {
+        data: (res) => {
+          if (done) return;
+          if (res.compactRevision !== 0n) return finish({ kind: "compacted", compactRevision: res.compactRevision });
+          if (res.canceled) return finish({ kind: "lost", error: new Error(`etcd canceled the watch${res.cancelReason ? `: ${res.cancelReason}` : ""}`) });
+          if (res.created) return onCreated();
+          if (res.events.length === 0) return;
+          if (pending.length === 0) setImmediate(() => { if (!done) flush(); });
+          for (const ev of res.events) pending.push(this.toEvent(ev));
+        },
+        lost: (error) => finish({ kind: "lost", error }),
       });
-      stream.on("error", (e: Error) => finish({ kind: "lost", error: e }));
-      stream.on("end", () => finish({ kind: "lost", error: new Error("the watch stream ended") }));
-      if (ctl.stopped) return finish({ kind: "stopped" });
       ctl.cancelStream = () => finish({ kind: "stopped" });
-      stream.write({
-        create_request: { key: this.subnetsKey, range_end: this.subnetsEnd, start_revision: start.toString() },
-      });
     });
   }
 
-  private toEvent(ev: IEvent): LeaseEvent {
+  private toEvent(ev: WatchEvent): LeaseEvent {
     const key = this.leaseKey(ev.kv);
-    if (ev.type === "Delete") return { type: "delete", key };
+    if (ev.type === "delete") return { type: "delete", key };
     try {
       return { type: "put", key, lease: this.parse(key, ev.kv) };
     } catch (e) {

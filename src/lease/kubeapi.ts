@@ -1,176 +1,341 @@
 /**
- * The few Kubernetes API calls the kube subnet manager makes, through
- * @kubernetes/client-node, with its errors turned into TwillErrors.
+ * The few Kubernetes API calls the kube subnet manager makes, on
+ * node:http(s), with failures turned into TwillErrors. (It replaces
+ * @kubernetes/client-node, whose import alone cost ~80 MiB of RSS against
+ * the daemon's 72 MiB idle budget.)
  *
  * How it works:
- *  1) The client config is chosen as flannel's clientcmd.BuildConfigFromFlags
- *     does: --kubeconfig-file (its current context; --kube-api-url, when also
- *     given, replaces its server), else --kube-api-url alone (no auth), else
- *     the in-cluster service account. The library refuses a plain http://
- *     server unless TLS verification is "skipped"; there is no TLS to verify
- *     on http, so we set that for http servers (client-go talks http fine).
- *  2) The library is imported on first use, not when this module loads, so
- *     the daemon runs in dir/etcd mode even where the library cannot load;
- *     a load failure becomes an error that says why.
+ *  1) The server and credentials come from kubeconfig.ts. TLS verifies the
+ *     server with the configured CA (else the system's roots) unless the
+ *     kubeconfig says insecure-skip-tls-verify; a client certificate is
+ *     presented when configured; a token goes in "Authorization: Bearer".
+ *     A 401 with a token read from a file (rotated by the kubelet) re-reads
+ *     the file and retries once.
+ *  2) Calls: get node, list nodes, get pod, patch nodes/<name>/status, and
+ *     a watch of nodes (watchNodes): GET ...?watch=true&resourceVersion=N
+ *     &allowWatchBookmarks=true&timeoutSeconds=T, a chunked stream of one
+ *     JSON event per line. Its end, clean or not, is reported once.
  *  3) Every patch goes to nodes/<name>/status as a strategic merge patch, as
  *     flannel does: flannel's RBAC (kube-flannel.yml) grants patch on
  *     nodes/status only, the status subresource accepts metadata changes,
  *     and a strategic merge of status.conditions merges by "type" (a JSON
- *     merge patch would replace the whole list). The library's default
- *     patch Content-Type is application/json-patch+json, so it is set
- *     explicitly.
- * Errors: ERR_STORE "Kubernetes API: <call>: <status> <message>", retryable
- * for network failures, 429 and 5xx; the library's error is the cause
- * (apiStatus() reads its HTTP status).
+ *     merge patch would replace the whole list).
+ *  4) Answers are checked once, here, into the fields twill reads (toNode):
+ *     the name, resourceVersion, annotations and podCIDR(s) of a node, so
+ *     the watch cache holds small objects, not whole Nodes.
+ * Errors: ERR_STORE "Kubernetes API: <call>: HTTP <status>: <message>",
+ * retryable for network failures, 429 and 5xx; a KubeHttpError (with the
+ * status) is the cause, which apiStatus() reads.
  */
-import type * as K8s from "@kubernetes/client-node";
-import * as zlib from "node:zlib";
+import * as http from "node:http";
+import * as https from "node:https";
+import { readFile } from "node:fs/promises";
 import { TwillError, isTwillError } from "../errors.js";
+import { loadConnection, type KubeConfigOptions, type KubeConnection } from "./kubeconfig.js";
+import type { NodeLike } from "./kubenode.js";
 
-type Lib = typeof K8s;
-export type V1Node = K8s.V1Node;
-export type V1NodeList = K8s.V1NodeList;
-export type NodeInformer = K8s.ListWatch<K8s.V1Node>;
-
-export interface KubeClientOptions {
-  /** --kube-api-url */
-  readonly kubeApiUrl?: string;
-  /** --kubeconfig-file */
-  readonly kubeconfigFile?: string;
+/** A Node as twill keeps it: what kubenode.ts reads, plus its resourceVersion. */
+export interface V1Node extends NodeLike {
+  readonly metadata: { readonly name: string; readonly resourceVersion?: string; readonly annotations?: Readonly<Record<string, string>> };
 }
 
-let lib: Promise<Lib> | undefined;
+export interface V1NodeList {
+  readonly resourceVersion: string;
+  readonly items: V1Node[];
+}
 
-async function loadLib(): Promise<Lib> {
-  try {
-    return await (lib ??= import("@kubernetes/client-node"));
-  } catch (e) {
-    lib = undefined;
-    // undici 8 calls zlib.createZstdDecompress when it loads; Node 20 has no zstd.
-    const hint = !("createZstdDecompress" in zlib)
-      ? ` (@kubernetes/client-node 2 pulls in undici 8, which needs Node >= 22.19; this is Node ${process.versions.node}: pin undici 7 for it with an npm override, or use a newer Node)`
-      : "";
-    throw new TwillError("ERR_STORE", `Kubernetes API: cannot load @kubernetes/client-node: ${(e as Error)?.message ?? e}${hint}`, { cause: e });
+export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK";
+
+export interface NodeWatchHandlers {
+  /** ADDED, MODIFIED, DELETED: the node; BOOKMARK: only its resourceVersion counts. */
+  event(type: WatchEventType, node: V1Node): void;
+  /** An ERROR event: a v1 Status (code 410: the version is gone, re-list). */
+  status(code: number, message: string): void;
+  /** The stream is over: cleanly (undefined) or not. Called once, not after cancel(). */
+  end(error?: Error): void;
+}
+
+export type KubeClientOptions = KubeConfigOptions;
+
+/** An HTTP error answer; `message` is the v1 Status message when there is one. */
+export class KubeHttpError extends Error {
+  override readonly name = "KubeHttpError";
+  constructor(readonly status: number, message: string) {
+    super(message);
   }
 }
 
 /** The HTTP status of a failed API call (undefined for network failures). */
 export function apiStatus(e: unknown): number | undefined {
   const c = isTwillError(e) ? e.cause : e;
-  const code = (c as { code?: unknown; statusCode?: unknown } | undefined)?.code ?? (c as { statusCode?: unknown } | undefined)?.statusCode;
-  return typeof code === "number" ? code : undefined;
+  return c instanceof KubeHttpError ? c.status : undefined;
 }
 
-/** Any error from the library or the network → ERR_STORE naming the call. */
+/** Any failure → ERR_STORE naming the call. */
 export function apiError(what: string, e: unknown): TwillError {
   if (isTwillError(e)) return e;
   const status = apiStatus(e);
   let detail: string;
   if (status !== undefined) {
-    // ApiException carries the response body: a v1 Status with a message.
-    const body = (e as { body?: unknown }).body;
-    let msg = "";
-    try {
-      const s: unknown = typeof body === "string" ? JSON.parse(body) : body;
-      if (s && typeof s === "object" && typeof (s as { message?: unknown }).message === "string") msg = (s as { message: string }).message;
-    } catch {
-      msg = typeof body === "string" ? body.slice(0, 200) : "";
-    }
+    const msg = (e as KubeHttpError).message;
     detail = `HTTP ${status}${msg ? `: ${msg}` : status === 401 ? ": Unauthorized" : ""}`;
   } else {
-    const err = e as { message?: string; cause?: { code?: string; message?: string } };
-    detail = [err?.message ?? String(e), err?.cause?.code ?? err?.cause?.message].filter(Boolean).join(": ");
+    const err = e as { message?: string; code?: string };
+    detail = [err?.message ?? String(e), err?.code && !err.message?.includes(err.code) ? err.code : undefined].filter(Boolean).join(": ");
   }
   const retryable = status === undefined || status === 429 || status >= 500;
   return new TwillError("ERR_STORE", `Kubernetes API: ${what}: ${detail}`, { cause: e, retryable });
 }
 
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function bad(what: string, v: unknown): Error {
+  return new Error(`unexpected answer (${what}): ${JSON.stringify(v)?.slice(0, 200)}`);
+}
+
+/** The fields of a Node that twill reads; throws on a malformed one. */
+export function toNode(v: unknown): V1Node {
+  if (!isObj(v) || !isObj(v.metadata) || typeof v.metadata.name !== "string") throw bad("not a Node", v);
+  const m = v.metadata;
+  const spec = isObj(v.spec) ? v.spec : {};
+  const annotations = isObj(m.annotations)
+    ? Object.fromEntries(Object.entries(m.annotations).filter((e): e is [string, string] => typeof e[1] === "string"))
+    : undefined;
+  return {
+    metadata: {
+      name: m.name as string,
+      ...(typeof m.resourceVersion === "string" && { resourceVersion: m.resourceVersion }),
+      ...(annotations && { annotations }),
+    },
+    spec: {
+      ...(typeof spec.podCIDR === "string" && { podCIDR: spec.podCIDR }),
+      ...(Array.isArray(spec.podCIDRs) && { podCIDRs: spec.podCIDRs.filter((c): c is string => typeof c === "string") }),
+    },
+  };
+}
+
+/** A v1 Status body's message, else the text. */
+function statusMessage(text: string): string {
+  try {
+    const s: unknown = JSON.parse(text);
+    if (isObj(s) && typeof s.message === "string") return s.message;
+  } catch {
+    /* not JSON */
+  }
+  return text.slice(0, 200);
+}
+
+const REQUEST_TIMEOUT_MS = 30_000;
+
 export class KubeClient {
-  private constructor(
-    private readonly k8s: Lib,
-    private readonly kc: K8s.KubeConfig,
-    private readonly core: K8s.CoreV1Api,
-    /** The API server URL in use. */
-    readonly server: string,
-  ) {}
+  private readonly agent: http.Agent;
+  private token: { value: string; readAt: number } | undefined;
+  private readonly streams = new Set<http.ClientRequest>();
+
+  private constructor(private readonly c: KubeConnection) {
+    const tls: https.AgentOptions = {
+      keepAlive: true,
+      rejectUnauthorized: !c.insecureSkipTLSVerify,
+      ...(c.ca && { ca: c.ca }),
+      ...(c.cert && { cert: c.cert }),
+      ...(c.key && { key: c.key }),
+      ...(c.tlsServerName && { servername: c.tlsServerName }),
+    };
+    this.agent = c.server.startsWith("https:") ? new https.Agent(tls) : new http.Agent({ keepAlive: true });
+  }
 
   static async create(o: KubeClientOptions): Promise<KubeClient> {
-    const k8s = await loadLib();
-    const kc = new k8s.KubeConfig();
-    try {
-      if (o.kubeconfigFile) kc.loadFromFile(o.kubeconfigFile);
-      else if (o.kubeApiUrl) {
-        kc.loadFromOptions({
-          clusters: [{ name: "kube-api-url", server: o.kubeApiUrl.replace(/\/$/, ""), skipTLSVerify: false }],
-          users: [{ name: "anonymous" }],
-          contexts: [{ name: "kube-api-url", cluster: "kube-api-url", user: "anonymous" }],
-          currentContext: "kube-api-url",
-        });
-      } else {
-        if (!process.env.KUBERNETES_SERVICE_HOST) {
-          throw new Error("not in a pod (KUBERNETES_SERVICE_HOST is unset) and neither --kubeconfig-file nor --kube-api-url is given");
-        }
-        kc.loadFromCluster();
-      }
-    } catch (e) {
-      const where = o.kubeconfigFile ? `kubeconfig ${o.kubeconfigFile}` : "the in-cluster config";
-      throw new TwillError("ERR_INVALID_CONFIG", `Cannot load ${where}: ${(e as Error).message}`, { cause: e });
-    }
-    const cur = kc.getCurrentCluster();
-    if (!cur) throw new TwillError("ERR_INVALID_CONFIG", `Cannot load kubeconfig ${o.kubeconfigFile}: its current context ${JSON.stringify(kc.getCurrentContext())} names no cluster`);
-    const server = (o.kubeconfigFile && o.kubeApiUrl ? o.kubeApiUrl : cur.server).replace(/\/$/, "");
-    if (!/^https?:\/\//.test(server)) throw new TwillError("ERR_INVALID_CONFIG", `the Kubernetes API server ${JSON.stringify(server)} is not an http:// or https:// URL`);
-    kc.clusters = kc.clusters.map((c) => (c.name === cur.name ? { ...c, server, skipTLSVerify: c.skipTLSVerify || server.startsWith("http:") } : c));
-    return new KubeClient(k8s, kc, kc.makeApiClient(k8s.CoreV1Api), server);
+    return new KubeClient(await loadConnection(o));
+  }
+
+  /** The API server URL in use. */
+  get server(): string {
+    return this.c.server;
   }
 
   async getNode(name: string): Promise<V1Node> {
-    try {
-      return await this.core.readNode({ name });
-    } catch (e) {
-      throw apiError(`get node ${name}`, e);
-    }
+    return this.call(`get node ${name}`, async () => toNode(await this.json("GET", `/api/v1/nodes/${encodeURIComponent(name)}`)));
   }
 
   async listNodes(): Promise<V1NodeList> {
-    try {
-      return await this.core.listNode();
-    } catch (e) {
-      throw apiError("list nodes", e);
-    }
+    return this.call("list nodes", async () => {
+      const r = await this.json("GET", "/api/v1/nodes");
+      if (!isObj(r) || !Array.isArray(r.items) || !isObj(r.metadata) || typeof r.metadata.resourceVersion !== "string") throw bad("not a NodeList", r);
+      return { resourceVersion: r.metadata.resourceVersion, items: r.items.map(toNode) };
+    });
   }
 
   /** The spec.nodeName of a pod ("" when unscheduled). */
   async podNodeName(namespace: string, name: string): Promise<string> {
-    try {
-      return (await this.core.readNamespacedPod({ namespace, name })).spec?.nodeName ?? "";
-    } catch (e) {
-      throw apiError(`get pod ${namespace}/${name}`, e);
-    }
+    return this.call(`get pod ${namespace}/${name}`, async () => {
+      const p = await this.json("GET", `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`);
+      const spec = isObj(p) && isObj(p.spec) ? p.spec : {};
+      return typeof spec.nodeName === "string" ? spec.nodeName : "";
+    });
   }
 
-  /** A strategic merge patch of nodes/<name>/status (see the note at the top). */
+  /** A strategic merge patch of nodes/<name>/status (see 3). */
   async patchNodeStatus(name: string, body: object): Promise<V1Node> {
+    return this.call(`patch node ${name} status`, async () =>
+      toNode(await this.json("PATCH", `/api/v1/nodes/${encodeURIComponent(name)}/status`, JSON.stringify(body), "application/strategic-merge-patch+json")));
+  }
+
+  /** Watches all nodes from `resourceVersion` (see 2); returns cancel(). */
+  watchNodes(resourceVersion: string, timeoutSeconds: number, h: NodeWatchHandlers): () => void {
+    const q = new URLSearchParams({ watch: "true", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: String(timeoutSeconds) });
+    let done = false;
+    let req: http.ClientRequest | undefined;
+    // A connection that went silent (no bookmark, no end) past the server's own timeout is dead.
+    const idle = setTimeout(() => finish(new Error(`no end of the watch ${timeoutSeconds + 60} s after it started`)), (timeoutSeconds + 60) * 1000);
+    idle.unref();
+    const finish = (e?: Error, report = true) => {
+      if (done) return;
+      done = true;
+      clearTimeout(idle);
+      if (req) {
+        this.streams.delete(req);
+        req.destroy();
+      }
+      if (report) h.end(e);
+    };
+    const open = (retried: boolean) => {
+      void this.headers(retried).then((headers) => {
+        if (done) return;
+        req = this.send("GET", `/api/v1/nodes?${q}`, headers);
+        this.streams.add(req);
+        req.on("error", (e) => finish(e));
+        req.on("response", (res) => {
+          res.setEncoding("utf8");
+          if (res.statusCode !== 200) {
+            let text = "";
+            res.on("data", (d: string) => (text += d));
+            res.on("end", () => {
+              if (res.statusCode === 401 && this.c.token?.file && !retried) {
+                this.streams.delete(req!);
+                return open(true);
+              }
+              finish(new KubeHttpError(res.statusCode!, statusMessage(text)));
+            });
+            return;
+          }
+          let buf = "";
+          res.on("data", (d: string) => {
+            buf += d;
+            for (let i = buf.indexOf("\n"); i >= 0 && !done; i = buf.indexOf("\n")) {
+              const line = buf.slice(0, i).trim();
+              buf = buf.slice(i + 1);
+              if (line) this.watchLine(line, h, finish);
+            }
+          });
+          res.on("end", () => {
+            if (buf.trim() && !done) this.watchLine(buf.trim(), h, finish);
+            finish();
+          });
+          res.on("aborted", () => finish(new Error("the watch connection was reset")));
+          res.on("error", (e) => finish(e));
+        });
+      }, (e: Error) => finish(e));
+    };
+    open(false);
+    return () => finish(undefined, false);
+  }
+
+  /** Ends every watch and idle connection. */
+  close(): void {
+    for (const r of this.streams) r.destroy();
+    this.streams.clear();
+    this.agent.destroy();
+  }
+
+  // ---- internals ---------------------------------------------------------
+
+  private watchLine(line: string, h: NodeWatchHandlers, finish: (e?: Error, report?: boolean) => void): void {
     try {
-      return await this.core.patchNodeStatus({ name, body }, this.k8s.setHeaderOptions("Content-Type", this.k8s.PatchStrategy.StrategicMergePatch));
+      const ev: unknown = JSON.parse(line);
+      if (!isObj(ev) || typeof ev.type !== "string") throw bad("watch event", ev);
+      if (ev.type === "ERROR") {
+        const s = isObj(ev.object) ? ev.object : {};
+        h.status(typeof s.code === "number" ? s.code : 0, typeof s.message === "string" ? s.message : JSON.stringify(s));
+        return finish(undefined, false);
+      }
+      if (ev.type === "BOOKMARK") {
+        const o = ev.object;
+        const rv = isObj(o) && isObj(o.metadata) ? o.metadata.resourceVersion : undefined;
+        if (typeof rv !== "string") throw bad("bookmark", ev);
+        return h.event("BOOKMARK", { metadata: { name: "", resourceVersion: rv } });
+      }
+      if (ev.type !== "ADDED" && ev.type !== "MODIFIED" && ev.type !== "DELETED") throw bad("watch event type", ev.type);
+      h.event(ev.type, toNode(ev.object));
     } catch (e) {
-      throw apiError(`patch node ${name} status`, e);
+      finish(e as Error);
     }
   }
 
-  /**
-   * A list+watch informer over all nodes (makeInformer's ListWatch); `list`
-   * is called for every (re-)list. Once `stopped()` is true it opens no new
-   * list or watch: the library's stop() does not cancel a reconnect that is
-   * waiting out its delay, which would then open a watch nobody stops.
-   */
-  nodeInformer(list: () => Promise<V1NodeList>, stopped: () => boolean): NodeInformer {
-    class GuardedWatch extends this.k8s.Watch {
-      override watch(...args: Parameters<K8s.Watch["watch"]>): Promise<AbortController> {
-        return stopped() ? Promise.resolve(new AbortController()) : super.watch(...args);
-      }
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw apiError(what, e);
     }
-    const guardedList = () => (stopped() ? Promise.reject(new Error("the node watch is stopped")) : list());
-    return new this.k8s.ListWatch<V1Node>("/api/v1/nodes", new GuardedWatch(this.kc), guardedList, false);
+  }
+
+  /** The Authorization header (see 1); `fresh` re-reads a token file. */
+  private async headers(fresh = false): Promise<Record<string, string>> {
+    const t = this.c.token;
+    if (t?.value) return { authorization: `Bearer ${t.value}` };
+    if (t?.file) {
+      if (fresh || !this.token || Date.now() - this.token.readAt > 60_000) {
+        this.token = { value: (await readFile(t.file, "utf8")).trim(), readAt: Date.now() };
+      }
+      return { authorization: `Bearer ${this.token.value}` };
+    }
+    if (this.c.basic) return { authorization: `Basic ${Buffer.from(`${this.c.basic.username}:${this.c.basic.password}`).toString("base64")}` };
+    return {};
+  }
+
+  private send(method: string, path: string, headers: Record<string, string>, body?: string, contentType?: string): http.ClientRequest {
+    const mod = this.c.server.startsWith("https:") ? https : http;
+    const req = mod.request(this.c.server + path, {
+      method, agent: this.agent,
+      headers: {
+        accept: "application/json", "user-agent": "twill",
+        ...(body !== undefined && { "content-type": contentType ?? "application/json", "content-length": Buffer.byteLength(body) }),
+        ...headers,
+      },
+    });
+    req.on("socket", (s) => s.setKeepAlive(true, 30_000));
+    req.end(body);
+    return req;
+  }
+
+  /** One request and its JSON answer; a 401 with a token file re-reads it and retries once. */
+  private async json(method: string, path: string, body?: string, contentType?: string, retried = false): Promise<unknown> {
+    const headers = await this.headers(retried);
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = this.send(method, path, headers, body, contentType);
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)), REQUEST_TIMEOUT_MS);
+      req.on("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      req.on("response", (res) => {
+        res.setEncoding("utf8");
+        let data = "";
+        res.on("data", (d: string) => (data += d));
+        res.on("error", reject);
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode!, text: data });
+        });
+      });
+    });
+    if (status === 401 && this.c.token?.file && !retried) return this.json(method, path, body, contentType, true);
+    if (status < 200 || status > 299) throw new KubeHttpError(status, statusMessage(text));
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw bad(`${method} ${path}`, text);
+    }
   }
 }

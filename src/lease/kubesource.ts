@@ -21,8 +21,9 @@
  *     AcquireOptions.previous and .random are not used: nothing is chosen.
  *  4) list/watch: every node annotated kube-subnet-manager=true is a lease,
  *     keyed like flannel's etcd key for its podCIDR(s) (kubenode.ts); watch
- *     is an informer (kubewatch.ts). Once a watch has listed, list() reads
- *     its cache instead of fetching all nodes again.
+ *     is a list + watch (kubewatch.ts) over our own small API client
+ *     (kubeapi.ts). Once a watch has listed, list() reads its cache instead
+ *     of fetching all nodes again.
  *  5) markReady() sets NetworkUnavailable=False (flannel's CompleteLease;
  *     flannel does it right after acquiring, twill's daemon should call it
  *     once the dataplane is programmed). Nothing needs renewing: a node
@@ -265,5 +266,6 @@ export class KubeSource implements LeaseSource {
     this.closed = true;
     for (const w of this.watches) w.stop();
     this.watches.clear();
+    (await this.client?.catch(() => undefined))?.close();
   }
 }

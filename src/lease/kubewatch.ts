@@ -1,32 +1,39 @@
 /**
- * Watching nodes: an informer (list + watch) turned into LeaseEvents.
+ * Watching nodes: list + watch (client-go's reflector, done by hand) turned
+ * into LeaseEvents.
  *
  * How it works:
- *  1) @kubernetes/client-node's informer (ListWatch, what makeInformer
- *     builds; see KubeClient.nodeInformer) lists the nodes, then watches from
- *     the list's resourceVersion; a dropped watch is resumed from the last
- *     resourceVersion seen; a 410 Gone (the version was compacted away)
- *     makes it list again, and it diffs the new list against its cache, so
- *     nodes deleted meanwhile still come out as deletes.
- *  2) Each node callback is converted (kubenode.ts) and compared with what
- *     we last reported for that node: a changed lease is a put; a node whose
+ *  1) List the nodes (kubeapi.ts keeps only the fields twill reads), apply
+ *     the list to our cache, then watch from the list's resourceVersion with
+ *     bookmarks on. Every event and bookmark moves our resourceVersion on;
+ *     a watch that ends cleanly (the server's timeoutSeconds, a dropped
+ *     connection closed properly) is resumed from it, without a re-list.
+ *  2) A 410 Gone (an ERROR event with a 410 Status, or a 410 answer: our
+ *     version was compacted away) re-lists; the new list is diffed against
+ *     the cache, so nodes deleted meanwhile still come out as deletes. It is
+ *     not an error: it is how the API asks for a re-list.
+ *  3) Each node change is converted (kubenode.ts) and compared with what we
+ *     last reported for that node: a changed lease is a put; a node whose
  *     lease key changed (new podCIDR) is a delete of the old key, then a put;
  *     a node that stops being a lease (deleted, annotations removed) is a
  *     delete. Updates that change nothing in the lease (status heartbeats)
  *     produce nothing, as flannel's handleUpdateLeaseEvent.
- *  3) Events of one tick are delivered as one batch. Every completed list
+ *  4) Events of one tick are delivered as one batch. Every completed list
  *     (the first, after a 410, after a restart) and every `resyncMs` adds an
  *     onResync after the batch: the daemon re-lists and diffs.
- *  4) The informer stops on any other error (connection refused, 5xx, 403):
- *     we report it (onError) and start it again after a backoff that
- *     doubles from backoffMinMs to backoffMaxMs and resets once a list
- *     succeeds or an event arrives; each restart is followed by onResync.
- *  5) snapshot() is the informer's cache once it has listed: list() reads
- *     it instead of fetching every node again for every event batch.
+ *  5) Any other failure (connection refused or reset, 5xx, 403, another
+ *     ERROR event): we report it (onError) and list + watch again after a
+ *     backoff that doubles from backoffMinMs to backoffMaxMs and resets once
+ *     a list succeeds or an event arrives; each restart is followed by
+ *     onResync. A watch that ends at once with nothing in it also waits the
+ *     backoff before it is resumed, so a server that closes every watch
+ *     cannot make us spin.
+ *  6) snapshot() is the cache once it has listed: list() reads it instead
+ *     of fetching every node again for every event batch.
  */
 import { TwillError, isTwillError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { apiError, type KubeClient, type NodeInformer, type V1Node } from "./kubeapi.js";
+import { apiError, KubeHttpError, type KubeClient, type V1Node, type WatchEventType } from "./kubeapi.js";
 import { nodeName, nodeToLease, tryNodeLeaseKey, type AnnotationNames, type Families } from "./kubenode.js";
 import { serializeLease } from "./parse.js";
 import type { LeaseEvent, WatchHandlers } from "./source.js";
@@ -64,10 +71,16 @@ export function nodeEntry(n: V1Node, names: AnnotationNames, families: Families)
 
 const signature = (e: NodeEntry): string => (e.lease ? serializeLease(e.lease) : `error: ${e.error!.message}`);
 
+/** The server ends a watch after a random 5 to 10 minutes, as client-go asks. */
+const watchTimeoutSeconds = () => 300 + Math.floor(Math.random() * 300);
+
 export class NodeWatch {
-  private informer?: NodeInformer;
   private stopped = false;
   private listed = false;
+  /** The nodes as last listed/watched, by name. */
+  private readonly cache = new Map<string, V1Node>();
+  private resourceVersion = "";
+  private cancelWatch?: () => void;
   private readonly known = new Map<string, { key: string; sig: string }>();
   private queue: LeaseEvent[] = [];
   private resyncPending = false;
@@ -81,22 +94,9 @@ export class NodeWatch {
   }
 
   start(): void {
-    const o = this.o;
-    const inf = o.client.nodeInformer(async () => {
-      const list = await o.client.listNodes();
-      this.listed = true;
-      this.backoffMs = o.backoffMinMs;
-      this.requestResync(); // delivered after the informer has applied this list
-      return list;
-    }, () => this.stopped);
-    inf.on("add", (n) => this.changed(n));
-    inf.on("update", (n) => this.changed(n));
-    inf.on("delete", (n) => this.gone(n));
-    inf.on("error", (e) => this.failed(e));
-    this.informer = inf;
-    inf.start().catch((e) => this.failed(e));
-    if (o.resyncMs > 0) {
-      this.resyncTimer = setInterval(() => this.requestResync(), o.resyncMs);
+    void this.listThenWatch();
+    if (this.o.resyncMs > 0) {
+      this.resyncTimer = setInterval(() => this.requestResync(), this.o.resyncMs);
       this.resyncTimer.unref();
     }
   }
@@ -106,27 +106,103 @@ export class NodeWatch {
     this.stopped = true;
     clearTimeout(this.restartTimer);
     clearInterval(this.resyncTimer);
-    void this.informer?.stop();
+    this.cancelWatch?.();
+    this.cancelWatch = undefined;
   }
 
-  /** The informer's nodes, once it has listed them; undefined before. */
+  /** The cached nodes, once listed; undefined before. */
   snapshot(): readonly V1Node[] | undefined {
-    return this.listed && !this.stopped ? this.informer!.list() : undefined;
+    return this.listed && !this.stopped ? [...this.cache.values()] : undefined;
+  }
+
+  /** 1), 2): list, diff against the cache, watch. */
+  private async listThenWatch(): Promise<void> {
+    if (this.stopped) return;
+    let list;
+    try {
+      list = await this.o.client.listNodes();
+    } catch (e) {
+      return this.failed(e);
+    }
+    if (this.stopped) return;
+    this.listed = true;
+    this.backoffMs = this.o.backoffMinMs;
+    const seen = new Set<string>();
+    for (const n of list.items) {
+      seen.add(n.metadata.name);
+      const old = this.cache.get(n.metadata.name);
+      this.cache.set(n.metadata.name, n);
+      if (!old || old.metadata.resourceVersion !== n.metadata.resourceVersion) this.changed(n);
+    }
+    for (const [name, n] of [...this.cache]) {
+      if (seen.has(name)) continue;
+      this.cache.delete(name);
+      this.gone(n);
+    }
+    this.resourceVersion = list.resourceVersion;
+    this.requestResync(); // after the batch of this list
+    this.watch();
+  }
+
+  private watch(): void {
+    if (this.stopped) return;
+    const t0 = Date.now();
+    let events = 0;
+    this.cancelWatch = this.o.client.watchNodes(this.resourceVersion, watchTimeoutSeconds(), {
+      event: (type: WatchEventType, n: V1Node) => {
+        events++;
+        if (n.metadata.resourceVersion) this.resourceVersion = n.metadata.resourceVersion;
+        if (type === "BOOKMARK") return;
+        if (type === "DELETED") {
+          this.cache.delete(n.metadata.name);
+          this.gone(n);
+        } else {
+          this.cache.set(n.metadata.name, n);
+          this.changed(n);
+        }
+      },
+      status: (code, message) => {
+        this.cancelWatch = undefined;
+        if (code === 410) return this.relist(message);
+        this.failed(new KubeHttpError(code, message));
+      },
+      end: (error) => {
+        this.cancelWatch = undefined;
+        if (this.stopped) return;
+        if (error instanceof KubeHttpError && error.status === 410) return this.relist(error.message);
+        if (error) return this.failed(error);
+        // A clean end: resume from our resourceVersion (at once, unless it ended at once, empty).
+        if (events > 0 || Date.now() - t0 >= 1000) return this.watch();
+        this.later(() => this.watch());
+      },
+    });
+  }
+
+  private relist(why: string): void {
+    if (this.stopped) return;
+    this.o.log.info("node watch: resourceVersion gone; re-listing", { why });
+    void this.listThenWatch();
+  }
+
+  /** Runs fn after the current backoff, and doubles it. */
+  private later(fn: () => void): void {
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.o.backoffMaxMs);
+    clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      if (!this.stopped) fn();
+    }, delay);
   }
 
   private failed(e: unknown): void {
-    if (this.stopped) return; // stop() aborts the watch, which reports an error
+    if (this.stopped) return;
     const err = apiError("watch nodes", e);
     this.call(() => this.o.handlers.onError(err));
-    const delay = this.backoffMs;
-    this.backoffMs = Math.min(this.backoffMs * 2, this.o.backoffMaxMs);
-    this.o.log.warn("node watch failed; restarting", { err, delayMs: delay });
-    clearTimeout(this.restartTimer);
-    this.restartTimer = setTimeout(() => {
-      if (this.stopped) return;
+    this.o.log.warn("node watch failed; restarting", { err, delayMs: this.backoffMs });
+    this.later(() => {
       this.requestResync(); // events may have been missed while it was down
-      this.informer!.start().catch((e2) => this.failed(e2));
-    }, delay);
+      void this.listThenWatch();
+    });
   }
 
   private changed(n: V1Node): void {

@@ -4,12 +4,13 @@
  * is given; otherwise twill's embedded directory store (--lease-dir,
  * default /var/lib/twill/leases) — flanneld would dial etcd on
  * 127.0.0.1:2379 instead; twill needs no etcd for a single-machine start.
+ *
+ * How it works: only the chosen source's module is loaded (a dynamic
+ * import), so a node pays in memory for one client only; the daemon's idle
+ * RSS budget (72 MiB) leaves no room for the others.
  */
 import type { Options } from "../config/flags.js";
 import type { Logger } from "../log.js";
-import { DirSource } from "./dirsource.js";
-import { EtcdSource } from "./etcdsource.js";
-import { KubeSource } from "./kubesource.js";
 import type { LeaseSource } from "./source.js";
 
 export const DEFAULT_LEASE_DIR = "/var/lib/twill/leases";
@@ -18,14 +19,19 @@ export function etcdRequested(argv: readonly string[], env: Record<string, strin
   return argv.some((a) => a === "--etcd-endpoints" || a.startsWith("--etcd-endpoints=")) || !!env.FLANNELD_ETCD_ENDPOINTS;
 }
 
-export function openSource(o: Options, log: Logger, argv: readonly string[] = process.argv, env = process.env): LeaseSource & { markReady?(): Promise<void> } {
-  if (o.kubeSubnetMgr) return KubeSource.fromOptions(o, { log });
+export async function openSource(o: Options, log: Logger, argv: readonly string[] = process.argv, env = process.env): Promise<LeaseSource & { markReady?(): Promise<void> }> {
+  if (o.kubeSubnetMgr) {
+    const { KubeSource } = await import("./kubesource.js");
+    return KubeSource.fromOptions(o, { log });
+  }
   if (!o.leaseDir && etcdRequested(argv, env)) {
+    const { EtcdSource } = await import("./etcdsource.js");
     return new EtcdSource({
       endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, cafile: o.etcdCafile, certfile: o.etcdCertfile, keyfile: o.etcdKeyfile,
       username: o.etcdUsername, password: o.etcdPassword, renewMarginMinutes: o.subnetLeaseRenewMargin,
       onLog: (level, msg, fields) => log[level](msg, fields),
     });
   }
+  const { DirSource } = await import("./dirsource.js");
   return new DirSource(o.leaseDir ?? DEFAULT_LEASE_DIR);
 }

@@ -3,45 +3,49 @@
  * the few idempotent "ensure" operations the dataplanes need.
  *
  * How it works:
- * 1) Readers run one `ip -j` / `bridge -j` command (net/iproute.ts) and check
- *    its JSON here, once, into typed shapes (Link, RouteEntry, NeighEntry,
- *    FdbEntry); addresses become IP/Prefix values, so callers compare values,
- *    never text.
+ * 1) Readers ask the kernel over rtnetlink from this process (net/netlink/:
+ *    no `ip` or `bridge` process) and turn its Raw* records into the typed
+ *    shapes here (Link, RouteEntry, NeighEntry, FdbEntry), with the names
+ *    and flag words iproute2 prints, so callers written against `ip -j`
+ *    keep working; addresses are IP/Prefix values, so callers compare
+ *    values, never text. Device names in results (master, vxlan dev) are
+ *    resolved from ifindexes.
  * 2) `findUnderlay` picks the underlay like flanneld: each --iface in turn
  *    (a name, or an address of the interface), else each --iface-regex (first
  *    against interface addresses, then names, as flannel does), else
- *    --iface-can-reach (`ip route get`), else the default route's interface
- *    (IPv4, then IPv6). The public IP defaults to the interface's first
- *    global address of each family.
+ *    --iface-can-reach (RTM_GETROUTE, i.e. `ip route get`), else the default
+ *    route's interface (IPv4, then IPv6). The public IP defaults to the
+ *    interface's first global address of each family.
  * 3) `ensureVxlan` keeps an existing device when it is compatible, otherwise
  *    says in words what differs ("flannel.1: vxlan id 2 != 1; dstport 4789 !=
  *    8472") and replaces it; then it sets MAC/MTU/ARP/up only where they
- *    differ, so an adopted device is not disturbed. IPv4 and IPv6 differ only
- *    in the `local` address, which carries its family.
+ *    differ (one RTM_NEWLINK), so an adopted device is not disturbed. IPv4
+ *    and IPv6 differ only in the `local` address, which carries its family.
  * 4) `sysctl` writes /proc/sys directly (the file belongs to the network
  *    namespace of the caller), with the key checked first.
+ * Everything runs in the caller's network namespace and is synchronous
+ * underneath (a request is microseconds); the functions stay async for
+ * their callers.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import type { DeviceInfo } from "../dataplane/types.js";
 import { TwillError } from "../errors.js";
 import { parseMAC } from "../lease/mac.js";
+import { formatIP, formatPrefix, ipEqual, makePrefix, parsePrefix, tryParseIP, bits, type Family, type IP, type Prefix } from "./ip.js";
+import { E } from "./netlink/libc.js";
+import { NetlinkError } from "./netlink/error.js";
+import { checkIfName } from "./netlink/ifname.js";
+import { NUD_NOARP } from "./netlink/consts.js";
+import { fdbFlagNames, fdbStateName, neighStateNames } from "./netlink/neigh-codec.js";
+import { isMainTable } from "./netlink/route-codec.js";
+import type { RawLink } from "./netlink/link-codec.js";
 import {
-  bits, formatIP, formatPrefix, ipEqual, makePrefix, parsePrefix, tryParseIP,
-  type Family, type IP, type Prefix,
-} from "./ip.js";
-import { bridge, checkIfName, ip, isNotFound, NetlinkError } from "./iproute.js";
+  changeAddr, createVxlan, deleteLinkRaw, dumpAddrs, dumpFdb, dumpLinks, dumpNeighs, dumpRoutes, getLinkByIndex,
+  getLinkRaw, ifindexOf, routeGetRaw, setLink, type LinkChange,
+} from "./netlink/rtnl.js";
 
-export { checkIfName } from "./iproute.js";
-
-// ---- checking iproute2's JSON (the edge: unknown in, typed out) ----------
-
-type Obj = Record<string, unknown>;
-const isObj = (x: unknown): x is Obj => typeof x === "object" && x !== null && !Array.isArray(x);
-const objects = (x: unknown): Obj[] => (Array.isArray(x) ? x.filter(isObj) : []);
-const str = (o: Obj, k: string): string | undefined => (typeof o[k] === "string" ? (o[k] as string) : undefined);
-const num = (o: Obj, k: string): number | undefined => (typeof o[k] === "number" ? (o[k] as number) : undefined);
-const strs = (o: Obj, k: string): string[] => (Array.isArray(o[k]) ? (o[k] as unknown[]).filter((s): s is string => typeof s === "string") : []);
-const famFlag = (f: Family): string => (f === 4 ? "-4" : "-6");
+export { checkIfName } from "./netlink/ifname.js";
+export { routeReplace, routeDel, neighReplace, neighDel, fdbAdd, fdbDel, type RouteOptions } from "./netlink/write.js";
 
 /** A log sink for the things an operator should read ("replacing flannel.1: ..."). */
 export type LogFn = (message: string) => void;
@@ -74,32 +78,25 @@ export interface Link {
   readonly master?: string;
 }
 
-function toLink(o: Obj): Link | undefined {
-  const ifindex = num(o, "ifindex"), name = str(o, "ifname");
-  if (ifindex === undefined || name === undefined) return undefined;
-  const info = isObj(o["linkinfo"]) ? o["linkinfo"] : {};
-  const kind = str(info, "info_kind");
-  const data = isObj(info["info_data"]) ? info["info_data"] : undefined;
+/** Resolves ifindexes to names: from a dump when there is one, else one request each. */
+type NameOf = (ifindex: number) => string | undefined;
+const nameFromKernel: NameOf = (i) => (i > 0 ? getLinkByIndex(i)?.name : undefined);
+const namesOf = (links: readonly RawLink[]): NameOf => {
+  const m = new Map(links.map((l) => [l.ifindex, l.name]));
+  return (i) => m.get(i);
+};
+
+function toLink(r: RawLink, nameOf: NameOf): Link {
   let vxlan: VxlanInfo | undefined;
-  if (kind === "vxlan" && data) {
-    const local = tryParseIP(str(data, "local") ?? str(data, "local6") ?? "");
-    const dev = str(data, "link");
-    vxlan = {
-      id: num(data, "id") ?? 0,
-      external: data["external"] === true,
-      port: num(data, "port") ?? 0,
-      learning: data["learning"] === true,
-      ...(local ? { local } : {}),
-      ...(dev ? { dev } : {}),
-    };
+  if (r.vxlan) {
+    const v = r.vxlan;
+    const dev = v.link > 0 ? nameOf(v.link) : undefined;
+    vxlan = { id: v.id, external: v.external, port: v.port, learning: v.learning, ...(v.local ? { local: v.local } : {}), ...(dev ? { dev } : {}) };
   }
-  const master = str(o, "master");
+  const master = r.master > 0 ? nameOf(r.master) : undefined;
   return {
-    ifindex, name,
-    mtu: num(o, "mtu") ?? 0,
-    mac: (str(o, "address") ?? "").toLowerCase(),
-    flags: strs(o, "flags"),
-    ...(kind ? { kind } : {}),
+    ifindex: r.ifindex, name: r.name, mtu: r.mtu, mac: r.mac, flags: r.flags,
+    ...(r.kind ? { kind: r.kind } : {}),
     ...(vxlan ? { vxlan } : {}),
     ...(master ? { master } : {}),
   };
@@ -107,17 +104,14 @@ function toLink(o: Obj): Link | undefined {
 
 /** The link named `name` (with details), or undefined when there is none. */
 export async function getLink(name: string): Promise<Link | undefined> {
-  checkIfName(name);
-  try {
-    return objects(await ip(["-d", "link", "show", "dev", name])).map(toLink)[0];
-  } catch (e) {
-    if (isNotFound(e)) return undefined;
-    throw e;
-  }
+  const r = getLinkRaw(name);
+  return r && toLink(r, nameFromKernel);
 }
 
 export async function listLinks(): Promise<Link[]> {
-  return objects(await ip(["-d", "link", "show"])).map(toLink).filter((l): l is Link => l !== undefined);
+  const raw = dumpLinks();
+  const nameOf = namesOf(raw);
+  return raw.map((r) => toLink(r, nameOf));
 }
 
 export interface BridgePort {
@@ -129,10 +123,10 @@ export interface BridgePort {
 /** The ports enslaved to `bridgeName` (empty when it has none or does not exist). */
 export async function bridgePorts(bridgeName: string): Promise<BridgePort[]> {
   checkIfName(bridgeName, "bridge name");
-  if (!(await getLink(bridgeName))) return [];
-  return objects(await ip(["-d", "link", "show", "master", bridgeName]))
-    .map(toLink)
-    .filter((l): l is Link => l !== undefined)
+  const br = getLinkRaw(bridgeName);
+  if (!br) return [];
+  return dumpLinks()
+    .filter((l) => l.master === br.ifindex)
     .map((l) => ({ name: l.name, ifindex: l.ifindex, ...(l.kind ? { kind: l.kind } : {}) }));
 }
 
@@ -140,7 +134,7 @@ export async function bridgePorts(bridgeName: string): Promise<BridgePort[]> {
 export async function deleteLink(name: string): Promise<boolean> {
   checkIfName(name);
   try {
-    await ip(["link", "del", "dev", name]);
+    deleteLinkRaw(name);
     return true;
   } catch {
     return false;
@@ -164,26 +158,20 @@ interface LinkAddrs {
   readonly addrs: readonly AddrEntry[];
 }
 
-function toLinkAddrs(o: Obj): LinkAddrs | undefined {
-  const name = str(o, "ifname"), ifindex = num(o, "ifindex");
-  if (name === undefined || ifindex === undefined) return undefined;
-  const addrs: AddrEntry[] = [];
-  for (const a of objects(o["addr_info"])) {
-    const local = tryParseIP(str(a, "local") ?? "");
-    const prefixLen = num(a, "prefixlen");
-    if (local && prefixLen !== undefined) addrs.push({ family: local.family, local, prefixLen, scope: str(a, "scope") ?? "" });
-  }
-  return { name, ifindex, mtu: num(o, "mtu") ?? 0, addrs };
-}
-
-async function listAddrs(dev?: string): Promise<LinkAddrs[]> {
-  const args = dev === undefined ? ["addr", "show"] : ["addr", "show", "dev", checkIfName(dev)];
-  return objects(await ip(args)).map(toLinkAddrs).filter((l): l is LinkAddrs => l !== undefined);
+function listAddrs(dev?: string): LinkAddrs[] {
+  const only = dev === undefined ? undefined : ifindexOf(checkIfName(dev), `addr show dev ${dev}`);
+  const addrs = dumpAddrs();
+  return dumpLinks()
+    .filter((l) => only === undefined || l.ifindex === only)
+    .map((l) => ({
+      name: l.name, ifindex: l.ifindex, mtu: l.mtu,
+      addrs: addrs.filter((a) => a.ifindex === l.ifindex).map((a) => ({ family: a.local.family, local: a.local, prefixLen: a.prefixLen, scope: a.scope })),
+    }));
 }
 
 /** The addresses on `dev`. */
 export async function getAddrs(dev: string): Promise<AddrEntry[]> {
-  return [...((await listAddrs(dev))[0]?.addrs ?? [])];
+  return [...(listAddrs(dev)[0]?.addrs ?? [])];
 }
 
 const firstGlobal = (l: LinkAddrs, f: Family): IP | undefined =>
@@ -201,10 +189,10 @@ export async function ensureAddress(dev: string, prefixText: string): Promise<vo
   const have = (await getAddrs(dev)).filter((a) => a.family === wantIP.family && a.scope !== "link");
   const same = (a: AddrEntry) => ipEqual(a.local, wantIP) && a.prefixLen === want.len;
   for (const a of have.filter((x) => !same(x))) {
-    await ip(["addr", "del", `${formatIP(a.local)}/${a.prefixLen}`, "dev", dev]);
+    changeAddr("del", a.local, a.prefixLen, dev, false);
   }
   if (!have.some(same)) {
-    await ip(["addr", "add", `${formatIP(wantIP)}/${want.len}`, "dev", dev, ...(wantIP.family === 6 ? ["nodad"] : [])]);
+    changeAddr("add", wantIP, want.len, dev, wantIP.family === 6);
   }
 }
 
@@ -259,17 +247,21 @@ function pickByRegex(links: readonly LinkAddrs[], pattern: string): Pick | undef
   return link && { link };
 }
 
-async function routeDev(args: string[]): Promise<string | undefined> {
-  for (const r of objects(await ip(args))) {
-    const dev = str(r, "dev");
-    if (dev) return dev;
-  }
-  return undefined;
+/** The output device of `ip route get ADDR`. */
+function routeGetDev(addr: IP): string | undefined {
+  const r = routeGetRaw(addr);
+  return r && r.oif > 0 ? nameFromKernel(r.oif) : undefined;
+}
+
+/** The device of the first main-table default route of `family` (`ip -4 route show default`). */
+function defaultRouteDev(family: Family): string | undefined {
+  const r = dumpRoutes(family).find((x) => isMainTable(x) && x.dst.len === 0 && x.oif > 0);
+  return r && nameFromKernel(r.oif);
 }
 
 /** Finds the underlay interface and its public addresses, the way flanneld does. */
 export async function findUnderlay(opts: UnderlayOptions = {}): Promise<Underlay> {
-  const links = await listAddrs();
+  const links = listAddrs();
   let pick: Pick | undefined;
   let tried: string;
   if (opts.iface && opts.iface.length > 0) {
@@ -282,10 +274,10 @@ export async function findUnderlay(opts: UnderlayOptions = {}): Promise<Underlay
     let dev: string | undefined;
     if (opts.canReach) {
       tried = `--iface-can-reach ${formatIP(opts.canReach)}`;
-      dev = await routeDev(["route", "get", formatIP(opts.canReach)]);
+      dev = routeGetDev(opts.canReach);
     } else {
       tried = "the default route";
-      dev = (await routeDev(["-4", "route", "show", "default"])) ?? (await routeDev(["-6", "route", "show", "default"]));
+      dev = defaultRouteDev(4) ?? defaultRouteDev(6);
     }
     const link = links.find((l) => l.name === dev);
     pick = link && { link };
@@ -380,23 +372,28 @@ export async function ensureVxlan(spec: VxlanSpec, log: LogFn = stderrLog): Prom
     const diffs = vxlanDifferences(link, spec);
     if (diffs.length > 0) {
       log(`${spec.name}: ${diffs.join("; ")}; replacing the device`);
-      await ip(["link", "del", "dev", spec.name]);
+      deleteLinkRaw(spec.name);
       link = undefined;
     }
   }
   if (!link) {
-    await explainInUse(spec, ip(vxlanAddArgs(spec)));
+    const underlay = ifindexOf(spec.dev, vxlanAddArgs(spec).join(" "));
+    await explainInUse(spec, () => createVxlan({
+      name: spec.name, external: spec.external, port: spec.port, link: underlay, learning: spec.learning,
+      ...(spec.external ? {} : { vni: spec.vni }), ...(spec.localIP ? { local: spec.localIP } : {}),
+    }, spec.dev));
     link = await getLink(spec.name);
     if (!link) throw new TwillError("ERR_NETLINK", `${spec.name} vanished right after it was created`);
   }
-  const set: string[] = [];
-  if (spec.mac !== undefined && link.mac !== spec.mac.toLowerCase()) set.push("address", spec.mac.toLowerCase());
-  if (link.mtu !== spec.mtu) set.push("mtu", String(spec.mtu));
-  if (link.flags.includes("NOARP") !== spec.arpOff) set.push("arp", spec.arpOff ? "off" : "on");
-  if (!link.flags.includes("UP")) set.push("up");
-  if (set.length > 0) {
+  const set: LinkChange = {
+    ...(spec.mac !== undefined && link.mac !== spec.mac.toLowerCase() ? { mac: spec.mac.toLowerCase() } : {}),
+    ...(link.mtu !== spec.mtu ? { mtu: spec.mtu } : {}),
+    ...(link.flags.includes("NOARP") !== spec.arpOff ? { noarp: spec.arpOff } : {}),
+    ...(!link.flags.includes("UP") ? { up: true } : {}),
+  };
+  if (Object.keys(set).length > 0) {
     // The UDP socket is opened on "up": that is where a port clash shows.
-    await explainInUse(spec, ip(["link", "set", "dev", spec.name, ...set]));
+    await explainInUse(spec, () => setLink(spec.name, set));
     link = (await getLink(spec.name)) ?? link;
   }
   return { name: link.name, ifindex: link.ifindex, mac: link.mac };
@@ -408,11 +405,11 @@ export async function ensureVxlan(spec: VxlanSpec, log: LogFn = stderrLog): Prom
  * wildcard address of both families even with `local`, so it and a regular
  * device cannot share a port.)
  */
-async function explainInUse(spec: VxlanSpec, op: Promise<unknown>): Promise<void> {
+async function explainInUse(spec: VxlanSpec, op: () => void): Promise<void> {
   try {
-    await op;
+    op();
   } catch (e) {
-    if (e instanceof NetlinkError && /in use/i.test(e.stderr)) {
+    if (e instanceof NetlinkError && (e.errno === E.EADDRINUSE || /in use/i.test(e.stderr))) {
       throw new TwillError("ERR_DEVICE_INCOMPATIBLE", `${e.message}${await portUsers(spec)}`, { cause: e });
     }
     throw e;
@@ -430,27 +427,17 @@ export interface RouteEntry {
   readonly flags: readonly string[];
 }
 
-function toRoute(o: Obj, family: Family): RouteEntry | undefined {
-  const d = str(o, "dst");
-  if (d === undefined) return undefined;
-  const text = d === "default" ? (family === 4 ? "0.0.0.0/0" : "::/0") : d.includes("/") ? d : `${d}/${bits(family)}`;
-  let dst: Prefix;
-  try {
-    dst = parsePrefix(text, "route", true);
-  } catch {
-    return undefined; // e.g. "multicast" or "broadcast" keys
-  }
-  const gateway = tryParseIP(str(o, "gateway") ?? "");
-  const dev = str(o, "dev");
-  const protocol = str(o, "protocol");
-  return { dst, flags: strs(o, "flags"), ...(gateway ? { gateway } : {}), ...(dev ? { dev } : {}), ...(protocol ? { protocol } : {}) };
-}
-
-/** Main-table routes of `family` through `dev`. */
+/** Main-table routes of `family` through `dev` (`ip -4|-6 route show dev DEV`). */
 export async function listRoutes(dev: string, family: Family): Promise<RouteEntry[]> {
-  checkIfName(dev);
-  const raw = objects(await ip([famFlag(family), "route", "show", "dev", dev]));
-  return raw.map((o) => toRoute({ dev, ...o }, family)).filter((r): r is RouteEntry => r !== undefined);
+  const oif = ifindexOf(checkIfName(dev), `-${family} route show dev ${dev}`);
+  return dumpRoutes(family)
+    .filter((r) => isMainTable(r) && r.oif === oif)
+    .map((r) => ({
+      dst: r.dst, dev, flags: r.flags,
+      ...(r.gateway ? { gateway: r.gateway } : {}),
+      // iproute2 leaves out "proto boot", and callers read absent as boot.
+      ...(r.protocol !== "boot" ? { protocol: r.protocol } : {}),
+    }));
 }
 
 export interface NeighEntry {
@@ -460,13 +447,13 @@ export interface NeighEntry {
   readonly state: readonly string[];
 }
 
+/** `ip -4|-6 neigh show dev DEV`: like iproute2, entries only in NUD_NOARP are left out. */
 export async function listNeighs(dev: string, family: Family): Promise<NeighEntry[]> {
-  checkIfName(dev);
+  const ifindex = ifindexOf(checkIfName(dev), `-${family} neigh show dev ${dev}`);
   const out: NeighEntry[] = [];
-  for (const o of objects(await ip([famFlag(family), "neigh", "show", "dev", dev]))) {
-    const dst = tryParseIP(str(o, "dst") ?? "");
-    const lladdr = str(o, "lladdr")?.toLowerCase();
-    if (dst) out.push({ dst, state: strs(o, "state"), ...(lladdr ? { lladdr } : {}) });
+  for (const n of dumpNeighs(family)) {
+    if (n.ifindex !== ifindex || !n.dst || n.state === NUD_NOARP) continue;
+    out.push({ dst: n.dst, state: n.state === 0 ? ["NONE"] : neighStateNames(n.state), ...(n.lladdr ? { lladdr: n.lladdr } : {}) });
   }
   return out;
 }
@@ -480,15 +467,12 @@ export interface FdbEntry {
   readonly state: string;
 }
 
+/** `bridge fdb show dev DEV`. */
 export async function listFdb(dev: string): Promise<FdbEntry[]> {
-  checkIfName(dev);
-  const out: FdbEntry[] = [];
-  for (const o of objects(await bridge(["fdb", "show", "dev", dev]))) {
-    const mac = str(o, "mac")?.toLowerCase();
-    const dst = tryParseIP(str(o, "dst") ?? "");
-    if (mac) out.push({ mac, flags: strs(o, "flags"), state: str(o, "state") ?? "", ...(dst ? { dst } : {}) });
-  }
-  return out;
+  const ifindex = ifindexOf(checkIfName(dev), `fdb show dev ${dev}`);
+  return dumpFdb()
+    .filter((f) => f.ifindex === ifindex && f.lladdr !== undefined)
+    .map((f) => ({ mac: f.lladdr!, flags: fdbFlagNames(f.flags), state: fdbStateName(f.state), ...(f.dst ? { dst: f.dst } : {}) }));
 }
 
 /** "10.244.1.0/32" for the /32 (v4) or /128 (v6) host prefix of an address. */

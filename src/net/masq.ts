@@ -9,6 +9,8 @@
  * then the jump from POSTROUTING/FORWARD is added if missing. IPv4 and IPv6
  * go through the same function with iptables or ip6tables. Arguments are
  * built from typed prefixes, never from text we did not format ourselves.
+ * The pids of the iptables processes we run are remembered (`isOwnPid`), so
+ * net/firewall-watch.ts can tell our own rule changes from everyone else's.
  */
 import { execFile } from "node:child_process";
 import { TwillError } from "../errors.js";
@@ -22,10 +24,23 @@ const FWD_COMMENT = ["-m", "comment", "--comment", '"flanneld forward"'];
 const unquote = (a: string[]): string[] => a.map((x) => x.replace(/"/g, ""));
 const bin = (f: Family, tool: "" | "-restore"): string => (f === 4 ? "iptables" : "ip6tables") + tool;
 
+/** The last few iptables processes we started (pids are reused, so the list is short). */
+const ownPids: number[] = [];
+const OWN_PIDS_KEPT = 64;
+
+/** True when `pid` is one of the iptables processes twill started recently. */
+export function isOwnPid(pid: number): boolean {
+  return ownPids.includes(pid);
+}
+
 function exec(cmd: string, args: string[], input?: string): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     const c = execFile(cmd, args, { timeout: 15000 }, (err, _out, stderr) =>
       resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stderr: String(stderr) }));
+    if (c.pid !== undefined) {
+      ownPids.push(c.pid);
+      if (ownPids.length > OWN_PIDS_KEPT) ownPids.shift();
+    }
     if (input !== undefined) c.stdin?.end(input);
   });
 }

@@ -1,7 +1,7 @@
 /**
  * EtcdSource against a real etcd (test/lib/etcd.ts), on loopback:
  *
- *   this process ── EtcdSource ×N ──gRPC──▶ etcd 127.0.0.1:<port>  (/tmp/et<hex>/data)
+ *   this process ── EtcdSource ×N ──JSON gateway (/v3/...)──▶ etcd 127.0.0.1:<port>  (/tmp/et<hex>/data)
  *                └─ etcdctl (a stock flanneld's writes) ──────────▶      "
  *   + a second etcd with TLS and --client-cert-auth for the TLS test.
  *
@@ -59,7 +59,8 @@ describe("EtcdSource with a real etcd", () => {
   let etcd: EtcdServer;
   let n = 0;
   before(async () => {
-    etcd = await EtcdServer.start();
+    // Short-lived auth tokens, so the auth test sees one expire.
+    etcd = await EtcdServer.start({ authTokenTTLSeconds: 2 });
   });
   after(async () => {
     await etcd?.destroy();
@@ -339,6 +340,20 @@ describe("EtcdSource with a real etcd", () => {
   });
 
 
+  test("several endpoints: an unreachable one is skipped, for calls and the watch", async (t) => {
+    const prefix = await network();
+    const dead = "http://127.0.0.1:1";
+    const s = source(t, prefix, { endpoints: [dead, etcd.endpoint, dead], callTimeoutMs: 2000 });
+    assert.equal((await s.readConfig()).subnetLen, 24);
+    const own = await s.acquire({ publicIP: parseIP("192.168.50.30"), backendData: vx(30) });
+    await s.list();
+    const rec = new Recorder(s);
+    t.after(rec.stop);
+    await put(`${prefix}/subnets/10.244.30.0-24`, FLANNEL_LEASE("192.168.50.130", "aa:bb:cc:dd:ee:1e"));
+    await rec.waitFor("put", "10.244.30.0-24");
+    assert.ok(!rec.has("put", own.key));
+  });
+
   // Last: it turns authentication on for the whole server.
   test("username and password (etcd auth): works with the role's prefix; a wrong password or prefix → ERR_STORE", async (t) => {
     const prefix = await network();
@@ -359,6 +374,11 @@ describe("EtcdSource with a real etcd", () => {
     t.after(rec.stop);
     await put(`${prefix}/subnets/10.244.20.0-24`, FLANNEL_LEASE("192.168.50.110", "aa:bb:cc:dd:ee:0b"));
     await rec.waitFor("put", "10.244.20.0-24");
+    // The token expires when unused for 2 s: the next call authenticates again.
+    await sleep(3500);
+    assert.deepEqual((await s.list()).leases.map((l) => l.key).sort(), [own.key, "10.244.20.0-24"].sort());
+    await put(`${prefix}/subnets/10.244.21.0-24`, FLANNEL_LEASE("192.168.50.111", "aa:bb:cc:dd:ee:0c"));
+    await rec.waitFor("put", "10.244.21.0-24");
     await assert.rejects(source(t, prefix, { username: "flannel", password: "wrong" }).readConfig(),
       (e) => isTwillError(e, "ERR_STORE") && /authentication failed/.test(e.message));
     await assert.rejects(source(t, "/elsewhere", { username: "flannel", password: "flannelpw" }).list(),

@@ -304,7 +304,7 @@ test("a deleted device is re-created by reconcile with the same MAC, and every p
   const mac = (ok(out, 0).value as { v4: { mac: string } }).v4.mac;
   ok(out, 1);
   ok(out, 2);
-  assert.deepEqual(ok(out, 3).value, { added: 2, updated: 0, removed: 0 }, "the two vxlan peers; the direct route survived");
+  assert.deepEqual(ok(out, 3).value, { added: 3, updated: 0, removed: 0 }, "the device and the two vxlan peers; the direct route survived");
   assert.equal(ipj(ns, "link", "show", "flannel.1")[0].address, mac);
   assert.deepEqual(state(ns), expected4([2, 3], [4]));
 

@@ -1,7 +1,7 @@
 /**
  * The DaemonSet mode against a simulated API server, in a namespaced cluster:
  *
- *   fake kube-apiserver (test/lib/fakekube.ts) in the router namespace, http://192.168.50.1:6443
+ *   fake kube-apiserver (sim/kubeapi.ts) in the router namespace, http://192.168.50.1:6443
  *   h1 twill bpf --fast-path ─┐
  *   h2 twill bpf             ─┼─ --kube-subnet-mgr --kube-api-url ... --net-config-path net-conf.json
  *   h3 twill kernel          ─┘

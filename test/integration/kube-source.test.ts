@@ -1,22 +1,24 @@
 /**
- * KubeSource (--kube-subnet-mgr) against the fake API server (test/lib/fakekube.ts):
+ * KubeSource (--kube-subnet-mgr) against the simulated API server (sim/kubeapi.ts):
  *
- *   KubeSource ──(@kubernetes/client-node, http, no auth)──> FakeKube on 127.0.0.1:<random>
+ *   KubeSource ──(kubeapi.ts on node:http(s))──> FakeKube on 127.0.0.1:<random>
  *     acquire / writeLease / markReady  → PATCH /api/v1/nodes/<name>/status (recorded)
  *     list / watch                      → GET /api/v1/nodes[?watch=true&resourceVersion=N]
  *
  * No namespaces or root needed: only the API server is simulated; every
- * other piece (the client library, the informer, our conversion) is real.
+ * other piece (the HTTP client, list + watch, our conversion) is real.
  * Each test starts its own fake; temp files live under one per-run
  * directory, removed at the end.
  */
 import { test, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FakeKube, type Json } from "../lib/fakekube.js";
+import { FakeKube, type Json } from "../../sim/kubeapi.js";
 import { KubeSource, type KubeSourceOptions } from "../../src/lease/kubesource.js";
+import { KubeClient } from "../../src/lease/kubeapi.js";
 import type { LeaseEvent, WatchHandlers } from "../../src/lease/source.js";
 import type { TwillError } from "../../src/errors.js";
 import { isTwillError } from "../../src/errors.js";
@@ -428,5 +430,158 @@ describe("stop", () => {
     await new Promise((res) => setTimeout(res, 1500));
     assert.equal(fake.requests.filter((q) => q.query.watch === "true").length, watches, "no watch request after stop()");
     assert.equal(fake.openWatches, 0);
+  });
+});
+
+describe("watch: bookmarks and 410", () => {
+  test("a bookmark moves the resourceVersion: the watch resumes from it, and a bookmark is not an event", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    const first = fake.requests.filter((q) => q.query.watch === "true").at(-1)!;
+    assert.equal(first.query.allowWatchBookmarks, "true");
+    // Changes to nodes that are not leases move the version but make no event; then a bookmark says so.
+    fake.addNode({ name: "n9" });
+    fake.updateNode("n9", (n) => { n.metadata.labels.x = "y"; });
+    const k = r.events.length;
+    assert.equal(fake.bookmark(), 1);
+    await new Promise((res) => setTimeout(res, 100));
+    assert.equal(r.events.length, k, "a bookmark is no event");
+    fake.dropWatches("clean");
+    await until("resumed", () => fake.requests.filter((q) => q.query.watch === "true").length > 1);
+    const resumed = fake.requests.filter((q) => q.query.watch === "true").at(-1)!;
+    assert.equal(resumed.query.resourceVersion, fake.resourceVersion, "resumed from the bookmark's version");
+    assert.equal(r.errors.length, 0);
+    stop();
+  });
+
+  test("a 410 answer to the watch request re-lists (no error) and calls onResync", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    await until("initial resync", () => r.resyncs >= 1);
+    const lists = listRequests(fake), resyncs = r.resyncs;
+    fake.failNext({ watch: true, status: 410 });
+    fake.dropWatches("clean");
+    await until("re-listed and resynced", () => listRequests(fake) > lists && r.resyncs > resyncs);
+    await fake.waitForWatches(1);
+    assert.equal(r.errors.length, 0);
+    stop();
+  });
+});
+
+/** A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl. */
+function makeCerts(): { ca: string; caCert: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string; otherCA: string } {
+  const d = mkdtempSync(join(dir, "pki-"));
+  const f = (n: string) => join(d, n);
+  const ssl = (...a: string[]) => execFileSync("openssl", a, { stdio: "pipe" });
+  for (const ca of ["ca", "other"]) ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", `/CN=twill-test-${ca}`, "-keyout", f(`${ca}.key`), "-out", f(`${ca}.crt`));
+  const leaf = (name: string, cn: string, ext: string) => {
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${cn}`, "-keyout", f(`${name}.key`), "-out", f(`${name}.csr`));
+    writeFileSync(f(`${name}.ext`), ext + "\n");
+    ssl("x509", "-req", "-in", f(`${name}.csr`), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f(`${name}.ext`), "-out", f(`${name}.crt`));
+  };
+  leaf("server", "kube-apiserver", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+  leaf("client", "system:node:n1", "extendedKeyUsage=clientAuth");
+  const r = (n: string) => readFileSync(f(n), "utf8");
+  return { ca: f("ca.crt"), caCert: r("ca.crt"), serverCert: r("server.crt"), serverKey: r("server.key"), clientCert: r("client.crt"), clientKey: r("client.key"), otherCA: f("other.crt") };
+}
+
+describe("auth and TLS", () => {
+  const pki = makeCerts();
+
+  test("kubeconfig with a client certificate over TLS, the server verified with certificate-authority", async () => {
+    const fake = await FakeKube.start({ tls: { cert: pki.serverCert, key: pki.serverKey, clientCA: pki.caCert } });
+    fakes.push(fake);
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
+    const kc = join(dir, `kubeconfig-${++files}`);
+    fake.writeKubeconfig(kc, { caFile: pki.ca, clientCert: pki.clientCert, clientKey: pki.clientKey });
+    const src = new KubeSource({ netConfigPath: netConf(), kubeconfigFile: kc, nodeName: "n1", retryMs: 50 });
+    sources.push(src);
+    assert.equal((await src.acquire(offer)).key, "10.244.1.0-24");
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await until("watching over TLS", () => r.resyncs >= 1 && r.events.length >= 1);
+    stop();
+
+    // Without the client certificate: 401 (not retryable); with another CA: the server is not trusted.
+    const anon = join(dir, `kubeconfig-${++files}`);
+    fake.writeKubeconfig(anon, { caFile: pki.ca });
+    await assert.rejects((await KubeClient.create({ kubeconfigFile: anon })).listNodes(),
+      (e) => isTwillError(e, "ERR_STORE") && !e.retryable && e.message === "Kubernetes API: list nodes: HTTP 401: Unauthorized");
+    const wrongCA = join(dir, `kubeconfig-${++files}`);
+    fake.writeKubeconfig(wrongCA, { caFile: pki.otherCA, clientCert: pki.clientCert, clientKey: pki.clientKey });
+    await assert.rejects((await KubeClient.create({ kubeconfigFile: wrongCA })).listNodes(),
+      (e) => isTwillError(e, "ERR_STORE") && /list nodes: .*(self.signed|unable to verify|certificate)/i.test(e.message));
+  });
+
+  test("tokenFile: a rotated token is read again after a 401, for calls and the watch", async () => {
+    const fake = await FakeKube.start({ tokens: ["t1"] });
+    fakes.push(fake);
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const tokenFile = join(dir, `token-${++files}`);
+    writeFileSync(tokenFile, "t1\n");
+    const kc = join(dir, `kubeconfig-${++files}`);
+    fake.writeKubeconfig(kc, { tokenFile });
+    const src = new KubeSource({ netConfigPath: netConf(), kubeconfigFile: kc, nodeName: "n1", backoffMinMs: 50, backoffMaxMs: 200 });
+    sources.push(src);
+    assert.deepEqual((await src.list()).leases.map((l) => l.key), ["10.244.1.0-24"]);
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await fake.waitForWatches(1);
+    // The kubelet rotates the token: only the new one is accepted from now on.
+    writeFileSync(tokenFile, "t2\n");
+    fake.setTokens(["t2"]);
+    fake.dropWatches("clean");
+    await fake.waitForWatches(1);
+    const k = r.events.length;
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
+    await until("events with the new token", () => r.events.length > k);
+    assert.equal(r.errors.length, 0, r.errors.map((e) => e.message).join("; "));
+    await src.markReady();
+    assert.equal(fake.node("n1")!.status.conditions.at(-1).type, "NetworkUnavailable");
+    stop();
+  });
+
+  test("in-cluster: the service account's token and CA; the API over https", async () => {
+    const fake = await FakeKube.start({ tokens: ["sa1"], tls: { cert: pki.serverCert, key: pki.serverKey } });
+    fakes.push(fake);
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    const sa = mkdtempSync(join(dir, "sa-"));
+    writeFileSync(join(sa, "token"), "sa1");
+    writeFileSync(join(sa, "ca.crt"), pki.caCert);
+    writeFileSync(join(sa, "namespace"), "kube-flannel");
+    const port = new URL(fake.url).port;
+    const c = await KubeClient.create({ env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: port }, serviceAccountDir: sa });
+    assert.equal(c.server, `https://127.0.0.1:${port}`);
+    assert.equal((await c.listNodes()).items.length, 1);
+    writeFileSync(join(sa, "token"), "sa2");
+    fake.setTokens(["sa2"]);
+    assert.equal((await c.getNode("n1")).metadata.name, "n1", "the rotated token is read after the 401");
+    c.close();
+    await assert.rejects(KubeClient.create({ env: {} }), (e) => isTwillError(e, "ERR_INVALID_CONFIG") && /KUBERNETES_SERVICE_HOST is unset/.test(e.message));
+  });
+
+  test("a JSON kubeconfig and $KUBECONFIG work; exec and auth-provider plugins are refused naming the field", async () => {
+    const fake = await FakeKube.start({ tokens: ["tok"] });
+    fakes.push(fake);
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
+    const kc = join(dir, `kubeconfig-${++files}.json`);
+    fake.writeKubeconfig(kc, { json: true, token: "tok" });
+    assert.equal((await (await KubeClient.create({ kubeconfigFile: kc })).listNodes()).items.length, 1);
+    const c = await KubeClient.create({ env: { KUBECONFIG: `${join(dir, "missing")}:${kc}` } });
+    assert.equal((await c.getNode("n1")).metadata.name, "n1");
+    for (const [field, value] of [["exec", { command: "aws", apiVersion: "client.authentication.k8s.io/v1" }], ["auth-provider", { name: "gcp" }]] as const) {
+      const bad = join(dir, `kubeconfig-${++files}.json`);
+      const doc = JSON.parse(readFileSync(kc, "utf8"));
+      doc.users[0].user = { [field]: value };
+      writeFileSync(bad, JSON.stringify(doc));
+      await assert.rejects(KubeClient.create({ kubeconfigFile: bad }),
+        (e) => isTwillError(e, "ERR_INVALID_CONFIG") && e.message.includes(`users[fake].user.${field} is not supported`), field);
+    }
   });
 });

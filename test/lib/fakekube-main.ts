@@ -4,7 +4,7 @@
  *
  *   node dist/test/lib/fakekube-main.js <host> <port>
  *
- * How it works: it serves the API (fakekube.ts) on host:port and takes
+ * How it works: it serves the API (sim/kubeapi.ts) on host:port and takes
  * commands as JSON lines on stdin — {"id":1,"op":"addNode","args":[{...}]} —
  * answering each with {"id":1,"result":...} or {"id":1,"error":"..."} on
  * stdout. `FakeKubeProcess` (below) is the test side.
@@ -12,7 +12,7 @@
 import { createInterface } from "node:readline";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { FakeKube } from "./fakekube.js";
+import { FakeKube } from "../../sim/kubeapi.js";
 import { spawnIn, stopProcess } from "./exec.js";
 
 type Op = "addNode" | "updatePodCIDR" | "annotate" | "deleteNode" | "node" | "patches" | "expireWatches" | "dropWatches";

@@ -29,7 +29,7 @@ import { annotationNames, nodeToLease, type NodeLike } from "../../src/lease/kub
 import { nodeEntry } from "../../src/lease/kubewatch.js";
 import { parseNetConfig } from "../../src/config/netconf.js";
 import { leasesToPeers, type PeerRules } from "../../src/peers.js";
-import { checkIfName } from "../../src/net/iproute.js";
+import { checkIfName } from "../../src/net/link.js";
 import { LPM_FAMILY_BITS, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, encodeLpmKey, encodePeer } from "../../src/bpf/layout.js";
 import { bits, formatPrefix, makePrefix, prefixContains, prefixOverlaps, toBig, type Prefix } from "../../src/net/ip.js";
 import type { Lease, NetConfig } from "../../src/lease/types.js";

@@ -96,10 +96,10 @@ test("kernel: flannel's three entries per peer; wrong FDB destination, missing r
   assert.match(r.drift.find((d) => d.subject === "10.244.3.0/24")!.detail, /FDB entry 02:00:00:00:00:03 goes to 192\.168\.50\.99, the lease says PublicIP 192\.168\.50\.13/);
   assert.match(r.drift.find((d) => d.subject === "10.244.4.0/24")!.detail, /no route 10\.244\.4\.0\/24 via 10\.244\.4\.0 dev flannel\.1 onlink/);
   // The repair: only the wrong entries are re-applied; stale routes go first, other leftovers last.
-  assert.deepEqual(r.work.map((w) => [w.peer.subnet.ip.bytes[2], w.entries.map((e) => e.op.table), w.fresh]), [[3, ["fdb"], false], [4, ["route"], false]]);
-  assert.deepEqual(r.before.map((o) => o.table), ["route"]);
-  assert.deepEqual(r.after.map((o) => o.table).sort(), ["fdb", "fdb", "neigh"]);
-  assert.ok(!r.after.some((o) => o.table === "fdb" && o.mac === "00:00:00:00:00:00"));
+  assert.deepEqual(r.work.map((w) => [w.peer.subnet.ip.bytes[2], w.entries.map((e) => e.op.kind), w.fresh]), [[3, ["fdb"], false], [4, ["route"], false]]);
+  assert.deepEqual(r.before.map((o) => o.kind), ["route"]);
+  assert.deepEqual(r.after.map((o) => o.kind).sort(), ["fdb", "fdb", "neigh"]);
+  assert.ok(r.after.every((o) => o.action === "del") && !r.after.some((o) => o.kind === "fdb" && o.mac === "00:00:00:00:00:00"));
 
   const rows = peerRows(want, r.drift, () => undefined);
   assert.deepEqual(rows.map((x) => [x.subnet, x.state]), [
