@@ -105,7 +105,7 @@ function daemonArgs(n: Node): string[] {
 function startDaemon(n: Node): void {
   writeFileSync(n.logFile, `--- start ${new Date().toISOString()}\n`, { flag: "a" });
   const fd = openSync(n.logFile, "a");
-  const child = spawn("nsenter", [`--net=/run/netns/${n.host.netns}`, "--", process.execPath, ...daemonArgs(n)], {
+  const child = spawn("nsenter", [`--net=/run/netns/${n.host.netns}`, "--", ...daemonArgs(n)], {
     stdio: ["ignore", fd, fd],
     detached: true,
     cwd: ROOT,

@@ -26,6 +26,9 @@
  *    nothing changed: the bpf dataplane keeps a shadow of what it wrote).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
+ *    flannel's iptables rules are checked at start and then only when the
+ *    firewall changed (net/firewall-watch.ts: nftables events, or a slow
+ *    timer with iptables-legacy): no process runs in steady state.
  * 6) Our own lease vanishing or changing hands stops programming (as
  *    flanneld exits); SIGTERM stops the controller and leaves the dataplane
  *    forwarding (unless --teardown).
@@ -43,6 +46,7 @@ import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
 import { ensureForward, ensureMasq, removeRules } from "./net/masq.js";
+import { watchFirewall, type FirewallWatch } from "./net/firewall-watch.js";
 import { PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
 import { BpfDataplane } from "./dataplane/bpf.js";
 import { KernelDataplane } from "./dataplane/kernel.js";
@@ -106,6 +110,7 @@ export class Daemon {
   private ready = false;
   private stopWatch?: () => void;
   private timer?: NodeJS.Timeout;
+  private firewall?: FirewallWatch;
   private server?: Server;
   private queue: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -177,6 +182,11 @@ export class Daemon {
       mtu, ipMasq: o.ipMasq,
     });
     await this.ensureRules();
+    // Rules are re-checked (iptables runs) only when someone changed the firewall, not on a timer.
+    this.firewall = await watchFirewall((reason) => void this.serialize(async () => {
+      this.log.debug("firewall changed; checking our rules", { reason });
+      await this.ensureRules();
+    }));
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
 
     // Watch before the first list, so no change can fall between the two.
@@ -363,10 +373,7 @@ export class Daemon {
     await this.serialize(async () => {
       if (listed instanceof Error || !listed || typeof listed !== "object") throw listed;
       await this.reset(listed as Awaited<ReturnType<LeaseSource["list"]>>, since);
-      if (full) {
-        await this.ensureRules();
-        await this.repair();
-      }
+      if (full) await this.repair();
     });
   }
 
@@ -420,6 +427,7 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    this.firewall?.stop();
     this.stopWatch?.();
     await this.store.close().catch((e) => this.log.warn("closing the lease source failed", { err: e }));
     this.server?.close();

@@ -111,7 +111,9 @@ export class TwillCluster {
   /** Starts (or restarts) a node's daemon and waits until it is ready. */
   async start(n: TwillNode): Promise<void> {
     writeFileSync(n.logFile, `--- start ${new Date().toISOString()}\n`, { flag: "a" });
-    n.proc = spawnIn(n.host.netns, process.execPath, this.args(n), { logFile: n.logFile });
+    // The entry script runs as people run it (its #! line carries node's flags).
+    const [entry, ...args] = this.args(n);
+    n.proc = spawnIn(n.host.netns, entry!, args, { logFile: n.logFile });
     const proc = n.proc;
     await waitFor(async () => proc.exitCode !== null || (await this.http(n, "/readyz")).startsWith("ready"),
       { timeoutMs: 20000, intervalMs: 100, what: `twill ready on ${n.host.name}` });
