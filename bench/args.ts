@@ -21,6 +21,8 @@ export interface Options {
   readonly workloads: readonly WorkloadId[];
   readonly dataplane: boolean;
   readonly controlPlane: boolean;
+  /** The controller part: idle node, start-up cells, the one-node etcd scenario and its soak. */
+  readonly controller: boolean;
   /** Results root; a timestamped directory is made inside. */
   readonly out?: string;
   /** Only re-render the report of this results directory. */
@@ -43,6 +45,9 @@ export const USAGE = `usage: node dist/bench/main.js [options]
   --cp-reps N              timed control-plane runs per dataplane and peer count
   --no-dataplane           skip the traffic workloads
   --no-control-plane       skip programming peers
+  --soak-minutes M         bpf's soak at 200 lease events/s on 10,000 peers (full 30, quick 1)
+  --idle-seconds S         each idle-node window: CPU/RSS, then processes under strace (full 60, quick 10)
+  --no-controller          skip the controller part (idle node, start-up, scale, soak, /metrics scrape)
   --publish / --no-publish copy the report to bench/LATEST.md and bench/latest-*.svg after a complete run
                            into the default results directory (default: full yes, quick no)
   --out DIR                results root (default bench/results)
@@ -61,9 +66,10 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
   let profileName: ProfileName = "full";
   let modes: ModeId[] = [...MODE_IDS];
   let workloads: WorkloadId[] = [...WORKLOAD_IDS];
-  const over: { reps?: number; seconds?: number; peers?: number[]; cpReps?: number; publish?: boolean; hosts?: HostProfileId[]; perfProfile?: boolean } = {};
+  const over: { reps?: number; seconds?: number; peers?: number[]; cpReps?: number; publish?: boolean; hosts?: HostProfileId[]; perfProfile?: boolean; soakSeconds?: number; idleSeconds?: number } = {};
   let dataplane = true;
   let controlPlane = true;
+  let controller = true;
   let out: string | undefined;
   let report: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -109,6 +115,9 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
       case "--cp-reps": over.cpReps = intArg(flag, value(), 1, 100); break;
       case "--no-dataplane": dataplane = false; break;
       case "--no-control-plane": controlPlane = false; break;
+      case "--no-controller": controller = false; break;
+      case "--soak-minutes": over.soakSeconds = intArg(flag, value(), 1, 24 * 60) * 60; break;
+      case "--idle-seconds": over.idleSeconds = intArg(flag, value(), 1, 3600); break;
       case "--publish": over.publish = true; break;
       case "--no-publish": over.publish = false; break;
       case "--out": out = value(); break;
@@ -123,9 +132,11 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
     ...(over.seconds !== undefined ? { seconds: over.seconds } : {}),
     ...(over.peers !== undefined ? { peers: over.peers } : {}),
     ...(over.cpReps !== undefined ? { cpReps: over.cpReps } : {}),
+    ...(over.soakSeconds !== undefined ? { soakSeconds: over.soakSeconds } : {}),
+    ...(over.idleSeconds !== undefined ? { idleSeconds: over.idleSeconds } : {}),
     ...(over.publish !== undefined ? { publish: over.publish } : {}),
     ...(over.hosts !== undefined ? { hosts: over.hosts } : {}),
     ...(over.perfProfile !== undefined ? { perfProfile: over.perfProfile } : {}),
   };
-  return { profile, modes, workloads, dataplane, controlPlane, ...(out !== undefined ? { out } : {}), ...(report !== undefined ? { report } : {}) };
+  return { profile, modes, workloads, dataplane, controlPlane, controller, ...(out !== undefined ? { out } : {}), ...(report !== undefined ? { report } : {}) };
 }

@@ -9,7 +9,7 @@
  * not) and the [UNREPLIED] ones. In a namespace without nat or conntrack
  * rules conntrack never starts: every count is 0.
  */
-import { run } from "../test/lib/exec.js";
+import { run } from "./lib/exec.js";
 
 export interface ConntrackCounts {
   readonly total: number;

@@ -20,7 +20,7 @@
  *    syscall; one extra run per dataplane and N up to 10,000 under
  *    `strace -c -f -p` gives the breakdown by syscall (its time is not used);
  *  - kernel entries: routes, neighbours and FDB entries on flannel.1
- *    before and after the step (test/lib/traffic.ts kernelStateCounts);
+ *    before and after the step (lib/traffic.ts kernelStateCounts);
  *  - memory: bpf — bytes_memlock of each pinned map (bpftool), before and
  *    after, which on this kernel is the map's actual memory use; both — the
  *    machine's slab memory (/proc/meminfo SReclaimable + SUnreclaim) before
@@ -34,8 +34,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { ChildProcess } from "node:child_process";
-import { run, spawnIn, spawnedOutput, stopProcess, waitFor } from "../test/lib/exec.js";
-import { kernelStateCounts } from "../test/lib/traffic.js";
+import { run, spawnIn, spawnedOutput, stopProcess, waitFor } from "./lib/exec.js";
+import { kernelStateCounts } from "./lib/traffic.js";
 import type { Progress } from "./dataplane.js";
 import { mapMemlock, parsePerfCount, parseStraceSummary, perfAttached, slabBytes, slabCaches, type SyscallCount } from "./cpmeasure.js";
 
@@ -71,6 +71,8 @@ export interface CpConfig {
   readonly objectPath: string;
   readonly workDir: string;
   readonly peers: readonly number[];
+  /** Peer counts programmed into the bpf dataplane only (the kernel would take many minutes). */
+  readonly bpfOnlyPeers: readonly number[];
   readonly reps: number;
   readonly strace: boolean;
   /** perf stat with the raw_syscalls tracepoint works here. */
@@ -211,6 +213,7 @@ export async function runControlPlane(c: CpConfig, progress: Progress): Promise<
   const plan: { dp: DataplaneKind; n: number; rep: number; traced: boolean }[] = [];
   for (let rep = 1; rep <= c.reps; rep++) {
     for (const n of c.peers) for (const dp of ["kernel", "bpf"] as const) plan.push({ dp, n, rep, traced: false });
+    for (const n of c.bpfOnlyPeers) plan.push({ dp: "bpf", n, rep, traced: false });
   }
   if (c.strace) {
     for (const n of c.peers.filter((x) => x <= DETAIL_MAX_PEERS)) for (const dp of ["kernel", "bpf"] as const) plan.push({ dp, n, rep: 0, traced: true });

@@ -17,7 +17,8 @@
  *      update cost about the same either way) ("upsert");
  *   4. exit.
  * The pauses let controlplane.ts read memory and attach strace around
- * exactly step 1. Peers are 10.<i/256>.<i%256>.0/24 in 10.0.0.0/8, each with
+ * exactly step 1. Peers are 10.<i/256>.<i%256>.0/24 in 10.0.0.0/8 (past
+ * 65,534 peers /26s, ours 10.255.255.192/26), each with
  * its own public IP (100.64.0.0/10) and VTEP MAC, all VXLAN. Our own subnet
  * is the last one, 10.255.255.0/24: never the network's first subnet, whose
  * .0 is the cluster route's onlink gateway (flannel does not hand it out
@@ -40,12 +41,15 @@ export interface DriverInput {
 }
 
 export const LOCAL = { subnet: "10.255.255.0/24", network: "10.0.0.0/8", publicIP: "192.168.50.11", iface: "eth0", device: "flannel.1" };
+/** More peers than /24s fit: /26s, ours the last one. */
+const WIDE_LOCAL_SUBNET = "10.255.255.192/26";
+export const MAX_PEERS = 65534, MAX_WIDE_PEERS = 262142;
 
-/** Peer i (from 1): its subnet, public IP and VTEP MAC. */
-export function peerAt(i: number): { subnet: string; publicIP: string; vtepMAC: string } {
+/** Peer i (from 1): its subnet (/24, or /26 when wide), public IP and VTEP MAC. */
+export function peerAt(i: number, wide = false): { subnet: string; publicIP: string; vtepMAC: string } {
   const hex = (n: number): string => n.toString(16).padStart(2, "0");
   return {
-    subnet: `10.${i >> 8}.${i & 255}.0/24`,
+    subnet: wide ? `10.${i >> 10}.${(i >> 2) & 255}.${(i & 3) * 64}/26` : `10.${i >> 8}.${i & 255}.0/24`,
     publicIP: `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
     vtepMAC: `0e:b0:00:${hex((i >> 16) & 255)}:${hex((i >> 8) & 255)}:${hex(i & 255)}`,
   };
@@ -57,17 +61,18 @@ function emit(o: object): void {
 
 async function main(): Promise<void> {
   const input = JSON.parse(process.argv[2] ?? "{}") as DriverInput;
-  if (input.peers > 65534) throw new Error(`Cannot program ${input.peers} peers: at most 65534 peers fit: 10.0.1.0/24 … 10.255.254.0/24 (ours is 10.255.255.0/24)`);
-  const dp: Dataplane = input.dataplane === "kernel"
-    ? new KernelDataplane({ log: () => {} })
-    : new BpfDataplane({ objectPath: input.objectPath, pinDir: input.pinDir, fastPath: false, encap: "bpf", attach: "auto", log: nullLogger });
+  if (input.peers > MAX_WIDE_PEERS) throw new Error(`Cannot program ${input.peers} peers: at most ${MAX_WIDE_PEERS} /26s fit in 10.0.0.0/8 besides ours`);
+  const wide = input.peers > MAX_PEERS;
+  // peerCapacity: the peers map's size, for dataplanes that take it (more than the object's 65,536 entries)
+  const bpfOptions = { objectPath: input.objectPath, pinDir: input.pinDir, fastPath: false, encap: "bpf" as const, attach: "auto" as const, log: nullLogger, peerCapacity: input.peers + 1024 };
+  const dp: Dataplane = input.dataplane === "kernel" ? new KernelDataplane({ log: () => {} }) : new BpfDataplane(bpfOptions);
   const local: LocalNode = {
     vni: 1, port: 8472, bridge: "cni0",
-    v4: { subnet: parsePrefix(LOCAL.subnet), network: parsePrefix(LOCAL.network), publicIP: parseIP(LOCAL.publicIP), iface: LOCAL.iface, device: LOCAL.device, mtu: 1450, vtepMAC: "0e:74:77:00:00:01" },
+    v4: { subnet: parsePrefix(wide ? WIDE_LOCAL_SUBNET : LOCAL.subnet), network: parsePrefix(LOCAL.network), publicIP: parseIP(LOCAL.publicIP), iface: LOCAL.iface, device: LOCAL.device, mtu: 1450, vtepMAC: "0e:74:77:00:00:01" },
   };
   const peers: Peer[] = [];
   for (let i = 1; i <= input.peers; i++) {
-    const p = peerAt(i);
+    const p = peerAt(i, wide);
     peers.push({ subnet: parsePrefix(p.subnet), publicIP: parseIP(p.publicIP), vtepMAC: p.vtepMAC, vni: 1, direct: false });
   }
   await dp.setup(local);

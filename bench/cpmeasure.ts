@@ -12,7 +12,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { run } from "../test/lib/exec.js";
+import { run } from "./lib/exec.js";
 
 export interface SyscallCount {
   readonly total: number;

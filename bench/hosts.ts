@@ -22,7 +22,7 @@
  *    or, for `real`, miss any of the expected rules; the counts go in the
  *    report's testbed section.
  */
-import { run } from "../test/lib/exec.js";
+import { run } from "./lib/exec.js";
 import { parsePrefix } from "../src/net/ip.js";
 import { forwardRules, masqRules } from "../src/net/masq.js";
 import { CLUSTER_CIDR, kubeProxyRules, restoreText, type Table, type TableLines } from "./kubeproxy.js";

@@ -10,7 +10,7 @@
  * receiver got (sent − lost) per second of the test. The clients are not
  * pinned: throughput on two cores is what the scheduler makes of it.
  */
-import { run } from "../test/lib/exec.js";
+import { run } from "./lib/exec.js";
 import { busyPercent, busySeconds, readCpu } from "./cpu.js";
 import type { Endpoints, Measured } from "./workloads.js";
 

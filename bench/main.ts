@@ -16,8 +16,11 @@
  *    perf-record one TCP sample of the VXLAN modes (perfprofile.ts). Tear
  *    that profile's testbeds down before the next profile's are built.
  * 3) Program 1,000 … 50,000 peers into each dataplane in bare namespaces
- *    (controlplane.ts), then the etcd scale scenario (scale/).
- * 4) Write bench/results/<timestamp>/{results.json, report.md, *.svg},
+ *    (controlplane.ts; 100,000 into bpf only).
+ * 4) The controller's targets (controller.ts): an idle node per lease
+ *    source, start-to-ready by peer count and source, then one node facing
+ *    10,000 peers in etcd (scale/): lease events, the soak, a /metrics scrape.
+ * 5) Write bench/results/<timestamp>/{results.json, report.md, *.svg},
  *    point bench/results/latest at it, and after a complete full-profile
  *    run (every mode, both parts, default results directory) copy the
  *    report to bench/LATEST.md and bench/latest-*.svg (results.ts, report.ts).
@@ -31,8 +34,8 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { randomPrefix, sweepPrefix, sweepPrefixSync } from "../test/lib/cluster.js";
-import { onCleanup } from "../test/lib/exec.js";
+import { randomPrefix, sweepPrefix, sweepPrefixSync } from "./lib/cluster.js";
+import { onCleanup } from "./lib/exec.js";
 import { parseArgs, USAGE, type Options } from "./args.js";
 import { runControlPlane } from "./controlplane.js";
 import { perfCountsSyscalls } from "./cpmeasure.js";
@@ -44,7 +47,8 @@ import { HOST_PROFILES, type HostProfileId } from "./hosts.js";
 import { MODES, type ModeId } from "./modes.js";
 import { runPerfProfiles } from "./perfprofile.js";
 import { writeReport as writeBaseReport } from "./report.js";
-import { runScale, renderMarkdown as renderScale, renderTable as scaleTable } from "./scale/index.js";
+import { renderMarkdown as renderScale, renderTable as scaleTable } from "./scale/index.js";
+import { controllerTargets, renderController, runController } from "./controller.js";
 import { pointLatest, publish, readResults, timestampDir, writeJson, type RunResults } from "./results.js";
 import { evaluateTargets } from "./targets.js";
 import { buildTestbed, type Testbed, type TestbedFacts } from "./testbed.js";
@@ -71,16 +75,18 @@ function usageError(message: string): never {
 
 function preflight(o: Options): { strace: boolean; perf: boolean } {
   if (process.getuid?.() !== 0) usageError("needs root (network namespaces, BPF)");
-  const need = ["ip", "nsenter", "taskset", "ss", "bpftool", ...(o.dataplane ? ["iperf3", "sockperf", "ethtool", "iptables-restore", "iptables-save"] : [])];
+  const need = ["ip", "nsenter", "taskset", "ss", "bpftool", ...(o.controller ? ["curl", "etcd", "etcdctl", "strace"] : []), ...(o.dataplane ? ["iperf3", "sockperf", "ethtool", "iptables-restore", "iptables-save"] : [])];
   const missing = need.filter((t) => !has(t));
   if (missing.length) usageError(`missing tools: ${missing.join(", ")} (make deps installs them)`);
   return { strace: has("strace"), perf: has("perf") && perfCountsSyscalls() };
 }
 
-/** The report: the A/B workloads and control plane, then the etcd scale scenario. */
+/** The report: the A/B workloads and control plane, then the controller's targets and scenarios. */
 function writeReport(r: RunResults): ReturnType<typeof writeBaseReport> {
   const base = writeBaseReport(r);
-  return r.scale ? { ...base, markdown: `${base.markdown}\n${renderScale(r.scale, "##")}\n` } : base;
+  const scale = r.controller?.scale ?? r.scale;
+  const parts = [base.markdown, renderController(r), scale ? renderScale(scale, "###") : ""];
+  return { ...base, markdown: parts.filter(Boolean).join("\n") + "\n" };
 }
 
 async function main(): Promise<number> {
@@ -197,19 +203,17 @@ async function main(): Promise<number> {
         objectPath: process.env.TWILL_BPF_OBJECT ?? join(ROOT, "build", "bpf", "twill.o"),
         workDir: join(dir, "syscalls"),
         peers: opts.profile.peers,
+        bpfOnlyPeers: opts.profile.cpBpfOnlyPeers,
         reps: opts.profile.cpReps,
         strace: strace && (opts.profile.straceBreakdown || !perf),
         perf,
         groupBudgetS: opts.profile.cpGroupBudgetS,
       }, log);
     } else results.controlPlane.skipped = "--no-control-plane";
-    if (opts.controlPlane) {
-      // One node facing many peers in a real etcd (issue: scale), kernel vs bpf.
-      const full = opts.profile.name === "full";
-      log("scale: one node, leases in etcd");
-      results.scale = await runScale({ peers: full ? 10000 : 2000, events: full ? 1000 : 200, churnSeconds: full ? 20 : 5, rate: 200, log });
-      process.stdout.write(scaleTable(results.scale) + "\n");
-    }
+    if (opts.controller) {
+      results.controller = await runController(opts.profile, join(dir, "controller"), log);
+      if (results.controller.scale) process.stdout.write(scaleTable(results.controller.scale) + "\n");
+    } else results.notes.push("The controller part did not run (--no-controller).");
   } catch (e) {
     failed = true;
     const msg = e instanceof Error ? e.message : String(e);
@@ -230,7 +234,7 @@ async function main(): Promise<number> {
   for (const c of charts) writeFileSync(join(dir, c.file), c.svg);
   pointLatest(resultsRoot, dir);
   // Only a complete run into the default results directory replaces the committed copy.
-  const complete = !failed && !incomplete && opts.dataplane && opts.controlPlane && opts.out === undefined && modes.length === opts.modes.length;
+  const complete = !failed && !incomplete && opts.dataplane && opts.controlPlane && opts.controller && opts.out === undefined && modes.length === opts.modes.length;
   if (opts.profile.publish && complete) {
     publish(join(ROOT, "bench"), dir, markdown, charts.map((c) => c.file));
     log("published to bench/LATEST.md");
@@ -243,6 +247,10 @@ async function main(): Promise<number> {
     const want = `${t.op === "<=" ? "≤" : t.op === ">=" ? "≥" : "="} ${t.bound}${t.op === "==" ? "" : "×"}`;
     const reps = t.perRep && t.op !== "==" ? `  per rep ${t.perRep.min.toFixed(2)}/${t.perRep.median.toFixed(2)}/${t.perRep.max.toFixed(2)}` : "";
     process.stdout.write(`  ${t.verdict.padEnd(12)} ${t.target.padEnd(72)} ${m.padStart(8)}  (target ${want})${reps}${t.withinNoise ? "  within noise" : ""}\n`);
+  }
+  for (const t of controllerTargets(results)) {
+    if (t.bound === "reported") continue;
+    process.stdout.write(`  ${t.verdict.padEnd(12)} ${t.target.padEnd(72)} ${t.measured.padStart(8)}  (target ${t.bound})\n`);
   }
   return failed ? 1 : 0;
 }

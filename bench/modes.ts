@@ -3,7 +3,7 @@
  *
  * How it works: a Mode names one way of carrying pod-to-pod traffic between
  * two hosts, with the exact twill flags and network config that produce it.
- * Every cluster mode runs real twill daemons (test/lib/twill.ts) on the same
+ * Every cluster mode runs real twill daemons (bench/lib/twill.ts) on the same
  * two-host topology and the same pre-written leases; only the flags differ:
  *
  *   kernel-vxlan             --dataplane kernel                           flannel's vxlan backend, entry for entry
@@ -31,7 +31,7 @@
  * per side, so on this machine no overlay can be faster than it; a mode
  * that seems to be is within the noise.
  */
-import type { NodeOptions } from "../test/lib/twill.js";
+import type { NodeOptions } from "./lib/twill.js";
 
 export const MODE_IDS = [
   "kernel-vxlan", "twill-vxlan", "twill-vxlan-fast", "twill-vxlan-device", "twill-vxlan-fast-device", "kernel-direct", "twill-direct", "underlay",

@@ -17,7 +17,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { run } from "../test/lib/exec.js";
+import { run } from "./lib/exec.js";
 import type { HostProfileId } from "./hosts.js";
 import { tcpThroughput } from "./iperf.js";
 import type { ModeId } from "./modes.js";

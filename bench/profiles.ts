@@ -14,7 +14,10 @@
  * hosts in about 4 minutes; `full` (make bench) is what results should be
  * quoted from: real and bare hosts, perf profiles, in about 30 minutes on a
  * 2-core machine. `--reps`, `--seconds`, `--hosts`, `--perf-profile`,
- * `--peers` and `--cp-reps` override a profile.
+ * `--peers`, `--cp-reps`, `--soak-minutes` and `--idle-seconds` override a
+ * profile. The controller part (idle node, start-up cells, the one-node etcd
+ * scenario with its soak) adds ~3 min to quick and ~45 min to full, 30 of
+ * them the soak.
  */
 import type { HostProfileId } from "./hosts.js";
 
@@ -38,11 +41,36 @@ export interface Profile {
   readonly cpGroupBudgetS: number;
   /** One extra run per dataplane and peer count under strace, for the per-syscall breakdown. */
   readonly straceBreakdown: boolean;
+  /** Peer counts programmed into the bpf dataplane only (control plane). */
+  readonly cpBpfOnlyPeers: readonly number[];
+  /** Controller targets: the idle node's windows (seconds each) and its peers. */
+  readonly idleSeconds: number;
+  readonly idlePeers: number;
+  /** The one-node etcd scenario (scale/): peers, one-at-a-time events, the kernel's churn seconds, /metrics scrapes. */
+  readonly scalePeers: number;
+  readonly scaleEvents: number;
+  readonly churnSeconds: number;
+  readonly scrapes: number;
+  /** bpf's churn in that scenario: the soak at 200 lease events/s. */
+  readonly soakSeconds: number;
+  /** Start-to-ready cells: peer counts, where lease events are timed during reconciles, how many, the kernel's largest cell. */
+  readonly startupPeers: readonly number[];
+  readonly startupEventsAt: number;
+  readonly startupEvents: number;
+  readonly kernelMaxPeers: number;
   /** Copy the report to bench/LATEST.md and bench/latest-*.svg (the committed copy). */
   readonly publish: boolean;
 }
 
 export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
-  quick: { name: "quick", reps: 3, seconds: 1, hosts: ["real"], perfProfile: false, peers: [1000, 10000], cpReps: 2, cpGroupBudgetS: 30, straceBreakdown: false, publish: false },
-  full: { name: "full", reps: 7, seconds: 2, hosts: ["real", "bare"], perfProfile: true, peers: [1000, 10000, 50000], cpReps: 5, cpGroupBudgetS: 60, straceBreakdown: true, publish: true },
+  quick: {
+    name: "quick", reps: 3, seconds: 1, hosts: ["real"], perfProfile: false, peers: [1000, 10000], cpReps: 2, cpGroupBudgetS: 30, straceBreakdown: false, publish: false,
+    cpBpfOnlyPeers: [20000], idleSeconds: 10, idlePeers: 100, scalePeers: 2000, scaleEvents: 200, churnSeconds: 5, scrapes: 5, soakSeconds: 60,
+    startupPeers: [0, 2000], startupEventsAt: 2000, startupEvents: 100, kernelMaxPeers: 2000,
+  },
+  full: {
+    name: "full", reps: 7, seconds: 2, hosts: ["real", "bare"], perfProfile: true, peers: [1000, 10000, 50000], cpReps: 5, cpGroupBudgetS: 60, straceBreakdown: true, publish: true,
+    cpBpfOnlyPeers: [100000], idleSeconds: 60, idlePeers: 100, scalePeers: 10000, scaleEvents: 1000, churnSeconds: 20, scrapes: 20, soakSeconds: 1800,
+    startupPeers: [0, 10000, 100000], startupEventsAt: 10000, startupEvents: 1000, kernelMaxPeers: 10000,
+  },
 };

@@ -27,6 +27,7 @@ import type { TestbedFacts } from "./testbed.js";
 import type { WorkloadId } from "./workloads.js";
 
 import type { ScaleResult } from "./scale/index.js";
+import type { ControllerResults } from "./controller.js";
 
 /** Conntrack entries on both hosts of one testbed, right after its last sample. */
 export interface ConntrackSnapshot {
@@ -60,8 +61,10 @@ export interface RunResults {
   /** `perf record` over one TCP sample per profiled mode (perfprofile.ts), or why not. */
   perf: { profiles: PerfProfile[]; skipped?: string };
   controlPlane: { samples: CpSample[]; strace: boolean; perf: boolean; skipped?: string };
-  /** The etcd scale scenario (bench/scale/), when it ran. */
+  /** The etcd scale scenario (bench/scale/) of runs before the controller part; newer runs have it in controller.scale. */
   scale?: ScaleResult;
+  /** The controller part (controller.ts): idle node, start-up cells, the scale scenario with its soak. */
+  controller?: ControllerResults;
   readonly notes: string[];
 }
 

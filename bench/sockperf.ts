@@ -12,7 +12,7 @@
  * ~2 s before the test and drops the first ~0.45 s as warm-up, so a
  * sample of `seconds` holds about seconds − 0.45 s of round trips.
  */
-import { run } from "../test/lib/exec.js";
+import { run } from "./lib/exec.js";
 import type { Endpoints, Measured } from "./workloads.js";
 
 /** Parses sockperf's summary: percentiles ("---> percentile 99.900 = 12.3"), min, max, average, message counts. */

@@ -27,15 +27,15 @@
  *    samples; the dataplane forwards without them (the kernel's tables or
  *    the pinned BPF programs). The measured mode's daemons run normally.
  * 4) destroy() resumes and kills the daemons and removes the namespaces,
- *    pins and directories (test/lib does this on exit and Ctrl-C too).
+ *    pins and directories (bench/lib does this on exit and Ctrl-C too).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
-import { Cluster } from "../test/lib/cluster.js";
-import { run, spawnIn, stopProcess, waitFor } from "../test/lib/exec.js";
-import { ping } from "../test/lib/traffic.js";
-import { TwillCluster } from "../test/lib/twill.js";
+import { Cluster } from "./lib/cluster.js";
+import { run, spawnIn, stopProcess, waitFor } from "./lib/exec.js";
+import { ping } from "./lib/traffic.js";
+import { TwillCluster } from "./lib/twill.js";
 import { checkHosts, prepareHost, type HostCheck, type HostProfileId } from "./hosts.js";
 import type { Mode } from "./modes.js";
 import type { Endpoints } from "./workloads.js";

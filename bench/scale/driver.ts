@@ -14,8 +14,9 @@
  *   previous one is in the dataplane. Latency = from just before the put
  *   is sent to the first moment the dataplane shows the peer.
  * - "churn": open loop at a fixed pace (every intervalMs, whether earlier
- *   writes have finished or not): even events put a new lease, odd ones
- *   delete an old one. Every sampleEvery-th event is timed as above,
+ *   writes have finished or not): even events put a lease that is not
+ *   there, odd ones delete one that is (the ring of leases.ts, so the run
+ *   can be as long as wanted). Every sampleEvery-th event is timed as above,
  *   alternately a put and a delete. Right after the last event is sent the
  *   probe waits until every churned key is in its final state; that moment
  *   minus the last send is the convergence lag.
@@ -27,19 +28,24 @@ import { Etcd3 } from "etcd3";
 import { BpfProbe } from "./bpfprobe.js";
 import { RouteProbe } from "./routeprobe.js";
 import { now, type Probe, type Want } from "./probe.js";
-import { ETCD_PREFIX, etcdKey, leasePrefix, leasePublicIP, leaseValue } from "./leases.js";
+import { ETCD_PREFIX, churnEvent, etcdKey, leasePrefix, leasePublicIP, leaseValue, type Ring } from "./leases.js";
 
 export interface DriverInput {
   readonly mode: "bpf" | "kernel";
   readonly endpoint: string;
   /** The node's --bpf-pin-dir (bpf). */
   readonly pinDir: string;
-  readonly phase: "events" | "churn";
+  readonly phase: "events" | "churn" | "scrape";
+  /** scrape: the daemon's healthz port on 127.0.0.1, scrapes of /metrics, seconds of /healthz probing before them. */
+  readonly scrape?: { readonly port: number; readonly scrapes: number; readonly baselineSeconds: number };
   /** events: the peers to add, one after the other. */
   readonly events?: readonly number[];
+  /** events: wait a random [min, max] ms between one event's arrival and the next put (default none). */
+  readonly gapMs?: readonly [number, number];
   readonly churn?: {
-    readonly puts: readonly number[];
-    readonly deletes: readonly number[];
+    /** The ring the events walk (leases.ts churnEvent), and how many events. */
+    readonly ring: Ring;
+    readonly events: number;
     readonly intervalMs: number;
     readonly sampleEvery: number;
     /** How long one timed event, and the convergence, may take (a node that falls behind needs long). */
@@ -74,10 +80,11 @@ export interface DriverOutput {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-async function events(client: Etcd3, probe: Probe, peers: readonly number[]): Promise<Sample[]> {
+async function events(client: Etcd3, probe: Probe, peers: readonly number[], gap?: readonly [number, number]): Promise<Sample[]> {
   const samples: Sample[] = [];
   const t00 = now();
   for (const [k, i] of peers.entries()) {
+    if (gap) await sleep(gap[0] + Math.random() * (gap[1] - gap[0]));
     const seen = probe.expect(leasePrefix(i), { present: true, remote: leasePublicIP(i) });
     const t0 = now();
     await client.put(etcdKey(i)).value(leaseValue(i));
@@ -98,7 +105,7 @@ function quiet<T>(p: Promise<T>): Promise<T> {
 export const sampled = (k: number, every: number): boolean => k % every === Math.floor(k / every) % 2;
 
 async function churn(client: Etcd3, probe: Probe, c: NonNullable<DriverInput["churn"]>): Promise<Omit<DriverOutput, "phase" | "durationMs">> {
-  const total = c.puts.length + c.deletes.length;
+  const total = c.events;
   const final = new Map<string, Want>();
   const timed: Promise<Sample>[] = [];
   const writes: Promise<unknown>[] = [];
@@ -107,8 +114,7 @@ async function churn(client: Etcd3, probe: Probe, c: NonNullable<DriverInput["ch
   for (let k = 0; k < total; k++) {
     const due = start + k * c.intervalMs;
     if (due - now() > 0.5) await sleep(due - now());
-    const put = k % 2 === 0;
-    const i = put ? c.puts[k / 2]! : c.deletes[(k - 1) / 2]!;
+    const { put, peer: i } = churnEvent(c.ring, k);
     const want: Want = put ? { present: true, remote: leasePublicIP(i) } : { present: false };
     final.set(leasePrefix(i), want);
     const seen = sampled(k, c.sampleEvery) ? quiet(probe.expect(leasePrefix(i), want, c.timeoutMs)) : undefined;
@@ -128,14 +134,76 @@ async function churn(client: Etcd3, probe: Probe, c: NonNullable<DriverInput["ch
   return { samples, sent: total, spanMs: lastSent - start, maxSendLagMs: maxLag, convergenceLagMs: tc - lastSent };
 }
 
-async function main(input: DriverInput): Promise<DriverOutput> {
+/** The scrape phase's result: /healthz round trips alone and while /metrics is scraped, and the scrapes. */
+export interface ScrapeOutput {
+  readonly phase: "scrape";
+  /** /healthz round trips (ms) with nothing else asked of the daemon. */
+  readonly baseline: readonly number[];
+  /** /healthz round trips (ms) that overlapped a /metrics scrape. */
+  readonly during: readonly number[];
+  /** Each scrape's time (ms) and size (bytes). */
+  readonly scrapes: readonly { readonly ms: number; readonly bytes: number }[];
+  readonly durationMs: number;
+}
+
+/**
+ * Event-loop block of a /metrics scrape, seen from outside: one keep-alive
+ * connection asks /healthz back to back (a reply needs the daemon's event
+ * loop, so a round trip that spans a blocked loop is as long as the block)
+ * — first alone, then while another connection scrapes /metrics `scrapes`
+ * times in a row.
+ */
+async function scrapePhase(c: NonNullable<DriverInput["scrape"]>): Promise<Omit<ScrapeOutput, "phase" | "durationMs">> {
+  const { Agent, request } = await import("node:http");
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const get = (path: string, a?: InstanceType<typeof Agent>): Promise<number> => new Promise((res, rej) => {
+    const req = request({ host: "127.0.0.1", port: c.port, path, agent: a ?? false }, (r) => {
+      let bytes = 0;
+      r.on("data", (d: Buffer) => (bytes += d.length));
+      r.on("end", () => res(bytes));
+    });
+    req.on("error", rej);
+    req.setTimeout(10_000, () => req.destroy(new Error(`GET ${path}: no answer in 10 s`)));
+    req.end();
+  });
+  const probe = async (until: () => boolean, out: number[]): Promise<void> => {
+    while (!until()) {
+      const t0 = now();
+      await get("/healthz", agent);
+      out.push(now() - t0);
+      await sleep(1);
+    }
+  };
+  const baseline: number[] = [], during: number[] = [], scrapes: { ms: number; bytes: number }[] = [];
+  await get("/healthz", agent);
+  const end = now() + c.baselineSeconds * 1000;
+  await probe(() => now() >= end, baseline);
+  let done = false;
+  const probing = probe(() => done, during);
+  for (let k = 0; k < c.scrapes; k++) {
+    const t0 = now();
+    const bytes = await get("/metrics");
+    scrapes.push({ ms: now() - t0, bytes });
+  }
+  done = true;
+  await probing;
+  agent.destroy();
+  return { baseline, during, scrapes };
+}
+
+async function main(input: DriverInput): Promise<DriverOutput | ScrapeOutput> {
+  if (input.phase === "scrape") {
+    if (!input.scrape) throw new Error("Cannot run phase scrape: the input has no scrape section");
+    const t0 = now();
+    return { phase: "scrape", ...await scrapePhase(input.scrape), durationMs: now() - t0 };
+  }
   const client = new Etcd3({ hosts: input.endpoint });
   const probe: Probe = input.mode === "bpf" ? new BpfProbe(input.pinDir) : await RouteProbe.start();
   try {
     await client.get(`${ETCD_PREFIX}/config`).string(); // connect before timing anything
     const t0 = now();
     if (input.phase === "events") {
-      const samples = await events(client, probe, input.events ?? []);
+      const samples = await events(client, probe, input.events ?? [], input.gapMs);
       return { phase: "events", samples, durationMs: now() - t0 };
     }
     if (!input.churn) throw new Error("Cannot run phase churn: the input has no churn section");

@@ -3,5 +3,4 @@
  */
 export { runScale, checkScaleOptions, DEFAULT_SCALE, methodNotes } from "./scale.js";
 export { renderMarkdown, renderTable } from "./render.js";
-export { parseScaleArgs, SCALE_USAGE } from "./args.js";
 export type { ScaleOptions, ScaleResult, ModeResult, ScaleMode } from "./types.js";

@@ -14,7 +14,7 @@
  * map's own memory as the kernel accounts it (map_mem_usage on 6.x).
  */
 import { readFileSync } from "node:fs";
-import { run } from "../../test/lib/exec.js";
+import { run } from "../lib/exec.js";
 
 export interface KernelMemory {
   readonly slabBytes: number;

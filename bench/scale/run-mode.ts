@@ -8,7 +8,7 @@
  * How it works:
  * 1) Build a 1-host TwillCluster (daemon not started) and a real etcd in its
  *    router namespace; put flannel's config (10.0.0.0/8, /24 subnets) and the
- *    initial peers in one transaction per 5,000 (test/lib/etcd-bulk.ts).
+ *    initial peers in one transaction per 5,000 (bench/lib/etcd-bulk.ts).
  * 2) Read kernel memory, spawn the daemon (`nsenter … node bin/twill
  *    --etcd-endpoints …`, the flags TwillCluster gives every node, the
  *    daemon's default 10 s reconcile period), poll /readyz every 50 ms; the
@@ -28,19 +28,21 @@
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
-import { randomPrefix } from "../../test/lib/cluster.js";
-import { EtcdServer } from "../../test/lib/etcd.js";
-import { run, sleep, spawnIn, waitFor } from "../../test/lib/exec.js";
-import { ROOT, TwillCluster, type TwillNode } from "../../test/lib/twill.js";
-import type { DriverInput, DriverOutput, Sample } from "./driver.js";
-import { ETCD_PREFIX, NET_CONFIG, expectedPeers, makePlan, putOps, type Plan } from "./leases.js";
+import { randomPrefix } from "../lib/cluster.js";
+import { EtcdServer } from "../lib/etcd.js";
+import { run, sleep, spawnIn, waitFor } from "../lib/exec.js";
+import { ROOT, TwillCluster, type TwillNode } from "../lib/twill.js";
+import type { DriverInput, DriverOutput, Sample, ScrapeOutput } from "./driver.js";
+import { ETCD_PREFIX, NET_CONFIG, expectedPeers, makePlan, parseEtcdLeases, putOps, type Plan } from "./leases.js";
 import { daemonPid, kernelMemory, kernelMemoryDelta, pinnedMapInfo, rssBytes, type KernelMemoryDelta } from "./memory.js";
 import { differences, programmedCounts, programmedPeers, quietPeerCount } from "./state.js";
-import { percentiles, type Percentiles } from "./stats.js";
-import type { ChurnResult, DaemonStats, LatencyResult, MemoryResult, ModeResult, ScaleMode, ScaleOptions, StartResult } from "./types.js";
+import { percentiles, type Percentiles } from "../stats.js";
+import type { ChurnResult, DaemonStats, LatencyResult, MemoryResult, ModeResult, ScaleMode, ScaleOptions, ScrapeResult, StartResult } from "./types.js";
+
+const mib = (b: number | undefined): string => (b === undefined ? "?" : `${(b / 2 ** 20).toFixed(1)} MiB`);
 
 const DRIVER = join(ROOT, "dist", "bench", "scale", "driver.js");
-const BULK = join(ROOT, "dist", "test", "lib", "etcd-bulk.js");
+const BULK = join(ROOT, "dist", "bench", "lib", "etcd-bulk.js");
 const READY_POLL_MS = 50;
 /** "Keeps up": thresholds, also printed with the table. */
 export const KEEPS_UP = { maxConvergenceLagMs: 1000, minRateFraction: 0.95, p50Factor: 2, p50SlackMs: 10, p99Factor: 2, p99SlackMs: 100 } as const;
@@ -64,27 +66,30 @@ function latency(samples: readonly Sample[]): LatencyResult | undefined {
   return p && ack ? { ...p, etcdAckP50Ms: ack.p50 } : undefined;
 }
 
-async function driver(c: Ctx, input: Omit<DriverInput, "mode" | "endpoint" | "pinDir">, timeoutMs: number): Promise<DriverOutput> {
-  const full: DriverInput = { mode: c.mode, endpoint: c.etcd.endpoint, pinDir: c.n.pinDir, ...input };
-  const r = await run(process.execPath, [DRIVER, JSON.stringify(full)], { netns: c.n.host.netns, timeoutMs, allowFail: true });
+/** Runs the load driver (driver.ts) in the node's namespace; its one JSON line, or a thrown sentence. */
+export async function runDriver<T = DriverOutput>(n: TwillNode, input: DriverInput, timeoutMs: number): Promise<T> {
+  const r = await run(process.execPath, [DRIVER, JSON.stringify(input)], { netns: n.host.netns, timeoutMs, allowFail: true });
   const last = r.stdout.trim().split("\n").pop() ?? "";
-  let out: DriverOutput | { error: string };
+  let out: T | { error: string };
   try {
-    out = JSON.parse(last) as DriverOutput | { error: string };
+    out = JSON.parse(last) as T | { error: string };
   } catch {
     throw new Error(`driver (${input.phase}) exited ${r.code} without a result: ${(r.stderr || r.stdout).trim().slice(-2000)}`);
   }
-  if ("error" in out) throw new Error(`driver (${input.phase}): ${out.error}${r.stderr.trim() ? `\n${r.stderr.trim().slice(-2000)}` : ""}`);
-  return out;
+  if (typeof out === "object" && out !== null && "error" in out) throw new Error(`driver (${input.phase}): ${out.error}${r.stderr.trim() ? `\n${r.stderr.trim().slice(-2000)}` : ""}`);
+  return out as T;
+}
+
+function driver(c: Ctx, input: Omit<DriverInput, "mode" | "endpoint" | "pinDir">, timeoutMs: number): Promise<DriverOutput> {
+  return runDriver(c.n, { mode: c.mode, endpoint: c.etcd.endpoint, pinDir: c.n.pinDir, ...input }, timeoutMs);
 }
 
 /** Spawns the daemon and waits for /readyz; the daemon's pid is the node process nsenter became. */
-async function startDaemon(c: Ctx): Promise<{ readyMs: number; readyLogMs?: number; pid: number }> {
-  const { tc, n } = c;
+export async function startDaemon(tc: TwillCluster, n: TwillNode, peers: number): Promise<{ readyMs: number; readyLogMs?: number; pid: number }> {
   writeFileSync(n.logFile, `--- start ${new Date().toISOString()}\n`, { flag: "a" });
   const t0 = Date.now();
   const proc = (n.proc = spawnIn(n.host.netns, process.execPath, tc.args(n), { logFile: n.logFile }));
-  const timeoutMs = 120_000 + c.o.peers * 20;
+  const timeoutMs = 120_000 + peers * 20;
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null) {
       throw new Error(`twill exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${tc.log(n).slice(-3000)}`);
@@ -137,24 +142,66 @@ async function memoryPhase(c: Ctx, after: Parameters<typeof expectedPeers>[1]): 
   return { perPeerBytes: d.slabActiveBytes / added, addedPeers: added, addDelta: d, mapAfter };
 }
 
-async function finalCheck(c: Ctx, done: { events: boolean; churn: boolean; memory?: boolean }): Promise<{ ok: boolean; mismatch: string[] }> {
-  const want = expectedPeers(c.plan, done);
+/**
+ * The dataplane against the leases etcd holds (read back with etcdctl, the
+ * node's own lease left out): equal, or up to 8 differences in words.
+ */
+async function finalCheck(c: Ctx): Promise<{ ok: boolean; mismatch: string[]; leases: number }> {
   let mismatch: string[] = [];
+  let leases = 0;
   const ok = await waitFor(async () => {
+    const r = await c.etcd.etcdctl(["get", "--prefix", `${ETCD_PREFIX}/subnets/`]);
+    const want = parseEtcdLeases(r.stdout);
+    for (const [p, sig] of want) if (sig.endsWith(` ${c.n.host.underlayIP}`)) want.delete(p);
+    leases = want.size;
     mismatch = differences(want, await programmedPeers(c.tc, c.n, c.mode));
     return mismatch.length === 0;
   }, { what: "the dataplane to equal etcd", timeoutMs: 15_000, intervalMs: 1000 }).then(() => true, () => false);
-  return { ok, mismatch };
+  return { ok, mismatch, leases };
 }
 
-function churnResult(o: ScaleOptions, out: DriverOutput, baseline: LatencyResult | undefined): ChurnResult {
+/** RSS of the daemon every 5 s while a phase runs; sets the soak's reference (1 minute in, or half-way for runs under 2 minutes). */
+function sampleRss(pid: number, rss: Mutable<ModeResult["rss"]>): { stop(): void } {
+  const t0 = Date.now();
+  const series: { atS: number; bytes: number }[] = [];
+  rss.churnSeries = series;
+  const tick = (): void => {
+    try {
+      series.push({ atS: Math.round((Date.now() - t0) / 1000), bytes: rssBytes(pid) });
+    } catch {
+      /* the daemon is gone: the phase fails on its own */
+    }
+  };
+  tick();
+  const timer = setInterval(tick, 5000);
+  return {
+    stop(): void {
+      clearInterval(timer);
+      tick();
+      const total = series[series.length - 1]!.atS;
+      const refS = total >= 120 ? 60 : Math.round(total / 2);
+      const ref = series.find((x) => x.atS >= refS) ?? series[series.length - 1]!;
+      rss.soakReferenceS = ref.atS;
+      rss.soakReferenceBytes = ref.bytes;
+    },
+  };
+}
+
+function scrapeResult(out: ScrapeOutput): ScrapeResult {
+  const baseline = percentiles(out.baseline), during = percentiles(out.during), scrapes = percentiles(out.scrapes.map((x) => x.ms));
+  if (!baseline || !during || !scrapes) throw new Error(`scrape: too few samples (${out.baseline.length} alone, ${out.during.length} during, ${out.scrapes.length} scrapes)`);
+  const bytes = out.scrapes[out.scrapes.length - 1]!.bytes;
+  return { baseline, during, scrapes, bytes, peers: 0, blockMs: Math.max(0, during.max - baseline.p50) };
+}
+
+function churnResult(o: ScaleOptions, seconds: number, out: DriverOutput, baseline: LatencyResult | undefined): ChurnResult {
   const lat = latency(out.samples);
   if (!lat) throw new Error("churn: no timed events");
   const of = (op: Sample["op"]): Percentiles | undefined => percentiles(out.samples.filter((s) => s.op === op).map((s) => s.latencyMs));
   const sent = out.sent ?? 0;
   const achievedRate = out.spanMs && sent > 1 ? (sent - 1) / (out.spanMs / 1000) : 0;
   const lag = out.convergenceLagMs ?? Infinity;
-  const half = (o.churnSeconds * 1000) / 2;
+  const half = (seconds * 1000) / 2;
   const p99 = (f: (s: Sample) => boolean): number => percentiles(out.samples.filter(f).map((s) => s.latencyMs))?.p99 ?? NaN;
   const firstHalfP99Ms = p99((s) => s.atMs < half), secondHalfP99Ms = p99((s) => s.atMs >= half);
   const criteria = {
@@ -165,7 +212,7 @@ function churnResult(o: ScaleOptions, out: DriverOutput, baseline: LatencyResult
     firstHalfP99Ms, secondHalfP99Ms,
   };
   return {
-    targetRate: o.rate, seconds: o.churnSeconds, sent, achievedRate, maxSendLagMs: out.maxSendLagMs ?? NaN,
+    targetRate: o.rate, seconds, sent, achievedRate, maxSendLagMs: out.maxSendLagMs ?? NaN,
     latency: lat, puts: of("put"), deletes: of("delete"), convergenceLagMs: lag,
     keepsUp: criteria.rateSent && criteria.converged && criteria.noBacklog && criteria.p99Bounded, criteria,
   };
@@ -181,7 +228,9 @@ async function daemonStats(c: Ctx): Promise<DaemonStats> {
 
 /** Runs one mode start to finish; never throws (a failure is the result's `error`). */
 export async function runMode(mode: ScaleMode, o: ScaleOptions, log: Log): Promise<ModeResult> {
-  const plan = makePlan({ peers: o.peers, events: o.events, churnEvents: Math.round(o.rate * o.churnSeconds) });
+  // bpf soaks (the controller's target); kernel churns for churnSeconds
+  const churnSeconds = mode === "bpf" && o.soakSeconds !== undefined ? o.soakSeconds : o.churnSeconds;
+  const plan = makePlan({ peers: o.peers, events: o.events, churnEvents: Math.round(o.rate * churnSeconds) });
   const loadStart = loadavg();
   const rss: Mutable<ModeResult["rss"]> = {};
   const samples = { events: [] as Sample[], churn: [] as Sample[] };
@@ -204,7 +253,7 @@ export async function runMode(mode: ScaleMode, o: ScaleOptions, log: Log): Promi
 
     await sleep(1000);
     const mem0 = kernelMemory();
-    const started = await startDaemon(c);
+    const started = await startDaemon(tc, n, o.peers);
     const mem1 = kernelMemory();
     rss.afterProgrammedBytes = rssBytes(started.pid);
     const pinPeers = join(n.pinDir, "maps", "twill_peers");
@@ -233,27 +282,35 @@ export async function runMode(mode: ScaleMode, o: ScaleOptions, log: Log): Promi
       done.events = true;
       log(`[${mode}] ${o.events} events: p50 ${r.events?.p50.toFixed(2)} ms, p99 ${r.events?.p99.toFixed(2)} ms, max ${r.events?.max.toFixed(2)} ms`);
     }
-    const churnEvents = plan.churnPuts.length + plan.churnDeletes.length;
     // a node that falls behind may need many times the churn's length to catch up: measure that, up to a limit
-    const churnTimeout = Math.max(60_000, 10 * o.churnSeconds * 1000);
-    if (churnEvents > 0) {
+    const churnTimeout = Math.max(60_000, Math.min(10 * churnSeconds * 1000, 600_000));
+    if (plan.churnEvents > 0) {
+      const rssSampler = sampleRss(started.pid, rss);
       const out = await driver(c, {
         phase: "churn",
-        churn: { puts: plan.churnPuts, deletes: plan.churnDeletes, intervalMs: 1000 / o.rate, sampleEvery: o.sampleEvery ?? 10, timeoutMs: churnTimeout },
-      }, o.churnSeconds * 1000 + churnTimeout + 60_000);
+        churn: { ring: plan.ring, events: plan.churnEvents, intervalMs: 1000 / o.rate, sampleEvery: o.sampleEvery ?? 10, timeoutMs: churnTimeout },
+      }, churnSeconds * 1000 + churnTimeout + 60_000).finally(() => rssSampler.stop());
       samples.churn = [...out.samples];
-      r.churn = churnResult(o, out, r.events);
+      r.churn = churnResult(o, churnSeconds, out, r.events);
       rss.afterChurnBytes = rssBytes(started.pid);
       done.churn = true;
-      log(`[${mode}] churn: ${r.churn.sent} events at ${r.churn.achievedRate.toFixed(1)}/s, p50 ${r.churn.latency.p50.toFixed(2)} ms, ` +
-        `p99 ${r.churn.latency.p99.toFixed(2)} ms, convergence lag ${r.churn.convergenceLagMs.toFixed(1)} ms`);
+      log(`[${mode}] churn: ${r.churn.sent} events at ${r.churn.achievedRate.toFixed(1)}/s for ${churnSeconds} s, p50 ${r.churn.latency.p50.toFixed(2)} ms, ` +
+        `p99 ${r.churn.latency.p99.toFixed(2)} ms, convergence lag ${r.churn.convergenceLagMs.toFixed(1)} ms; RSS ${mib(rss.soakReferenceBytes)} at ${rss.soakReferenceS} s → ${mib(rss.afterChurnBytes)} at the end`);
+    }
+    if (o.scrapes) {
+      const out = await runDriver<ScrapeOutput>(n, {
+        mode, endpoint: etcd.endpoint, pinDir: n.pinDir, phase: "scrape", scrape: { port: n.healthzPort, scrapes: o.scrapes, baselineSeconds: 3 },
+      }, 120_000 + o.scrapes * 10_000);
+      r.scrape = { ...scrapeResult(out), peers: expectedPeers(plan, done).size };
+      log(`[${mode}] /metrics at ${r.scrape.peers} peers: ${r.scrape.scrapes.n} scrapes, p50 ${r.scrape.scrapes.p50.toFixed(1)} ms, ${(r.scrape.bytes / 1024).toFixed(0)} KiB; ` +
+        `/healthz p50 ${r.scrape.baseline.p50.toFixed(2)} ms alone, max ${r.scrape.during.max.toFixed(1)} ms during scrapes → loop blocked ≤ ${r.scrape.blockMs.toFixed(1)} ms`);
     }
     r.daemon = await daemonStats(c);
     log(`[${mode}] daemon: ${r.daemon.reconciles} full reconciles, mean ${r.daemon.reconcileMeanMs.toFixed(0)} ms; heap used ${(r.daemon.heapUsedBytes / 2 ** 20).toFixed(1)} MiB`);
-    const fin = await finalCheck(c, done);
+    const fin = await finalCheck(c);
     r.finalMatchesEtcd = fin.ok;
     if (!fin.ok) r.finalMismatch = fin.mismatch;
-    log(`[${mode}] dataplane ${fin.ok ? "equals" : "DIFFERS FROM"} etcd${fin.ok ? "" : `: ${fin.mismatch.join("; ")}`}`);
+    log(`[${mode}] dataplane (${fin.leases} leases) ${fin.ok ? "equals" : "DIFFERS FROM"} etcd${fin.ok ? "" : `: ${fin.mismatch.join("; ")}`}`);
     if (fin.ok) {
       const { mapAfter, ...m } = await memoryPhase(c, { ...done, memory: true });
       Object.assign(memory, m);

@@ -12,7 +12,7 @@
  * not); the controller's RSS; kernel memory and map memory per peer.
  * `method` in the result says exactly how each number is measured.
  * Everything runs under per-run prefixes ("sc" + 4 hex) and is removed at
- * the end, on failure and on Ctrl-C (test/lib's cleanup handlers).
+ * the end, on failure and on Ctrl-C (bench/lib's cleanup handlers).
  */
 import { cpus, release } from "node:os";
 import { makePlan, OWN_GAP } from "./leases.js";
@@ -34,8 +34,8 @@ export function methodNotes(o: ScaleOptions): string[] {
       `the dataplane shows it — bpf: lookup of the exact LPM key in the pinned map from a worker thread, sleeping ${POLL_MS} ms between rounds (one round every ~0.2 ms here), ` +
       `counted when the entry found is kind vxlan with the lease's public IP; kernel: the route's line from \`ip -o monitor route\` ` +
       `(event-driven; flannel adds the route last). ${o.events} events, each after the previous one is in the dataplane.`,
-    `Churn: open loop, one event every ${(1000 / o.rate).toFixed(1)} ms for ${o.churnSeconds} s (puts of new leases alternating with deletes ` +
-      `of initial ones); one event in ${every} timed as above, alternately a put and a delete. Convergence lag: last event sent → every churned ` +
+    `Churn: open loop, one event every ${(1000 / o.rate).toFixed(1)} ms for ${o.churnSeconds} s${o.soakSeconds !== undefined ? ` (bpf: ${o.soakSeconds} s, the soak)` : ""} ` +
+      `(puts of leases that are not there alternating with deletes of ones that are, round a ring of keys, so the peer count stays put); one event in ${every} timed as above, alternately a put and a delete. Convergence lag: last event sent → every churned ` +
       `key in its final state. Keeps up: ≥ ${KEEPS_UP.minRateFraction * 100} % of the target rate sent, convergence lag < ` +
       `${KEEPS_UP.maxConvergenceLagMs} ms, no backlog (churn p50 ≤ ${KEEPS_UP.p50Factor} × the one-at-a-time p50 + ${KEEPS_UP.p50SlackMs} ms) and a ` +
       `bounded p99 (second half's p99 ≤ ${KEEPS_UP.p99Factor} × the first half's + ${KEEPS_UP.p99SlackMs} ms). Afterwards the whole dataplane is compared with etcd (subnet, VTEP MAC, public IP of every peer).`,

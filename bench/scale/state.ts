@@ -2,26 +2,24 @@
  * What a node's dataplane holds, read from outside: per peer subnet its
  * VTEP MAC and public IP, and the raw counts.
  *
- * How it works: bpf — `twill maps --json` (the pinned twill_peers map),
- * entries of kind vxlan; kernel — flannel's three entries per peer on
+ * How it works: bpf — the pinned twill_peers map, read from this process
+ * (entries of kind vxlan; `twill maps --json` for the counts right after ready); kernel — flannel's three entries per peer on
  * flannel.1: the permanent neighbour <subnet>.0 → VTEP MAC, the FDB entry
  * VTEP MAC → public IP and the route <subnet>; a peer counts only when all
  * three are there. Comparison with etcd uses leases.ts's peerSignature.
  */
-import { runJson } from "../../test/lib/exec.js";
-import { kernelStateCounts } from "../../test/lib/traffic.js";
-import type { TwillCluster, TwillNode } from "../../test/lib/twill.js";
+import { runJson } from "../lib/exec.js";
+import { kernelStateCounts } from "../lib/traffic.js";
+import type { TwillCluster, TwillNode } from "../lib/twill.js";
 import { openPinnedMaps } from "../../src/bpf/loader.js";
-import { decodePeer, PeerKind } from "../../src/bpf/layout.js";
+import { decodeLpmKey, decodePeer, PeerKind } from "../../src/bpf/layout.js";
+import { formatIP, formatPrefix } from "../../src/net/ip.js";
 import { peerSignature } from "./leases.js";
 import type { ScaleMode, StartResult } from "./types.js";
 
 /** prefix → "<VTEP MAC> <public IP>" of every peer programmed. */
 export async function programmedPeers(tc: TwillCluster, n: TwillNode, mode: ScaleMode): Promise<Map<string, string>> {
-  if (mode === "bpf") {
-    const peers = (await tc.maps(n)).peers.filter((p) => p.kind === "vxlan");
-    return new Map(peers.map((p) => [p.prefix, peerSignature(p.vtepMAC ?? "-", p.remote ?? "-")]));
-  }
+  if (mode === "bpf") return pinnedPeers(n.pinDir);
   const netns = n.host.netns;
   const [neigh, fdb, routes] = await Promise.all([
     runJson<Array<{ dst: string; lladdr?: string }>>("ip", ["-j", "neigh", "show", "dev", "flannel.1", "nud", "permanent"], { netns }),
@@ -37,6 +35,21 @@ export async function programmedPeers(tc: TwillCluster, n: TwillNode, mode: Scal
     if (routed.has(prefix)) out.set(prefix, peerSignature(mac, remoteOf.get(mac) ?? "-"));
   }
   return out;
+}
+
+/** prefix → "<VTEP MAC> <public IP>" of every vxlan entry of the pinned twill_peers map under pinDir. */
+export function pinnedPeers(pinDir: string): Map<string, string> {
+  const maps = openPinnedMaps(pinDir);
+  try {
+    const out = new Map<string, string>();
+    for (const [k, v] of maps.twill_peers.entries()) {
+      const p = decodePeer(v);
+      if (p.kind === PeerKind.Vxlan) out.set(formatPrefix(decodeLpmKey(k)), peerSignature(p.vtepMAC ?? "-", p.remote ? formatIP(p.remote) : "-"));
+    }
+    return out;
+  } finally {
+    for (const m of Object.values(maps)) m.close();
+  }
 }
 
 /** The counts checked right after the node turned ready. */

@@ -6,7 +6,7 @@
  */
 import type { KernelMemoryDelta } from "./memory.js";
 import type { Sample } from "./driver.js";
-import type { Percentiles } from "./stats.js";
+import type { Percentiles } from "../stats.js";
 
 export type ScaleMode = "bpf" | "kernel";
 export const SCALE_MODES: readonly ScaleMode[] = ["bpf", "kernel"];
@@ -24,6 +24,10 @@ export interface ScaleOptions {
   readonly modes?: readonly ScaleMode[];
   /** Time one churn event in this many (default 10). */
   readonly sampleEvery?: number;
+  /** bpf: churn this long instead (the soak: 200 events/s for minutes; RSS sampled, maps compared with etcd at the end). */
+  readonly soakSeconds?: number;
+  /** Scrapes of /metrics in the scrape phase (0 or absent: no scrape phase). */
+  readonly scrapes?: number;
   /** The daemon's --reconcile-period (default 10, the daemon's own default). */
   readonly reconcileSeconds?: number;
   /** Progress lines (default: stderr). */
@@ -75,6 +79,20 @@ export interface ChurnResult {
   };
 }
 
+/** The /metrics scrape against the daemon's event loop (driver.ts scrapePhase). */
+export interface ScrapeResult {
+  /** /healthz round trips alone, and while /metrics was being scraped (ms). */
+  readonly baseline: Percentiles;
+  readonly during: Percentiles;
+  /** Time of one scrape (ms), and its size (bytes). */
+  readonly scrapes: Percentiles;
+  readonly bytes: number;
+  /** Peers the daemon held. */
+  readonly peers: number;
+  /** Longest /healthz round trip during the scrapes minus the median alone: how long the loop was blocked, at most. */
+  readonly blockMs: number;
+}
+
 /** Read from the daemon's /metrics after churn. */
 export interface DaemonStats {
   /** Full reconciles so far (the first one at start included) and their mean duration. */
@@ -115,7 +133,14 @@ export interface ModeResult {
   readonly finalMismatch?: readonly string[];
   readonly rss: {
     readonly afterProgrammedBytes?: number; readonly afterEventsBytes?: number; readonly afterChurnBytes?: number; readonly afterBulkAddBytes?: number;
+    /** Every 5 s during churn (seconds since it began). */
+    readonly churnSeries?: readonly { readonly atS: number; readonly bytes: number }[];
+    /** The soak's reference: RSS 1 minute into churn (half-way for churns under 2 minutes). */
+    readonly soakReferenceS?: number;
+    readonly soakReferenceBytes?: number;
   };
+  /** /metrics scraped at this mode's peer count, /healthz probed meanwhile. */
+  readonly scrape?: ScrapeResult;
   readonly memory?: MemoryResult;
   readonly daemon?: DaemonStats;
   readonly loadavg: { readonly start: readonly number[]; readonly end: readonly number[] };
