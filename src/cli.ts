@@ -50,6 +50,7 @@ async function run(o: Options): Promise<void> {
     fastPath: o.fastPath,
     encap: o.encap,
     bpfAttach: o.bpfAttach,
+    peerCapacity: o.peerCapacity,
     iface: o.iface,
     ifaceRegex: o.ifaceRegex,
     publicIP: o.publicIP,

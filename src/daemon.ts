@@ -62,6 +62,8 @@ export interface DaemonOptions {
   readonly fastPath: boolean;
   readonly encap: "bpf" | "device";
   readonly bpfAttach: "auto" | "tcx" | "tc";
+  /** --peer-capacity (bpf). */
+  readonly peerCapacity?: number;
   readonly iface: readonly string[];
   readonly ifaceRegex: readonly string[];
   readonly publicIP?: IP;
@@ -104,6 +106,7 @@ export class Daemon {
   private eventSeq = new Map<string, number>();
   private seq = 0;
   private periods = 0;
+  private reconciling = false;
   private index = new SubnetIndex();
   private direct: (ip: IP) => boolean = () => false;
   private reported = new Set<string>();
@@ -173,7 +176,7 @@ export class Daemon {
       v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.own.publicIPv6 ?? this.publicIPv6, dev6, vtep6),
     };
     this.dp = o.dataplane === "bpf"
-      ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, encap: o.encap, attach: o.bpfAttach, log: this.log })
+      ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, encap: o.encap, attach: o.bpfAttach, log: this.log, peerCapacity: o.peerCapacity })
       : new KernelDataplane({ log: (m: string) => this.log.info(m) });
     const devs = await this.dp.setup(local);
     const mtu = Math.min(...[local.v4?.mtu, local.v6?.mtu].filter((x): x is number => x !== undefined));
@@ -342,23 +345,32 @@ export class Daemon {
   /** One reconcile period: repair drift against `known`; every RELIST_EVERY periods re-list first. */
   private async period(): Promise<void> {
     if (this.periods++ % RELIST_EVERY === RELIST_EVERY - 1) await this.resync(true);
-    else await this.serialize(() => this.repair());
+    else await this.repair();
   }
 
-  /** Makes the dataplane exactly `known` (the drift the dataplane finds is logged and counted). */
+  /**
+   * Makes the dataplane exactly `known` (the drift the dataplane finds is
+   * logged and counted). It runs beside the work queue, not in it: lease
+   * events are applied while it runs (the bpf dataplane yields while it
+   * compares, and leaves out of its repair whatever an event wrote
+   * meanwhile; the kernel dataplane orders its own calls). One at a time.
+   */
   private async repair(): Promise<void> {
+    if (this.reconciling || this.stopped) return;
+    this.reconciling = true;
+    const pendingBefore = new Map(this.pending);
     try {
       const r = await this.metrics.reconcile(() => this.dp!.reconcile(this.desired()));
-      this.pending.clear();
+      // What was pending when it began is in the dataplane now (unless an event replaced it meanwhile).
+      for (const [k, v] of pendingBefore) if (this.pending.get(k) === v) this.pending.delete(k);
       if (r.drift.length > 0 && this.ready) this.log.warn("reconcile repaired drift", { added: r.added, updated: r.updated, removed: r.removed, drift: r.drift });
+      this.metrics.leases.set({ state: "peer" }, this.known.size);
     } catch (e) {
-      if (e instanceof PeerProgramError) {
-        this.pending.clear();
-        for (const p of e.peers) this.pending.set(peerKey(p), { peer: p, remove: false });
-      }
-      throw e;
+      if (e instanceof PeerProgramError) for (const p of e.peers) if (!this.pending.has(peerKey(p))) this.pending.set(peerKey(p), { peer: p, remove: false });
+      if (!this.stopped) this.count(e, "reconcile failed; will retry at the next event or reconcile");
+    } finally {
+      this.reconciling = false;
     }
-    this.metrics.leases.set({ state: "peer" }, this.known.size);
   }
 
   /** Re-lists the leases and reconciles now (SIGHUP). */
@@ -373,8 +385,8 @@ export class Daemon {
     await this.serialize(async () => {
       if (listed instanceof Error || !listed || typeof listed !== "object") throw listed;
       await this.reset(listed as Awaited<ReturnType<LeaseSource["list"]>>, since);
-      if (full) await this.repair();
     });
+    if (full) await this.repair();
   }
 
   /** Diffs a full list against `known` and programs the difference; leases with newer events keep them. */

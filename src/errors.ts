@@ -29,6 +29,7 @@ export type ErrorCode =
   | "ERR_BPF_VERIFIER"
   | "ERR_BPF_PIN_INCOMPATIBLE"
   | "ERR_BPF_MAP"
+  | "ERR_CAPACITY"
   | "ERR_BPF_ATTACH"
   | "ERR_BPF_LAYOUT"
   | "ERR_BPF_TEST_RUN"

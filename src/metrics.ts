@@ -8,7 +8,10 @@
  * - Dataplane metrics (per-peer traffic and drops, node-wide datapath
  *   counters, BPF map occupancy) are read from the maps at scrape time, in
  *   the collect() of each metric, never on a timer. One read serves every
- *   metric of a scrape: it is cached until the event loop turns.
+ *   metric of a scrape: every collect() awaits the same read. A dataplane
+ *   may read asynchronously (readDataplaneStatsSliced), so that a scrape at
+ *   10,000 peers holds the event loop for milliseconds at a time, not for
+ *   the whole read.
  * - The kernel dataplane keeps no per-peer counters: it exports
  *   twill_peer_stats_available 0 and no twill_peer_* or twill_bpf_* series,
  *   rather than invented numbers.
@@ -27,14 +30,14 @@
 import client from "prom-client";
 import { errorCode } from "./errors.js";
 import {
-  DIRECTIONS, MonotonicTotals, OTHER, PATHS, PEER_SERIES_LIMIT, capPeers, peerTraffic,
+  DIRECTIONS, MonotonicTotals, OTHER, PATHS, PEER_SERIES_LIMIT, breather, capPeers, peerTrafficSliced,
   type DataplaneStats, type PeerTraffic,
 } from "./peerstats.js";
 import type { SyncResult } from "./dataplane/types.js";
 
 /** What the metrics read the dataplane through: `stats` is absent when it has no counters (kernel). */
 export interface StatsSource {
-  stats?(): DataplaneStats | undefined;
+  stats?(): DataplaneStats | undefined | Promise<DataplaneStats | undefined>;
   /** bpf: the VXLAN encapsulation in use, and why it is the device's when BPF's was asked for. */
   encapMode?(): { mode: "bpf" | "device"; reason: string };
 }
@@ -68,30 +71,40 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     name: "twill_errors_total", help: "Errors of the controller by stable error code (ERR_*; an errno name for a raw system error), failed reads of the maps for a scrape included.",
     labelNames: ["code"], registers,
     // A failed read of this scrape is counted in this scrape.
-    collect() { read(); },
+    async collect() { await read(); },
   });
-  let cached: { stats: DataplaneStats | undefined } | undefined;
+  let cached: Promise<DataplaneStats | undefined> | undefined;
   const totals = new MonotonicTotals();
   let totalsNow = new Map<string, { packets: bigint; bytes: bigint }>();
   let peersNow: { shown: PeerTraffic[]; other?: PeerTraffic; aggregated: number } = { shown: [], aggregated: 0 };
-  const read = (): DataplaneStats | undefined => {
-    if (!cached) {
-      cached = { stats: undefined };
-      peersNow = { shown: [], aggregated: 0 };
-      setImmediate(() => (cached = undefined));
-      try {
-        const s = source()?.stats?.();
-        cached.stats = s;
-        if (s) {
-          totalsNow = totals.update(s.counters);
-          peersNow = capPeers(peerTraffic(s.peers, s.counters), PEER_SERIES_LIMIT);
-        }
-      } catch (e) {
-        cached.stats = undefined;
-        errors.inc({ code: errorCode(e) });
+  const fresh = async (): Promise<DataplaneStats | undefined> => {
+    try {
+      const s = await source()?.stats?.();
+      if (!s) {
+        peersNow = { shown: [], aggregated: 0 };
+        return undefined;
       }
+      // In slices of a few ms: 10,000 peers are ~30,000 counters to fold.
+      const breathe = breather();
+      totalsNow = await totals.updateSliced(s.counters, breathe);
+      peersNow = capPeers(await peerTrafficSliced(s.peers, s.counters, breathe), PEER_SERIES_LIMIT);
+      return s;
+    } catch (e) {
+      peersNow = { shown: [], aggregated: 0 };
+      errors.inc({ code: errorCode(e) });
+      return undefined;
     }
-    return cached.stats;
+  };
+  // One read per scrape: every collect() of a scrape starts in the same
+  // turn of the event loop and awaits the same read; the next scrape reads
+  // again. Reads never overlap (MonotonicTotals must see them in order).
+  const read = (): Promise<DataplaneStats | undefined> => {
+    if (!cached) {
+      const p = fresh();
+      cached = p;
+      void p.finally(() => setImmediate(() => { if (cached === p) cached = undefined; }));
+    }
+    return cached;
   };
   const available = (): boolean => {
     const s = source();
@@ -124,8 +137,8 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     name: "twill_peer_packets_total",
     help: `Packets sent to (direction="tx") or received from (direction="rx") one remote subnet, by path: vxlan (encapsulated) or direct (DirectRouting). ${capNote}`,
     labelNames: peerLabels, registers: bpfRegisters,
-    collect() {
-      read();
+    async collect() {
+      await read();
       this.reset();
       eachPeerSeries((l, packets) => this.inc(l, num(packets)));
     },
@@ -134,8 +147,8 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     name: "twill_peer_bytes_total",
     help: `Bytes (IP packet length, inner packet for vxlan) sent to or received from one remote subnet, by path and direction; see twill_peer_packets_total. ${capNote}`,
     labelNames: peerLabels, registers: bpfRegisters,
-    collect() {
-      read();
+    async collect() {
+      await read();
       this.reset();
       eachPeerSeries((l, _p, bytes) => this.inc(l, num(bytes)));
     },
@@ -144,8 +157,8 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     name: "twill_peer_drops_total",
     help: "Packets to or from one remote subnet that the eBPF dataplane did not forward, by reason: mtu (too big for the path: handed to the host stack, which sends ICMP fragmentation-needed, or dropped), ttl (expiring: to the stack for ICMP time-exceeded), encap (setting the tunnel key failed), no_config (node config not loaded). A reason appears once it has counted. " + capNote,
     labelNames: ["peer_subnet", "reason"], registers: bpfRegisters,
-    collect() {
-      read();
+    async collect() {
+      await read();
       this.reset();
       for (const p of [...peersNow.shown, ...(peersNow.other ? [peersNow.other] : [])]) {
         for (const [reason, s] of p.drops) this.inc({ peer_subnet: p.subnet, reason }, num(s.packets));
@@ -156,18 +169,20 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     name: "twill_peer_stats_aggregated_peers",
     help: `Peers whose traffic is summed under peer_subnet="${OTHER}" because more than ${PEER_SERIES_LIMIT} peers exist.`,
     registers: bpfRegisters,
-    collect() {
+    async collect() {
+      const s = await read();
       this.reset();
-      if (read()) this.set(peersNow.aggregated);
+      if (s) this.set(peersNow.aggregated);
     },
   });
   const datapath = (unit: "packets" | "bytes") => new client.Counter({
     name: `twill_datapath_${unit}_total`,
     help: `${unit === "packets" ? "Packets" : "Bytes"} seen by the tc programs on this node, summed over all peers (and none), by counter: what happened to them (enum twill_counter in bpf/shared.h: encap, encap_fast, direct, delivered, decap_stack, rx_direct, miss, stack_*, drop_*).`,
     labelNames: ["counter"], registers: bpfRegisters,
-    collect() {
+    async collect() {
+      const s = await read();
       this.reset();
-      if (!read()) return;
+      if (!s) return;
       for (const [counter, s] of totalsNow) this.inc({ counter }, num(s[unit]));
     },
   });
@@ -175,9 +190,10 @@ export function createMetrics(version: string, dataplane: string, source: () => 
   datapath("bytes");
   const mapGauge = (what: "entries" | "capacity", help: string) => new client.Gauge({
     name: `twill_bpf_map_${what}`, help, labelNames: ["map"], registers: bpfRegisters,
-    collect() {
+    async collect() {
+      const s = await read();
       this.reset();
-      for (const m of read()?.maps ?? []) this.set({ map: m.name }, what === "entries" ? m.entries : m.capacity);
+      for (const m of s?.maps ?? []) this.set({ map: m.name }, what === "entries" ? m.entries : m.capacity);
     },
   });
   mapGauge("entries", "Entries in each pinned BPF map (twill_peers: remote subnets plus our own subnet and the cluster network; twill_endpoints: learnt local pods; twill_stats: (peer, counter) pairs; twill_config: 1).");

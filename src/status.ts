@@ -228,8 +228,8 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   let rows: Array<StatusPeer & { prefix: Prefix }>;
   const ownPrefixes = [own.v4, own.v6].filter((p): p is Prefix => !!p);
   if (mode === "bpf") {
-    const image = bpfImage({ peers: desired.map((d) => d.peer), own: ownPrefixes, networks: fams.map((f) => f.network) });
-    drift.push(...diffBpf(image, observed!).drift);
+    const image = await bpfImage({ peers: desired.map((d) => d.peer), own: ownPrefixes, networks: fams.map((f) => f.network) });
+    drift.push(...(await diffBpf(image, observed!)).drift);
     const byPrefix = new Map(entries!.map((e) => [e.prefix, e]));
     const traffic = new Map(peerTraffic(entries!, counters!).map((t) => [t.subnet, t]));
     const n = (v: bigint) => Number(v);

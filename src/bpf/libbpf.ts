@@ -57,6 +57,7 @@ function load() {
     map_key_size: lib.func("uint32_t bpf_map__key_size(void *map)"),
     map_value_size: lib.func("uint32_t bpf_map__value_size(void *map)"),
     map_max_entries: lib.func("uint32_t bpf_map__max_entries(void *map)"),
+    map_set_max_entries: lib.func("int bpf_map__set_max_entries(void *map, uint32_t max)"),
     map_flags: lib.func("uint32_t bpf_map__map_flags(void *map)"),
     map_pin_path: lib.func("const char *bpf_map__pin_path(void *map)"),
     map_btf_key_type_id: lib.func("uint32_t bpf_map__btf_key_type_id(void *map)"),
@@ -82,6 +83,9 @@ function load() {
     next_key: lib.func("int bpf_map_get_next_key(int fd, const uint8_t *key, _Out_ uint8_t *next)"),
     update_batch: lib.func(
       "int bpf_map_update_batch(int fd, const uint8_t *keys, const uint8_t *values, _Inout_ uint32_t *count, const uint8_t *opts)",
+    ),
+    lookup_batch: lib.func(
+      "int bpf_map_lookup_batch(int fd, const uint8_t *in_batch, _Out_ uint8_t *out_batch, _Out_ uint8_t *keys, _Out_ uint8_t *values, _Inout_ uint32_t *count, const uint8_t *opts)",
     ),
     tc_hook_create: lib.func("int bpf_tc_hook_create(const uint8_t *hook)"),
     tc_attach: lib.func("int bpf_tc_attach(const uint8_t *hook, _Inout_ uint8_t *opts)"),

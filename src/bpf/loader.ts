@@ -32,9 +32,37 @@ export interface MapDef { type: number; keySize: number; valueSize: number; maxE
 /** Maps whose every entry the controller rewrites at start: migrated, not refused, when their pin is incompatible. */
 export const DERIVED_MAPS: ReadonlySet<string> = new Set(["twill_config"]);
 
+/**
+ * The default of --peer-capacity: entries of the peers trie (remote subnets,
+ * plus our own subnet and the cluster network: 2 per family). 2^17 leaves
+ * room above 100,000 peers and costs nothing until used: the trie and the
+ * hashes are BPF_F_NO_PREALLOC, so their memory grows with their entries;
+ * only the hashes' bucket arrays follow max_entries. 65536 gives exactly
+ * the sizes of twill 0.x (so a rollback to it adopts the pins).
+ */
+export const DEFAULT_PEER_CAPACITY = 131072;
+/** Counters per peer twill_stats has room for (above its floor, 2^18, the size of twill 0.x). */
+export const STATS_PER_PEER = 4;
+
+/** max_entries of each map sized by the peer capacity. */
+export function sizedMaps(peerCapacity: number): Readonly<Record<string, number>> {
+  return {
+    twill_peers: peerCapacity,
+    twill_remotes: peerCapacity, // one per underlay address: at most one per peer
+    twill_stats: Math.max(262144, peerCapacity * STATS_PER_PEER),
+  };
+}
+/** The maps sized by the peer capacity: resized (entries copied) when only their size changed. */
+export const SIZED_MAPS: ReadonlySet<string> = new Set(Object.keys(sizedMaps(1)));
+
+export interface LoadOptions {
+  /** Entries of the peers trie (default DEFAULT_PEER_CAPACITY); sizes the maps of sizedMaps(). */
+  readonly peerCapacity?: number;
+}
+
 export interface Loaded {
   readonly maps: Record<MapName, BpfMap>;
-  /** Derived maps whose old, incompatible pin was replaced, with what differed. */
+  /** Maps whose old pin was replaced (derived maps, resized maps), with what differed. */
   readonly migrated: readonly string[];
   readonly progs: Record<ProgName, number>;
   close(): void;
@@ -92,49 +120,108 @@ function diffLayout(obj: Ptr, m: Ptr, have: { btfId: number; btfKeyTypeId: numbe
   }
 }
 
-function checkPins(obj: Ptr): string[] {
+/** A pinned map replaced by a bigger or smaller one: its entries are copied after the load. */
+interface Resize { readonly name: string; readonly path: string; readonly old: BpfMap; readonly what: string }
+
+function checkPins(obj: Ptr): { migrated: string[]; resized: Resize[] } {
   const a = libbpf();
   const problems: string[] = [];
   const migrated: string[] = [];
   const unpin: string[] = [];
-  for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
-    const path = a.map_pin_path(m);
-    if (!path || !existsSync(path)) continue;
-    const fd = a.obj_get(path);
-    if (fd < 0) throw new TwillError("ERR_BPF_PIN_INCOMPATIBLE", `cannot open pinned map ${path}: ${errnoName(fd)}`);
-    try {
-      const have = mapInfo(fd);
-      const d = diffMapDef(objectMapDef(m), have);
-      if (!d.length) d.push(...diffLayout(obj, m, have));
-      const what = `${a.map_name(m)} (${path}): ${d.join(", ")}`;
-      if (d.length && DERIVED_MAPS.has(a.map_name(m))) {
-        migrated.push(what);
-        unpin.push(path);
-      } else if (d.length) problems.push(what);
-    } finally {
-      closeFd(fd);
+  const resized: Resize[] = [];
+  try {
+    for (let m = a.next_map(obj, null); m; m = a.next_map(obj, m)) {
+      const path = a.map_pin_path(m);
+      if (!path || !existsSync(path)) continue;
+      const fd = a.obj_get(path);
+      if (fd < 0) throw new TwillError("ERR_BPF_PIN_INCOMPATIBLE", `cannot open pinned map ${path}: ${errnoName(fd)}`);
+      let keep = false;
+      try {
+        const have = mapInfo(fd);
+        const want = objectMapDef(m);
+        const d = diffMapDef(want, have);
+        const sizeOnly = d.length === 1 && want.maxEntries !== have.maxEntries;
+        if (!d.length || sizeOnly) d.push(...diffLayout(obj, m, have));
+        const name = a.map_name(m);
+        const what = `${name} (${path}): ${d.join(", ")}`;
+        if (d.length === 1 && sizeOnly && SIZED_MAPS.has(name)) {
+          const old = new BpfMap(name, fd, have.keySize, have.valueSize, have.maxEntries, have.type);
+          keep = true;
+          resized.push({ name, path, old, what });
+          const used = old.count();
+          if (used > want.maxEntries) {
+            throw new TwillError("ERR_CAPACITY", `${name} holds ${used} entries, more than the ${want.maxEntries} this capacity allows ` +
+              `(--peer-capacity): raise it, or remove the pins (twill teardown) to start fresh`);
+          }
+        } else if (d.length && DERIVED_MAPS.has(name)) {
+          migrated.push(what);
+          unpin.push(path);
+        } else if (d.length) problems.push(what);
+      } finally {
+        if (!keep) closeFd(fd);
+      }
     }
-  }
-  if (problems.length) {
-    throw new TwillError(
-      "ERR_BPF_PIN_INCOMPATIBLE",
-      `pinned maps do not match this build of twill: ${problems.join("; ")}. ` +
-        `Migrate them or remove the pins (twill teardown) to start fresh.`,
-    );
+    if (problems.length) {
+      throw new TwillError(
+        "ERR_BPF_PIN_INCOMPATIBLE",
+        `pinned maps do not match this build of twill: ${problems.join("; ")}. ` +
+          `Migrate them or remove the pins (twill teardown) to start fresh.`,
+      );
+    }
+  } catch (e) {
+    for (const r of resized) r.old.close();
+    throw e;
   }
   // Only once nothing is refused: a refused start leaves every pin as it was.
   for (const path of unpin) unlinkSync(path);
-  return migrated;
+  for (const r of resized) unlinkSync(r.path);
+  return { migrated, resized };
 }
 
-export function loadObject(objectPath: string, pinDir: string): Loaded {
+/** Copies every entry of each resized map's old pin into the new map (the old map is left as it was). */
+function copyResized(resized: readonly Resize[], maps: Record<string, BpfMap>): string[] {
+  const out: string[] = [];
+  for (const r of resized) {
+    const to = maps[r.name]!;
+    let copied = 0;
+    r.old.dump((keys, values, count) => {
+      to.updateBatch(keys, values, count);
+      copied += count;
+    });
+    out.push(`${r.what}: resized, ${copied} entries copied`);
+  }
+  return out;
+}
+
+/** After a failed load or copy: the old maps go back to their pins, so the next start finds them. */
+function restorePins(resized: readonly Resize[]): void {
+  for (const r of resized) {
+    try {
+      if (existsSync(r.path)) unlinkSync(r.path);
+      libbpf().obj_pin(r.old.fd, r.path);
+    } catch {
+      // best effort: without the pin, the next start creates the map afresh
+    }
+  }
+}
+
+export function loadObject(objectPath: string, pinDir: string, opts: LoadOptions = {}): Loaded {
   const a = libbpf();
+  const capacity = opts.peerCapacity ?? DEFAULT_PEER_CAPACITY;
   const mapsDir = join(pinDir, "maps");
   mkdirSync(mapsDir, { recursive: true });
   takeLibbpfLog();
   const obj = openObject(objectPath, mapsDir);
+  let resized: Resize[] = [];
   try {
-    const migrated = checkPins(obj);
+    for (const [name, size] of Object.entries(sizedMaps(capacity))) {
+      const m = a.find_map(obj, name);
+      if (!m) continue; // missing maps are reported once loaded
+      const r = a.map_set_max_entries(m, size);
+      if (r < 0) throw new TwillError("ERR_BPF_LOAD", `cannot size ${name} to ${size} entries: ${errnoName(r)}`);
+    }
+    const pins = checkPins(obj);
+    resized = pins.resized;
     const r = a.obj_load(obj);
     if (r < 0) {
       const log = takeLibbpfLog();
@@ -151,14 +238,18 @@ export function loadObject(objectPath: string, pinDir: string): Loaded {
       const d = objectMapDef(m);
       maps[name] = new BpfMap(name, a.map_fd(m), d.keySize, d.valueSize, d.maxEntries, d.type);
     }
+    const migrated = [...pins.migrated, ...copyResized(resized, maps)];
     const progs = {} as Record<ProgName, number>;
     for (const name of PROG_NAMES) {
       const p = a.find_prog(obj, name);
       if (!p) throw new TwillError("ERR_BPF_LOAD", `object ${objectPath} has no program ${name}`);
       progs[name] = a.prog_fd(p);
     }
+    for (const x of resized) x.old.close();
     return { maps, progs, migrated, close: () => a.obj_close(obj) };
   } catch (e) {
+    restorePins(resized);
+    for (const x of resized) x.old.close();
     a.obj_close(obj);
     throw e;
   }

@@ -1,20 +1,37 @@
 /**
- * A BPF map by fd: lookup, update, delete, iterate, batch update.
+ * A BPF map by fd: lookup, update, delete, iterate, batch update and dump.
  *
  * How it works: keys and values are Buffers of the map's exact sizes
- * (encoded by layout.ts). Iteration walks bpf_map_get_next_key from NULL.
- * Batch update sends many entries in one syscall where the kernel supports
- * it for the map type and falls back to one update per entry otherwise.
- * A missing key is `undefined`, never an exception.
+ * (encoded by layout.ts). 1) A dump (entries(), keys(), count()) reads the
+ * map BATCH entries per syscall with BPF_MAP_LOOKUP_BATCH (hash maps since
+ * 5.6; the LPM trie and arrays through the kernel's generic batch ops) and
+ * falls back to bpf_map_get_next_key + lookup, two syscalls per entry, for
+ * a map type without batch ops. 2) A batch update sends many entries in one
+ * syscall the same way, falling back to one update per entry. 3) A map that
+ * is full (ENOSPC from the LPM trie, E2BIG from a hash) is ERR_CAPACITY,
+ * naming the map, its capacity and what did not fit; every other failure
+ * is ERR_BPF_MAP. A missing key is `undefined`, never an exception.
  */
-import { libbpf, check, closeFd, numPossibleCpus } from "./libbpf.js";
+import { TwillError } from "../errors.js";
+import { libbpf, check, closeFd, errnoName, numPossibleCpus } from "./libbpf.js";
 
 const ENOENT = 2;
+const E2BIG = 7;
+const ENOSPC = 28;
+/** The map type has no batch ops: EINVAL, EOPNOTSUPP, ENOTSUPP (the kernel's 524). */
+const NO_BATCH = new Set([22, 95, 524]);
 export const BPF_ANY = 0;
 const PERCPU_TYPES = new Set([5, 6, 10]); // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+const HASH_TYPES = new Set([1, 5, 9, 10]); // HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH
+/** Entries per lookup-batch syscall: the buffers are BATCH × (key + value) bytes, reused. */
+const BATCH = 4096;
+
+/** True when a failed update means "the map is full". */
+const isFull = (ret: number): boolean => ret === -ENOSPC || ret === -E2BIG;
 
 export class BpfMap {
-  private batchOk = true;
+  private batchUpdate = true;
+  private batchLookup = true;
   constructor(
     readonly name: string,
     readonly fd: number,
@@ -37,8 +54,24 @@ export class BpfMap {
     return out;
   }
 
-  update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
-    check(libbpf().update(this.fd, key, value, flags), "ERR_BPF_MAP", `update of ${this.name}`);
+  /**
+   * Writes one entry. `what` names it in an error (e.g. the peer's subnet);
+   * a full map throws ERR_CAPACITY.
+   */
+  update(key: Buffer, value: Buffer, flags = BPF_ANY, what?: string): void {
+    const r = libbpf().update(this.fd, key, value, flags);
+    if (isFull(r)) throw this.fullError(what ?? `key ${key.toString("hex")}`, -r);
+    check(r, "ERR_BPF_MAP", `update of ${this.name}${what ? ` (${what})` : ""}`);
+  }
+
+  /** The error for entries that do not fit. */
+  fullError(what: string, errno = ENOSPC): TwillError {
+    const e = new TwillError(
+      "ERR_CAPACITY",
+      `${this.name} is full (capacity ${this.maxEntries} entries${this.name === "twill_peers" || this.name === "twill_remotes" ? ", --peer-capacity" : ""}): cannot add ${what} (${errnoName(errno)})`,
+    );
+    (e as { errno?: number }).errno = errno;
+    return e;
   }
 
   /** Deletes a key; returns false when it was not there. */
@@ -50,46 +83,139 @@ export class BpfMap {
   }
 
   keys(): Buffer[] {
-    const out: Buffer[] = [];
+    return this.entries().map(([k]) => k);
+  }
+
+  /** How many entries the map holds (a dump without decoding). */
+  count(): number {
+    let n = 0;
+    this.dump((_keys, _values, count) => (n += count));
+    return n;
+  }
+
+  /** Every entry, as fresh Buffers (values of per-CPU maps: lookupSize bytes, one slot per CPU). */
+  entries(): Array<[Buffer, Buffer]> {
+    const out: Array<[Buffer, Buffer]> = [];
+    const vs = this.lookupSize;
+    this.dump((keys, values, count) => {
+      // One copy per chunk; the entries are views into it.
+      const k = Buffer.from(keys.subarray(0, count * this.keySize));
+      const v = Buffer.from(values.subarray(0, count * vs));
+      for (let i = 0; i < count; i++) out.push([k.subarray(i * this.keySize, (i + 1) * this.keySize), v.subarray(i * vs, (i + 1) * vs)]);
+    });
+    return out;
+  }
+
+  /**
+   * Calls `chunk` with entries packed back to back (keySize / lookupSize
+   * each), BATCH at most per call; the buffers are reused between calls.
+   */
+  dump(chunk: (keys: Buffer, values: Buffer, count: number) => void): void {
+    const vs = this.lookupSize;
+    if (this.batchLookup) {
+      const keys = Buffer.alloc(BATCH * this.keySize);
+      const values = Buffer.alloc(BATCH * vs);
+      // The batch token is a key for the generic ops, a bucket number for hashes.
+      const token = Buffer.alloc(Math.max(this.keySize, 8));
+      const opts = batchOpts();
+      const n = new Uint32Array(1);
+      let first = true;
+      for (;;) {
+        n[0] = BATCH;
+        const r = libbpf().lookup_batch(this.fd, first ? null : token, token, keys, values, n, opts);
+        if (r < 0 && r !== -ENOENT) {
+          if (first && NO_BATCH.has(-r)) {
+            this.batchLookup = false;
+            break;
+          }
+          check(r, "ERR_BPF_MAP", `dumping ${this.name}`);
+        }
+        if (n[0]! > 0) chunk(keys, values, n[0]!);
+        if (r === -ENOENT) return; // that was the last chunk
+        first = false;
+      }
+    }
+    // No batch ops for this map type: two syscalls per entry.
     let prev: Buffer | null = null;
     for (;;) {
       const next = Buffer.alloc(this.keySize);
       const r = libbpf().next_key(this.fd, prev, next);
       if (r === -ENOENT) break;
       check(r, "ERR_BPF_MAP", `iterating ${this.name}`);
-      out.push(next);
+      const v = this.lookup(next);
+      if (v) chunk(next, v, 1);
       prev = next;
     }
-    return out;
   }
 
-  entries(): Array<[Buffer, Buffer]> {
-    const out: Array<[Buffer, Buffer]> = [];
-    for (const k of this.keys()) {
-      const v = this.lookup(k);
-      if (v) out.push([k, v]);
+  /**
+   * dump() for a hash map, awaiting `chunk` between syscalls (a hash's batch
+   * token is a bucket number, so the walk survives changes in between; a
+   * trie's is a key, which must not be deleted mid-walk: dump those at once).
+   */
+  async dumpSliced(chunk: (keys: Buffer, values: Buffer, count: number) => Promise<void>): Promise<void> {
+    if (!HASH_TYPES.has(this.type) || !this.batchLookup) {
+      const all: Array<[Buffer, Buffer, number]> = [];
+      this.dump((k, v, n) => all.push([Buffer.from(k.subarray(0, n * this.keySize)), Buffer.from(v.subarray(0, n * this.lookupSize)), n]));
+      for (const [k, v, n] of all) await chunk(k, v, n);
+      return;
     }
-    return out;
+    const keys = Buffer.alloc(BATCH * this.keySize);
+    const values = Buffer.alloc(BATCH * this.lookupSize);
+    const token = Buffer.alloc(Math.max(this.keySize, 8));
+    const opts = batchOpts();
+    const n = new Uint32Array(1);
+    for (let first = true; ; first = false) {
+      n[0] = BATCH;
+      const r = libbpf().lookup_batch(this.fd, first ? null : token, token, keys, values, n, opts);
+      if (r < 0 && r !== -ENOENT) check(r, "ERR_BPF_MAP", `dumping ${this.name}`);
+      if (n[0]! > 0) await chunk(keys, values, n[0]!);
+      if (r === -ENOENT) return;
+    }
   }
 
-  /** Writes `count` entries packed back to back in `keys` / `values`. */
-  updateBatch(keys: Buffer, values: Buffer, count: number): void {
+  /**
+   * Writes `count` entries packed back to back in `keys` / `values`
+   * (lookupSize bytes each: per CPU for per-CPU maps). A full
+   * map throws ERR_CAPACITY once every entry that fits is written; `what(i)`
+   * names entry i in the error.
+   */
+  updateBatch(keys: Buffer, values: Buffer, count: number, what?: (i: number) => string): void {
     if (count === 0) return;
-    if (this.batchOk) {
+    let from = 0;
+    if (this.batchUpdate) {
       const n = new Uint32Array([count]);
-      const opts = Buffer.alloc(24);
-      opts.writeBigUInt64LE(24n, 0);
-      const r = libbpf().update_batch(this.fd, keys, values, n, opts);
+      const r = libbpf().update_batch(this.fd, keys, values, n, batchOpts());
       if (r === 0 && n[0] === count) return;
-      if (r !== -22 && r !== -95 && r !== -524) check(r, "ERR_BPF_MAP", `batch update of ${this.name}`);
-      this.batchOk = false; // EINVAL/EOPNOTSUPP/ENOTSUPP: the map type has no batch ops
+      if (r < 0 && NO_BATCH.has(-r) && n[0] === 0) this.batchUpdate = false;
+      else if (isFull(r)) from = n[0]!; // entries 0..n-1 are in; the rest go one by one below
+      else check(r, "ERR_BPF_MAP", `batch update of ${this.name}`);
     }
-    for (let i = 0; i < count; i++) {
-      this.update(keys.subarray(i * this.keySize, (i + 1) * this.keySize), values.subarray(i * this.valueSize, (i + 1) * this.valueSize));
+    let full: { first: number; errno: number; count: number } | undefined;
+    const vs = this.lookupSize; // per-CPU maps take one value per CPU, as a dump returns them
+    for (let i = from; i < count; i++) {
+      const r = libbpf().update(this.fd, keys.subarray(i * this.keySize, (i + 1) * this.keySize), values.subarray(i * vs, (i + 1) * vs), BPF_ANY);
+      if (isFull(r)) {
+        full ??= { first: i, errno: -r, count: 0 };
+        full.count++;
+        continue;
+      }
+      check(r, "ERR_BPF_MAP", `update of ${this.name}${what ? ` (${what(i)})` : ""}`);
+    }
+    if (full) {
+      const first = what ? what(full.first) : `key ${keys.subarray(full.first * this.keySize, (full.first + 1) * this.keySize).toString("hex")}`;
+      throw this.fullError(full.count > 1 ? `${full.count} of ${count} entries, the first ${first}` : first, full.errno);
     }
   }
 
   close(): void {
     closeFd(this.fd);
   }
+}
+
+/** struct bpf_map_batch_opts: sz, elem_flags, flags. */
+function batchOpts(): Buffer {
+  const opts = Buffer.alloc(24);
+  opts.writeBigUInt64LE(24n, 0);
+  return opts;
 }

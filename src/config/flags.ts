@@ -58,6 +58,8 @@ export interface Options {
   /** bpf: who builds the VXLAN headers — the tc programs ("bpf") or the vxlan driver ("device"). */
   readonly encap: "bpf" | "device";
   readonly bpfAttach: "auto" | "tcx" | "tc";
+  /** bpf: entries of the peers trie (remote subnets + own subnet and cluster network per family); sizes the per-peer maps. */
+  readonly peerCapacity: number;
   /** Seconds (fractions allowed). */
   readonly reconcilePeriod: number;
   readonly logLevel: LogLevel;
@@ -133,6 +135,7 @@ export const FLAGS: readonly FlagSpec[] = [
   tw("fast-path", "fastPath", "bool", "false", "bpf: send pod traffic between pod veths and the underlay in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),
   tw("encap", "encap", "enum", "bpf", "bpf: who encapsulates and decapsulates VXLAN over an IPv4 underlay: bpf (the tc programs write and strip the outer headers; the vxlan device stays as fallback and for GRO) or device (the kernel's vxlan driver, as twill 0.1 did)", { values: ["bpf", "device"] }),
   tw("bpf-attach", "bpfAttach", "enum", "auto", "bpf: attach programs as tcx links (kernel >= 6.6), tc cls_bpf filters, or auto (tcx when the kernel has it)", { values: ["auto", "tcx", "tc"] }),
+  tw("peer-capacity", "peerCapacity", "int", "131072", "bpf: how many entries the peers map holds: remote subnets, plus our own subnet and the cluster network (2 per address family); the per-peer maps are sized from it. Memory grows with the peers, not with this number. A peer beyond it is not programmed and is reported (ERR_CAPACITY). 65536 keeps twill 0.x's map sizes", { min: 16, max: 1048576 }),
   tw("reconcile-period", "reconcilePeriod", "seconds", "10", "seconds between full reconciles of the dataplane with the leases"),
   tw("log-level", "logLevel", "enum", "info", "debug, info, warn or error", { values: ["debug", "info", "warn", "error"] }),
   tw("bridge", "bridge", "string", "cni0", "the bridge local pods are attached to"),

@@ -37,7 +37,7 @@ import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks, routeReplace } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
-import type { BpfMap } from "../bpf/map.js";
+import { BPF_ANY, type BpfMap } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
@@ -47,9 +47,9 @@ import {
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
 import { probeBpfEncap } from "../bpf/probe.js";
-import { readDataplaneStats, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
+import { readDataplaneStatsSliced, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
 import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
-import { bpfImage, diffBpf, type BpfImage } from "./bpfdiff.js";
+import { bpfImage, diffBpf, yieldToEvents, type BpfImage, type BpfRepair, type Pause } from "./bpfdiff.js";
 import { deviceDrift, driftCounts, type Drift } from "./drift.js";
 
 export interface BpfDataplaneOptions {
@@ -59,6 +59,8 @@ export interface BpfDataplaneOptions {
   readonly encap: "bpf" | "device";
   readonly attach: AttachMode;
   readonly log: Logger;
+  /** --peer-capacity: entries of the peers trie (the per-peer maps follow); default the loader's. */
+  readonly peerCapacity?: number;
 }
 
 const keyOf = (p: Prefix): string => formatPrefix(p);
@@ -93,6 +95,8 @@ export class BpfDataplane implements Dataplane {
    */
   private image?: BpfImage;
   private imageOf?: readonly Peer[];
+  /** While a reconcile is between its snapshot and its repair: the trie keys events wrote meanwhile. */
+  private touched?: Set<string>;
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -118,7 +122,7 @@ export class BpfDataplane implements Dataplane {
       }
     }
     if (!this.loaded) {
-      this.loaded = loadObject(this.opts.objectPath, this.opts.pinDir);
+      this.loaded = loadObject(this.opts.objectPath, this.opts.pinDir, { ...(this.opts.peerCapacity ? { peerCapacity: this.opts.peerCapacity } : {}) });
       for (const m of this.loaded.migrated) this.opts.log.info("migrated a pinned map to this build's layout", { map: m });
       for (const [k, v] of this.maps.twill_peers.entries()) {
         const id = decodePeer(v).id;
@@ -336,7 +340,7 @@ export class BpfDataplane implements Dataplane {
   }
 
   private writeEntry(prefix: Prefix, v: PeerValue): void {
-    this.maps.twill_peers.update(encodeLpmKey(prefix), encodePeer(v));
+    this.maps.twill_peers.update(encodeLpmKey(prefix), encodePeer(v), BPF_ANY, `peer ${keyOf(prefix)}`);
   }
 
   /**
@@ -403,9 +407,11 @@ export class BpfDataplane implements Dataplane {
 
   /** Records written peers in the shadow (no-op before the first reconcile built it). */
   private shadowPut(peers: readonly Peer[]): void {
-    if (!this.image) return;
     for (const p of peers) {
-      this.image.trie.set(encodeLpmKey(p.subnet).toString("hex"), {
+      const hex = encodeLpmKey(p.subnet).toString("hex");
+      this.touched?.add(hex);
+      if (!this.image) continue;
+      this.image.trie.set(hex, {
         prefix: p.subnet, kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, peer: p, value: encodePeer(this.peerValue(p)),
       });
     }
@@ -428,7 +434,7 @@ export class BpfDataplane implements Dataplane {
         encodePeer(this.peerValue(p), vals, i * PEER.size);
       });
       try {
-        m.updateBatch(keys, vals, peers.length);
+        m.updateBatch(keys, vals, peers.length, (i) => `peer ${keyOf(peers[i]!.subnet)}`);
         return undefined;
       } catch {
         // fall through: find out which peers do not fit
@@ -457,6 +463,7 @@ export class BpfDataplane implements Dataplane {
         const key = encodeLpmKey(p.subnet);
         this.maps.twill_peers.delete(key);
         this.image?.trie.delete(key.toString("hex"));
+        this.touched?.add(key.toString("hex"));
         const id = this.ids.get(k);
         this.ids.delete(k);
         if (id !== undefined) this.deleteStats(id);
@@ -479,18 +486,19 @@ export class BpfDataplane implements Dataplane {
     for (const k of m.keys()) if (!live.has(decodeStatKey(k).peerId)) m.delete(k);
   }
 
-  /** The shadow for `desired` (rebuilt only when handed a new desired set). */
-  private imageFor(desired: readonly Peer[]): BpfImage {
+  /** The shadow for `desired` (rebuilt only when handed a new desired set), built in slices with `pause`. */
+  private async imageFor(desired: readonly Peer[], pause?: Pause): Promise<BpfImage> {
     if (!this.image || this.imageOf !== desired) {
       const fams = this.families();
-      this.image = bpfImage({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, (p) => encodePeer(this.peerValue(p)));
+      const image = await bpfImage({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, (p) => encodePeer(this.peerValue(p)), pause);
+      this.image = image;
       this.imageOf = desired;
     }
     return this.image;
   }
 
   async check(desired: readonly Peer[]): Promise<readonly Drift[]> {
-    return diffBpf(this.imageFor(desired), this.observe()).drift;
+    return (await diffBpf(await this.imageFor(desired), this.observe())).drift;
   }
 
   /** The maps as they are: one batch dump each. */
@@ -498,22 +506,40 @@ export class BpfDataplane implements Dataplane {
     return { peers: this.maps.twill_peers.entries(), remotes: this.maps.twill_remotes.entries() };
   }
 
+  /**
+   * The safety net. The shadow is built and compared with the maps in
+   * slices that yield to the event loop, so lease events (upsert/remove)
+   * run meanwhile instead of waiting; the repair is then applied at once,
+   * leaving out every subnet an event wrote since the reconcile began (the
+   * event is newer than the snapshot the repair was computed from).
+   */
   async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
     const base = await this.ensureBase();
     // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
     this.watcher?.kick();
-    const fresh = this.imageOf !== desired;
-    const image = this.imageFor(desired);
-    const r = diffBpf(image, this.observe());
-    for (const k of r.deleteKeys) {
+    const first = !this.image;
+    const touched = (this.touched = new Set<string>());
+    let r: BpfRepair;
+    try {
+      const image = await this.imageFor(desired, yieldToEvents);
+      r = await diffBpf(image, this.observe(), yieldToEvents);
+    } finally {
+      this.touched = undefined;
+    }
+    // From here on nothing yields: the repair is applied as one step.
+    const keep = (k: Buffer) => !touched.has(k.toString("hex"));
+    const deleteKeys = r.deleteKeys.filter(keep);
+    for (const k of deleteKeys) {
       this.maps.twill_peers.delete(k);
       this.ids.delete(keyOf(decodeLpmKey(k)));
     }
     for (const e of r.writeOwn) this.writeEntry(e.prefix, { kind: e.kind, vni: 0, id: 0 });
-    const failed = this.writePeers(r.write);
-    // The remotes follow the peers; their drift is in r.drift.
-    if (fresh || r.writeRemotes.length || r.deleteRemotes.length) this.reconcileRemotes(desired);
-    if (fresh || r.deleteKeys.length) this.sweepStats(new Set([0, ...this.ids.values()]));
+    const failed = this.writePeers(r.write.filter((p) => keep(encodeLpmKey(p.subnet))));
+    // The remotes follow the peers on the event path (syncRemotes); rebuilt
+    // whole only at the first reconcile or when they drifted, and not over
+    // an event's changes (the next reconcile does it then).
+    if ((first || r.writeRemotes.length || r.deleteRemotes.length) && touched.size === 0) this.reconcileRemotes(desired);
+    if (first || deleteKeys.length) this.sweepStats(new Set([0, ...this.ids.values()]));
     if (failed) throw failed;
     const drift = [...base, ...r.drift];
     return { ...driftCounts(drift), drift };
@@ -542,8 +568,9 @@ export class BpfDataplane implements Dataplane {
   }
 
   /** Peers, counters (summed over CPUs) and map occupancy, read now; undefined before setup() and after close(). */
-  stats(): DataplaneStats | undefined {
-    return this.loaded ? readDataplaneStats(this.loaded.maps) : undefined;
+  stats(): Promise<DataplaneStats> | undefined {
+    // In slices that yield: a scrape at 100,000 peers does not hold up lease events.
+    return this.loaded ? readDataplaneStatsSliced(this.loaded.maps) : undefined;
   }
 
   /**

@@ -10,7 +10,9 @@
  *    entries). The daemon keeps the image between reconciles (a shadow of
  *    what it wrote, with the exact value bytes) and rebuilds it only when
  *    the desired set changed, so a reconcile that finds nothing costs one
- *    batch dump of each map and a byte comparison per entry.
+ *    batch dump of each map and a byte comparison per entry. Given a
+ *    `pause`, both yield to the event loop every SLICE entries, so lease
+ *    events are not held up by a reconcile of a large map.
  * 2) An observed entry whose bytes equal the shadow's is fine without being
  *    decoded. Otherwise it is decoded and compared by what matters to the
  *    packet path (kind, remote, VTEP MAC, VNI): a peer id that differs is
@@ -71,13 +73,24 @@ export interface BpfRepair {
 const KIND_NAME: Record<number, string> = { [PeerKind.Vxlan]: "vxlan", [PeerKind.Direct]: "direct", [PeerKind.Local]: "local", [PeerKind.Cluster]: "cluster" };
 const kindName = (k: number): string => KIND_NAME[k] ?? `kind ${k}`;
 
+/**
+ * Yields to the event loop every SLICE items when given a `pause` (the
+ * daemon's reconcile: lease events run between slices instead of waiting
+ * for a reconcile of 100,000 peers); without one the work runs at once.
+ */
+export type Pause = () => Promise<void>;
+const SLICE = 2048;
+export const yieldToEvents: Pause = () => new Promise((r) => setImmediate(r));
+
 /** Builds the desired image; `value(peer)` gives a peer's exact bytes when known. */
-export function bpfImage(d: BpfDesired, value?: (p: Peer) => Buffer): BpfImage {
+export async function bpfImage(d: BpfDesired, value?: (p: Peer) => Buffer, pause?: Pause): Promise<BpfImage> {
   const trie = new Map<string, ImageEntry>();
   const remotes = new Map<string, IP>();
   for (const n of d.networks) trie.set(encodeLpmKey(n).toString("hex"), { prefix: n, kind: PeerKind.Cluster });
   for (const o of d.own) trie.set(encodeLpmKey(o).toString("hex"), { prefix: o, kind: PeerKind.Local });
+  let i = 0;
   for (const p of d.peers) {
+    if (pause && ++i % SLICE === 0) await pause();
     trie.set(encodeLpmKey(p.subnet).toString("hex"), { prefix: p.subnet, kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, peer: p, ...(value ? { value: value(p) } : {}) });
     remotes.set(encodeEpKey(p.publicIP).toString("hex"), p.publicIP);
   }
@@ -101,13 +114,15 @@ function peerDiffs(p: Peer, v: PeerValue): string[] {
 }
 
 /** Compares the maps with the image; returns the drift and its repair. Writes nothing. */
-export function diffBpf(image: BpfImage, seen: BpfObserved): BpfRepair {
+export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause): Promise<BpfRepair> {
   const drift: Drift[] = [];
   const write: Peer[] = [], writeOwn: ImageEntry[] = [], deleteKeys: Buffer[] = [];
   const found = new Set<string>();
   /** twill_remotes keys whose drift a peer entry's drift already says. */
   const explained = new Set<string>();
+  let i = 0;
   for (const [k, v] of seen.peers) {
+    if (pause && ++i % SLICE === 0) await pause();
     const hex = k.toString("hex");
     const want = image.trie.get(hex);
     if (want?.value && want.value.equals(v)) {
@@ -139,6 +154,7 @@ export function diffBpf(image: BpfImage, seen: BpfObserved): BpfRepair {
     write.push(want.peer);
   }
   for (const [hex, want] of image.trie) {
+    if (pause && ++i % SLICE === 0) await pause();
     if (found.has(hex)) continue;
     const subject = formatPrefix(want.prefix);
     if (want.peer) {

@@ -91,7 +91,7 @@ export interface Dataplane {
    * Per-peer counters and map occupancy, read now (for /metrics); absent
    * when the dataplane keeps no counters (kernel); undefined before setup().
    */
-  stats?(): DataplaneStats | undefined;
+  stats?(): DataplaneStats | undefined | Promise<DataplaneStats | undefined>;
 }
 
 /**

@@ -33,5 +33,7 @@ export class DirSource implements LeaseSource {
   watch(h: WatchHandlers): () => void {
     return this.store.watch(() => h.onResync(), { debounceMs: 20, onError: (e) => h.onError(e) });
   }
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.store.close();
+  }
 }

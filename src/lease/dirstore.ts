@@ -23,25 +23,79 @@
  *    yields; if both yield, each waits a random, growing backoff before it
  *    picks again, so ties do not repeat forever.
  *  - list() never throws for a bad lease file: it returns it in `errors`.
- *  - watch() is fs.watch on subnets/, debounced; dotfiles are ignored.
+ *  - list() is incremental (100,000 leases cost a full read once, not at
+ *    every list): every lease read is cached with its file's stamp (inode,
+ *    size, mtime, ctime, in ns). A full validation stats every file and
+ *    re-reads only those whose stamp changed (or that changed too soon
+ *    before they were read to trust the stamp: the racy-git rule). Between
+ *    full validations the store's own fs.watch on subnets/ names the files
+ *    that changed, and only those are read again; before trusting it, list()
+ *    lets the event loop turn twice, so every event of a change that
+ *    completed before the call has been read. A full validation runs on
+ *    the first list, when the watcher is not running or failed, when the
+ *    directory changed but no event said so (lost events: inotify's queue
+ *    overflows silently), and at least every FULL_EVERY_MS, which bounds
+ *    how long a lost event can hide a change. Reads are synchronous
+ *    syscalls in slices of at most SLICE_MS (a thread-pool round trip per
+ *    file costs more than the read), yielding to the event loop between
+ *    slices. Lists run one at a time.
+ *  - The check after a create does not trust the cache: it reads the
+ *    directory's names (a lease's subnets are its key) and reads only the
+ *    files whose key overlaps ours.
  * There are no TTLs here: a lease lives until deleted. Errors: bad config →
  * ERR_INVALID_CONFIG; I/O → ERR_STORE (retryable).
  */
-import { mkdirSync, watch as fsWatch, type FSWatcher } from "node:fs";
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, statSync, watch as fsWatch, type FSWatcher, type Stats } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { TwillError, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
 import { chooseSubnet, leasesOverlap } from "./allocate.js";
 import { parseLease, parseLeaseKey, serializeLease } from "./parse.js";
+import type { LeaseSubnets } from "./parse.js";
 import type { Lease, NetConfig } from "./types.js";
 import type { AcquireOptions, ListResult } from "./source.js";
 
 export type { AcquireOptions, ListResult } from "./source.js";
 
 const MAX_TRIES = 30;
+/** The longest a lost watch event can hide a change from list(). */
+export const FULL_EVERY_MS = 10_000;
+/** The longest list() holds the event loop before it yields. */
+const SLICE_MS = 8;
+/** A file changed less than this (ms) before it was read may change again with the same stamp (coarse timestamps). */
+const RACY_MS = 1000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const turn = () => new Promise<void>((r) => setImmediate(r));
 let tmpCounter = 0;
+
+/** What identifies one version of a file (times in ms with a fraction: sub-µs resolution; numbers, not
+ * bigints: 100,000 BigIntStats cost more in garbage collection than the stat calls). */
+interface Stamp { readonly ino: number; readonly size: number; readonly mtimeMs: number; readonly ctimeMs: number }
+const stampOf = (st: Stats): Stamp => ({ ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs });
+const sameStamp = (a: Stamp | undefined, b: Stamp): boolean =>
+  !!a && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+const NO_STAMP: Stamp = { ino: -1, size: -1, mtimeMs: -1, ctimeMs: -1 };
+
+/** One lease file as last read: its stamp then, and the lease or why it is not one. */
+interface Entry extends Stamp {
+  /** Date.now() when it was read. */
+  readonly readAt: number;
+  readonly lease?: Lease;
+  readonly error?: TwillError;
+  /** An I/O error: read again at the next list, whatever the stamp says. */
+  readonly transient?: boolean;
+}
+
+/** Yields to the event loop once SLICE_MS have passed since the last yield. */
+class Slicer {
+  private since = performance.now();
+  async tick(): Promise<void> {
+    if (performance.now() - this.since < SLICE_MS) return;
+    await turn();
+    this.since = performance.now();
+  }
+}
 
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
 
@@ -53,10 +107,32 @@ function storeError(what: string, e: unknown): TwillError {
 export class DirStore {
   readonly dir: string;
   readonly subnetsDir: string;
+  /** Every lease file by name, as last read (list()'s cache). */
+  private readonly cache = new Map<string, Entry>();
+  /** The cache's names in order; undefined when a name came or went. */
+  private sorted?: string[];
+  /** The last result, while nothing changed. */
+  private last?: ListResult;
+  /** Names the watcher (or our own writes) saw change since the last list. */
+  private dirty = new Set<string>();
+  /** The next list must stat every file: no watcher yet, a failed one, an event without a name. */
+  private needFull = true;
+  private lastFull = -Infinity;
+  private dirStamp?: Stamp;
+  private watcher?: FSWatcher;
+  private listing: Promise<unknown> = Promise.resolve();
+  private buf = Buffer.alloc(16384);
 
   constructor(dir: string) {
     this.dir = dir;
     this.subnetsDir = path.join(dir, "subnets");
+  }
+
+  /** Stops the store's own watcher (list() keeps working, every list then stats every file). */
+  close(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.needFull = true;
   }
 
   async readConfig(): Promise<NetConfig> {
@@ -75,31 +151,198 @@ export class DirStore {
     await this.atomicWrite(path.join(this.dir, "config"), text, this.dir);
   }
 
-  async list(): Promise<ListResult> {
+  /** Every lease now (one list at a time; see the design note at the top). */
+  list(): Promise<ListResult> {
+    const run = this.listing.then(() => this.listNow());
+    this.listing = run.catch(() => undefined);
+    return run;
+  }
+
+  private async listNow(): Promise<ListResult> {
+    let dirStat: Stats;
+    try {
+      dirStat = await fs.stat(this.subnetsDir);
+    } catch (e) {
+      if (errno(e) !== "ENOENT") throw storeError(`listing ${this.subnetsDir}`, e);
+      this.forget();
+      return { leases: [], errors: [] };
+    }
+    if (this.dirStamp && dirStat.ino !== this.dirStamp.ino) this.forget(); // subnets/ was replaced
+    this.startWatcher();
+    // Two turns of the event loop: the watcher has read the events of every
+    // change that completed before this call (the first turn may end the
+    // poll phase that was running when we were called).
+    await turn();
+    await turn();
+    const stamp = stampOf(await fs.stat(this.subnetsDir).catch(() => dirStat));
+    const dirChanged = !sameStamp(this.dirStamp, stamp);
+    const dirty = this.dirty;
+    const full = this.needFull || !this.watcher || performance.now() - this.lastFull > FULL_EVERY_MS || (dirChanged && dirty.size === 0);
+    this.dirty = new Set();
+    this.needFull = false;
+    this.dirStamp = stamp;
+    if (full) await this.validateAll();
+    else await this.reread(dirty);
+    return this.result();
+  }
+
+  /** Drops the cache and the watcher (the directory is gone or was replaced). */
+  private forget(): void {
+    this.cache.clear();
+    this.sorted = this.last = undefined;
+    this.dirStamp = undefined;
+    this.close();
+  }
+
+  /** Starts the store's own watcher on subnets/ (after a failure, the next list tries again). */
+  private startWatcher(): void {
+    if (this.watcher) return;
+    try {
+      const w = fsWatch(this.subnetsDir, { persistent: false }, (_event, name) => {
+        if (name === null) this.needFull = true;
+        else if (!String(name).startsWith(".")) this.dirty.add(String(name));
+      });
+      w.on("error", () => {
+        w.close();
+        if (this.watcher === w) this.close();
+      });
+      this.watcher = w;
+      this.needFull = true; // what changed before it started, it did not see
+    } catch {
+      this.watcher = undefined; // e.g. out of inotify watches: every list is a full one
+    }
+  }
+
+  /** Stats every file; reads those that are new, changed, or changed too close to their last read. */
+  private async validateAll(): Promise<void> {
     let names: string[];
     try {
-      names = (await fs.readdir(this.subnetsDir)).filter((n) => !n.startsWith(".")).sort();
+      names = (await fs.readdir(this.subnetsDir)).filter((n) => !n.startsWith("."));
     } catch (e) {
-      if (errno(e) === "ENOENT") return { leases: [], errors: [] };
       throw storeError(`listing ${this.subnetsDir}`, e);
     }
-    const result: ListResult = { leases: [], errors: [] };
-    for (const key of names) {
-      let text: string;
-      try {
-        text = await fs.readFile(path.join(this.subnetsDir, key), "utf8");
-      } catch (e) {
-        if (errno(e) === "ENOENT") continue; // deleted since readdir
-        result.errors.push({ key, error: storeError(`reading lease ${key}`, e) });
-        continue;
+    const live = new Set(names);
+    for (const name of this.cache.keys()) if (!live.has(name)) this.drop(name);
+    const slicer = new Slicer();
+    for (const name of names) {
+      await slicer.tick();
+      const e = this.cache.get(name);
+      if (e && !e.transient) {
+        let st: Stats | undefined;
+        try {
+          st = statSync(path.join(this.subnetsDir, name), { throwIfNoEntry: false });
+        } catch {
+          st = undefined; // read below, which reports the error
+        }
+        if (st && sameStamp(e, stampOf(st)) && e.ctimeMs + RACY_MS <= e.readAt) continue;
       }
-      try {
-        result.leases.push(parseLease(key, text));
-      } catch (e) {
-        result.errors.push({ key, error: isTwillError(e) ? e : storeError(`parsing lease ${key}`, e) });
-      }
+      this.read(name);
     }
-    return result;
+    this.lastFull = performance.now();
+  }
+
+  /** Reads the named files again (what the watcher and our own writes saw change). */
+  private async reread(names: Iterable<string>): Promise<void> {
+    const slicer = new Slicer();
+    for (const name of names) {
+      await slicer.tick();
+      this.read(name);
+    }
+    // I/O errors are retried at every list.
+    for (const [name, e] of this.cache) if (e.transient) this.read(name);
+  }
+
+  /** Reads one lease file into the cache (synchronous: open, fstat, read, close). */
+  private read(name: string): void {
+    const file = path.join(this.subnetsDir, name);
+    const readAt = Date.now();
+    let fd: number;
+    try {
+      fd = openSync(file, "r");
+    } catch (e) {
+      if (errno(e) === "ENOENT") this.drop(name); // deleted
+      else this.put(name, { ...NO_STAMP, readAt, error: storeError(`reading lease ${name}`, e), transient: true });
+      return;
+    }
+    let stamp: Stamp;
+    let text: string;
+    try {
+      stamp = stampOf(fstatSync(fd));
+      let n = 0;
+      for (;;) {
+        if (n === this.buf.length) this.buf = Buffer.concat([this.buf, Buffer.alloc(this.buf.length)]);
+        const k = readSync(fd, this.buf, n, this.buf.length - n, null);
+        if (k === 0) break;
+        n += k;
+      }
+      text = this.buf.toString("utf8", 0, n);
+    } catch (e) {
+      this.put(name, { ...NO_STAMP, readAt, error: storeError(`reading lease ${name}`, e), transient: true });
+      return;
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      this.put(name, { ...stamp, readAt, lease: parseLease(name, text) });
+    } catch (e) {
+      this.put(name, { ...stamp, readAt, error: isTwillError(e) ? e : storeError(`parsing lease ${name}`, e) });
+    }
+  }
+
+  private put(name: string, e: Entry): void {
+    if (!this.cache.has(name)) this.sorted = undefined;
+    this.last = undefined;
+    this.cache.set(name, e);
+  }
+
+  private drop(name: string): void {
+    if (this.cache.delete(name)) this.sorted = this.last = undefined;
+  }
+
+  /** The cached leases in key order (fresh arrays: the caller may change them). */
+  private result(): ListResult {
+    if (!this.last) {
+      this.sorted ??= [...this.cache.keys()].sort();
+      const out: ListResult = { leases: [], errors: [] };
+      for (const key of this.sorted) {
+        const e = this.cache.get(key)!;
+        if (e.lease) out.leases.push(e.lease);
+        else out.errors.push({ key, error: e.error! });
+      }
+      this.last = out;
+    }
+    return { leases: this.last.leases.slice(), errors: this.last.errors.slice() };
+  }
+
+  /**
+   * Whether a lease other than `lease` overlaps it, from the directory as it
+   * is now (not the cache): names first, then only the files whose key overlaps.
+   */
+  private async overlapped(lease: Lease): Promise<boolean> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.subnetsDir);
+    } catch (e) {
+      throw storeError(`listing ${this.subnetsDir}`, e);
+    }
+    const slicer = new Slicer();
+    for (const name of names) {
+      if (name.startsWith(".") || name === lease.key) continue;
+      await slicer.tick();
+      let subnets: LeaseSubnets | undefined = this.cache.get(name)?.lease;
+      if (!subnets) {
+        try {
+          subnets = parseLeaseKey(name);
+        } catch {
+          continue; // not a lease key: list() reports it, it holds no subnet
+        }
+      }
+      if (!leasesOverlap(subnets, lease)) continue;
+      this.read(name); // a key overlaps ours: is it a lease now?
+      const now = this.cache.get(name)?.lease;
+      if (now && leasesOverlap(now, lease)) return true;
+    }
+    return false;
   }
 
   /** Finds or creates our lease; see the design note at the top. */
@@ -121,8 +364,7 @@ export class DirStore {
         return lease;
       }
       if (!(await this.create(lease))) continue; // someone took the key: look again
-      const after = await this.list();
-      if (after.leases.some((l) => l.key !== lease.key && leasesOverlap(l, lease))) {
+      if (await this.overlapped(lease)) {
         await this.deleteLease(lease.key); // lost (or tied) a race on one family's subnet
         await sleep(Math.random() * Math.min(1000, 5 * 2 ** attempt)); // random backoff breaks ties
         continue;
@@ -136,7 +378,11 @@ export class DirStore {
   async writeLease(lease: Lease): Promise<void> {
     parseLeaseKey(lease.key);
     await this.mkdirs();
-    await this.atomicWrite(path.join(this.subnetsDir, lease.key), serializeLease(lease), this.subnetsDir);
+    try {
+      await this.atomicWrite(path.join(this.subnetsDir, lease.key), serializeLease(lease), this.subnetsDir);
+    } finally {
+      this.dirty.add(lease.key); // the next list reads it, whatever the watcher has seen yet
+    }
   }
 
   /** Deletes a lease; a missing one is not an error. */
@@ -146,6 +392,8 @@ export class DirStore {
       await fs.unlink(path.join(this.subnetsDir, key));
     } catch (e) {
       if (errno(e) !== "ENOENT") throw storeError(`deleting lease ${key}`, e);
+    } finally {
+      this.dirty.add(key);
     }
   }
 
@@ -213,6 +461,7 @@ export class DirStore {
       if (["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"].includes(errno(e) ?? "")) return this.createNoLink(file, text);
       throw storeError(`creating lease ${lease.key}`, e);
     } finally {
+      this.dirty.add(lease.key);
       await fs.rm(tmp, { force: true });
     }
   }

@@ -28,15 +28,50 @@ describe("loader refusals", () => {
 
   test("an incompatible pinned map is refused, naming the map and the difference", () => {
     mkdirSync(join(pin, "maps"), { recursive: true });
-    execFileSync("bpftool", ["map", "create", join(pin, "maps", "twill_peers"), "type", "lpm_trie", "key", "24", "value", "32", "entries", "1024", "name", "twill_peers", "flags", "1"]);
+    // Another value size (a size-only difference is a resize, tested below).
+    execFileSync("bpftool", ["map", "create", join(pin, "maps", "twill_peers"), "type", "lpm_trie", "key", "24", "value", "16", "entries", "1024", "name", "twill_peers", "flags", "1"]);
     assert.throws(() => loadObject(OBJECT, pin), (e: unknown) => {
       assert.ok(isTwillError(e, "ERR_BPF_PIN_INCOMPATIBLE"), String(e));
-      assert.match((e as Error).message, /twill_peers .*max_entries 1024 pinned, 65536 in this build/);
+      assert.match((e as Error).message, /twill_peers .*value size 16 pinned, 32 in this build/);
       return true;
     });
     // nothing was replaced: the pin is still the old map
     const info = JSON.parse(execFileSync("bpftool", ["-j", "map", "show", "pinned", join(pin, "maps", "twill_peers")], { encoding: "utf8" }));
     assert.equal(info.max_entries, 1024);
+  });
+
+  test("a peers map of another capacity is resized with its entries; a shrink below its entries is refused", () => {
+    const dir = join(pin, "resize");
+    const first = loadObject(OBJECT, dir, { peerCapacity: 1024 });
+    const keys = Buffer.alloc(100 * 24), vals = Buffer.alloc(100 * 32);
+    for (let i = 0; i < 100; i++) {
+      keys.writeUInt32LE(32 + 24, i * 24);
+      keys.writeUInt32LE(4, i * 24 + 4);
+      keys.set([10, 1, i, 0], i * 24 + 8);
+      vals.writeUInt32LE(i + 1, i * 32 + 28); // id
+    }
+    first.maps.twill_peers.updateBatch(keys, vals, 100);
+    const more = Buffer.alloc(24 * 1000);
+    for (let i = 0; i < 1000; i++) {
+      more.writeUInt32LE(32 + 24, i * 24);
+      more.writeUInt32LE(4, i * 24 + 4);
+      more.set([11, i & 255, i >> 8, 0], i * 24 + 8);
+    }
+    assert.throws(() => first.maps.twill_peers.updateBatch(more, Buffer.alloc(32 * 1000), 1000, (i) => `entry ${i}`), (e: unknown) => isTwillError(e, "ERR_CAPACITY") && /twill_peers is full \(capacity 1024 entries, --peer-capacity\)/.test((e as Error).message));
+    const full = first.maps.twill_peers.count();
+    assert.equal(full, 1024);
+    first.close();
+    assert.throws(() => loadObject(OBJECT, dir, { peerCapacity: 512 }), (e: unknown) => isTwillError(e, "ERR_CAPACITY") && /holds 1024 entries/.test((e as Error).message));
+    const second = loadObject(OBJECT, dir, { peerCapacity: 4096 });
+    try {
+      assert.equal(second.maps.twill_peers.maxEntries, 4096);
+      assert.equal(second.maps.twill_peers.count(), 1024, "every entry copied");
+      assert.ok(second.migrated.some((m) => /twill_peers .*max_entries 1024 pinned, 4096 in this build: resized, 1024 entries copied/.test(m)), second.migrated.join("; "));
+      const info = JSON.parse(execFileSync("bpftool", ["-j", "map", "show", "pinned", join(dir, "maps", "twill_peers")], { encoding: "utf8" }));
+      assert.equal(info.max_entries, 4096, "the pin is the new map");
+    } finally {
+      second.close();
+    }
   });
 
   test("a verifier rejection reports the verifier log", () => {

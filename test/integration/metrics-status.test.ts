@@ -100,7 +100,7 @@ describe("per-peer metrics and twill status (h1, h2 bpf fast path; h3 kernel)", 
       const f = await scrape(n);
       assert.equal(sampleValue(f, "twill_peer_stats_available"), 1);
       assert.equal(sampleValue(f, "twill_bpf_map_entries", { map: "twill_peers" }), 4, `${n.host.name}: 2 peers + own subnet + cluster network`);
-      assert.equal(sampleValue(f, "twill_bpf_map_capacity", { map: "twill_peers" }), 65536);
+      assert.equal(sampleValue(f, "twill_bpf_map_capacity", { map: "twill_peers" }), 131072, "--peer-capacity's default");
       assert.ok((sampleValue(f, "twill_reconcile_runs_total", { result: "ok" }) ?? 0) >= 1);
       assert.ok((sampleValue(f, "twill_reconcile_duration_seconds_count") ?? 0) >= 1);
       assert.equal(sampleValue(f, "twill_leases", { state: "peer" }), 2);

@@ -107,6 +107,10 @@ describe(`hitless upgrade from the released version (${RELEASED})`, () => {
       for (const n of [n1, n2]) {
         await c.stop(n, "SIGTERM");
         n.opts.entry = undefined; // this tree's bin/twill from now on (and its `twill maps`)
+        // 0.1's map sizes, so the rollback below can adopt the maps (0.1 refuses
+        // pinned maps of another size; the default capacity resizes them, which
+        // loader-teardown.test.ts covers).
+        n.opts.extraArgs = ["--peer-capacity", "65536"];
         const r = await startOn(c, n, DEFAULT_OBJECT);
         if (!r.ready) {
           refused = { node: n.host.name, exitCode: r.exitCode, log: lastRunLog(c, n) };
@@ -217,6 +221,7 @@ describe(`hitless upgrade from the released version (${RELEASED})`, () => {
       for (const n of [n1, n2]) {
         await c.stop(n, "SIGTERM");
         n.opts.entry = rel.entry;
+        n.opts.extraArgs = []; // 0.1 has no --peer-capacity
         const r = await startOn(c, n, rel.object);
         if (!r.ready) {
           const lines = lastRunLog(c, n).split("\n").filter((l) => /ERR_|INCOMPATIBLE|error|mismatch/i.test(l));

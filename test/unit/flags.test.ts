@@ -134,3 +134,13 @@ test("FLAGS is one table: every flanneld flag, unique names and variables, and u
   const o = parse([]) as unknown as Record<string, unknown>;
   for (const f of FLAGS) if (f.default !== undefined || f.defaultText !== undefined) assert.notEqual(o[f.key], undefined, f.name);
 });
+
+test("--peer-capacity: the loader's default, ranged, from TWILL_PEER_CAPACITY", async () => {
+  const { DEFAULT_PEER_CAPACITY } = await import("../../src/bpf/loader.js");
+  assert.equal(parseFlags([], {}, () => "h").peerCapacity, DEFAULT_PEER_CAPACITY);
+  assert.ok(DEFAULT_PEER_CAPACITY >= 100_000);
+  assert.equal(parseFlags(["--peer-capacity", "65536"], {}, () => "h").peerCapacity, 65536);
+  assert.equal(parseFlags([], { TWILL_PEER_CAPACITY: "200000" }, () => "h").peerCapacity, 200000);
+  assert.throws(() => parseFlags(["--peer-capacity=8"], {}, () => "h"), (e) => isTwillError(e, "ERR_INVALID_FLAG") && /--peer-capacity/.test(e.message));
+  assert.throws(() => parseFlags(["--peer-capacity=lots"], {}, () => "h"), (e) => isTwillError(e, "ERR_INVALID_FLAG"));
+});

@@ -23,8 +23,8 @@ const want = [
 const entry = (subnet: string, kind: PeerKind, remote?: string, mac?: string, vni = 1, id = 1): [Buffer, Buffer] =>
   [encodeLpmKey(P(subnet)), encodePeer({ kind, ...(remote ? { remote: parseIP(remote) } : {}), ...(mac ? { vtepMAC: mac } : {}), vni, id })];
 
-test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; remotes", () => {
-  const image = bpfImage({ peers: want.map((w) => w.peer), own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] });
+test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; remotes", async () => {
+  const image = await bpfImage({ peers: want.map((w) => w.peer), own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] });
   const seen = {
     peers: [
       entry("10.244.1.0/24", PeerKind.Local, undefined, undefined, 0, 0),
@@ -34,7 +34,7 @@ test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; re
     ],
     remotes: ["192.168.50.12", "192.168.50.13", "192.168.50.99"].map((ip): [Buffer, Buffer] => [encodeEpKey(parseIP(ip)), Buffer.alloc(8)]),
   };
-  const r = diffBpf(image, seen);
+  const r = await diffBpf(image, seen);
   assert.deepEqual(driftKeys(r.drift), [
     "changed 10.244.3.0/24", "missing 10.244.0.0/16", "missing 10.244.4.0/24", "stale 10.244.9.0/24", "stale 192.168.50.99",
   ], "the remote of the missing peer is its drift, not one more");
@@ -54,15 +54,18 @@ test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; re
   assert.equal(rows[1]!.vtepMAC, "02:00:00:00:00:99", "a changed row shows what is programmed");
 });
 
-test("bpf: with the exact bytes known (the daemon's shadow) an equal entry is not decoded, nothing to do", () => {
+test("bpf: with the exact bytes known (the daemon's shadow) an equal entry is not decoded, nothing to do; slices yield", async () => {
   const values = new Map(want.map((w, i) => [w.peer, encodePeer({ kind: PeerKind.Vxlan, remote: w.peer.publicIP, vtepMAC: w.peer.vtepMAC, vni: 1, id: i + 1 })]));
-  const image = bpfImage({ peers: want.map((w) => w.peer), own: [], networks: [] }, (p) => values.get(p)!);
+  let pauses = 0;
+  const pause = async () => { pauses++; };
+  const image = await bpfImage({ peers: want.map((w) => w.peer), own: [], networks: [] }, (p) => values.get(p)!, pause);
   const seen = {
     peers: want.map((w) => [encodeLpmKey(w.peer.subnet), values.get(w.peer)!] as [Buffer, Buffer]),
     remotes: want.map((w) => [encodeEpKey(w.peer.publicIP), Buffer.alloc(8)] as [Buffer, Buffer]),
   };
-  const r = diffBpf(image, seen);
+  const r = await diffBpf(image, seen, pause);
   assert.deepEqual([r.drift, r.write, r.deleteKeys, r.writeRemotes], [[], [], [], []]);
+  assert.equal(pauses, 0, "three entries fit in one slice");
 });
 
 test("kernel: flannel's three entries per peer; wrong FDB destination, missing route, stale route, neighbour and FDB entry", () => {
