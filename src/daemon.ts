@@ -397,7 +397,7 @@ export class Daemon {
       const ownNow = leases.find((l) => l.key === this.own!.key);
       if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
     }
-    const { byKey, rejected } = leasesToPeers(leases, this.rules());
+    const { byKey, rejected, index } = leasesToPeers(leases, this.rules());
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
     // A lease that went bad keeps its last good entries (until it is deleted); one changed by an event since the list keeps the event's.
     for (const { key } of errors) {
@@ -406,6 +406,15 @@ export class Daemon {
     }
     for (const key of this.known.keys()) if (newer(key)) byKey.set(key, this.known.get(key)!);
     for (const key of [...byKey.keys()]) if (newer(key) && !this.known.has(key)) byKey.delete(key);
+    if (!this.ready && this.known.size === 0) {
+      // The first list at start: take it whole (the reconcile that follows programs it).
+      this.known = byKey;
+      this.index = index;
+      this.desiredCache = undefined;
+      this.metrics.leases.set({ state: "own" }, 1);
+      this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
+      return;
+    }
     const up: Peer[] = [], gone: Peer[] = [];
     const keys = new Set([...this.known.keys(), ...byKey.keys()]);
     // Removes first into the index, so a subnet moving between leases does not clash with itself.

@@ -1,6 +1,7 @@
 /**
- * A namespaced test cluster: hosts on an underlay switch, pods made by the
- * real CNI bridge plugin exactly as flannel's CNI plugin delegates to it.
+ * A namespaced cluster (the tests' clusters, the benchmark's testbeds): hosts
+ * on an underlay switch, pods made by the real CNI bridge plugin exactly as
+ * flannel's CNI plugin delegates to it.
  *
  *   [pod a1]  [pod a2]                [pod b1]   ...      (netns <prefix>h1-a1 ...)
  *      eth0     eth0                     eth0
@@ -38,6 +39,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import { formatPrefix, parsePrefix } from "../../src/net/ip.js";
 import { run, killSpawned, killSpawnedSync, onCleanup } from "./exec.js";
 import { dumpState } from "./traffic.js";
 
@@ -394,53 +396,7 @@ export function readSubnetFile(path: string): SubnetEnv {
 
 /** The network of a CIDR, as Go's net.ParseCIDR returns it: "10.244.1.1/24" → "10.244.1.0/24". */
 export function cidrNetwork(cidr: string): string {
-  const [addr, lenText] = cidr.split("/");
-  const len = Number(lenText);
-  if (!addr || !Number.isInteger(len)) throw new Error(`Cannot parse CIDR ${cidr}`);
-  if (addr.includes(":")) {
-    const groups = expandV6(addr);
-    const out = groups.map((g, i) => {
-      const bits = Math.max(0, Math.min(16, len - i * 16));
-      const mask = bits === 0 ? 0 : (0xffff << (16 - bits)) & 0xffff;
-      return g & mask;
-    });
-    return `${compressV6(out)}/${len}`;
-  }
-  const parts = addr.split(".").map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
-    throw new Error(`Cannot parse CIDR ${cidr}`);
-  }
-  const n = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  const net = (n & mask) >>> 0;
-  return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${len}`;
-}
-
-function expandV6(addr: string): number[] {
-  const [head, tail] = addr.includes("::") ? addr.split("::") : [addr, undefined];
-  const h = head ? head.split(":") : [];
-  const t = tail ? tail.split(":") : [];
-  const fill = tail === undefined ? [] : new Array<string>(8 - h.length - t.length).fill("0");
-  const groups = [...h, ...fill, ...t].map((g) => Number.parseInt(g, 16));
-  if (groups.length !== 8 || groups.some((g) => Number.isNaN(g) || g < 0 || g > 0xffff)) {
-    throw new Error(`Cannot parse IPv6 address ${addr}`);
-  }
-  return groups;
-}
-
-function compressV6(groups: number[]): string {
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+  return formatPrefix(parsePrefix(cidr, "CIDR", true));
 }
 
 export interface AddPodOptions {

@@ -1,5 +1,5 @@
 /**
- * A real etcd server for tests, on loopback only.
+ * A real etcd server for tests and the benchmark, on loopback only.
  *
  *   /tmp/<prefix>/            per-run directory (prefix "et" + 4 hex digits)
  *     data/                   etcd's data dir (kept across stop()/start())
@@ -17,7 +17,9 @@
  * test can take etcd away and bring it back. `destroy()` kills it and
  * removes the directory; the directory is also removed at process exit,
  * even after a failed test. With `tls`, openssl makes a CA, a server
- * certificate (SAN IP:127.0.0.1) and a client certificate, and etcd runs
+ * certificate (SAN IP:127.0.0.1; extendedKeyUsage serverAuth and clientAuth,
+ * as kubeadm makes them: etcd 3.4's JSON gateway dials etcd's own gRPC port
+ * with the server certificate) and a client certificate, and etcd runs
  * with --client-cert-auth: clients must present a certificate the CA signed.
  * `etcdctl(...)` runs ETCDCTL_API=3 etcdctl against this server (with the
  * client certificate when there is one).
@@ -44,6 +46,8 @@ export interface StartEtcdOptions {
   readonly netns?: string;
   /** The address clients use (default 127.0.0.1); etcd also listens on 127.0.0.1 of its namespace. */
   readonly host?: string;
+  /** etcd's --auth-token-ttl (simple tokens unused this long expire); etcd's default is 300. */
+  readonly authTokenTTLSeconds?: number;
 }
 
 /** A free TCP port on 127.0.0.1 (free now: the caller binds it soon after). */
@@ -72,7 +76,7 @@ async function makeCerts(dir: string, host: string): Promise<EtcdTLSFiles> {
     await ssl("x509", "-req", "-in", f(`${name}.csr`), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial",
       "-days", "2", "-extfile", f(`${name}.ext`), "-out", f(`${name}.crt`));
   };
-  await leaf("server", host, `subjectAltName=IP:127.0.0.1,IP:${host}\nextendedKeyUsage=serverAuth`);
+  await leaf("server", host, `subjectAltName=IP:127.0.0.1,IP:${host}\nextendedKeyUsage=serverAuth,clientAuth`);
   await leaf("client", "twill-test-client", "extendedKeyUsage=clientAuth");
   return { ca: f("ca.crt"), serverCert: f("server.crt"), serverKey: f("server.key"), clientCert: f("client.crt"), clientKey: f("client.key") };
 }
@@ -89,6 +93,7 @@ export class EtcdServer {
     readonly tls: EtcdTLSFiles | undefined,
     readonly netns: string | undefined,
     readonly host: string,
+    readonly authTokenTTLSeconds?: number,
   ) {}
 
   /** The client URL, e.g. "http://127.0.0.1:40123". */
@@ -108,7 +113,7 @@ export class EtcdServer {
     const tls = opts.tls ? await makeCerts(join(dir, "tls"), host) : undefined;
     // A namespace of our own has every port free.
     const [cp, pp] = opts.netns ? [2379, 2380] : [await freePort(), await freePort()];
-    const server = new EtcdServer(prefix, dir, cp, pp, tls, opts.netns, host);
+    const server = new EtcdServer(prefix, dir, cp, pp, tls, opts.netns, host, opts.authTokenTTLSeconds);
     try {
       await server.start();
     } catch (e) {
@@ -133,6 +138,7 @@ export class EtcdServer {
       // scale tests write thousands of leases in one transaction
       "--max-txn-ops", "100000", "--max-request-bytes", "67108864",
       "--logger", "zap", "--log-level", "warn",
+      ...(this.authTokenTTLSeconds ? ["--auth-token-ttl", String(this.authTokenTTLSeconds)] : []),
     ];
     if (this.tls) {
       args.push("--cert-file", this.tls.serverCert, "--key-file", this.tls.serverKey,

@@ -1,5 +1,6 @@
 /**
- * Running commands for the test cluster, never through a shell.
+ * Running commands for the namespaced clusters of the tests and the
+ * benchmark, never through a shell.
  *
  * How it works:
  * 1) `run` executes one program to completion and returns its exit code and

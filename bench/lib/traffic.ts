@@ -1,8 +1,9 @@
 /**
- * What the benchmark reads from, and sends between, its own namespaces: a
- * ping between two of them, the per-peer state the kernel holds for a vxlan
- * device, and everything a person looks at when a testbed fails. Every
- * address used belongs to a namespace the benchmark made.
+ * What the tests and the benchmark read from, and send between, their own
+ * namespaces: a ping between two of them, the per-peer state the kernel holds
+ * for a vxlan device, and everything a person looks at when a test or a
+ * testbed fails. Every address used belongs to a namespace the caller made.
+ * (test/lib/traffic.ts adds the tests' streams and TCP checks.)
  *
  * How it works: iputils `ping` inside the source namespace; `ip -j`,
  * `bridge -j`, `tc` and `bpftool` for the state.
@@ -38,7 +39,8 @@ export interface PingResult {
   raw: string;
 }
 
-function isV6(ip: string): boolean {
+/** An IPv6 address (written with a colon). */
+export function isV6(ip: string): boolean {
   return ip.includes(":");
 }
 

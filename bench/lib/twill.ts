@@ -1,6 +1,7 @@
 /**
- * Runs twill daemons on the hosts of a namespaced cluster (the benchmark's
- * testbeds and scale scenarios).
+ * Runs twill daemons on the hosts of a namespaced cluster (the tests'
+ * clusters, the benchmark's testbeds and scale scenarios; test/lib/twill.ts
+ * adds the tests' all-pairs checks).
  *
  * How it works: a TwillCluster owns a Cluster (cluster.ts), one
  * embedded lease directory shared by all hosts (their "etcd"), and per host
@@ -67,17 +68,23 @@ export class TwillCluster {
   readonly pinRoot: string;
   /** How daemons find their leases; default the shared lease directory. */
   sourceArgs: (n: TwillNode) => string[] = () => ["--lease-dir", this.leaseDir];
-  private constructor(readonly cluster: Cluster, private readonly o: TwillClusterOptions) {
+  /** Made by create() (or a subclass's, through build()). */
+  protected constructor(readonly cluster: Cluster, private readonly o: TwillClusterOptions) {
     this.leaseDir = join(cluster.dir, "leases");
     this.pinRoot = `/sys/fs/bpf/${cluster.prefix}`;
   }
 
-  static async create(o: TwillClusterOptions): Promise<TwillCluster> {
+  static create(o: TwillClusterOptions): Promise<TwillCluster> {
+    return TwillCluster.build(o, (cluster) => new TwillCluster(cluster, o));
+  }
+
+  /** Makes the cluster, its lease directory and its nodes; `make` makes the (sub)class. */
+  protected static async build<T extends TwillCluster>(o: TwillClusterOptions, make: (cluster: Cluster) => T): Promise<T> {
     const prefix = o.prefix ?? randomPrefix("tw");
     const pinRoot = `/sys/fs/bpf/${prefix}`;
     onCleanup(() => rmSync(pinRoot, { recursive: true, force: true }));
     const cluster = await Cluster.create({ ...o, prefix });
-    const tc = new TwillCluster(cluster, o);
+    const tc = make(cluster);
     try {
       mkdirSync(join(tc.leaseDir, "subnets"), { recursive: true });
       writeFileSync(join(tc.leaseDir, "config"), JSON.stringify(o.netConfig ?? DEFAULT_NET_CONFIG, null, 2));
@@ -171,7 +178,7 @@ export class TwillCluster {
     return addPod(this.cluster, n.host, name, n.subnetFile);
   }
 
-  /** What a person would look at when a testbed fails. */
+  /** What a person would look at when a test or a testbed fails. */
   async diagnostics(): Promise<string> {
     const parts: string[] = [];
     for (const n of this.nodes) {

@@ -33,6 +33,7 @@
  */
 import * as http from "node:http";
 import * as https from "node:https";
+import { onLines, onText, readAnswer, sendRequest } from "./http.js";
 
 /** An error answer from etcd: its gRPC code (5 not found, 7 permission denied, 14 unavailable, 16 unauthenticated). */
 export class EtcdCallError extends Error {
@@ -253,29 +254,16 @@ export class EtcdClient {
       this.streams.add(req);
       req.on("error", (e) => finish(e));
       req.on("response", (res) => {
-        res.setEncoding("utf8");
-        if (res.statusCode !== 200) {
-          let text = "";
-          res.on("data", (d: string) => (text += d));
-          res.on("end", () => finish(callError(res.statusCode!, tryJson(text))));
-          return;
-        }
-        let buf = "";
-        res.on("data", (d: string) => {
-          buf += d;
-          for (let i = buf.indexOf("\n"); i >= 0 && !done; i = buf.indexOf("\n")) {
-            const line = buf.slice(0, i).trim();
-            buf = buf.slice(i + 1);
-            if (!line) continue;
-            try {
-              const m = JSON.parse(line) as unknown;
-              if (isObj(m) && m.error !== undefined) throw callError(200, m.error);
-              if (!isObj(m) || !isObj(m.result)) throw bad("watch", m);
-              if (m.result.canceled === true && /invalid auth token/.test(String(m.result.cancel_reason))) this.tokens.delete(url);
-              h.data(parseWatchResponse(m.result));
-            } catch (e) {
-              finish(e as Error);
-            }
+        if (res.statusCode !== 200) return onText(res, (text) => finish(callError(res.statusCode!, tryJson(text))));
+        onLines(res, () => !done, (line) => {
+          try {
+            const m = JSON.parse(line) as unknown;
+            if (isObj(m) && m.error !== undefined) throw callError(200, m.error);
+            if (!isObj(m) || !isObj(m.result)) throw bad("watch", m);
+            if (m.result.canceled === true && /invalid auth token/.test(String(m.result.cancel_reason))) this.tokens.delete(url);
+            h.data(parseWatchResponse(m.result));
+          } catch (e) {
+            finish(e as Error);
           }
         });
         res.on("error", (e) => finish(e));
@@ -341,42 +329,19 @@ export class EtcdClient {
   }
 
   private request(url: string, path: string, headers: Record<string, string>, body: string): http.ClientRequest {
-    const mod = url.startsWith("https:") ? https : http;
-    const req = mod.request(url + path, {
+    return sendRequest(url + path, {
       method: "POST", agent: this.agent,
       headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...headers },
-    });
-    req.on("socket", (s) => s.setKeepAlive(true, 30_000));
-    req.end(body);
-    return req;
+    }, body);
   }
 
-  private post(url: string, path: string, body: string | Json, timeoutMs: number, headers: Record<string, string> = {}): Promise<Json> {
-    const text = typeof body === "string" ? body : JSON.stringify(body);
-    return new Promise((resolve, reject) => {
-      const req = this.request(url, path, headers, text);
-      const timer = setTimeout(() => req.destroy(new Error(`${url}${path}: no answer within ${timeoutMs} ms`)), timeoutMs);
-      req.on("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      req.on("response", (res) => {
-        res.setEncoding("utf8");
-        let data = "";
-        res.on("data", (d: string) => (data += d));
-        res.on("error", (e) => {
-          clearTimeout(timer);
-          reject(e);
-        });
-        res.on("end", () => {
-          clearTimeout(timer);
-          const v = tryJson(data);
-          if (res.statusCode !== 200) return reject(callError(res.statusCode!, v));
-          if (!isObj(v)) return reject(bad(path, data));
-          resolve(v);
-        });
-      });
-    });
+  private async post(url: string, path: string, body: string | Json, timeoutMs: number, headers: Record<string, string> = {}): Promise<Json> {
+    const req = this.request(url, path, headers, typeof body === "string" ? body : JSON.stringify(body));
+    const { status, text } = await readAnswer(req, timeoutMs, `${url}${path}: no answer within ${timeoutMs} ms`);
+    const v = tryJson(text);
+    if (status !== 200) throw callError(status, v);
+    if (!isObj(v)) throw bad(path, text);
+    return v;
   }
 }
 

@@ -30,6 +30,7 @@
 import * as http from "node:http";
 import * as https from "node:https";
 import { readFile } from "node:fs/promises";
+import { onLines, onText, readAnswer, sendRequest } from "./http.js";
 import { TwillError, isTwillError } from "../errors.js";
 import { loadConnection, type KubeConfigOptions, type KubeConnection } from "./kubeconfig.js";
 import type { NodeLike } from "./kubenode.js";
@@ -206,30 +207,18 @@ export class KubeClient {
         this.streams.add(req);
         req.on("error", (e) => finish(e));
         req.on("response", (res) => {
-          res.setEncoding("utf8");
           if (res.statusCode !== 200) {
-            let text = "";
-            res.on("data", (d: string) => (text += d));
-            res.on("end", () => {
+            return onText(res, (text) => {
               if (res.statusCode === 401 && this.c.token?.file && !retried) {
                 this.streams.delete(req!);
                 return open(true);
               }
               finish(new KubeHttpError(res.statusCode!, statusMessage(text)));
             });
-            return;
           }
-          let buf = "";
-          res.on("data", (d: string) => {
-            buf += d;
-            for (let i = buf.indexOf("\n"); i >= 0 && !done; i = buf.indexOf("\n")) {
-              const line = buf.slice(0, i).trim();
-              buf = buf.slice(i + 1);
-              if (line) this.watchLine(line, h, finish);
-            }
-          });
+          const rest = onLines(res, () => !done, (line) => this.watchLine(line, h, finish));
           res.on("end", () => {
-            if (buf.trim() && !done) this.watchLine(buf.trim(), h, finish);
+            if (rest() && !done) this.watchLine(rest(), h, finish);
             finish();
           });
           res.on("aborted", () => finish(new Error("the watch connection was reset")));
@@ -295,41 +284,21 @@ export class KubeClient {
   }
 
   private send(method: string, path: string, headers: Record<string, string>, body?: string, contentType?: string): http.ClientRequest {
-    const mod = this.c.server.startsWith("https:") ? https : http;
-    const req = mod.request(this.c.server + path, {
+    return sendRequest(this.c.server + path, {
       method, agent: this.agent,
       headers: {
         accept: "application/json", "user-agent": "twill",
         ...(body !== undefined && { "content-type": contentType ?? "application/json", "content-length": Buffer.byteLength(body) }),
         ...headers,
       },
-    });
-    req.on("socket", (s) => s.setKeepAlive(true, 30_000));
-    req.end(body);
-    return req;
+    }, body);
   }
 
   /** One request and its JSON answer; a 401 with a token file re-reads it and retries once. */
   private async json(method: string, path: string, body?: string, contentType?: string, retried = false): Promise<unknown> {
     const headers = await this.headers(retried);
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = this.send(method, path, headers, body, contentType);
-      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)), REQUEST_TIMEOUT_MS);
-      req.on("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      req.on("response", (res) => {
-        res.setEncoding("utf8");
-        let data = "";
-        res.on("data", (d: string) => (data += d));
-        res.on("error", reject);
-        res.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode!, text: data });
-        });
-      });
-    });
+    const req = this.send(method, path, headers, body, contentType);
+    const { status, text } = await readAnswer(req, REQUEST_TIMEOUT_MS, `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
     if (status === 401 && this.c.token?.file && !retried) return this.json(method, path, body, contentType, true);
     if (status < 200 || status > 299) throw new KubeHttpError(status, statusMessage(text));
     try {

@@ -80,7 +80,8 @@ export function parseIP(s: string, what = "address"): IP {
 }
 
 export function formatIP(ip: IP): string {
-  if (ip.family === 4) return Array.from(ip.bytes).join(".");
+  const b = ip.bytes;
+  if (ip.family === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   const g: number[] = [];
   for (let i = 0; i < 16; i += 2) g.push((ip.bytes[i]! << 8) | ip.bytes[i + 1]!);
   // RFC 5952: compress the longest run (>1) of zero groups.
@@ -98,13 +99,26 @@ export function formatIP(ip: IP): string {
 }
 
 export function ipEqual(a: IP, b: IP): boolean {
-  return a.family === b.family && a.bytes.every((v, i) => v === b.bytes[i]);
+  if (a.family !== b.family) return false;
+  const x = a.bytes, y = b.bytes;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
 }
 
+/** The byte mask of bit position `len` in byte `i` (all ones before, zero after). */
+const maskByte = (i: number, len: number): number => (len >= (i + 1) * 8 ? 0xff : len <= i * 8 ? 0 : (0xff << (8 - (len - i * 8))) & 0xff);
+
 export function maskIP(ip: IP, len: number): IP {
-  const w = BigInt(bits(ip.family));
-  const mask = ((1n << BigInt(len)) - 1n) << (w - BigInt(len));
-  return fromBig(ip.family, toBig(ip) & mask);
+  const out = new Uint8Array(ip.bytes.length);
+  for (let i = 0; i < out.length; i++) out[i] = ip.bytes[i]! & maskByte(i, len);
+  return { family: ip.family, bytes: out };
+}
+
+/** Whether `ip` masked to `len` bits equals `net` (no allocation). */
+function maskedEqual(ip: IP, len: number, net: IP): boolean {
+  const a = ip.bytes, n = net.bytes;
+  for (let i = 0; i < a.length; i++) if ((a[i]! & maskByte(i, len)) !== n[i]) return false;
+  return true;
 }
 
 export function makePrefix(ip: IP, len: number): Prefix {
@@ -133,7 +147,7 @@ export function formatPrefix(p: Prefix): string {
 }
 
 export function prefixContainsIP(p: Prefix, ip: IP): boolean {
-  return p.ip.family === ip.family && ipEqual(maskIP(ip, p.len), p.ip);
+  return p.ip.family === ip.family && maskedEqual(ip, p.len, p.ip);
 }
 
 /** True when `outer` contains all of `inner`. */

@@ -104,6 +104,23 @@ function recorder() {
 
 const listRequests = (fake: FakeKube) => fake.requests.filter((q) => q.method === "GET" && q.path === "/api/v1/nodes" && q.query.watch === undefined).length;
 
+/**
+ * A fake API with `nodes` annotated nodes (n<i>: 10.244.<i>.0/24, public IP
+ * 192.168.0.<i>), a KubeSource on it and that source's watch, once the watch
+ * request is open and the initial list has been delivered (onResync).
+ */
+async function watching(more: Partial<KubeSourceOptions> = {}, nodes = 1) {
+  const { fake, src } = await setup(more);
+  for (let i = 1; i <= nodes; i++) {
+    fake.addNode({ name: `n${i}`, podCIDR: `10.244.${i}.0/24`, annotations: flannelAnnotations(`192.168.0.${i}`) });
+  }
+  const r = recorder();
+  const stop = src.watch(r.handlers);
+  await fake.waitForWatches(1);
+  await until("initial resync", () => r.resyncs >= 1);
+  return { fake, src, r, stop };
+}
+
 describe("acquire", () => {
   test("patches our node's annotations as flannel does: strategic merge on nodes/<name>/status", async () => {
     const { fake, src } = await setup();
@@ -320,11 +337,7 @@ describe("watch", () => {
   });
 
   test("a dropped watch is resumed from its resourceVersion: no re-list, nothing missed", async () => {
-    const { fake, src } = await setup();
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
+    const { fake, r, stop } = await watching();
     const lists = listRequests(fake), resyncs = r.resyncs, k = r.events.length;
     assert.equal(fake.dropWatches("clean"), 1);
     fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") }); // while no watch is open
@@ -339,12 +352,7 @@ describe("watch", () => {
   });
 
   test("an aborted watch connection is reported and the watch restarts (with onResync)", async () => {
-    const { fake, src } = await setup();
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
-    await until("initial resync", () => r.resyncs >= 1);
+    const { fake, r, stop } = await watching();
     const resyncs = r.resyncs;
     fake.failNext({ watch: true, status: 500 }); // the first reconnect fails too
     fake.dropWatches("abrupt");
@@ -360,13 +368,7 @@ describe("watch", () => {
   });
 
   test("410 Gone: the watch re-lists, reports deletes it missed, and calls onResync", async () => {
-    const { fake, src } = await setup();
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
-    await until("initial resync", () => r.resyncs >= 1);
+    const { fake, r, stop } = await watching({}, 2);
 
     // An open watch is expired (the server's ERROR event with a 410 Status).
     let lists = listRequests(fake), resyncs = r.resyncs;
@@ -394,12 +396,7 @@ describe("watch", () => {
   });
 
   test("periodic onResync; list() is served from the watch's cache", async () => {
-    const { fake, src } = await setup({ resyncMs: 150 });
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
-    await until("initial resync", () => r.resyncs >= 1);
+    const { fake, src, r, stop } = await watching({ resyncMs: 150 });
     const resyncs = r.resyncs;
     await until("two periodic resyncs", () => r.resyncs >= resyncs + 2, 2000);
     const lists = listRequests(fake);
@@ -416,11 +413,7 @@ describe("watch", () => {
 
 describe("stop", () => {
   test("stop() during the informer's reconnect delay leaves no watch behind", async () => {
-    const { fake, src } = await setup();
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
+    const { fake, stop } = await watching();
     fake.dropWatches("clean"); // reconnects at once...
     await fake.waitForWatches(1);
     fake.dropWatches("clean"); // ...then after 1 s (no event in between)
@@ -435,11 +428,7 @@ describe("stop", () => {
 
 describe("watch: bookmarks and 410", () => {
   test("a bookmark moves the resourceVersion: the watch resumes from it, and a bookmark is not an event", async () => {
-    const { fake, src } = await setup();
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
+    const { fake, r, stop } = await watching();
     const first = fake.requests.filter((q) => q.query.watch === "true").at(-1)!;
     assert.equal(first.query.allowWatchBookmarks, "true");
     // Changes to nodes that are not leases move the version but make no event; then a bookmark says so.
@@ -458,12 +447,7 @@ describe("watch: bookmarks and 410", () => {
   });
 
   test("a 410 answer to the watch request re-lists (no error) and calls onResync", async () => {
-    const { fake, src } = await setup();
-    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
-    const r = recorder();
-    const stop = src.watch(r.handlers);
-    await fake.waitForWatches(1);
-    await until("initial resync", () => r.resyncs >= 1);
+    const { fake, r, stop } = await watching();
     const lists = listRequests(fake), resyncs = r.resyncs;
     fake.failNext({ watch: true, status: 410 });
     fake.dropWatches("clean");

@@ -1,93 +1,27 @@
 /**
- * Real traffic between the test cluster's namespaces, and the kernel state a
- * test asserts on. Every address used here belongs to a namespace the test
- * made; nothing is sent anywhere else.
+ * Real traffic between the test cluster's namespaces beyond a ping: a ping
+ * stream that accounts for every lost request, and TCP checks. Every address
+ * used here belongs to a namespace the test made; nothing is sent anywhere
+ * else. The ping and the kernel state a test asserts on (ping, parsePing,
+ * kernelStateCounts, dumpState) are the benchmark's, re-exported from
+ * bench/lib/traffic.ts.
  *
  * How it works:
- * - ping / pingStream run iputils `ping` inside the source namespace.
- *   pingStream uses `-O`, which reports each unanswered request before the
- *   next is sent, so every sequence number but the last is accounted for.
+ * - pingStream runs iputils `ping` inside the source namespace with `-O`,
+ *   which reports each unanswered request before the next is sent, so every
+ *   sequence number but the last is accounted for.
  * - tcpTransfer / startEchoServer / tcpRequest / tcpConnect run the small
  *   tcpcheck.mjs script (JSON lines on stdout) with this Node binary.
- * - kernelStateCounts / dumpState read `ip -j`, `bridge -j`, `tc`.
  */
 
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import type { ChildProcess } from "node:child_process";
-import { run, runJson, spawnIn, stopProcess } from "./exec.js";
+import { run, spawnIn, stopProcess } from "../../bench/lib/exec.js";
+import { isV6 } from "../../bench/lib/traffic.js";
 
-// ---------------------------------------------------------------------------
-// ping
-
-export interface PingOptions {
-  count?: number; // default 5
-  intervalMs?: number; // default 10
-  /** ICMP payload size (ping -s); default 56. */
-  size?: number;
-  /** Set DF (-M do, the default) or allow fragmentation (-M dont). */
-  df?: boolean;
-  /** Seconds to wait for each reply after the last request (ping -W); default 1. */
-  waitS?: number;
-  /** Kill ping after this long; default count*interval + wait + 5 s. */
-  timeoutMs?: number;
-}
-
-export interface PingResult {
-  sent: number;
-  received: number;
-  /** ICMP errors received (unreachable, frag needed...). */
-  errors: number;
-  rttAvgMs: number; // NaN without replies
-  rttMinMs: number;
-  rttMaxMs: number;
-  /** The MTU of an ICMP "frag needed" or local "message too long" error, if any. */
-  fragNeededMtu?: number;
-  raw: string;
-}
-
-function isV6(ip: string): boolean {
-  return ip.includes(":");
-}
-
-/** Parses iputils ping output (summary and rtt lines). */
-export function parsePing(raw: string): PingResult {
-  const sum = /(\d+) packets transmitted, (\d+) received(?:, \+(\d+) errors)?/.exec(raw);
-  const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)\/[\d.]+ ms/.exec(raw);
-  const mtu = /mtu ?= ?(\d+)/.exec(raw);
-  const r: PingResult = {
-    sent: sum ? Number(sum[1]) : 0,
-    received: sum ? Number(sum[2]) : 0,
-    errors: sum?.[3] ? Number(sum[3]) : 0,
-    rttMinMs: rtt ? Number(rtt[1]) : NaN,
-    rttAvgMs: rtt ? Number(rtt[2]) : NaN,
-    rttMaxMs: rtt ? Number(rtt[3]) : NaN,
-    raw,
-  };
-  if (mtu) r.fragNeededMtu = Number(mtu[1]);
-  return r;
-}
-
-/** Pings `toIP` from namespace `fromNetns` (IPv6 when the address has a colon). Never throws on loss. */
-export async function ping(fromNetns: string, toIP: string, opts: PingOptions = {}): Promise<PingResult> {
-  const count = opts.count ?? 5;
-  const intervalMs = opts.intervalMs ?? 10;
-  const waitS = opts.waitS ?? 1;
-  const args = [
-    ...(isV6(toIP) ? ["-6"] : []),
-    "-n",
-    "-c", String(count),
-    "-i", (intervalMs / 1000).toFixed(3),
-    "-W", String(waitS),
-    "-M", opts.df === false ? "dont" : "do",
-    "-s", String(opts.size ?? 56),
-    toIP,
-  ];
-  const timeoutMs = opts.timeoutMs ?? count * intervalMs + waitS * 1000 + 5000;
-  const r = await run("ping", args, { netns: fromNetns, allowFail: true, timeoutMs });
-  return parsePing(r.stdout + r.stderr);
-}
+export * from "../../bench/lib/traffic.js";
 
 export interface PingStreamResult {
   /** Requests accounted for: answered, or reported unanswered before the next was sent. */
@@ -385,96 +319,4 @@ export async function tcpConnect(
   } catch {
     return { connected: false, error: (r.stderr || r.stdout).trim() };
   }
-}
-
-// ---------------------------------------------------------------------------
-// Kernel state
-
-interface RouteJson {
-  dst: string;
-  type?: string;
-  table?: string;
-  protocol?: string;
-}
-interface NeighJson {
-  dst: string;
-  lladdr?: string;
-  state?: string[];
-}
-interface FdbJson {
-  mac: string;
-  dst?: string;
-}
-
-export interface KernelStateCounts {
-  /** IPv4 + IPv6 routes on the device in any table, except the kernel's own local/broadcast/multicast ones and fe80::/64. */
-  routes: number;
-  /** Neighbour entries on the device, any state (`nud all`), both families, except multicast
-   *  destinations (the kernel's own MLD/IGMP entries such as ff02::16, which are not per peer). */
-  neighbours: number;
-  /** fdb entries on the device that carry a remote `dst`. */
-  fdb: number;
-  /** The entries counted, one line each, for failure messages. */
-  detail: { routes: string[]; neighbours: string[]; fdb: string[] };
-}
-
-function isMulticast(ip: string): boolean {
-  if (ip.includes(":")) return ip.toLowerCase().startsWith("ff");
-  const first = Number(ip.split(".")[0]);
-  return first >= 224 && first <= 239;
-}
-
-/** Counts the per-peer state the kernel holds for a vxlan device (flannel: 3 per peer; twill: constant). */
-export async function kernelStateCounts(netns: string, vxlanDev: string): Promise<KernelStateCounts> {
-  const [r4, r6, neigh, fdb] = await Promise.all([
-    runJson<RouteJson[]>("ip", ["-j", "-4", "route", "show", "table", "all", "dev", vxlanDev], { netns }),
-    runJson<RouteJson[]>("ip", ["-j", "-6", "route", "show", "table", "all", "dev", vxlanDev], { netns }),
-    runJson<NeighJson[]>("ip", ["-j", "neigh", "show", "nud", "all", "dev", vxlanDev], { netns }),
-    runJson<FdbJson[]>("bridge", ["-j", "fdb", "show", "dev", vxlanDev], { netns }),
-  ]);
-  const routes = [...r4, ...r6].filter(
-    (r) =>
-      r.table !== "local" &&
-      !["local", "broadcast", "multicast", "anycast"].includes(r.type ?? "unicast") &&
-      !(r.dst === "fe80::/64" && r.protocol === "kernel"),
-  );
-  const withDst = fdb.filter((f) => f.dst !== undefined);
-  const unicastNeigh = neigh.filter((n) => !isMulticast(n.dst));
-  return {
-    routes: routes.length,
-    neighbours: unicastNeigh.length,
-    fdb: withDst.length,
-    detail: {
-      routes: routes.map((r) => JSON.stringify(r)),
-      neighbours: unicastNeigh.map((n) => `${n.dst} ${n.lladdr ?? "-"} ${(n.state ?? []).join(",")}`),
-      fdb: withDst.map((f) => `${f.mac} dst ${f.dst}`),
-    },
-  };
-}
-
-/** Everything a person would look at in a namespace when a test fails, as text. */
-export async function dumpState(netns: string): Promise<string> {
-  const cmds: [string, string[]][] = [
-    ["ip", ["-d", "link", "show"]],
-    ["ip", ["addr", "show"]],
-    ["ip", ["route", "show", "table", "all"]],
-    ["ip", ["-6", "route", "show", "table", "all"]],
-    ["ip", ["neigh", "show", "nud", "all"]],
-    ["bridge", ["fdb", "show"]],
-    ["tc", ["qdisc", "show"]],
-    ["bpftool", ["net", "show"]], // tc and tcx attachments
-  ];
-  const links = await runJson<{ ifname: string }[]>("ip", ["-j", "link", "show"], { netns, allowFail: true }).catch(() => []);
-  for (const l of links) {
-    for (const dir of ["ingress", "egress"]) cmds.push(["tc", ["filter", "show", "dev", l.ifname, dir]]);
-  }
-  const outs = await Promise.all(
-    cmds.map(async ([cmd, args]) => {
-      const r = await run(cmd, args, { netns, allowFail: true }).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
-      const body = (r.stdout + r.stderr).trimEnd();
-      if (cmd === "tc" && args[1] === "show" && args[0] === "filter" && body === "") return "";
-      return `--- ${cmd} ${args.join(" ")}${r.code ? ` (exit ${r.code})` : ""}\n${body}\n`;
-    }),
-  );
-  return `===== netns ${netns}\n` + outs.filter(Boolean).join("");
 }
