@@ -64,8 +64,8 @@ RUN mkdir -p build && touch build/.deps \
  && test -s build/bpf/twill.o && test -s dist/src/cli.js
 
 FROM ${BASE} AS runtime
-# libbpf1: loaded by koffi (libbpf.so.1). iproute2: `ip`/`bridge` (link,
-# neighbour, route, monitor). iptables: flannel's masquerade/FORWARD rules
+# libbpf1: loaded by koffi (libbpf.so.1). iproute2: for people debugging in
+# the pod (twill itself talks rtnetlink, it runs no `ip`). iptables: flannel's masquerade/FORWARD rules
 # (Debian 12's iptables is the nft backend; it must match what kube-proxy on
 # the host uses). ca-certificates: TLS to etcd and the Kubernetes API.
 # hadolint ignore=DL3008
