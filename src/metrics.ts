@@ -106,6 +106,17 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     }
     return cached;
   };
+  // Each metric read at scrape time sets its series and is formatted in a
+  // turn of the event loop of its own (prom-client formats a metric as soon
+  // as its collect() resolves): the per-peer metrics are thousands of
+  // series each, and all at once they would hold the loop for tens of ms.
+  let turns: Promise<void> = Promise.resolve();
+  const ownTurn = (): Promise<void> => (turns = turns.then(() => new Promise<void>((r) => setImmediate(r))));
+  const readInTurn = async (): Promise<DataplaneStats | undefined> => {
+    const s = await read();
+    await ownTurn();
+    return s;
+  };
   const available = (): boolean => {
     const s = source();
     return s ? typeof s.stats === "function" : dataplane === "bpf";
@@ -138,7 +149,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     help: `Packets sent to (direction="tx") or received from (direction="rx") one remote subnet, by path: vxlan (encapsulated) or direct (DirectRouting). ${capNote}`,
     labelNames: peerLabels, registers: bpfRegisters,
     async collect() {
-      await read();
+      await readInTurn();
       this.reset();
       eachPeerSeries((l, packets) => this.inc(l, num(packets)));
     },
@@ -148,7 +159,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     help: `Bytes (IP packet length, inner packet for vxlan) sent to or received from one remote subnet, by path and direction; see twill_peer_packets_total. ${capNote}`,
     labelNames: peerLabels, registers: bpfRegisters,
     async collect() {
-      await read();
+      await readInTurn();
       this.reset();
       eachPeerSeries((l, _p, bytes) => this.inc(l, num(bytes)));
     },
@@ -158,7 +169,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     help: "Packets to or from one remote subnet that the eBPF dataplane did not forward, by reason: mtu (too big for the path: handed to the host stack, which sends ICMP fragmentation-needed, or dropped), ttl (expiring: to the stack for ICMP time-exceeded), encap (setting the tunnel key failed), no_config (node config not loaded). A reason appears once it has counted. " + capNote,
     labelNames: ["peer_subnet", "reason"], registers: bpfRegisters,
     async collect() {
-      await read();
+      await readInTurn();
       this.reset();
       for (const p of [...peersNow.shown, ...(peersNow.other ? [peersNow.other] : [])]) {
         for (const [reason, s] of p.drops) this.inc({ peer_subnet: p.subnet, reason }, num(s.packets));
@@ -170,7 +181,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     help: `Peers whose traffic is summed under peer_subnet="${OTHER}" because more than ${PEER_SERIES_LIMIT} peers exist.`,
     registers: bpfRegisters,
     async collect() {
-      const s = await read();
+      const s = await readInTurn();
       this.reset();
       if (s) this.set(peersNow.aggregated);
     },
@@ -180,7 +191,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     help: `${unit === "packets" ? "Packets" : "Bytes"} seen by the tc programs on this node, summed over all peers (and none), by counter: what happened to them (enum twill_counter in bpf/shared.h: encap, encap_fast, direct, delivered, decap_stack, rx_direct, miss, stack_*, drop_*).`,
     labelNames: ["counter"], registers: bpfRegisters,
     async collect() {
-      const s = await read();
+      const s = await readInTurn();
       this.reset();
       if (!s) return;
       for (const [counter, s] of totalsNow) this.inc({ counter }, num(s[unit]));
@@ -191,7 +202,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
   const mapGauge = (what: "entries" | "capacity", help: string) => new client.Gauge({
     name: `twill_bpf_map_${what}`, help, labelNames: ["map"], registers: bpfRegisters,
     async collect() {
-      const s = await read();
+      const s = await readInTurn();
       this.reset();
       for (const m of s?.maps ?? []) this.set({ map: m.name }, what === "entries" ? m.entries : m.capacity);
     },

@@ -74,13 +74,23 @@ const KIND_NAME: Record<number, string> = { [PeerKind.Vxlan]: "vxlan", [PeerKind
 const kindName = (k: number): string => KIND_NAME[k] ?? `kind ${k}`;
 
 /**
- * Yields to the event loop every SLICE items when given a `pause` (the
- * daemon's reconcile: lease events run between slices instead of waiting
- * for a reconcile of 100,000 peers); without one the work runs at once.
+ * With a `pause` (the daemon's reconcile) the work looks at the clock every
+ * SLICE items and yields to the event loop when it has run SLICE_MS, so
+ * lease events run between slices instead of waiting for a reconcile of
+ * 100,000 peers; without one the work runs at once.
  */
 export type Pause = () => Promise<void>;
-const SLICE = 2048;
-export const yieldToEvents: Pause = () => new Promise((r) => setImmediate(r));
+/** Entries between two looks at the clock. */
+const SLICE = 64;
+/** The longest a reconcile holds the event loop between two yields. */
+const SLICE_MS = 2;
+let sliceStart = performance.now();
+/** Yields (setImmediate) once SLICE_MS have passed since the last yield; otherwise returns at once. */
+export const yieldToEvents: Pause = async () => {
+  if (performance.now() - sliceStart < SLICE_MS) return;
+  await new Promise<void>((r) => setImmediate(r));
+  sliceStart = performance.now();
+};
 
 /** Builds the desired image; `value(peer)` gives a peer's exact bytes when known. */
 export async function bpfImage(d: BpfDesired, value?: (p: Peer) => Buffer, pause?: Pause): Promise<BpfImage> {

@@ -39,6 +39,14 @@
  *    syscalls in slices of at most SLICE_MS (a thread-pool round trip per
  *    file costs more than the read), yielding to the event loop between
  *    slices. Lists run one at a time.
+ *  - The cache survives restarts in an index file (dirindex.ts): the first
+ *    full validation of a fresh process takes its entries from the index
+ *    instead of reading the files, with the same stat + stamp check, so a
+ *    file changed since the index was written (or too soon before it was
+ *    read) is read again, and a missing or bad index only costs the reads.
+ *    The index is rewritten after a list when the cache's leases changed,
+ *    at most every INDEX_EVERY_MS, never when nothing changed (and only
+ *    for directories of at least INDEX_MIN_LEASES: smaller ones list fast).
  *  - The check after a create does not trust the cache: it reads the
  *    directory's names (a lease's subnets are its key) and reads only the
  *    files whose key overlaps ours.
@@ -51,6 +59,7 @@ import * as path from "node:path";
 import { TwillError, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
 import { chooseSubnet, leasesOverlap } from "./allocate.js";
+import { encodeIndex, loadIndex, saveIndex, type IndexEntry } from "./dirindex.js";
 import { parseLease, parseLeaseKey, serializeLease } from "./parse.js";
 import type { LeaseSubnets } from "./parse.js";
 import type { Lease, NetConfig } from "./types.js";
@@ -65,6 +74,10 @@ export const FULL_EVERY_MS = 10_000;
 const SLICE_MS = 8;
 /** A file changed less than this (ms) before it was read may change again with the same stamp (coarse timestamps). */
 const RACY_MS = 1000;
+/** The index is written at most this often (ms). */
+export const INDEX_EVERY_MS = 5000;
+/** Directories with fewer leases get no index. */
+export const INDEX_MIN_LEASES = 1000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const turn = () => new Promise<void>((r) => setImmediate(r));
 let tmpCounter = 0;
@@ -90,10 +103,10 @@ interface Entry extends Stamp {
 /** Yields to the event loop once SLICE_MS have passed since the last yield. */
 class Slicer {
   private since = performance.now();
-  async tick(): Promise<void> {
-    if (performance.now() - this.since < SLICE_MS) return;
-    await turn();
-    this.since = performance.now();
+  /** A promise to await when it is time to yield (undefined otherwise: `await` costs even then). */
+  tick(): Promise<void> | undefined {
+    if (performance.now() - this.since < SLICE_MS) return undefined;
+    return turn().then(() => { this.since = performance.now(); });
   }
 }
 
@@ -102,6 +115,13 @@ const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | 
 function storeError(what: string, e: unknown): TwillError {
   if (isTwillError(e)) return e;
   return new TwillError("ERR_STORE", `lease store: ${what}: ${(e as Error).message ?? String(e)}`, { cause: e, retryable: true });
+}
+
+export interface DirStoreOptions {
+  /** Default INDEX_EVERY_MS. */
+  readonly indexEveryMs?: number;
+  /** Default INDEX_MIN_LEASES; Infinity: no index. */
+  readonly indexMinLeases?: number;
 }
 
 export class DirStore {
@@ -122,17 +142,35 @@ export class DirStore {
   private watcher?: FSWatcher;
   private listing: Promise<unknown> = Promise.resolve();
   private buf = Buffer.alloc(16384);
+  private readonly indexEveryMs: number;
+  private readonly indexMinLeases: number;
+  /** The cache's leases changed since the index was loaded or written. */
+  private indexDirty = false;
+  private indexSavedAt = -Infinity;
+  private indexTimer?: NodeJS.Timeout;
+  private indexSaving?: Promise<void>;
+  /** What the store did, for tests and debugging: files read, index entries used, index files written. */
+  readonly counts = { reads: 0, fromIndex: 0, indexWrites: 0 };
 
-  constructor(dir: string) {
+  constructor(dir: string, opts: DirStoreOptions = {}) {
     this.dir = dir;
     this.subnetsDir = path.join(dir, "subnets");
+    this.indexEveryMs = opts.indexEveryMs ?? INDEX_EVERY_MS;
+    this.indexMinLeases = opts.indexMinLeases ?? INDEX_MIN_LEASES;
   }
 
-  /** Stops the store's own watcher (list() keeps working, every list then stats every file). */
+  /** Stops the store's own watcher and index timer (list() keeps working, every list then stats every file). */
   close(): void {
     this.watcher?.close();
     this.watcher = undefined;
     this.needFull = true;
+    clearTimeout(this.indexTimer);
+    this.indexTimer = undefined;
+  }
+
+  /** Resolves when no index write is under way (one that fails is given up: the next change retries). */
+  async idle(): Promise<void> {
+    while (this.indexSaving) await this.indexSaving;
   }
 
   async readConfig(): Promise<NetConfig> {
@@ -181,8 +219,14 @@ export class DirStore {
     this.dirty = new Set();
     this.needFull = false;
     this.dirStamp = stamp;
-    if (full) await this.validateAll();
-    else await this.reread(dirty);
+    try {
+      if (full) await this.validateAll();
+      else await this.reread(dirty);
+    } catch (e) {
+      this.needFull = true; // a validation cut short: do it again
+      throw e;
+    }
+    this.saveIndexSoon();
     return this.result();
   }
 
@@ -224,21 +268,69 @@ export class DirStore {
     const live = new Set(names);
     for (const name of this.cache.keys()) if (!live.has(name)) this.drop(name);
     const slicer = new Slicer();
+    const tick = () => slicer.tick();
+    // A fresh cache starts from the index: its entries are checked like the cache's, below.
+    const seed = this.cache.size === 0 && names.length >= this.indexMinLeases && this.dirStamp
+      ? await loadIndex(this.dir, this.dirStamp.ino, tick) : undefined;
+    let seeded = 0;
+    const prefix = this.subnetsDir + path.sep;
     for (const name of names) {
-      await slicer.tick();
-      const e = this.cache.get(name);
+      const wait = slicer.tick();
+      if (wait) await wait;
+      const cached = this.cache.get(name);
+      const e: Entry | undefined = cached ?? seed?.get(name);
       if (e && !e.transient) {
         let st: Stats | undefined;
         try {
-          st = statSync(path.join(this.subnetsDir, name), { throwIfNoEntry: false });
+          st = statSync(prefix + name, { throwIfNoEntry: false });
         } catch {
           st = undefined; // read below, which reports the error
         }
-        if (st && sameStamp(e, stampOf(st)) && e.ctimeMs + RACY_MS <= e.readAt) continue;
+        if (st && sameStamp(e, stampOf(st)) && e.ctimeMs + RACY_MS <= e.readAt) {
+          if (!cached) {
+            this.adopt(name, e);
+            seeded++;
+          }
+          continue;
+        }
       }
       this.read(name);
     }
+    if (seed) {
+      this.counts.fromIndex += seeded;
+      if (seeded !== seed.size) this.indexDirty = true; // it holds entries that are gone or changed
+    }
     this.lastFull = performance.now();
+  }
+
+  /** Takes a verified index entry into the cache (it changes nothing the index holds). */
+  private adopt(name: string, e: Entry): void {
+    this.cache.set(name, e);
+    this.sorted = this.last = undefined;
+  }
+
+  /** Writes the index now or, within INDEX_EVERY_MS of the last write, when that has passed. */
+  private saveIndexSoon(): void {
+    if (!this.indexDirty || this.indexSaving || this.indexTimer || this.cache.size < this.indexMinLeases || !this.dirStamp) return;
+    const wait = this.indexSavedAt + this.indexEveryMs - performance.now();
+    if (wait > 0) {
+      this.indexTimer = setTimeout(() => {
+        this.indexTimer = undefined;
+        this.saveIndexSoon();
+      }, wait).unref();
+      return;
+    }
+    this.indexDirty = false; // a change from here on is written next time
+    this.indexSavedAt = performance.now();
+    const slicer = new Slicer();
+    const ino = this.dirStamp.ino;
+    const indexed = function* (cache: Map<string, Entry>): Generator<[string, IndexEntry]> {
+      for (const [name, e] of cache) if (e.lease && !e.transient) yield [name, e as IndexEntry];
+    };
+    this.indexSaving = encodeIndex(ino, indexed(this.cache), () => slicer.tick())
+      .then((text) => saveIndex(this.dir, text))
+      .then(() => { this.counts.indexWrites++; }, () => undefined) // a hint only (e.g. a read-only directory): the next change retries
+      .finally(() => { this.indexSaving = undefined; });
   }
 
   /** Reads the named files again (what the watcher and our own writes saw change). */
@@ -256,6 +348,7 @@ export class DirStore {
   private read(name: string): void {
     const file = path.join(this.subnetsDir, name);
     const readAt = Date.now();
+    this.counts.reads++;
     let fd: number;
     try {
       fd = openSync(file, "r");
@@ -290,13 +383,19 @@ export class DirStore {
   }
 
   private put(name: string, e: Entry): void {
-    if (!this.cache.has(name)) this.sorted = undefined;
+    const old = this.cache.get(name);
+    if (!old) this.sorted = undefined;
+    if (old?.lease || e.lease) this.indexDirty = true; // the index holds leases only
     this.last = undefined;
     this.cache.set(name, e);
   }
 
   private drop(name: string): void {
-    if (this.cache.delete(name)) this.sorted = this.last = undefined;
+    const old = this.cache.get(name);
+    if (!old) return;
+    this.cache.delete(name);
+    this.sorted = this.last = undefined;
+    if (old.lease) this.indexDirty = true;
   }
 
   /** The cached leases in key order (fresh arrays: the caller may change them). */

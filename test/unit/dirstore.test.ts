@@ -169,3 +169,111 @@ test("watch fires (debounced) on add and remove, not for temp files, and stops",
     assert.equal(calls, 2, "stopped");
   });
 });
+
+/** Lease files for the index tests: IPv4, dual stack, another backend type, and one bad file. */
+async function writeLeases(sub: string, n: number): Promise<void> {
+  await fs.mkdir(sub, { recursive: true });
+  for (let i = 1; i <= n; i++) await fs.writeFile(path.join(sub, `10.244.${i}.0-24`), V4.replace("8e:d0:f8:0a:41:19", mac(i)));
+  await fs.writeFile(path.join(sub, "10.245.1.0-24&fc00:0:0:1::-64"),
+    `{"PublicIP":"192.168.77.9","PublicIPv6":"fd00::9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:01:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:01:02"}}`);
+  await fs.writeFile(path.join(sub, "10.245.2.0-24"), `{"PublicIP":"192.168.77.10","PublicIPv6":null,"BackendType":"host-gw"}`);
+  await fs.writeFile(path.join(sub, "10.245.3.0-24"), "{not json");
+  // Files changed within a second of being read are not trusted by their stamp (the racy rule).
+  await new Promise((r) => setTimeout(r, 1100));
+}
+
+const indexed = { indexMinLeases: 0, indexEveryMs: 0 };
+/** An index's text without its read times (the 6th field). */
+const withoutReadAt = (text: string) => text.replace(/^((?:[^\t\n]*\t){5})[^\t\n]*/gm, "$1");
+
+test("index: a fresh store takes unchanged leases from it (same leases as parsing), re-reads changed and new ones", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    const sub = path.join(dir, "subnets");
+    await writeLeases(sub, 40);
+    const before = await s.list();
+    assert.equal(s.counts.reads, 43);
+    await s.idle();
+    assert.equal(s.counts.indexWrites, 0);
+    assert.equal(await fs.stat(path.join(dir, ".subnets.index")).then(() => true, () => false), false, "no index below indexMinLeases");
+
+    const a = new DirStore(dir, indexed);
+    assert.deepEqual(await a.list(), before);
+    await a.idle();
+    assert.equal(a.counts.indexWrites, 1, "written after the first list");
+    a.close();
+
+    const b = new DirStore(dir, indexed);
+    assert.deepEqual(await b.list(), before, "the index's leases are parseLease's, field for field");
+    assert.deepEqual(b.counts, { reads: 1, fromIndex: 42, indexWrites: 0 }, "only the bad file (not indexed) is read");
+    await b.idle();
+    assert.equal(b.counts.indexWrites, 0, "nothing changed: the index is not rewritten");
+    b.close();
+
+    // Behind the index: one lease changed (new stamp), one deleted, one added.
+    await fs.writeFile(path.join(sub, "10.244.5.0-24"), V4.replace("8e:d0:f8:0a:41:19", mac(500)));
+    await fs.rm(path.join(sub, "10.244.6.0-24"));
+    await fs.writeFile(path.join(sub, "10.244.99.0-24"), V4.replace("8e:d0:f8:0a:41:19", mac(99)));
+    const c = new DirStore(dir, indexed);
+    const { leases } = await c.list();
+    assert.equal(leases.find((l) => l.key === "10.244.5.0-24")?.backendData?.vtepMAC, mac(500), "the changed lease is read again");
+    assert.ok(!leases.some((l) => l.key === "10.244.6.0-24"), "the deleted lease is gone");
+    assert.ok(leases.some((l) => l.key === "10.244.99.0-24"), "the new lease is read");
+    assert.deepEqual(c.counts, { reads: 3, fromIndex: 40, indexWrites: 0 });
+    await c.idle();
+    assert.equal(c.counts.indexWrites, 1, "rewritten: it held a changed and a deleted lease");
+    c.close();
+  });
+});
+
+test("index: missing, corrupt, truncated or foreign ones are ignored and rebuilt; steady state writes nothing", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    await writeLeases(path.join(dir, "subnets"), 20);
+    const want = await s.list();
+    const file = path.join(dir, ".subnets.index");
+    const a = new DirStore(dir, indexed);
+    await a.list();
+    await a.idle();
+    a.close();
+    const good = await fs.readFile(file, "utf8");
+    const bad = {
+      corrupt: good.replace("\t192.168.77.2\t", "\t192.168.777.2\t"),
+      truncated: good.slice(0, good.lastIndexOf("end ")),
+      foreign: good.replace(/^twill-lease-index 1/, "twill-lease-index 2"),
+      garbage: "\u0000\u0001not an index",
+    };
+    for (const [what, text] of Object.entries(bad)) {
+      await fs.writeFile(file, text);
+      const b = new DirStore(dir, indexed);
+      assert.deepEqual(await b.list(), want, what);
+      assert.equal(b.counts.fromIndex, 0, what);
+      assert.equal(b.counts.reads, 23, what);
+      await b.idle();
+      assert.equal(b.counts.indexWrites, 1, `${what}: rebuilt`);
+      b.close();
+      assert.equal(withoutReadAt(await fs.readFile(file, "utf8")), withoutReadAt(good), `${what}: rebuilt as it was`);
+    }
+
+    // Steady state: lists, full validations, a fresh process: nothing written.
+    const stamp = (await fs.stat(file)).mtimeMs;
+    const c = new DirStore(dir, indexed);
+    for (let i = 0; i < 3; i++) await c.list();
+    await c.idle();
+    assert.equal(c.counts.indexWrites, 0);
+    c.close();
+    await c.list(); // without its watcher: a full validation
+    await c.idle();
+    assert.equal(c.counts.indexWrites, 0);
+    assert.equal((await fs.stat(file)).mtimeMs, stamp);
+    assert.deepEqual((await fs.readdir(dir)).sort(), [".subnets.index", "config", "subnets"], "no temp files left");
+
+    // A change is written, once.
+    await c.writeLease({ key: "10.244.200.0-24", subnet: { ip: parseIP("10.244.200.0"), len: 24 }, publicIP: parseIP("192.168.1.3"), backendType: "vxlan", backendData: { vni: 1, vtepMAC: mac(4) } });
+    await c.list();
+    await c.idle();
+    await c.list();
+    await c.idle();
+    assert.equal(c.counts.indexWrites, 1);
+    assert.match(await fs.readFile(file, "utf8"), /^10\.244\.200\.0-24\t/m);
+    c.close();
+  });
+});
