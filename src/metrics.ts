@@ -114,7 +114,8 @@ export function createMetrics(version: string, dataplane: string, source: () => 
   const ownTurn = (): Promise<void> => (turns = turns.then(() => new Promise<void>((r) => setImmediate(r))));
   const readInTurn = async (): Promise<DataplaneStats | undefined> => {
     const s = await read();
-    await ownTurn();
+    // A few peers format in microseconds: only a big node pays the turns.
+    if (peersNow.shown.length > 100) await ownTurn();
     return s;
   };
   const available = (): boolean => {

@@ -29,6 +29,13 @@ const BATCH = 4096;
 /** True when a failed update means "the map is full". */
 const isFull = (ret: number): boolean => ret === -ENOSPC || ret === -E2BIG;
 
+/** A whole map at one moment (BpfMap.snapshot). */
+export interface MapSnapshot {
+  readonly bytes: Buffer;
+  readonly count: number;
+  entries(): Array<[Buffer, Buffer]>;
+}
+
 export class BpfMap {
   private batchUpdate = true;
   private batchLookup = true;
@@ -91,6 +98,31 @@ export class BpfMap {
     let n = 0;
     this.dump((_keys, _values, count) => (n += count));
     return n;
+  }
+
+  /**
+   * Every entry in one Buffer, key then value, entry after entry (in the
+   * kernel's walk order: for the same content, the same bytes). Comparing
+   * two snapshots tells whether a map changed at the cost of one memcmp.
+   */
+  snapshot(): MapSnapshot {
+    const parts: Buffer[] = [];
+    const ks = this.keySize, vs = this.lookupSize;
+    let count = 0;
+    this.dump((keys, values, n) => {
+      const out = Buffer.allocUnsafe(n * (ks + vs));
+      for (let i = 0; i < n; i++) {
+        keys.copy(out, i * (ks + vs), i * ks, (i + 1) * ks);
+        values.copy(out, i * (ks + vs) + ks, i * vs, (i + 1) * vs);
+      }
+      parts.push(out);
+      count += n;
+    });
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return {
+      bytes, count,
+      entries: () => Array.from({ length: count }, (_, i): [Buffer, Buffer] => [bytes.subarray(i * (ks + vs), i * (ks + vs) + ks), bytes.subarray(i * (ks + vs) + ks, (i + 1) * (ks + vs))]),
+    };
   }
 
   /** Every entry, as fresh Buffers (values of per-CPU maps: lookupSize bytes, one slot per CPU). */

@@ -37,7 +37,7 @@ import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks, routeReplace } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
-import { BPF_ANY, type BpfMap } from "../bpf/map.js";
+import { BPF_ANY, type BpfMap, type MapSnapshot } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
@@ -95,6 +95,8 @@ export class BpfDataplane implements Dataplane {
    */
   private image?: BpfImage;
   private imageOf?: readonly Peer[];
+  /** The maps as the last reconcile that found or left them as wanted saw them (then nothing has to be compared). */
+  private lastClean?: { peers: MapSnapshot; remotes: MapSnapshot };
   /** While a reconcile is between its snapshot and its repair: the trie keys events wrote meanwhile. */
   private touched?: Set<string>;
 
@@ -506,6 +508,11 @@ export class BpfDataplane implements Dataplane {
     return { peers: this.maps.twill_peers.entries(), remotes: this.maps.twill_remotes.entries() };
   }
 
+  /** Both maps the diff reads, as snapshots. */
+  private snapshot(): { peers: MapSnapshot; remotes: MapSnapshot } {
+    return { peers: this.maps.twill_peers.snapshot(), remotes: this.maps.twill_remotes.snapshot() };
+  }
+
   /**
    * The safety net. The shadow is built and compared with the maps in
    * slices that yield to the event loop, so lease events (upsert/remove)
@@ -518,11 +525,18 @@ export class BpfDataplane implements Dataplane {
     // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
     this.watcher?.kick();
     const first = !this.image;
+    const seen = this.snapshot();
+    // Nothing changed since the last reconcile that left the maps as wanted
+    // (same desired set, same bytes in both maps): nothing to compare.
+    if (!first && this.imageOf === desired && this.lastClean && seen.peers.bytes.equals(this.lastClean.peers.bytes) && seen.remotes.bytes.equals(this.lastClean.remotes.bytes)) {
+      return { ...driftCounts(base), drift: base };
+    }
+    this.lastClean = undefined;
     const touched = (this.touched = new Set<string>());
     let r: BpfRepair;
     try {
       const image = await this.imageFor(desired, yieldToEvents);
-      r = await diffBpf(image, this.observe(), yieldToEvents);
+      r = await diffBpf(image, { peers: seen.peers.entries(), remotes: seen.remotes.entries() }, yieldToEvents);
     } finally {
       this.touched = undefined;
     }
@@ -541,6 +555,9 @@ export class BpfDataplane implements Dataplane {
     if ((first || r.writeRemotes.length || r.deleteRemotes.length) && touched.size === 0) this.reconcileRemotes(desired);
     if (first || deleteKeys.length) this.sweepStats(new Set([0, ...this.ids.values()]));
     if (failed) throw failed;
+    const wrote = deleteKeys.length + r.writeOwn.length + r.write.length + r.writeRemotes.length + r.deleteRemotes.length > 0 || first;
+    // The maps as this reconcile leaves them, unless an event came in meanwhile (then the next one compares).
+    if (touched.size === 0) this.lastClean = wrote ? this.snapshot() : seen;
     const drift = [...base, ...r.drift];
     return { ...driftCounts(drift), drift };
   }

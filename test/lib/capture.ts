@@ -11,7 +11,10 @@ import { spawnIn, spawnedOutput, stopProcess, sleep } from "./exec.js";
 /** Runs tcpdump (`args` after -i IFACE -n -l -p) in `netns` while `fn` runs; returns its text output. */
 export async function tcpdumpWhile(netns: string, iface: string, args: readonly string[], fn: () => Promise<unknown>): Promise<string> {
   const p = spawnIn(netns, "tcpdump", ["-i", iface, "-n", "-l", "-p", ...args]);
-  await sleep(500); // tcpdump needs a moment before it captures
+  // tcpdump says "listening on <iface>" once its capture is open (on a loaded machine that can take over a second).
+  const t0 = Date.now();
+  while (!/listening on/.test(spawnedOutput(p)) && p.exitCode === null && Date.now() - t0 < 10_000) await sleep(50);
+  await sleep(100);
   try {
     await fn();
     await sleep(300);
