@@ -218,8 +218,9 @@ async function main(input: DriverInput): Promise<DriverOutput | ScrapeOutput> {
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main(JSON.parse(process.argv[2] ?? "{}") as DriverInput).then(
     (out) => {
-      process.stdout.write(JSON.stringify(out) + "\n");
-      process.exit(0);
+      // Exit once the line is written: a soak's result is tens of MB, and
+      // process.exit() with a pipe still draining would cut it short.
+      process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(0));
     },
     (e: unknown) => {
       process.stdout.write(JSON.stringify({ error: e instanceof Error ? e.message : String(e) }) + "\n");
