@@ -500,12 +500,8 @@ export class BpfDataplane implements Dataplane {
   }
 
   async check(desired: readonly Peer[]): Promise<readonly Drift[]> {
-    return (await diffBpf(await this.imageFor(desired), this.observe())).drift;
-  }
-
-  /** The maps as they are: one batch dump each. */
-  private observe(): { peers: Array<[Buffer, Buffer]>; remotes: Array<[Buffer, Buffer]> } {
-    return { peers: this.maps.twill_peers.entries(), remotes: this.maps.twill_remotes.entries() };
+    const seen = this.snapshot();
+    return (await diffBpf(await this.imageFor(desired), { peers: seen.peers.entries(), remotes: seen.remotes.entries() })).drift;
   }
 
   /** Both maps the diff reads, as snapshots. */
