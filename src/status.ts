@@ -194,7 +194,7 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   if (mode === "bpf") {
     const maps = openPinnedMaps(o.pinDir);
     try {
-      observed = { peers: maps.twill_peers.entries(), remotes: maps.twill_remotes.entries() };
+      observed = { peers: maps.twill_peers.snapshot(), remotes: maps.twill_remotes.snapshot() };
       entries = readPeerEntries(maps.twill_peers);
       counters = readStatTable(maps.twill_stats);
     } finally {

@@ -112,7 +112,7 @@ function putAddr16(buf: Buffer, at: number, b: Uint8Array): void {
   for (let i = 0; i < 16; i++) buf[at + i] = i < b.length ? b[i]! : 0;
 }
 
-export function encodeLpmKey(p: Prefix, buf = Buffer.alloc(LPM_KEY.size), at = 0): Buffer {
+export function encodeLpmKey(p: Prefix, buf: Buffer = Buffer.alloc(LPM_KEY.size), at = 0): Buffer {
   buf.writeUInt32LE(LPM_FAMILY_BITS + p.len, at + K_PREFIXLEN);
   buf.writeUInt32LE(p.ip.family, at + K_FAMILY);
   putAddr16(buf, at + K_ADDR, p.ip.bytes);
@@ -133,16 +133,24 @@ export interface PeerValue {
   readonly vni: number;
   readonly id: number;
 }
-export function encodePeer(v: PeerValue, buf = Buffer.alloc(PEER.size), at = 0): Buffer {
-  putAddr16(buf, at + P_REMOTE, v.remote?.bytes ?? NO_BYTES);
-  buf[at + P_RFAMILY] = v.remote?.family ?? 0;
-  if (v.vtepMAC) putMAC(buf, at + P_MAC, v.vtepMAC);
+export function encodePeer(v: PeerValue, buf: Buffer = Buffer.alloc(PEER.size), at = 0): Buffer {
+  return encodePeerFields(v.kind, v.remote, v.vtepMAC, v.vni, v.id, buf, at);
+}
+/** encodePeer without a PeerValue object (once per peer on the hot path). */
+export function encodePeerFields(kind: PeerKind, remote: IP | undefined, vtepMAC: string | undefined, vni: number, id: number, buf: Buffer, at: number): Buffer {
+  putAddr16(buf, at + P_REMOTE, remote?.bytes ?? NO_BYTES);
+  buf[at + P_RFAMILY] = remote?.family ?? 0;
+  if (vtepMAC) putMAC(buf, at + P_MAC, vtepMAC);
   else for (let i = 0; i < 6; i++) buf[at + P_MAC + i] = 0;
-  buf[at + P_KIND] = v.kind;
-  buf.writeUInt32LE(v.vni >>> 0, at + P_VNI);
-  buf.writeUInt32LE(v.id >>> 0, at + P_ID);
+  buf[at + P_KIND] = kind;
+  buf.writeUInt32LE(vni >>> 0, at + P_VNI);
+  buf.writeUInt32LE(id >>> 0, at + P_ID);
   return buf;
 }
+/** The peer id of the twill_peer value at `at`. */
+export const peerIdAt = (buf: Buffer, at: number): number => buf.readUInt32LE(at + P_ID);
+/** The kind of the twill_peer value at `at`. */
+export const peerKindAt = (buf: Buffer, at: number): PeerKind => buf[at + P_KIND] as PeerKind;
 export function decodePeer(buf: Buffer): PeerValue {
   const fam = buf.readUInt8(off(PEER, "remote_family"));
   const mac = buf.subarray(off(PEER, "vtep_mac"), off(PEER, "vtep_mac") + 6);
@@ -212,9 +220,13 @@ export function decodeConfig(buf: Buffer): ConfigValue {
 /* ---- twill_ep_key / twill_ep ---- */
 
 export function encodeEpKey(ip: IP): Buffer {
-  const buf = Buffer.alloc(EP_KEY.size);
-  buf.writeUInt32LE(ip.family, off(EP_KEY, "family"));
-  buf.set(ip.bytes, off(EP_KEY, "addr"));
+  return encodeEpKeyAt(ip, Buffer.alloc(EP_KEY.size), 0);
+}
+const E_FAMILY = off(EP_KEY, "family"), E_ADDR = off(EP_KEY, "addr");
+/** Writes the twill_ep_key of `ip` into `buf` at `at` (address zero-filled to 16 bytes). */
+export function encodeEpKeyAt(ip: IP, buf: Buffer, at: number): Buffer {
+  buf.writeUInt32LE(ip.family, at + E_FAMILY);
+  putAddr16(buf, at + E_ADDR, ip.bytes);
   return buf;
 }
 export function decodeEpKey(buf: Buffer): IP {
@@ -228,11 +240,16 @@ export function decodeEp(buf: Buffer): EndpointValue {
 
 /* ---- twill_remote (value of twill_remotes; key: twill_ep_key) ---- */
 
-export function encodeRemote(peerId: number, buf = Buffer.alloc(REMOTE.size), at = 0): Buffer {
+export function encodeRemote(peerId: number, buf: Buffer = Buffer.alloc(REMOTE.size), at = 0): Buffer {
   buf.fill(0, at, at + REMOTE.size);
   buf.writeUInt32LE(peerId >>> 0, at + off(REMOTE, "peer_id"));
   return buf;
 }
+const R_PEER_ID = off(REMOTE, "peer_id");
+/** Writes the peer id of a (zeroed) twill_remote value at `at`. */
+export const setRemoteId = (buf: Buffer, at: number, peerId: number): void => void buf.writeUInt32LE(peerId >>> 0, at + R_PEER_ID);
+/** The peer id of the twill_remote value at `at`. */
+export const remoteIdAt = (buf: Buffer, at: number): number => buf.readUInt32LE(at + R_PEER_ID);
 export function decodeRemote(buf: Buffer): { peerId: number } {
   return { peerId: buf.readUInt32LE(off(REMOTE, "peer_id")) };
 }

@@ -42,14 +42,15 @@ import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { tcDetach } from "../bpf/tc.js";
 import {
-  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, encodeRemote, encodeEpKey, encodeStatKey, LPM_KEY, PEER, PeerKind, decodeLpmKey, decodePeer, decodeEp, decodeEpKey,
+  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, setRemoteId, encodeStatKey, REMOTE, PeerKind, decodeLpmKey, decodeEp, decodeEpKey,
   encodeConfig, encodeLpmKey, encodePeer, decodeStatKey, type PeerValue, type FamilyConfigValue,
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
 import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStatsSliced, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
 import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
-import { bpfImage, diffBpf, yieldToEvents, type BpfImage, type BpfRepair, type Pause } from "./bpfdiff.js";
+import { diffBpf, yieldToEvents, type BpfRepair } from "./bpfdiff.js";
+import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, VALUE_SIZE, type Pause } from "./bpfimage.js";
 import { deviceDrift, driftCounts, type Drift } from "./drift.js";
 
 export interface BpfDataplaneOptions {
@@ -63,7 +64,6 @@ export interface BpfDataplaneOptions {
   readonly peerCapacity?: number;
 }
 
-const keyOf = (p: Prefix): string => formatPrefix(p);
 /** Every how many reconciles the device, addresses and routes get the full `ip` check. */
 const FULL_CHECK_EVERY = 6;
 const BATCH_MIN = 32;
@@ -75,30 +75,28 @@ export class BpfDataplane implements Dataplane {
   private devices: { v4?: DeviceInfo; v6?: DeviceInfo } = {};
   private bridge?: { ifindex: number; mac: string };
   private watcher?: PodWatcher;
-  private ids = new Map<string, number>();
-  private nextId = 1;
   private readonly attacher: Attacher;
   /** Reconciles since the last full (ip-based) check of the base. */
   private sinceFull = 0;
   /** Underlay ifindex by family. */
   private readonly underlay = new Map<number, number>();
-  /** Underlay address of each peer subnet (by subnet key), and the subnets behind each address: for twill_remotes. */
-  private readonly remoteOf = new Map<string, { text: string; ip: Peer["publicIP"] }>();
-  private readonly remoteSubnets = new Map<string, Set<string>>();
   /** The encapsulation in use, and why when it is not the one asked for. */
   private encap?: { mode: "bpf" | "device"; reason: string };
   /**
-   * The shadow: what the maps should hold, with the exact bytes written,
-   * kept in step by upsert/remove and rebuilt when reconcile is handed a
-   * new desired set (`imageOf`), so a reconcile that finds nothing to do
-   * dumps each map once and compares bytes.
+   * The shadow: what the maps should hold, with the exact bytes written
+   * (bpfimage.ts), adopted from the pinned map at start, kept in step by
+   * upsert/remove and brought to the desired set by reconcile when handed a
+   * new one (`imageOf`), so a reconcile that finds nothing to do dumps each
+   * map once and compares bytes.
    */
-  private image?: BpfImage;
+  private image = new BpfImage();
   private imageOf?: readonly Peer[];
-  /** The maps as the last reconcile that found or left them as wanted saw them (then nothing has to be compared). */
-  private lastClean?: { peers: MapSnapshot; remotes: MapSnapshot };
-  /** While a reconcile is between its snapshot and its repair: the trie keys events wrote meanwhile. */
+  /** The maps as the last reconcile that found them as wanted saw them, and the shadow's version then. */
+  private lastClean?: { peers: MapSnapshot; remotes: MapSnapshot; version: number };
+  /** While a reconcile brings the shadow to the desired set: the trie keys events wrote meanwhile. */
   private touched?: Set<string>;
+  /** The counters of gone peers were swept once since start. */
+  private swept = false;
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -126,11 +124,11 @@ export class BpfDataplane implements Dataplane {
     if (!this.loaded) {
       this.loaded = loadObject(this.opts.objectPath, this.opts.pinDir, { ...(this.opts.peerCapacity ? { peerCapacity: this.opts.peerCapacity } : {}) });
       for (const m of this.loaded.migrated) this.opts.log.info("migrated a pinned map to this build's layout", { map: m });
-      for (const [k, v] of this.maps.twill_peers.entries()) {
-        const id = decodePeer(v).id;
-        this.ids.set(keyOf(decodeLpmKey(k)), id);
-        this.nextId = Math.max(this.nextId, id + 1);
-      }
+      // What the pinned trie holds is the shadow until the first reconcile: peers keep their ids (and counters).
+      const snap = this.maps.twill_peers.snapshot();
+      this.image = new BpfImage();
+      this.image.adopt(snap.bytes, snap.count);
+      this.imageOf = undefined;
     }
     await this.ensureBase();
     // from_pod runs on every pod veth in every mode: it learns where each
@@ -331,149 +329,108 @@ export class BpfDataplane implements Dataplane {
     }
   }
 
-  private peerValue(p: Peer): PeerValue {
-    const k = keyOf(p.subnet);
-    let id = this.ids.get(k);
-    if (id === undefined) {
-      id = this.nextId++;
-      this.ids.set(k, id);
-    }
-    return { kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, remote: p.publicIP, vtepMAC: p.vtepMAC, vni: p.vni, id };
-  }
-
   private writeEntry(prefix: Prefix, v: PeerValue): void {
-    this.maps.twill_peers.update(encodeLpmKey(prefix), encodePeer(v), BPF_ANY, `peer ${keyOf(prefix)}`);
+    this.maps.twill_peers.update(encodeLpmKey(prefix), encodePeer(v), BPF_ANY, `peer ${formatPrefix(prefix)}`);
   }
 
   /**
-   * Records that subnet key `k` is behind underlay address `ip` (none: the
-   * subnet is gone) in the remotes index (remoteOf, remoteSubnets), and adds
-   * to `touched` the addresses whose set of subnets changed, which
-   * twill_remotes must follow.
+   * Writes `count` trie entries packed in `keys`/`vals`: one batch syscall.
+   * When the batch fails (the trie is full: --peer-capacity), each entry is
+   * tried alone so every entry that fits is written; the indexes of the
+   * others come back with the first error. Never silently dropped.
    */
-  private indexRemote(k: string, ip: Peer["publicIP"] | undefined, touched: Map<string, Peer["publicIP"]>): void {
-    const text = ip && formatIP(ip);
-    const cur = this.remoteOf.get(k);
-    if (cur?.text === text) return;
-    if (cur) {
-      this.remoteOf.delete(k);
-      this.remoteSubnets.get(cur.text)?.delete(k);
-      touched.set(cur.text, cur.ip);
-    }
-    if (!ip || !text) return;
-    this.remoteOf.set(k, { text, ip });
-    let set = this.remoteSubnets.get(text);
-    if (!set) this.remoteSubnets.set(text, (set = new Set()));
-    set.add(k);
-    touched.set(text, ip);
-  }
-
-  /** The twill_remotes value of an address: the id of the first subnet behind it; undefined when none is left. */
-  private remoteValue(text: string): Buffer | undefined {
-    const first = this.remoteSubnets.get(text)?.values().next().value;
-    return first === undefined ? undefined : encodeRemote(this.ids.get(first) ?? 0);
-  }
-
-  /**
-   * Keeps twill_remotes (the VXLAN senders BPF accepts) in step with the
-   * peers on the event path: one entry per underlay address. Called after
-   * the peers are written; `gone` are subnets removed. Only the addresses
-   * whose subnets changed are written.
-   */
-  private syncRemotes(changed: readonly Peer[], gone: readonly Peer[]): void {
-    const touched = new Map<string, Peer["publicIP"]>();
-    for (const p of gone) this.indexRemote(keyOf(p.subnet), undefined, touched);
-    for (const p of changed) this.indexRemote(keyOf(p.subnet), p.publicIP, touched);
-    const m = this.maps.twill_remotes;
-    for (const [text, ip] of touched) {
-      const v = this.remoteValue(text);
-      const key = encodeEpKey(ip);
-      if (v) {
-        m.update(key, v);
-        this.image?.remotes.set(key.toString("hex"), ip);
-      } else {
-        this.remoteSubnets.delete(text);
-        m.delete(key);
-        this.image?.remotes.delete(key.toString("hex"));
-      }
-    }
-  }
-
-  async upsert(peers: readonly Peer[]): Promise<void> {
-    const failed = this.writePeers(peers);
-    const ok = failed ? peers.filter((p) => !failed.peers.includes(p)) : peers;
-    this.shadowPut(ok);
-    this.syncRemotes(ok, []);
-    if (failed) throw failed;
-  }
-
-  /** Records written peers in the shadow (no-op before the first reconcile built it). */
-  private shadowPut(peers: readonly Peer[]): void {
-    for (const p of peers) {
-      const hex = encodeLpmKey(p.subnet).toString("hex");
-      this.touched?.add(hex);
-      if (!this.image) continue;
-      this.image.trie.set(hex, {
-        prefix: p.subnet, kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, peer: p, value: encodePeer(this.peerValue(p)),
-      });
-    }
-  }
-
-  /**
-   * Writes peers into the trie: one batch syscall for many. When the batch
-   * fails (the trie is full: --peer-capacity), each peer is tried alone so
-   * every peer that fits is written; the others are returned as a
-   * PeerProgramError naming them (the controller counts and logs it, and
-   * retries them at the next event or reconcile). Never silently dropped.
-   */
-  private writePeers(peers: readonly Peer[]): PeerProgramError | undefined {
+  private writeTrie(keys: Buffer, vals: Buffer, count: number, what: (i: number) => string): { failed: number[]; first?: unknown } {
     const m = this.maps.twill_peers;
-    if (peers.length >= BATCH_MIN) {
-      const keys = Buffer.alloc(peers.length * LPM_KEY.size);
-      const vals = Buffer.alloc(peers.length * PEER.size);
-      peers.forEach((p, i) => {
-        encodeLpmKey(p.subnet, keys, i * LPM_KEY.size);
-        encodePeer(this.peerValue(p), vals, i * PEER.size);
-      });
+    if (count >= BATCH_MIN) {
       try {
-        m.updateBatch(keys, vals, peers.length, (i) => `peer ${keyOf(peers[i]!.subnet)}`);
-        return undefined;
+        m.updateBatch(keys, vals, count, what);
+        return { failed: [] };
       } catch {
-        // fall through: find out which peers do not fit
+        // fall through: find out which entries do not fit
       }
     }
-    const failed: Peer[] = [];
+    const failed: number[] = [];
     let first: unknown;
-    for (const p of peers) {
+    for (let i = 0; i < count; i++) {
       try {
-        this.writeEntry(p.subnet, this.peerValue(p));
+        m.update(keys.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE), vals.subarray(i * VALUE_SIZE, (i + 1) * VALUE_SIZE), BPF_ANY, what(i));
       } catch (e) {
-        failed.push(p);
+        failed.push(i);
         first ??= e;
       }
     }
-    if (!failed.length) return undefined;
+    return { failed, first };
+  }
+
+  /** The error for peers that were not written (the controller counts and logs it, and retries them). */
+  private programError(failed: readonly Peer[], total: number, first: unknown): PeerProgramError {
     const code = first instanceof TwillError ? first.code : "ERR_BPF_MAP";
-    const names = failed.slice(0, 5).map((p) => keyOf(p.subnet)).join(", ") + (failed.length > 5 ? ` and ${failed.length - 5} more` : "");
-    return new PeerProgramError(code, `${failed.length} of ${peers.length} peers not programmed (${names}): ${errorMessage(first)}`, failed, first);
+    const names = failed.slice(0, 5).map((p) => formatPrefix(p.subnet)).join(", ") + (failed.length > 5 ? ` and ${failed.length - 5} more` : "");
+    return new PeerProgramError(code, `${failed.length} of ${total} peers not programmed (${names}): ${errorMessage(first)}`, failed, first);
+  }
+
+  /**
+   * Writes twill_remotes entries as the image has them now (the id of the
+   * first subnet behind each address): the remotes `rs` (image indexes, in
+   * one batch), and the addresses `keys` (latin1 key strings, from events),
+   * each written or, when the image no longer has it, deleted.
+   */
+  private writeRemotes(rs: readonly number[], keys: Iterable<string> = []): void {
+    const m = this.maps.twill_remotes, image = this.image;
+    const put = rs.filter((r) => image.remoteFirst(r) >= 0);
+    for (const key of keys) {
+      const kb = Buffer.from(key, "latin1");
+      const r = image.remoteOfKey(kb, 0);
+      if (r >= 0) put.push(r);
+      else m.delete(kb);
+    }
+    if (!put.length) return;
+    const kb = Buffer.allocUnsafe(put.length * REMOTE_KEY_SIZE), vb = Buffer.allocUnsafe(put.length * REMOTE.size);
+    const rk = image.rkeys;
+    vb.fill(0);
+    for (let i = 0; i < put.length; i++) {
+      const r = put[i]!;
+      for (let j = 0; j < REMOTE_KEY_SIZE; j++) kb[i * REMOTE_KEY_SIZE + j] = rk[r * REMOTE_KEY_SIZE + j]!;
+      setRemoteId(vb, i * REMOTE.size, image.idAt(image.remoteFirst(r)));
+    }
+    m.updateBatch(kb, vb, put.length, (i) => `peer address ${formatIP(image.remoteIP(put[i]!)!)}`);
+  }
+
+  /**
+   * Lease events: the peers go into the shadow (keeping their ids) and, in
+   * one batch, into the trie; then the addresses whose subnets changed into
+   * twill_remotes. A peer that did not fit stays wanted in the shadow (the
+   * next reconcile retries it) and is named in the PeerProgramError.
+   */
+  async upsert(peers: readonly Peer[]): Promise<void> {
+    const n = peers.length;
+    const keys = Buffer.allocUnsafe(n * KEY_SIZE), vals = Buffer.allocUnsafe(n * VALUE_SIZE);
+    const remotes = new Set<string>();
+    for (let i = 0; i < n; i++) {
+      encodeLpmKey(peers[i]!.subnet, keys, i * KEY_SIZE);
+      this.touched?.add(keyString(keys, i * KEY_SIZE, KEY_SIZE));
+      this.image.setPeer(keys, i * KEY_SIZE, peers[i]!, remotes, true, vals, i * VALUE_SIZE);
+    }
+    const { failed, first } = this.writeTrie(keys, vals, n, (i) => `peer ${formatPrefix(peers[i]!.subnet)}`);
+    this.writeRemotes([], remotes);
+    if (failed.length) throw this.programError(failed.map((i) => peers[i]!), n, first);
   }
 
   async remove(peers: readonly Peer[]): Promise<void> {
+    const k = Buffer.alloc(KEY_SIZE);
+    const remotes = new Set<string>();
     for (const p of peers) {
-      const k = keyOf(p.subnet);
       try {
-        const key = encodeLpmKey(p.subnet);
-        this.maps.twill_peers.delete(key);
-        this.image?.trie.delete(key.toString("hex"));
-        this.touched?.add(key.toString("hex"));
-        const id = this.ids.get(k);
-        this.ids.delete(k);
-        if (id !== undefined) this.deleteStats(id);
+        encodeLpmKey(p.subnet, k, 0);
+        this.touched?.add(keyString(k, 0, KEY_SIZE));
+        this.maps.twill_peers.delete(k);
+        const id = this.image.delete(k, 0, remotes);
+        if (id) this.deleteStats(id);
       } catch (e) {
-        this.opts.log.warn("cannot remove peer", { subnet: k, err: e });
+        this.opts.log.warn("cannot remove peer", { subnet: formatPrefix(p.subnet), err: e });
       }
     }
-    this.syncRemotes([], peers);
+    this.writeRemotes([], remotes);
   }
 
   /** Deletes one peer id's counters: one key per counter, no map walk. */
@@ -482,26 +439,23 @@ export class BpfDataplane implements Dataplane {
     for (let c = 0; c < COUNTERS.length; c++) m.delete(encodeStatKey({ peerId: id, counter: c }));
   }
 
-  /** Deletes the counters of every id not in `live` (a walk of the stats map: only after the desired set changed). */
+  /** Deletes the counters of every id not in `live` (a walk of the stats map: only after entries were deleted). */
   private sweepStats(live: Set<number>): void {
     const m = this.maps.twill_stats;
     for (const k of m.keys()) if (!live.has(decodeStatKey(k).peerId)) m.delete(k);
   }
 
-  /** The shadow for `desired` (rebuilt only when handed a new desired set), built in slices with `pause`. */
-  private async imageFor(desired: readonly Peer[], pause?: Pause): Promise<BpfImage> {
-    if (!this.image || this.imageOf !== desired) {
-      const fams = this.families();
-      const image = await bpfImage({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, (p) => encodePeer(this.peerValue(p)), pause);
-      this.image = image;
-      this.imageOf = desired;
-    }
-    return this.image;
+  /** Makes the shadow the desired set (when handed a new one), leaving alone what events wrote meanwhile (`keep`). */
+  private async syncImage(desired: readonly Peer[], keep?: ReadonlySet<string>, pause?: Pause): Promise<void> {
+    if (this.imageOf === desired) return;
+    const fams = this.families();
+    await this.image.sync({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, { exact: true, ...(keep ? { keep } : {}), ...(pause ? { pause } : {}) });
+    this.imageOf = desired;
   }
 
   async check(desired: readonly Peer[]): Promise<readonly Drift[]> {
-    const seen = this.snapshot();
-    return (await diffBpf(await this.imageFor(desired), { peers: seen.peers.entries(), remotes: seen.remotes.entries() })).drift;
+    await this.syncImage(desired);
+    return (await diffBpf(this.image, this.snapshot())).drift;
   }
 
   /** Both maps the diff reads, as snapshots. */
@@ -510,78 +464,79 @@ export class BpfDataplane implements Dataplane {
   }
 
   /**
-   * The safety net. The shadow is built and compared with the maps in
-   * slices that yield to the event loop, so lease events (upsert/remove)
-   * run meanwhile instead of waiting; the repair is then applied at once,
-   * leaving out every subnet an event wrote since the reconcile began (the
-   * event is newer than the snapshot the repair was computed from).
+   * The safety net. The shadow is brought to the desired set and compared
+   * with the maps in slices that yield to the event loop, so lease events
+   * (upsert/remove) run meanwhile instead of waiting. The repair is then
+   * applied at once from the shadow as it is by then (an event's change is
+   * in it): a slot is written with its current bytes, a key is deleted
+   * only if the shadow still does not want it.
    */
   async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
     const base = await this.ensureBase();
     // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
     this.watcher?.kick();
-    const first = !this.image;
-    const seen = this.snapshot();
-    // Nothing changed since the last reconcile that left the maps as wanted
-    // (same desired set, same bytes in both maps): nothing to compare.
-    if (!first && this.imageOf === desired && this.lastClean && seen.peers.bytes.equals(this.lastClean.peers.bytes) && seen.remotes.bytes.equals(this.lastClean.remotes.bytes)) {
-      return { ...driftCounts(base), drift: base };
-    }
-    this.lastClean = undefined;
+    const image = this.image;
     const touched = (this.touched = new Set<string>());
+    let seen: { peers: MapSnapshot; remotes: MapSnapshot };
     let r: BpfRepair;
     try {
-      const image = await this.imageFor(desired, yieldToEvents);
-      r = await diffBpf(image, { peers: seen.peers.entries(), remotes: seen.remotes.entries() }, yieldToEvents);
+      await this.syncImage(desired, touched, yieldToEvents);
+      seen = this.snapshot();
+      // Nothing changed since the last reconcile that found the maps as wanted (same shadow, same bytes in both maps): nothing to compare.
+      const c = this.lastClean;
+      if (c && c.version === image.version && seen.peers.bytes.equals(c.peers.bytes) && seen.remotes.bytes.equals(c.remotes.bytes)) {
+        return { ...driftCounts(base), drift: base };
+      }
+      this.lastClean = undefined;
+      r = await diffBpf(image, seen, yieldToEvents);
     } finally {
       this.touched = undefined;
     }
     // From here on nothing yields: the repair is applied as one step.
-    const keep = (k: Buffer) => !touched.has(k.toString("hex"));
-    const deleteKeys = r.deleteKeys.filter(keep);
-    for (const k of deleteKeys) {
-      this.maps.twill_peers.delete(k);
-      this.ids.delete(keyOf(decodeLpmKey(k)));
+    let deleted = 0;
+    for (const o of r.deleteAt) {
+      if (image.slotOf(seen.peers.bytes, o) >= 0) continue; // an event wants it now
+      this.maps.twill_peers.delete(seen.peers.bytes.subarray(o, o + KEY_SIZE));
+      deleted++;
     }
-    for (const e of r.writeOwn) this.writeEntry(e.prefix, { kind: e.kind, vni: 0, id: 0 });
-    const failed = this.writePeers(r.write.filter((p) => keep(encodeLpmKey(p.subnet))));
-    // The remotes follow the peers on the event path (syncRemotes); rebuilt
-    // whole only at the first reconcile or when they drifted, and not over
-    // an event's changes (the next reconcile does it then).
-    if ((first || r.writeRemotes.length || r.deleteRemotes.length) && touched.size === 0) this.reconcileRemotes(desired);
-    if (first || deleteKeys.length) this.sweepStats(new Set([0, ...this.ids.values()]));
-    if (failed) throw failed;
-    const wrote = deleteKeys.length + r.writeOwn.length + r.write.length + r.writeRemotes.length + r.deleteRemotes.length > 0 || first;
-    // The maps as this reconcile leaves them, unless an event came in meanwhile (then the next one compares).
-    if (touched.size === 0) this.lastClean = wrote ? this.snapshot() : seen;
+    const slots = r.writeSlots.filter((s) => image.live[s]);
+    let keys: Buffer, vals: Buffer;
+    if (image.dense && slots.length === image.top) {
+      // All of it (a first start): the shadow's buffers are the batch.
+      keys = image.keys.subarray(0, slots.length * KEY_SIZE);
+      vals = image.vals.subarray(0, slots.length * VALUE_SIZE);
+    } else {
+      keys = Buffer.allocUnsafe(slots.length * KEY_SIZE);
+      vals = Buffer.allocUnsafe(slots.length * VALUE_SIZE);
+      slots.forEach((s, i) => {
+        image.keys.copy(keys, i * KEY_SIZE, s * KEY_SIZE, (s + 1) * KEY_SIZE);
+        image.vals.copy(vals, i * VALUE_SIZE, s * VALUE_SIZE, (s + 1) * VALUE_SIZE);
+      });
+    }
+    const what = (i: number) => `peer ${formatPrefix(decodeLpmKey(keys.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE)))}`;
+    const { failed, first } = this.writeTrie(keys, vals, slots.length, what);
+    const rbytes = seen.remotes.bytes;
+    let gone = 0;
+    for (const o of r.deleteRemotesAt) {
+      if (image.remoteOfKey(rbytes, o) >= 0) continue; // an event wants it now
+      this.maps.twill_remotes.delete(rbytes.subarray(o, o + REMOTE_KEY_SIZE));
+      gone++;
+    }
+    this.writeRemotes(r.writeRemotes);
+    if (!this.swept || deleted) {
+      this.sweepStats(image.liveIds());
+      this.swept = true;
+    }
+    if (failed.length) {
+      const peers = failed.map((i) => image.peer[slots[i]!]).filter((p): p is Peer => p !== undefined);
+      if (!peers.length) throw first;
+      throw this.programError(peers, slots.length, first);
+    }
+    const wrote = deleted + slots.length + r.writeRemotes.length + gone > 0;
+    // The maps as this reconcile found them, when they were as wanted and no event came in meanwhile; after writes the next reconcile compares once more.
+    if (!wrote && touched.size === 0) this.lastClean = { ...seen, version: image.version };
     const drift = [...base, ...r.drift];
     return { ...driftCounts(drift), drift };
-  }
-
-  /** Makes twill_remotes exactly the peers' underlay addresses (the safety net). */
-  private reconcileRemotes(desired: readonly Peer[]): void {
-    this.remoteOf.clear();
-    this.remoteSubnets.clear();
-    const scratch = new Map<string, Peer["publicIP"]>();
-    for (const p of desired) this.indexRemote(keyOf(p.subnet), p.publicIP, scratch);
-    const m = this.maps.twill_remotes;
-    const want = new Map<string, { key: Buffer; value: Buffer }>();
-    for (const [text, ip] of scratch) {
-      const key = encodeEpKey(ip);
-      want.set(key.toString("hex"), { key, value: this.remoteValue(text)! });
-    }
-    const put: Array<{ key: Buffer; value: Buffer }> = [];
-    for (const [k, v] of m.entries()) {
-      const hex = k.toString("hex");
-      const w = want.get(hex);
-      want.delete(hex);
-      if (!w) m.delete(k);
-      else if (!w.value.equals(v)) put.push(w);
-    }
-    put.push(...want.values());
-    if (!put.length) return;
-    // One batch syscall for all of them (100,000 at a first start).
-    m.updateBatch(Buffer.concat(put.map((w) => w.key)), Buffer.concat(put.map((w) => w.value)), put.length, (i) => `peer address ${formatIP(decodeEpKey(put[i]!.key))}`);
   }
 
   /** Peers, counters (summed over CPUs) and map occupancy, read now; undefined before setup() and after close(). */

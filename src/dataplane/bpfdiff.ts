@@ -5,83 +5,64 @@
  * drift), so the two agree by construction.
  *
  * How it works:
- * 1) The desired state is an image keyed by the raw map key (hex): every
- *    peer, our own subnets (LOCAL entries) and the cluster networks (CLUSTER
- *    entries). The daemon keeps the image between reconciles (a shadow of
- *    what it wrote, with the exact value bytes) and rebuilds it only when
- *    the desired set changed, so a reconcile that finds nothing costs one
- *    batch dump of each map and a byte comparison per entry. Given a
- *    `pause`, both yield to the event loop every SLICE entries, so lease
- *    events are not held up by a reconcile of a large map.
+ * 1) The desired state is an image (bpfimage.ts): every peer, our own
+ *    subnets (LOCAL entries) and the cluster networks (CLUSTER entries),
+ *    packed as the map holds them. The daemon keeps the image between
+ *    reconciles (a shadow of what it wrote, with the exact value bytes), so
+ *    a reconcile costs one batch dump of each map and a byte comparison per
+ *    entry. The observed maps are dumps (keys and values back to back),
+ *    read in place: no Buffer per entry. Given a `pause`, the diff yields
+ *    to the event loop every SLICE entries once it has run SLICE_MS, so
+ *    lease events are not held up by a reconcile of a large map.
  * 2) An observed entry whose bytes equal the shadow's is fine without being
  *    decoded. Otherwise it is decoded and compared by what matters to the
  *    packet path (kind, remote, VTEP MAC, VNI): a peer id that differs is
  *    repaired silently (it only names the counters), anything else is
  *    drift: changed, or stale when nothing wants the key; a wanted key not
  *    seen is missing.
- * 3) twill_remotes must hold exactly the underlay addresses of the peers
+ * 3) The repair names image slots to write and offsets of observed entries
+ *    to delete; drift of a missing entry is described only when read (a
+ *    first reconcile of 100,000 peers is 100,000 "missing" that nobody
+ *    prints).
+ * 4) twill_remotes must hold exactly the underlay addresses of the peers
  *    (the senders whose VXLAN BPF strips): a missing or stale address is
  *    drift of its own only when no missing or stale peer entry explains it
  *    (a vanished peer is one drift, not two); its value (the id of a subnet
  *    behind the address) is bookkeeping and repaired silently.
  */
 import { formatIP, formatPrefix, ipEqual, type IP, type Prefix } from "../net/ip.js";
-import { decodeEpKey, decodeLpmKey, decodePeer, encodeEpKey, encodeLpmKey, PeerKind, type PeerValue } from "../bpf/layout.js";
-import type { Drift } from "./drift.js";
+import { decodeEpKey, decodeLpmKey, decodePeer, encodeEpKey, EP_KEY, PeerKind, REMOTE, remoteIdAt, type PeerValue } from "../bpf/layout.js";
+import type { Drift, DriftKind } from "./drift.js";
 import type { Peer } from "./types.js";
+import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, sameBytes, SLICE, VALUE_SIZE, type Pause } from "./bpfimage.js";
 
-export interface BpfDesired {
-  readonly peers: readonly Peer[];
-  /** Our own subnets: LOCAL entries. */
-  readonly own: readonly Prefix[];
-  /** The cluster networks: CLUSTER entries. */
-  readonly networks: readonly Prefix[];
-}
+export { bpfImage, BpfImage, type Pause } from "./bpfimage.js";
 
-/** One wanted trie entry; `value` is the exact bytes when the caller knows them (the daemon's shadow). */
-export interface ImageEntry {
-  readonly prefix: Prefix;
-  readonly kind: PeerKind;
-  readonly peer?: Peer;
-  value?: Buffer;
-}
-
-/** The wanted trie (by key hex) and remotes (by key hex). */
-export interface BpfImage {
-  readonly trie: Map<string, ImageEntry>;
-  readonly remotes: Map<string, IP>;
+/** A dump of a map: `count` entries, each key then value, back to back (BpfMap.snapshot). */
+export interface Dump {
+  readonly bytes: Buffer;
+  readonly count: number;
 }
 
 export interface BpfObserved {
-  readonly peers: ReadonlyArray<readonly [Buffer, Buffer]>;
-  readonly remotes: ReadonlyArray<readonly [Buffer, Buffer]>;
+  readonly peers: Dump;
+  readonly remotes: Dump;
 }
 
 export interface BpfRepair {
   readonly drift: Drift[];
-  /** Peers to (re)write. */
-  readonly write: Peer[];
-  /** Own entries to (re)write. */
-  readonly writeOwn: ImageEntry[];
-  /** Trie keys to delete. */
-  readonly deleteKeys: Buffer[];
-  /** twill_remotes: addresses whose entry must be (re)written, keys to delete. */
-  readonly writeRemotes: IP[];
-  readonly deleteRemotes: Buffer[];
+  /** Image slots to (re)write into twill_peers (peers and own entries), in slot order. */
+  readonly writeSlots: number[];
+  /** Offsets in the observed twill_peers dump of the entries to delete. */
+  readonly deleteAt: number[];
+  /** twill_remotes: the image's remotes whose entry must be (re)written; dump offsets of entries to delete. */
+  readonly writeRemotes: number[];
+  readonly deleteRemotesAt: number[];
 }
 
 const KIND_NAME: Record<number, string> = { [PeerKind.Vxlan]: "vxlan", [PeerKind.Direct]: "direct", [PeerKind.Local]: "local", [PeerKind.Cluster]: "cluster" };
 const kindName = (k: number): string => KIND_NAME[k] ?? `kind ${k}`;
 
-/**
- * With a `pause` (the daemon's reconcile) the work looks at the clock every
- * SLICE items and yields to the event loop when it has run SLICE_MS, so
- * lease events run between slices instead of waiting for a reconcile of
- * 100,000 peers; without one the work runs at once.
- */
-export type Pause = () => Promise<void>;
-/** Entries between two looks at the clock. */
-const SLICE = 64;
 /** The longest a reconcile holds the event loop between two yields. */
 const SLICE_MS = 2;
 let sliceStart = performance.now();
@@ -92,19 +73,44 @@ export const yieldToEvents: Pause = async () => {
   sliceStart = performance.now();
 };
 
-/** Builds the desired image; `value(peer)` gives a peer's exact bytes when known. */
-export async function bpfImage(d: BpfDesired, value?: (p: Peer) => Buffer, pause?: Pause): Promise<BpfImage> {
-  const trie = new Map<string, ImageEntry>();
-  const remotes = new Map<string, IP>();
-  for (const n of d.networks) trie.set(encodeLpmKey(n).toString("hex"), { prefix: n, kind: PeerKind.Cluster });
-  for (const o of d.own) trie.set(encodeLpmKey(o).toString("hex"), { prefix: o, kind: PeerKind.Local });
-  let i = 0;
-  for (const p of d.peers) {
-    if (pause && ++i % SLICE === 0) await pause();
-    trie.set(encodeLpmKey(p.subnet).toString("hex"), { prefix: p.subnet, kind: p.direct ? PeerKind.Direct : PeerKind.Vxlan, peer: p, ...(value ? { value: value(p) } : {}) });
-    remotes.set(encodeEpKey(p.publicIP).toString("hex"), p.publicIP);
+/** A drift whose words are made when read (and by JSON.stringify): a first start has 100,000 that nobody prints. */
+abstract class LazyDrift implements Drift {
+  abstract readonly kind: DriftKind;
+  abstract readonly subject: string;
+  abstract readonly detail: string;
+  toJSON(): Drift {
+    return { kind: this.kind, subject: this.subject, detail: this.detail };
   }
-  return { trie, remotes };
+}
+
+/** A wanted trie entry the map lacks. */
+class MissingEntry extends LazyDrift {
+  readonly kind = "missing";
+  constructor(private readonly p: Peer | undefined, private readonly prefix: Prefix | undefined, private readonly entryKind: PeerKind) {
+    super();
+  }
+  get subject(): string {
+    return formatPrefix(this.p?.subnet ?? this.prefix!);
+  }
+  get detail(): string {
+    const p = this.p;
+    if (p) return `twill_peers has no entry for it (the lease says ${p.direct ? "direct" : "vxlan"} to ${formatIP(p.publicIP)}${p.direct ? "" : `, VTEP MAC ${p.vtepMAC}`})`;
+    return this.entryKind === PeerKind.Local ? "twill_peers has no LOCAL entry for our own subnet" : "twill_peers has no CLUSTER entry for the cluster network";
+  }
+}
+
+/** A peer address twill_remotes lacks. */
+class MissingRemote extends LazyDrift {
+  readonly kind = "missing";
+  constructor(private readonly ip: IP) {
+    super();
+  }
+  get subject(): string {
+    return formatIP(this.ip);
+  }
+  get detail(): string {
+    return "twill_remotes does not accept VXLAN from this peer's PublicIP (it falls back to the vxlan device)";
+  }
 }
 
 const describePeer = (v: PeerValue): string =>
@@ -123,74 +129,85 @@ function peerDiffs(p: Peer, v: PeerValue): string[] {
   return out;
 }
 
+
 /** Compares the maps with the image; returns the drift and its repair. Writes nothing. */
 export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause): Promise<BpfRepair> {
   const drift: Drift[] = [];
-  const write: Peer[] = [], writeOwn: ImageEntry[] = [], deleteKeys: Buffer[] = [];
-  const found = new Set<string>();
-  /** twill_remotes keys whose drift a peer entry's drift already says. */
+  const writeSlots: number[] = [], deleteAt: number[] = [];
+  const found = new Uint8Array(image.top);
+  /** twill_remotes keys whose staleness a stale peer entry already says. */
   const explained = new Set<string>();
+  const stride = KEY_SIZE + VALUE_SIZE;
+  const bytes = seen.peers.bytes;
   let i = 0;
-  for (const [k, v] of seen.peers) {
+  for (let n = 0; n < seen.peers.count; n++) {
     if (pause && ++i % SLICE === 0) await pause();
-    const hex = k.toString("hex");
-    const want = image.trie.get(hex);
-    if (want?.value && want.value.equals(v)) {
-      found.add(hex);
+    const o = n * stride;
+    const slot = image.slotOf(bytes, o);
+    if (slot >= 0 && image.exact[slot] && sameBytes(bytes, o + KEY_SIZE, image.vals, slot * VALUE_SIZE, VALUE_SIZE)) {
+      found[slot] = 1;
       continue;
     }
-    const have = decodePeer(v);
-    const subject = formatPrefix(decodeLpmKey(k));
-    if (!want) {
-      deleteKeys.push(k);
-      if (have.remote) explained.add(encodeEpKey(have.remote).toString("hex"));
+    const have = decodePeer(bytes.subarray(o + KEY_SIZE, o + stride));
+    const subject = formatPrefix(decodeLpmKey(bytes.subarray(o, o + KEY_SIZE)));
+    if (slot < 0) {
+      deleteAt.push(o);
+      if (have.remote) explained.add(keyString(encodeEpKey(have.remote), 0, REMOTE_KEY_SIZE));
       const what = have.kind === PeerKind.Local ? "marks it as our own subnet (LOCAL), but our lease is another one"
         : have.kind === PeerKind.Cluster ? "marks it as the cluster network (CLUSTER), but the network config says otherwise"
         : `has an entry (${describePeer(have)}) that no lease backs`;
       drift.push({ kind: "stale", subject, detail: `twill_peers ${what}` });
       continue;
     }
-    found.add(hex);
-    if (!want.peer) {
-      if (have.kind !== want.kind) {
-        drift.push({ kind: "changed", subject, detail: `twill_peers has a ${kindName(have.kind)} entry, it must be ${kindName(want.kind)}` });
-        writeOwn.push(want);
+    found[slot] = 1;
+    const peer = image.peer[slot];
+    if (!peer) {
+      if (have.kind !== image.kind[slot]) {
+        drift.push({ kind: "changed", subject, detail: `twill_peers has a ${kindName(have.kind)} entry, it must be ${kindName(image.kind[slot]!)}` });
+        writeSlots.push(slot);
       }
       continue;
     }
-    const diffs = peerDiffs(want.peer, have);
+    const diffs = peerDiffs(peer, have);
     if (diffs.length) drift.push({ kind: "changed", subject, detail: `twill_peers: ${diffs.join("; ")}` });
     // Only the peer id differs (or the bytes did): rewrite without calling it drift.
-    write.push(want.peer);
+    writeSlots.push(slot);
   }
-  for (const [hex, want] of image.trie) {
+  for (let slot = 0; slot < image.top; slot++) {
     if (pause && ++i % SLICE === 0) await pause();
-    if (found.has(hex)) continue;
-    const subject = formatPrefix(want.prefix);
-    if (want.peer) {
-      const p = want.peer;
-      explained.add(encodeEpKey(p.publicIP).toString("hex"));
-      drift.push({ kind: "missing", subject, detail: `twill_peers has no entry for it (the lease says ${p.direct ? "direct" : "vxlan"} to ${formatIP(p.publicIP)}${p.direct ? "" : `, VTEP MAC ${p.vtepMAC}`})` });
-      write.push(p);
-    } else {
-      drift.push({ kind: "missing", subject, detail: want.kind === PeerKind.Local ? "twill_peers has no LOCAL entry for our own subnet" : "twill_peers has no CLUSTER entry for the cluster network" });
-      writeOwn.push(want);
+    if (found[slot] || !image.live[slot]) continue;
+    writeSlots.push(slot);
+    const p = image.peer[slot];
+    drift.push(new MissingEntry(p, p ? undefined : image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!));
+  }
+  if (writeSlots.length > 1) writeSlots.sort((a, b) => a - b);
+
+  const writeRemotes: number[] = [], deleteRemotesAt: number[] = [];
+  const remoteSeen = new Uint8Array(image.remoteTop);
+  const rstride = REMOTE_KEY_SIZE + REMOTE.size;
+  const rbytes = seen.remotes.bytes;
+  for (let n = 0; n < seen.remotes.count; n++) {
+    if (pause && ++i % SLICE === 0) await pause();
+    const o = n * rstride;
+    const r = image.remoteOfKey(rbytes, o);
+    if (r < 0) {
+      deleteRemotesAt.push(o);
+      if (!explained.has(keyString(rbytes, o, REMOTE_KEY_SIZE))) drift.push({ kind: "stale", subject: formatIP(decodeEpKey(rbytes.subarray(o, o + EP_KEY.size))), detail: "twill_remotes accepts VXLAN from this address, but no lease has it as its PublicIP" });
+      continue;
     }
+    remoteSeen[r] = 1;
+    // Its value (the id of a subnet behind the address) is bookkeeping: repaired silently.
+    const first = image.remoteFirst(r);
+    if (image.exact[first] && remoteIdAt(rbytes, o + REMOTE_KEY_SIZE) !== image.idAt(first)) writeRemotes.push(r);
   }
-  const writeRemotes: IP[] = [], deleteRemotes: Buffer[] = [];
-  const seenRemotes = new Set<string>();
-  for (const [k] of seen.remotes) {
-    const hex = k.toString("hex");
-    seenRemotes.add(hex);
-    if (!image.remotes.has(hex)) {
-      deleteRemotes.push(k);
-      if (!explained.has(hex)) drift.push({ kind: "stale", subject: formatIP(decodeEpKey(k)), detail: "twill_remotes accepts VXLAN from this address, but no lease has it as its PublicIP" });
-    }
+  for (let r = 0; r < image.remoteTop; r++) {
+    if (pause && ++i % SLICE === 0) await pause();
+    const first = image.remoteFirst(r);
+    if (first < 0 || remoteSeen[r]) continue;
+    writeRemotes.push(r);
+    // A missing peer entry behind it already says it (a vanished peer is one drift, not two).
+    if (!found[first] || image.remoteSlots(r).some((s) => !found[s])) continue;
+    drift.push(new MissingRemote(image.remoteIP(r)!));
   }
-  for (const [hex, ip] of image.remotes) {
-    if (seenRemotes.has(hex)) continue;
-    writeRemotes.push(ip);
-    if (!explained.has(hex)) drift.push({ kind: "missing", subject: formatIP(ip), detail: "twill_remotes does not accept VXLAN from this peer's PublicIP (it falls back to the vxlan device)" });
-  }
-  return { drift, write, writeOwn, deleteKeys, writeRemotes, deleteRemotes };
+  return { drift, writeSlots, deleteAt, writeRemotes, deleteRemotesAt };
 }

@@ -6,10 +6,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { peerRows } from "../../src/status.js";
-import { bpfImage, diffBpf } from "../../src/dataplane/bpfdiff.js";
+import { bpfImage, diffBpf, type Dump } from "../../src/dataplane/bpfdiff.js";
+import { BpfImage } from "../../src/dataplane/bpfimage.js";
 import { diffKernel, type KernelTables } from "../../src/dataplane/kerneldiff.js";
 import { driftCounts, driftKeys } from "../../src/dataplane/drift.js";
-import { encodeEpKey, encodeLpmKey, encodePeer, PeerKind } from "../../src/bpf/layout.js";
+import { encodeEpKey, encodeLpmKey, encodePeer, encodeRemote, PeerKind } from "../../src/bpf/layout.js";
 import { parseIP, parsePrefix } from "../../src/net/ip.js";
 import type { Peer } from "../../src/dataplane/types.js";
 
@@ -20,19 +21,21 @@ const want = [
   { peer: peer("10.244.3.0/24", "192.168.50.13", "02:00:00:00:00:03"), lease: "10.244.3.0-24" },
   { peer: peer("10.244.4.0/24", "192.168.50.14", "02:00:00:00:00:04"), lease: "10.244.4.0-24" },
 ];
+/** Entries as a map dump: key then value, back to back. */
+const dump = (entries: Array<[Buffer, Buffer]>): Dump => ({ bytes: Buffer.concat(entries.flat()), count: entries.length });
 const entry = (subnet: string, kind: PeerKind, remote?: string, mac?: string, vni = 1, id = 1): [Buffer, Buffer] =>
   [encodeLpmKey(P(subnet)), encodePeer({ kind, ...(remote ? { remote: parseIP(remote) } : {}), ...(mac ? { vtepMAC: mac } : {}), vni, id })];
 
 test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; remotes", async () => {
   const image = await bpfImage({ peers: want.map((w) => w.peer), own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] });
   const seen = {
-    peers: [
+    peers: dump([
       entry("10.244.1.0/24", PeerKind.Local, undefined, undefined, 0, 0),
       entry("10.244.2.0/24", PeerKind.Vxlan, "192.168.50.12", "02:00:00:00:00:02", 1, 7),
       entry("10.244.3.0/24", PeerKind.Vxlan, "192.168.50.13", "02:00:00:00:00:99", 2, 2),
       entry("10.244.9.0/24", PeerKind.Direct, "192.168.50.19", undefined, 0, 3),
-    ],
-    remotes: ["192.168.50.12", "192.168.50.13", "192.168.50.99"].map((ip): [Buffer, Buffer] => [encodeEpKey(parseIP(ip)), Buffer.alloc(8)]),
+    ]),
+    remotes: dump(["192.168.50.12", "192.168.50.13", "192.168.50.99"].map((ip): [Buffer, Buffer] => [encodeEpKey(parseIP(ip)), Buffer.alloc(8)])),
   };
   const r = await diffBpf(image, seen);
   assert.deepEqual(driftKeys(r.drift), [
@@ -40,11 +43,12 @@ test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; re
   ], "the remote of the missing peer is its drift, not one more");
   assert.match(r.drift.find((d) => d.kind === "changed")!.detail, /VTEP MAC is 02:00:00:00:00:99, the lease says 02:00:00:00:00:03; VNI is 2, the lease says 1/);
   // The repair: a peer whose only difference is its id is rewritten without being drift.
-  assert.deepEqual(r.write.map((p) => p.subnet.ip.bytes[2]).sort(), [2, 3, 4]);
-  assert.deepEqual(r.writeOwn.map((e) => e.kind), [PeerKind.Cluster]);
-  assert.equal(r.deleteKeys.length, 1);
+  const written = r.writeSlots.map((s) => image.peer[s]);
+  assert.deepEqual(written.filter((p) => p).map((p) => p!.subnet.ip.bytes[2]).sort(), [2, 3, 4]);
+  assert.deepEqual(r.writeSlots.filter((s) => !image.peer[s]).map((s) => image.kind[s]), [PeerKind.Cluster]);
+  assert.deepEqual(r.deleteAt, [3 * (24 + 32)], "the fourth entry of the dump");
   assert.equal(r.writeRemotes.length, 1, "but it is repaired");
-  assert.equal(r.deleteRemotes.length, 1);
+  assert.equal(r.deleteRemotesAt.length, 1);
   assert.deepEqual(driftCounts(r.drift), { added: 2, updated: 1, removed: 2 });
 
   const rows = peerRows(want, r.drift, (s) => (s === "10.244.3.0/24" ? { path: "vxlan", publicIP: "192.168.50.13", vtepMAC: "02:00:00:00:00:99" } : undefined));
@@ -55,17 +59,52 @@ test("bpf: ok, changed (MAC, VNI), missing, stale; LOCAL and CLUSTER entries; re
 });
 
 test("bpf: with the exact bytes known (the daemon's shadow) an equal entry is not decoded, nothing to do; slices yield", async () => {
-  const values = new Map(want.map((w, i) => [w.peer, encodePeer({ kind: PeerKind.Vxlan, remote: w.peer.publicIP, vtepMAC: w.peer.vtepMAC, vni: 1, id: i + 1 })]));
   let pauses = 0;
   const pause = async () => { pauses++; };
-  const image = await bpfImage({ peers: want.map((w) => w.peer), own: [], networks: [] }, (p) => values.get(p)!, pause);
+  const image = new BpfImage();
+  await image.sync({ peers: want.map((w) => w.peer), own: [], networks: [] }, { exact: true, pause });
+  const value = (i: number) => image.vals.subarray(i * 32, (i + 1) * 32);
   const seen = {
-    peers: want.map((w) => [encodeLpmKey(w.peer.subnet), values.get(w.peer)!] as [Buffer, Buffer]),
-    remotes: want.map((w) => [encodeEpKey(w.peer.publicIP), Buffer.alloc(8)] as [Buffer, Buffer]),
+    peers: dump(want.map((w) => [encodeLpmKey(w.peer.subnet), value(image.slotOf(encodeLpmKey(w.peer.subnet), 0))] as [Buffer, Buffer])),
+    remotes: dump(want.map((w) => [encodeEpKey(w.peer.publicIP), encodeRemote(image.idAt(image.remoteFirst(image.remoteOfKey(encodeEpKey(w.peer.publicIP), 0))))] as [Buffer, Buffer])),
   };
   const r = await diffBpf(image, seen, pause);
-  assert.deepEqual([r.drift, r.write, r.deleteKeys, r.writeRemotes], [[], [], [], []]);
+  assert.deepEqual([r.drift, r.writeSlots, r.deleteAt, r.writeRemotes], [[], [], [], []]);
   assert.equal(pauses, 0, "three entries fit in one slice");
+  // A remote whose value names another subnet's id is rewritten, silently.
+  const other = { ...seen, remotes: dump(want.map((w) => [encodeEpKey(w.peer.publicIP), encodeRemote(99)] as [Buffer, Buffer])) };
+  const r2 = await diffBpf(image, other);
+  assert.deepEqual([r2.drift.length, r2.writeRemotes.length], [0, 3]);
+});
+
+test("bpf image: ids stay with their subnet, a new key takes the next one, the version moves only on change; adoption keeps ids", async () => {
+  const image = new BpfImage();
+  const peers = want.map((w) => w.peer);
+  await image.sync({ peers, own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] }, { exact: true });
+  const slotOf = (p: Peer) => image.slotOf(encodeLpmKey(p.subnet), 0);
+  const ids = peers.map((p) => image.idAt(slotOf(p)));
+  assert.deepEqual([...new Set(ids)].length, 3, "three distinct ids");
+  assert.ok(ids.every((id) => id > 0));
+  const v = image.version;
+  await image.sync({ peers: [...peers], own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] }, { exact: true });
+  assert.equal(image.version, v, "the same peers again change nothing");
+  // A changed lease for the same subnet keeps the id; a removed one frees its slot and its address.
+  const moved = { ...peers[0]!, vtepMAC: "02:00:00:00:00:aa" };
+  await image.sync({ peers: [moved, peers[1]!], own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] }, { exact: true });
+  assert.notEqual(image.version, v);
+  assert.equal(image.idAt(slotOf(moved)), ids[0]);
+  assert.equal(image.size, 4);
+  assert.equal(image.remoteCount, 2);
+  // Adopting a map's dump keeps the ids; new keys continue above them.
+  const live = Array.from({ length: image.top }, (_, s) => s).filter((s) => image.live[s]);
+  const bytes = Buffer.concat(live.flatMap((s) => [image.keys.subarray(s * 24, (s + 1) * 24), image.vals.subarray(s * 32, (s + 1) * 32)]));
+  const again = new BpfImage();
+  again.adopt(bytes, image.size);
+  await again.sync({ peers: [moved, peers[1]!, peers[2]!], own: [P("10.244.1.0/24")], networks: [P("10.244.0.0/16")] }, { exact: true });
+  const slot2 = (p: Peer) => again.slotOf(encodeLpmKey(p.subnet), 0);
+  assert.equal(again.idAt(slot2(moved)), ids[0]);
+  assert.equal(again.idAt(slot2(peers[1]!)), ids[1]);
+  assert.ok(again.idAt(slot2(peers[2]!)) > Math.max(ids[0]!, ids[1]!), "a new key takes an id above every adopted one");
 });
 
 test("kernel: flannel's three entries per peer; wrong FDB destination, missing route, stale route, neighbour and FDB entry", () => {

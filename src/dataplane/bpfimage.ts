@@ -1,0 +1,378 @@
+/**
+ * The wanted content of the bpf dataplane's maps, packed: the image the
+ * diff (bpfdiff.ts) compares the maps with, and the daemon's shadow of what
+ * it wrote.
+ *
+ * How it works:
+ * 1) Each wanted twill_peers entry is a slot: its key and value bytes live
+ *    at slot × size in two growable Buffers (`keys`, `vals`), exactly as the
+ *    map holds them, so a first reconcile hands the two Buffers to one batch
+ *    update as they are, and comparing an entry with the map is a byte
+ *    compare. Beside them, per slot: the Peer it came from (none for our own
+ *    subnet, the cluster network and entries adopted from a pinned map), the
+ *    kind, and whether the value bytes are exact (the daemon knows the peer
+ *    id it wrote; `twill status` does not). A ByteIndex finds a slot by its
+ *    key bytes wherever they are (a dump, a batch): no string, no object per
+ *    entry, so 100,000 peers cost a few MiB and make no garbage.
+ * 2) Peer ids live in the value bytes: a slot keeps its id across updates,
+ *    a new key takes the next one, and an image adopted from a pinned map
+ *    starts above the ids it found (a restart keeps every peer's counters).
+ * 3) twill_remotes is derived the same way: one remote per underlay address
+ *    (its key bytes in `rkeys`), with the first slot behind it (further
+ *    ones, rare, apart); its value is that slot's id. Changes say which
+ *    addresses must be rewritten, by their key bytes as a latin1 string.
+ * 4) `sync` makes the image the desired set: a peer whose slot already holds
+ *    the same Peer object costs one key encode and one lookup; others are
+ *    encoded; slots no longer wanted are dropped. `version` moves only when
+ *    some byte or slot changed, so "nothing changed" is one compare.
+ */
+import { type IP, type Prefix } from "../net/ip.js";
+import { encodeEpKeyAt, encodeLpmKey, encodePeer, encodePeerFields, EP_KEY, LPM_KEY, PEER, PeerKind, peerIdAt, peerKindAt } from "../bpf/layout.js";
+import { ByteIndex } from "./byteindex.js";
+import type { Peer } from "./types.js";
+
+export const KEY_SIZE = LPM_KEY.size;
+export const VALUE_SIZE = PEER.size;
+export const REMOTE_KEY_SIZE = EP_KEY.size;
+
+/** A map key as a latin1 string (one char a byte): for the few keys events touch. */
+export const keyString = (buf: Buffer, at: number, size: number): string => buf.toString("latin1", at, at + size);
+
+/** Yields to the event loop when it is time (see bpfdiff.ts yieldToEvents); absent: run at once. */
+export type Pause = () => Promise<void>;
+/** Items between two looks at the clock. */
+export const SLICE = 64;
+
+export const peerKind = (p: Peer): PeerKind => (p.direct ? PeerKind.Direct : PeerKind.Vxlan);
+
+/** Encodes a peer's value with `id` at `at`. */
+export function encodePeerValue(p: Peer, id: number, buf: Buffer, at: number): void {
+  encodePeerFields(peerKind(p), p.publicIP, p.vtepMAC, p.vni, id, buf, at);
+}
+
+/** Copies `n` bytes (a loop: cheaper than a native call for a few dozen bytes). */
+function copyBytes(from: Buffer, fromAt: number, to: Buffer, toAt: number, n: number): void {
+  for (let i = 0; i < n; i++) to[toAt + i] = from[fromAt + i]!;
+}
+/** Whether `n` bytes of `a` at `ai` equal those of `b` at `bi`. */
+export function sameBytes(a: Buffer, ai: number, b: Buffer, bi: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[ai + i] !== b[bi + i]) return false;
+  return true;
+}
+
+/** A grown copy of a typed array. */
+function grownTo<T extends Uint8Array | Int32Array | Uint32Array>(a: T, cap: number, fill?: number): T {
+  const b = new (a.constructor as new (n: number) => T)(cap);
+  if (fill !== undefined) b.fill(fill);
+  b.set(a);
+  return b;
+}
+
+export class BpfImage {
+  keys: Buffer = Buffer.alloc(0);
+  vals: Buffer = Buffer.alloc(0);
+  /** Slots in use or freed below this. */
+  top = 0;
+  peer: Array<Peer | undefined> = [];
+  /** Our own subnet and the cluster network (no Peer). */
+  prefix: Array<Prefix | undefined> = [];
+  kind = new Uint8Array(0);
+  exact = new Uint8Array(0);
+  live = new Uint8Array(0);
+  /** Moves with every change of a slot's bytes, a slot added or dropped. */
+  version = 0;
+  private readonly index = new ByteIndex(KEY_SIZE, () => this.keys);
+  private free: number[] = [];
+  private mark = new Uint32Array(0);
+  /** The remote of each slot (-1: none). */
+  private remoteOf = new Int32Array(0);
+  private gen = 0;
+  private nextId = 1;
+
+  /** Remotes: key bytes at r × REMOTE_KEY_SIZE, the first slot behind each (-1: free), further slots. */
+  rkeys: Buffer = Buffer.alloc(0);
+  private rfirst = new Int32Array(0);
+  private readonly rmore = new Map<number, number[]>();
+  private rtop = 0;
+  private rfree: number[] = [];
+  private readonly rindex = new ByteIndex(REMOTE_KEY_SIZE, () => this.rkeys);
+
+  private readonly scratchKey = Buffer.alloc(KEY_SIZE);
+  private readonly scratchVal = Buffer.alloc(VALUE_SIZE);
+  private readonly scratchEp = Buffer.alloc(REMOTE_KEY_SIZE);
+
+  /** Wanted trie entries. */
+  get size(): number {
+    return this.index.count;
+  }
+  /** Wanted twill_remotes entries. */
+  get remoteCount(): number {
+    return this.rindex.count;
+  }
+  /** Remotes in use or freed below this. */
+  get remoteTop(): number {
+    return this.rtop;
+  }
+
+  /** The peer id in a slot's value. */
+  idAt(slot: number): number {
+    return peerIdAt(this.vals, slot * VALUE_SIZE);
+  }
+
+  /** The slot whose key is at buf[at..]; -1 when none. */
+  slotOf(buf: Buffer, at: number): number {
+    return this.index.find(buf, at);
+  }
+
+  /** The remote whose key is at buf[at..]; -1 when none. */
+  remoteOfKey(buf: Buffer, at: number): number {
+    return this.rindex.find(buf, at);
+  }
+
+  /** The first slot behind remote r (-1: r is free). */
+  remoteFirst(r: number): number {
+    return this.rfirst[r] ?? -1;
+  }
+
+  /** Every slot behind remote r. */
+  remoteSlots(r: number): number[] {
+    const first = this.remoteFirst(r);
+    return first < 0 ? [] : [first, ...(this.rmore.get(r) ?? [])];
+  }
+
+  /** The underlay address of remote r. */
+  remoteIP(r: number): IP | undefined {
+    const first = this.remoteFirst(r);
+    return first < 0 ? undefined : this.peer[first]?.publicIP;
+  }
+
+  private grow(need: number): void {
+    let cap = this.kind.length;
+    if (need <= cap) return;
+    while (cap < need) cap = Math.max(64, cap * 2);
+    const keys = Buffer.alloc(cap * KEY_SIZE), vals = Buffer.alloc(cap * VALUE_SIZE);
+    this.keys.copy(keys);
+    this.vals.copy(vals);
+    this.keys = keys;
+    this.vals = vals;
+    this.kind = grownTo(this.kind, cap);
+    this.exact = grownTo(this.exact, cap);
+    this.live = grownTo(this.live, cap);
+    this.mark = grownTo(this.mark, cap);
+    this.remoteOf = grownTo(this.remoteOf, cap, -1);
+    this.index.reserve(cap);
+  }
+
+  private growRemotes(need: number): void {
+    let cap = this.rfirst.length;
+    if (need <= cap) return;
+    while (cap < need) cap = Math.max(64, cap * 2);
+    const rkeys = Buffer.alloc(cap * REMOTE_KEY_SIZE);
+    this.rkeys.copy(rkeys);
+    this.rkeys = rkeys;
+    this.rfirst = grownTo(this.rfirst, cap, -1);
+    this.rindex.reserve(cap);
+  }
+
+  /**
+   * Adopts a map's entries (keys then values, back to back) as the image:
+   * exact bytes, no peers. Ids continue above the highest found.
+   */
+  adopt(bytes: Buffer, count: number): void {
+    const stride = KEY_SIZE + VALUE_SIZE;
+    this.grow(this.top + count);
+    for (let i = 0; i < count; i++) {
+      const o = i * stride;
+      const slot = this.place(bytes, o);
+      copyBytes(bytes, o + KEY_SIZE, this.vals, slot * VALUE_SIZE, VALUE_SIZE);
+      this.kind[slot] = peerKindAt(this.vals, slot * VALUE_SIZE);
+      this.exact[slot] = 1;
+      this.nextId = Math.max(this.nextId, this.idAt(slot) + 1);
+    }
+    this.version++;
+  }
+
+  /** The slot of the key at src[at..], made (key bytes copied) when new. */
+  private place(src: Buffer, at: number): number {
+    let slot = this.index.find(src, at);
+    if (slot >= 0) return slot;
+    slot = this.free.pop() ?? this.top++;
+    this.grow(slot + 1);
+    copyBytes(src, at, this.keys, slot * KEY_SIZE, KEY_SIZE);
+    this.index.add(slot);
+    this.live[slot] = 1;
+    this.mark[slot] = this.gen;
+    this.peer[slot] = undefined;
+    this.prefix[slot] = undefined;
+    this.version++;
+    return slot;
+  }
+
+  /**
+   * Sets the entry of `peer` whose key is at keyBuf[keyAt..], keeping its
+   * id; writes the value into `out` at `outAt` when given (the batch the
+   * caller sends). Returns the slot; addresses whose twill_remotes entry
+   * must be rewritten are added to `touched` (key strings).
+   */
+  setPeer(keyBuf: Buffer, keyAt: number, peer: Peer, touched?: Set<string>, exact = true, out?: Buffer, outAt = 0): number {
+    const had = this.index.find(keyBuf, keyAt);
+    const slot = had >= 0 ? had : this.place(keyBuf, keyAt);
+    const at = slot * VALUE_SIZE;
+    const ex = exact ? 1 : 0;
+    if (had >= 0 && this.peer[slot] === peer && this.exact[slot] === ex) {
+      if (out) copyBytes(this.vals, at, out, outAt, VALUE_SIZE);
+      this.mark[slot] = this.gen;
+      return slot;
+    }
+    const id = !exact ? 0 : (had >= 0 && this.idAt(slot)) || this.nextId++;
+    const v = this.scratchVal;
+    encodePeerValue(peer, id, v, 0);
+    if (had < 0 || this.exact[slot] !== ex || !sameBytes(v, 0, this.vals, at, VALUE_SIZE)) {
+      copyBytes(v, 0, this.vals, at, VALUE_SIZE);
+      this.version++;
+    }
+    if (out) copyBytes(v, 0, out, outAt, VALUE_SIZE);
+    this.peer[slot] = peer;
+    this.prefix[slot] = undefined;
+    this.kind[slot] = peerKind(peer);
+    this.exact[slot] = ex;
+    this.mark[slot] = this.gen;
+    this.setRemote(slot, peer.publicIP, touched);
+    return slot;
+  }
+
+  /** Sets a LOCAL or CLUSTER entry (id 0, no remote). */
+  setOwn(prefix: Prefix, kind: PeerKind): number {
+    const slot = this.place(encodeLpmKey(prefix, this.scratchKey, 0), 0);
+    const v = this.scratchVal;
+    encodePeer({ kind, vni: 0, id: 0 }, v, 0);
+    const at = slot * VALUE_SIZE;
+    if (!this.exact[slot] || !sameBytes(v, 0, this.vals, at, VALUE_SIZE)) {
+      copyBytes(v, 0, this.vals, at, VALUE_SIZE);
+      this.version++;
+    }
+    this.setRemote(slot, undefined);
+    this.peer[slot] = undefined;
+    this.prefix[slot] = prefix;
+    this.kind[slot] = kind;
+    this.exact[slot] = 1;
+    this.mark[slot] = this.gen;
+    return slot;
+  }
+
+  /** Drops the key at buf[at..]; returns the id its value held (0: none, or not there). */
+  delete(buf: Buffer, at: number, touched?: Set<string>): number {
+    const slot = this.index.find(buf, at);
+    if (slot < 0) return 0;
+    const id = this.idAt(slot);
+    this.dropSlot(slot, touched);
+    return id;
+  }
+
+  private dropSlot(slot: number, touched?: Set<string>): void {
+    this.setRemote(slot, undefined, touched);
+    this.index.remove(slot);
+    this.live[slot] = 0;
+    this.peer[slot] = undefined;
+    this.prefix[slot] = undefined;
+    this.vals.fill(0, slot * VALUE_SIZE, (slot + 1) * VALUE_SIZE);
+    this.exact[slot] = 0;
+    this.free.push(slot);
+    this.version++;
+  }
+
+  /** Moves a slot to the underlay address `ip` (none: away from any); changed addresses go into `touched`. */
+  private setRemote(slot: number, ip: IP | undefined, touched?: Set<string>): void {
+    const cur = this.remoteOf[slot]!;
+    let next = -1;
+    if (ip) {
+      const k = encodeEpKeyAt(ip, this.scratchEp, 0);
+      next = this.rindex.find(k, 0);
+      if (next >= 0 && next === cur) return;
+      if (next < 0) {
+        next = this.rfree.pop() ?? this.rtop++;
+        this.growRemotes(next + 1);
+        copyBytes(k, 0, this.rkeys, next * REMOTE_KEY_SIZE, REMOTE_KEY_SIZE);
+        this.rindex.add(next);
+        this.rfirst[next] = -1;
+      }
+    } else if (cur < 0) return;
+    if (cur >= 0) {
+      const more = this.rmore.get(cur);
+      if (this.rfirst[cur] === slot) {
+        if (more?.length) this.rfirst[cur] = more.shift()!;
+        else {
+          this.rfirst[cur] = -1;
+          this.rindex.remove(cur);
+          this.rfree.push(cur);
+        }
+      } else if (more) {
+        const i = more.indexOf(slot);
+        if (i >= 0) more.splice(i, 1);
+      }
+      if (more && !more.length) this.rmore.delete(cur);
+      touched?.add(keyString(this.rkeys, cur * REMOTE_KEY_SIZE, REMOTE_KEY_SIZE));
+    }
+    this.remoteOf[slot] = next;
+    if (next < 0) return;
+    if (this.rfirst[next]! < 0) this.rfirst[next] = slot;
+    else {
+      let more = this.rmore.get(next);
+      if (!more) this.rmore.set(next, (more = []));
+      more.push(slot);
+    }
+    touched?.add(keyString(this.rkeys, next * REMOTE_KEY_SIZE, REMOTE_KEY_SIZE));
+  }
+
+  /** The live slots' ids (for sweeping counters of gone peers). */
+  liveIds(): Set<number> {
+    const out = new Set<number>([0]);
+    for (let s = 0; s < this.top; s++) if (this.live[s]) out.add(this.idAt(s));
+    return out;
+  }
+
+  /**
+   * Makes the image exactly `peers` plus the own and cluster entries.
+   * `exact`: values carry the ids this image assigns (the daemon's shadow);
+   * otherwise ids are unknown (`twill status`) and the diff decodes.
+   * Keys in `keep` (latin1 strings) are left as they are: an event wrote
+   * them meanwhile.
+   */
+  async sync(d: { peers: readonly Peer[]; own: readonly Prefix[]; networks: readonly Prefix[] }, o: { exact: boolean; keep?: ReadonlySet<string>; pause?: Pause }): Promise<void> {
+    const g = ++this.gen;
+    this.grow(this.top + d.peers.length + d.own.length + d.networks.length - this.free.length);
+    this.growRemotes(this.rtop + d.peers.length - this.rfree.length);
+    for (const n of d.networks) this.setOwn(n, PeerKind.Cluster);
+    for (const p of d.own) this.setOwn(p, PeerKind.Local);
+    const k = this.scratchKey;
+    const keep = o.keep;
+    let i = 0;
+    for (const p of d.peers) {
+      if (o.pause && ++i % SLICE === 0) await o.pause();
+      encodeLpmKey(p.subnet, k, 0);
+      if (keep?.size && keep.has(keyString(k, 0, KEY_SIZE))) {
+        const s = this.index.find(k, 0);
+        if (s >= 0) this.mark[s] = this.gen;
+        continue;
+      }
+      this.setPeer(k, 0, p, undefined, o.exact);
+    }
+    for (let s = 0; s < this.top; s++) {
+      if (!this.live[s] || this.mark[s] === g) continue;
+      if (keep?.size && keep.has(keyString(this.keys, s * KEY_SIZE, KEY_SIZE))) continue;
+      this.dropSlot(s);
+    }
+  }
+
+  /** Whether the image is slots 0..size-1 with none freed: then `keys`/`vals` are a batch as they are. */
+  get dense(): boolean {
+    return this.free.length === 0 && this.top === this.index.count;
+  }
+}
+
+/** Builds an image of `d` (values without ids: the diff decodes each entry). */
+export async function bpfImage(d: { peers: readonly Peer[]; own: readonly Prefix[]; networks: readonly Prefix[] }, pause?: Pause): Promise<BpfImage> {
+  const image = new BpfImage();
+  await image.sync(d, { exact: false, ...(pause ? { pause } : {}) });
+  return image;
+}
