@@ -126,6 +126,57 @@ export class BpfMap {
     };
   }
 
+  /**
+   * snapshot() with the kernel's walk on libuv's thread pool (koffi's async
+   * call): the event loop runs while the kernel copies the map out. One
+   * batch as large as `expect` entries (plus slack) asks for, so a trie's
+   * walk is one syscall — its batch token is a key, and a walk split across
+   * yields would restart when that key is deleted meanwhile. The entries
+   * are interleaved afterwards in slices of BATCH, with `pause` between.
+   * The result is the map at some moment during the call: changes made
+   * meanwhile may or may not be in it (the caller knows which keys it
+   * changed).
+   */
+  async snapshotAsync(expect: number, pause?: () => Promise<void>): Promise<MapSnapshot> {
+    if (!this.batchLookup) return this.snapshot();
+    const ks = this.keySize, vs = this.lookupSize;
+    const want = Math.max(64, Math.min(this.maxEntries, Math.ceil(expect * 1.25) + 64));
+    const keys = Buffer.alloc(want * ks), values = Buffer.alloc(want * vs);
+    const token = Buffer.alloc(Math.max(ks, 8));
+    const opts = batchOpts();
+    const n = new Uint32Array(1);
+    const parts: Buffer[] = [];
+    let count = 0;
+    for (let first = true; ; first = false) {
+      n[0] = want;
+      const r = await new Promise<number>((resolve, reject) => {
+        libbpf().lookup_batch.async(this.fd, first ? null : token, token, keys, values, n, opts, (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
+      });
+      if (r < 0 && r !== -ENOENT) {
+        if (first && NO_BATCH.has(-r)) {
+          this.batchLookup = false;
+          return this.snapshot();
+        }
+        check(r, "ERR_BPF_MAP", `dumping ${this.name}`);
+      }
+      const got = n[0]!;
+      const out = Buffer.allocUnsafe(got * (ks + vs));
+      for (let i = 0, o = 0; i < got; i++) {
+        if (pause && i % BATCH === BATCH - 1) await pause();
+        for (let j = 0, k = i * ks; j < ks; j++) out[o++] = keys[k + j]!;
+        for (let j = 0, v = i * vs; j < vs; j++) out[o++] = values[v + j]!;
+      }
+      parts.push(out);
+      count += got;
+      if (r === -ENOENT || got === 0) break;
+    }
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return {
+      bytes, count,
+      entries: () => Array.from({ length: count }, (_, i): [Buffer, Buffer] => [bytes.subarray(i * (ks + vs), i * (ks + vs) + ks), bytes.subarray(i * (ks + vs) + ks, (i + 1) * (ks + vs))]),
+    };
+  }
+
   /** Every entry, as fresh Buffers (values of per-CPU maps: lookupSize bytes, one slot per CPU). */
   entries(): Array<[Buffer, Buffer]> {
     const out: Array<[Buffer, Buffer]> = [];

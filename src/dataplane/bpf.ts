@@ -95,6 +95,8 @@ export class BpfDataplane implements Dataplane {
   private lastClean?: { peers: MapSnapshot; remotes: MapSnapshot; version: number };
   /** While a reconcile brings the shadow to the desired set: the trie keys events wrote meanwhile. */
   private touched?: Set<string>;
+  /** Likewise the twill_remotes keys events wrote. */
+  private touchedRemotes?: Set<string>;
   /** The counters of gone peers were swept once since start. */
   private swept = false;
 
@@ -413,6 +415,7 @@ export class BpfDataplane implements Dataplane {
     }
     const { failed, first } = this.writeTrie(keys, vals, n, (i) => `peer ${formatPrefix(peers[i]!.subnet)}`);
     this.writeRemotes([], remotes);
+    for (const k of remotes) this.touchedRemotes?.add(k);
     if (failed.length) throw this.programError(failed.map((i) => peers[i]!), n, first);
   }
 
@@ -431,6 +434,7 @@ export class BpfDataplane implements Dataplane {
       }
     }
     this.writeRemotes([], remotes);
+    for (const k of remotes) this.touchedRemotes?.add(k);
   }
 
   /** Deletes one peer id's counters: one key per counter, no map walk. */
@@ -464,12 +468,14 @@ export class BpfDataplane implements Dataplane {
   }
 
   /**
-   * The safety net. The shadow is brought to the desired set and compared
-   * with the maps in slices that yield to the event loop, so lease events
-   * (upsert/remove) run meanwhile instead of waiting. The repair is then
-   * applied at once from the shadow as it is by then (an event's change is
-   * in it): a slot is written with its current bytes, a key is deleted
-   * only if the shadow still does not want it.
+   * The safety net. The shadow is brought to the desired set, the maps are
+   * dumped (on libuv's thread pool) and compared with it in slices that
+   * yield to the event loop, so lease events (upsert/remove) run meanwhile
+   * instead of waiting. The repair is then applied at once from the shadow
+   * as it is by then: a slot is written with its current bytes, a key is
+   * deleted only if the shadow still does not want it, and whatever an
+   * event wrote meanwhile is left alone — and is not called drift (the dump
+   * may have caught the map before or after the event).
    */
   async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
     const base = await this.ensureBase();
@@ -477,11 +483,15 @@ export class BpfDataplane implements Dataplane {
     this.watcher?.kick();
     const image = this.image;
     const touched = (this.touched = new Set<string>());
+    const touchedR = (this.touchedRemotes = new Set<string>());
     let seen: { peers: MapSnapshot; remotes: MapSnapshot };
     let r: BpfRepair;
     try {
       await this.syncImage(desired, touched, yieldToEvents);
-      seen = this.snapshot();
+      seen = {
+        peers: await this.maps.twill_peers.snapshotAsync(image.size, yieldToEvents),
+        remotes: await this.maps.twill_remotes.snapshotAsync(image.remoteCount, yieldToEvents),
+      };
       // Nothing changed since the last reconcile that found the maps as wanted (same shadow, same bytes in both maps): nothing to compare.
       const c = this.lastClean;
       if (c && c.version === image.version && seen.peers.bytes.equals(c.peers.bytes) && seen.remotes.bytes.equals(c.remotes.bytes)) {
@@ -490,16 +500,18 @@ export class BpfDataplane implements Dataplane {
       this.lastClean = undefined;
       r = await diffBpf(image, seen, yieldToEvents);
     } finally {
-      this.touched = undefined;
+      this.touched = this.touchedRemotes = undefined;
     }
     // From here on nothing yields: the repair is applied as one step.
+    const byEvent = touched.size > 0 ? (buf: Buffer, at: number) => touched.has(keyString(buf, at, KEY_SIZE)) : () => false;
+    const byEventR = touchedR.size > 0 ? (buf: Buffer, at: number) => touchedR.has(keyString(buf, at, REMOTE_KEY_SIZE)) : () => false;
     let deleted = 0;
     for (const o of r.deleteAt) {
-      if (image.slotOf(seen.peers.bytes, o) >= 0) continue; // an event wants it now
+      if (image.slotOf(seen.peers.bytes, o) >= 0 || byEvent(seen.peers.bytes, o)) continue; // an event wants it now, or wrote it
       this.maps.twill_peers.delete(seen.peers.bytes.subarray(o, o + KEY_SIZE));
       deleted++;
     }
-    const slots = r.writeSlots.filter((s) => image.live[s]);
+    const slots = r.writeSlots.filter((s) => image.live[s] && !byEvent(image.keys, s * KEY_SIZE));
     let keys: Buffer, vals: Buffer;
     if (image.dense && slots.length === image.top) {
       // All of it (a first start): the shadow's buffers are the batch.
@@ -518,11 +530,12 @@ export class BpfDataplane implements Dataplane {
     const rbytes = seen.remotes.bytes;
     let gone = 0;
     for (const o of r.deleteRemotesAt) {
-      if (image.remoteOfKey(rbytes, o) >= 0) continue; // an event wants it now
+      if (image.remoteOfKey(rbytes, o) >= 0 || byEventR(rbytes, o)) continue;
       this.maps.twill_remotes.delete(rbytes.subarray(o, o + REMOTE_KEY_SIZE));
       gone++;
     }
-    this.writeRemotes(r.writeRemotes);
+    const remotes = r.writeRemotes.filter((x) => !byEventR(image.rkeys, x * REMOTE_KEY_SIZE));
+    this.writeRemotes(remotes);
     if (!this.swept || deleted) {
       this.sweepStats(image.liveIds());
       this.swept = true;
@@ -532,10 +545,10 @@ export class BpfDataplane implements Dataplane {
       if (!peers.length) throw first;
       throw this.programError(peers, slots.length, first);
     }
-    const wrote = deleted + slots.length + r.writeRemotes.length + gone > 0;
+    const wrote = deleted + slots.length + remotes.length + gone > 0;
     // The maps as this reconcile found them, when they were as wanted and no event came in meanwhile; after writes the next reconcile compares once more.
-    if (!wrote && touched.size === 0) this.lastClean = { ...seen, version: image.version };
-    const drift = [...base, ...r.drift];
+    if (!wrote && touched.size === 0 && touchedR.size === 0) this.lastClean = { ...seen, version: image.version };
+    const drift = [...base, ...withoutEvents(r.drift, touched, touchedR)];
     return { ...driftCounts(drift), drift };
   }
 
@@ -574,6 +587,16 @@ export class BpfDataplane implements Dataplane {
     this.loaded?.close();
     this.loaded = undefined;
   }
+}
+
+/** Drift of subjects events wrote during the reconcile is not drift: the dump may have caught the map before or after the event. */
+function withoutEvents(drift: readonly Drift[], keys: ReadonlySet<string>, remotes: ReadonlySet<string>): readonly Drift[] {
+  if (!keys.size && !remotes.size) return drift;
+  const subjects = new Set([
+    ...[...keys].map((k) => formatPrefix(decodeLpmKey(Buffer.from(k, "latin1")))),
+    ...[...remotes].map((k) => formatIP(decodeEpKey(Buffer.from(k, "latin1")))),
+  ]);
+  return drift.filter((d) => !subjects.has(d.subject));
 }
 
 /** Removes links, pins and devices of a node; usable without a loaded object. */
