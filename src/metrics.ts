@@ -8,10 +8,18 @@
  * - Dataplane metrics (per-peer traffic and drops, node-wide datapath
  *   counters, BPF map occupancy) are read from the maps at scrape time, in
  *   the collect() of each metric, never on a timer. One read serves every
- *   metric of a scrape: every collect() awaits the same read. A dataplane
- *   may read asynchronously (readDataplaneStatsSliced), so that a scrape at
- *   10,000 peers holds the event loop for milliseconds at a time, not for
- *   the whole read.
+ *   metric of a scrape: every collect() awaits the same read.
+ * - A scrape at 10,000 peers is ~30,000 counters to read, fold and rank.
+ *   It is one chain of slices of a few ms (metrics/slices.ts) — the read
+ *   (readDataplaneStatsSliced), the node-wide totals (metrics/totals.ts),
+ *   the ranking of the peers (metrics/peerrows.ts), the lines of the
+ *   per-peer families — so the event loop keeps answering /healthz and
+ *   lease events meanwhile. The data is compact (counters in typed arrays,
+ *   peers decoded only when named: metrics/statrows.ts), so a scrape leaves
+ *   little for V8's old-generation collector, whose pauses no slicing
+ *   bounds. The per-peer families (2,000 series each at the cap) are
+ *   written by twill, not by prom-client (metrics/exposition.ts: the same
+ *   text, without a label hash per series).
  * - The kernel dataplane keeps no per-peer counters: it exports
  *   twill_peer_stats_available 0 and no twill_peer_* or twill_bpf_* series,
  *   rather than invented numbers.
@@ -29,10 +37,11 @@
  */
 import client from "prom-client";
 import { errorCode } from "./errors.js";
-import {
-  DIRECTIONS, MonotonicTotals, OTHER, PATHS, PEER_SERIES_LIMIT, breather, capPeers, peerTrafficSliced,
-  type DataplaneStats, type PeerTraffic,
-} from "./peerstats.js";
+import { Family, Registry, Samples } from "./metrics/exposition.js";
+import { peerRowsSteps } from "./metrics/peerrows.js";
+import { breather, runSliced, type Breathe } from "./metrics/slices.js";
+import { MonotonicTotals } from "./metrics/totals.js";
+import { DIRECTIONS, OTHER, PATHS, PEER_SERIES_LIMIT, type CappedPeers, type DataplaneStats } from "./peerstats.js";
 import type { SyncResult } from "./dataplane/types.js";
 
 /** What the metrics read the dataplane through: `stats` is absent when it has no counters (kernel). */
@@ -45,7 +54,7 @@ export interface StatsSource {
 const num = (v: bigint): number => Number(v);
 
 export function createMetrics(version: string, dataplane: string, source: () => StatsSource | undefined = () => undefined) {
-  const registry = new client.Registry();
+  const registry = new Registry();
   const registers = [registry];
   client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 1000 });
 
@@ -76,21 +85,26 @@ export function createMetrics(version: string, dataplane: string, source: () => 
   let cached: Promise<DataplaneStats | undefined> | undefined;
   const totals = new MonotonicTotals();
   let totalsNow = new Map<string, { packets: bigint; bytes: bigint }>();
-  let peersNow: { shown: PeerTraffic[]; other?: PeerTraffic; aggregated: number } = { shown: [], aggregated: 0 };
+  const NO_PEERS: CappedPeers = { shown: [], aggregated: 0 };
+  let peersNow = NO_PEERS;
+  let samplesNow: PeerSamples | undefined;
   const fresh = async (): Promise<DataplaneStats | undefined> => {
+    // One clock for the whole chain: each stage picks up the slice where the last one left it.
+    const breathe = breather();
     try {
       const s = await source()?.stats?.();
       if (!s) {
-        peersNow = { shown: [], aggregated: 0 };
+        peersNow = NO_PEERS;
+        samplesNow = undefined;
         return undefined;
       }
-      // In slices of a few ms: 10,000 peers are ~30,000 counters to fold.
-      const breathe = breather();
       totalsNow = await totals.updateSliced(s.counters, breathe);
-      peersNow = capPeers(await peerTrafficSliced(s.peers, s.counters, breathe), PEER_SERIES_LIMIT);
+      peersNow = await runSliced(peerRowsSteps(s.peers, s.counters, PEER_SERIES_LIMIT), breathe);
+      samplesNow = await peerSamples(peersNow, peerFamilies, breathe);
       return s;
     } catch (e) {
-      peersNow = { shown: [], aggregated: 0 };
+      peersNow = NO_PEERS;
+      samplesNow = undefined;
       errors.inc({ code: errorCode(e) });
       return undefined;
     }
@@ -106,18 +120,6 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     }
     return cached;
   };
-  // Each metric read at scrape time sets its series and is formatted in a
-  // turn of the event loop of its own (prom-client formats a metric as soon
-  // as its collect() resolves): the per-peer metrics are thousands of
-  // series each, and all at once they would hold the loop for tens of ms.
-  let turns: Promise<void> = Promise.resolve();
-  const ownTurn = (): Promise<void> => (turns = turns.then(() => new Promise<void>((r) => setImmediate(r))));
-  const readInTurn = async (): Promise<DataplaneStats | undefined> => {
-    const s = await read();
-    // A few peers format in microseconds: only a big node pays the turns.
-    if (peersNow.shown.length > 100) await ownTurn();
-    return s;
-  };
   const available = (): boolean => {
     const s = source();
     return s ? typeof s.stats === "function" : dataplane === "bpf";
@@ -132,57 +134,37 @@ export function createMetrics(version: string, dataplane: string, source: () => 
 
   // Registered on bpf nodes only: a kernel node has no such numbers.
   const bpfRegisters = dataplane === "bpf" ? [registry] : [];
-  const peerLabels = ["peer_subnet", "peer_ip", "path", "direction"];
   const capNote = `At most ${PEER_SERIES_LIMIT} peers by name (the busiest by bytes); the rest are summed as peer_subnet="${OTHER}", peer_ip="${OTHER}".`;
-  const eachPeerSeries = (set: (labels: Record<string, string>, packets: bigint, bytes: bigint) => void): void => {
-    const rows = [...peersNow.shown, ...(peersNow.other ? [peersNow.other] : [])];
-    for (const p of rows) {
-      for (const path of PATHS) for (const direction of DIRECTIONS) {
-        const s = p[direction][path];
-        // The path a peer is programmed for always has series; the other one once it has counted.
-        if (path !== p.path && s.packets === 0n && p.path !== undefined) continue;
-        set({ peer_subnet: p.subnet, peer_ip: p.publicIP, path, direction }, s.packets, s.bytes);
-      }
-    }
+  const peerFamily = (name: string, help: string, labelNames: readonly string[], pick: (s: PeerSamples) => Samples) => new Family({
+    name, help, type: "counter", labelNames, registers: bpfRegisters,
+    async collect() {
+      await read();
+      return samplesNow && pick(samplesNow);
+    },
+  });
+  const peerFamilies: PeerFamilies = {
+    packets: peerFamily(
+      "twill_peer_packets_total",
+      `Packets sent to (direction="tx") or received from (direction="rx") one remote subnet, by path: vxlan (encapsulated) or direct (DirectRouting). ${capNote}`,
+      PEER_LABELS, (s) => s.packets,
+    ),
+    bytes: peerFamily(
+      "twill_peer_bytes_total",
+      `Bytes (IP packet length, inner packet for vxlan) sent to or received from one remote subnet, by path and direction; see twill_peer_packets_total. ${capNote}`,
+      PEER_LABELS, (s) => s.bytes,
+    ),
+    drops: peerFamily(
+      "twill_peer_drops_total",
+      "Packets to or from one remote subnet that the eBPF dataplane did not forward, by reason: mtu (too big for the path: handed to the host stack, which sends ICMP fragmentation-needed, or dropped), ttl (expiring: to the stack for ICMP time-exceeded), encap (setting the tunnel key failed), no_config (node config not loaded). A reason appears once it has counted. " + capNote,
+      DROP_LABELS, (s) => s.drops,
+    ),
   };
-  new client.Counter({
-    name: "twill_peer_packets_total",
-    help: `Packets sent to (direction="tx") or received from (direction="rx") one remote subnet, by path: vxlan (encapsulated) or direct (DirectRouting). ${capNote}`,
-    labelNames: peerLabels, registers: bpfRegisters,
-    async collect() {
-      await readInTurn();
-      this.reset();
-      eachPeerSeries((l, packets) => this.inc(l, num(packets)));
-    },
-  });
-  new client.Counter({
-    name: "twill_peer_bytes_total",
-    help: `Bytes (IP packet length, inner packet for vxlan) sent to or received from one remote subnet, by path and direction; see twill_peer_packets_total. ${capNote}`,
-    labelNames: peerLabels, registers: bpfRegisters,
-    async collect() {
-      await readInTurn();
-      this.reset();
-      eachPeerSeries((l, _p, bytes) => this.inc(l, num(bytes)));
-    },
-  });
-  new client.Counter({
-    name: "twill_peer_drops_total",
-    help: "Packets to or from one remote subnet that the eBPF dataplane did not forward, by reason: mtu (too big for the path: handed to the host stack, which sends ICMP fragmentation-needed, or dropped), ttl (expiring: to the stack for ICMP time-exceeded), encap (setting the tunnel key failed), no_config (node config not loaded). A reason appears once it has counted. " + capNote,
-    labelNames: ["peer_subnet", "reason"], registers: bpfRegisters,
-    async collect() {
-      await readInTurn();
-      this.reset();
-      for (const p of [...peersNow.shown, ...(peersNow.other ? [peersNow.other] : [])]) {
-        for (const [reason, s] of p.drops) this.inc({ peer_subnet: p.subnet, reason }, num(s.packets));
-      }
-    },
-  });
   new client.Gauge({
     name: "twill_peer_stats_aggregated_peers",
     help: `Peers whose traffic is summed under peer_subnet="${OTHER}" because more than ${PEER_SERIES_LIMIT} peers exist.`,
     registers: bpfRegisters,
     async collect() {
-      const s = await readInTurn();
+      const s = await read();
       this.reset();
       if (s) this.set(peersNow.aggregated);
     },
@@ -192,7 +174,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     help: `${unit === "packets" ? "Packets" : "Bytes"} seen by the tc programs on this node, summed over all peers (and none), by counter: what happened to them (enum twill_counter in bpf/shared.h: encap, encap_fast, direct, delivered, decap_stack, rx_direct, miss, stack_*, drop_*).`,
     labelNames: ["counter"], registers: bpfRegisters,
     async collect() {
-      const s = await readInTurn();
+      const s = await read();
       this.reset();
       if (!s) return;
       for (const [counter, s] of totalsNow) this.inc({ counter }, num(s[unit]));
@@ -203,7 +185,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
   const mapGauge = (what: "entries" | "capacity", help: string) => new client.Gauge({
     name: `twill_bpf_map_${what}`, help, labelNames: ["map"], registers: bpfRegisters,
     async collect() {
-      const s = await readInTurn();
+      const s = await read();
       this.reset();
       for (const m of s?.maps ?? []) this.set({ map: m.name }, what === "entries" ? m.entries : m.capacity);
     },
@@ -263,3 +245,37 @@ export function createMetrics(version: string, dataplane: string, source: () => 
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;
+
+const PEER_LABELS = ["peer_subnet", "peer_ip", "path", "direction"] as const;
+const DROP_LABELS = ["peer_subnet", "reason"] as const;
+
+/** The per-peer families, and this scrape's samples of them. */
+interface PeerFamilies<T = Family> {
+  readonly packets: T;
+  readonly bytes: T;
+  readonly drops: T;
+}
+type PeerSamples = PeerFamilies<Samples>;
+
+/**
+ * The samples of the per-peer families, busiest peer first, then "other":
+ * per peer, tx and rx on the path it is programmed for (even at 0), and on
+ * the other path once it has counted; a drop series per reason seen.
+ */
+async function peerSamples(peers: CappedPeers, families: PeerFamilies, breathe: Breathe): Promise<PeerSamples> {
+  const out = { packets: families.packets.samples(), bytes: families.bytes.samples(), drops: families.drops.samples() };
+  const rows = peers.other ? [...peers.shown, peers.other] : peers.shown;
+  for (let i = 0; i < rows.length; i++) {
+    if ((i & 63) === 63) await breathe();
+    const p = rows[i]!;
+    for (const path of PATHS) for (const direction of DIRECTIONS) {
+      const s = p[direction][path];
+      if (path !== p.path && s.packets === 0n && p.path !== undefined) continue;
+      const labels = [p.subnet, p.publicIP, path, direction];
+      out.packets.add(labels, num(s.packets));
+      out.bytes.add(labels, num(s.bytes));
+    }
+    for (const [reason, s] of p.drops) out.drops.add([p.subnet, reason], num(s.packets));
+  }
+  return out;
+}

@@ -7,28 +7,32 @@
  *    per-CPU hash keyed by {peer id, enum twill_counter}; the peer id is the
  *    one in that peer's `twill_peers` value (0: no peer, e.g. a miss).
  *    readPeerEntries/readStatTable decode the two maps (counters summed over
- *    CPUs); dumpBpfState (`twill maps`), BpfDataplane.stats() (/metrics) and
- *    `twill status` all read through them. Maps are read by batch dumps
- *    (BpfMap.dump: 4,096 entries per syscall), decoded in place;
- *    readDataplaneStatsSliced gives a scrape the same result in slices of a
- *    few ms, so the event loop is never held for the whole read.
- * 2) ROLES says what each counter is for a peer: traffic in a direction on a
+ *    CPUs, as BigInts); dumpBpfState (`twill maps`) and `twill status` read
+ *    through them. Maps are read by batch dumps (BpfMap.dump: 4,096 entries
+ *    per syscall), decoded in place.
+ * 2) A /metrics scrape reads through readDataplaneStatsSliced instead: in
+ *    slices of a few ms (the event loop is never held for the whole read),
+ *    and compactly — counters as typed arrays (StatRows), peers as views
+ *    that decode a field when it is first read (a scrape names ~500 peers
+ *    of 10,000, and ranks the rest by numbers).
+ * 3) ROLES says what each counter is for a peer: traffic in a direction on a
  *    path (vxlan or direct), or a packet the eBPF dataplane did not forward,
  *    with a reason. `Record<CounterName, ...>` makes a counter added to
  *    shared.h fail to compile until it is classified here.
- * 3) peerTraffic() joins peers and counters by id: one PeerTraffic per
- *    remote subnet. capPeers() keeps the PEER_SERIES_LIMIT busiest peers (by
- *    bytes, both directions) and sums the rest into one "other" row, so a
- *    cluster of any size exports a bounded number of series.
- * 4) The controller deletes the counters of a peer that is gone, so a plain
- *    sum over the map would go down. MonotonicTotals keeps the last value of
- *    every (peer id, counter) and adds a vanished one to a retired sum, so
- *    the node-wide totals only ever grow (as a Prometheus counter must).
+ * 4) trafficOf() says what a peer's counters are: one PeerTraffic per remote
+ *    subnet. rankSteps() orders peers by bytes (both directions; ties by
+ *    subnet) so that the PEER_SERIES_LIMIT busiest have series of their own
+ *    and the rest are summed into one "other" row (capPeers here;
+ *    metrics/peerrows.ts at scrape time): a cluster of any size exports a
+ *    bounded number of series.
  */
 import type { BpfMap } from "./bpf/map.js";
+import { TwillError } from "./errors.js";
 import { numPossibleCpus } from "./bpf/libbpf.js";
-import { COUNTERS, PeerKind, STAT_KEY, decodeLpmKey, decodePeer, sumStats, type CounterName } from "./bpf/layout.js";
+import { COUNTERS, LPM_KEY, PEER, PeerKind, STAT_KEY, decodeLpmKey, decodePeer, sumStats, type CounterName } from "./bpf/layout.js";
 import { formatIP, formatPrefix } from "./net/ip.js";
+import { breather, runAtOnce, sortSteps, type Breathe, type Steps } from "./metrics/slices.js";
+import { StatRows } from "./metrics/statrows.js";
 
 export type Path = "vxlan" | "direct";
 export type Direction = "tx" | "rx";
@@ -37,8 +41,8 @@ export const DIRECTIONS: readonly Direction[] = ["tx", "rx"];
 
 /** Packets and bytes of one counter, summed over CPUs. */
 export interface Sum { readonly packets: bigint; readonly bytes: bigint }
-const ZERO: Sum = { packets: 0n, bytes: 0n };
-const add = (a: Sum, b: Sum): Sum => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes });
+export const ZERO: Sum = { packets: 0n, bytes: 0n };
+export const add = (a: Sum, b: Sum): Sum => (a === ZERO ? b : b === ZERO ? a : { packets: a.packets + b.packets, bytes: a.bytes + b.bytes });
 
 /** Most peers exported with their own labels; the rest are summed as peer_subnet="other". */
 export const PEER_SERIES_LIMIT = 500;
@@ -60,18 +64,63 @@ const KINDS: Record<number, string> = { [PeerKind.Vxlan]: "vxlan", [PeerKind.Dir
 export function readPeerEntries(m: BpfMap): PeerEntry[] {
   const out: PeerEntry[] = [];
   m.dump((keys, values, count) => {
-    for (let i = 0; i < count; i++) out.push(peerEntry(keys, values, i, m.keySize, m.lookupSize));
+    const ks = m.keySize, vs = m.lookupSize;
+    for (let i = 0; i < count; i++) out.push(peerEntry(keys.subarray(i * ks, (i + 1) * ks), values.subarray(i * vs, (i + 1) * vs)));
   });
   return out;
 }
 
-/** Entry i of a dump chunk of twill_peers, decoded. */
-function peerEntry(keys: Buffer, values: Buffer, i: number, ks: number, vs: number): PeerEntry {
-  const p = decodePeer(values.subarray(i * vs, (i + 1) * vs));
+/** One entry of twill_peers, decoded. */
+function peerEntry(key: Buffer, value: Buffer): PeerEntry {
+  const p = decodePeer(value);
   return {
-    prefix: formatPrefix(decodeLpmKey(keys.subarray(i * ks, (i + 1) * ks))), kind: KINDS[p.kind] ?? String(p.kind),
+    prefix: formatPrefix(decodeLpmKey(key)), kind: KINDS[p.kind] ?? String(p.kind),
     ...(p.remote ? { remote: formatIP(p.remote) } : {}), ...(p.vtepMAC ? { vtepMAC: p.vtepMAC } : {}), vni: p.vni, id: p.id,
   };
+}
+
+const fieldOffset = (s: typeof PEER, name: string): number => s.fields.find((f) => f.name === name)!.offset;
+const PEER_KIND = fieldOffset(PEER, "kind"), PEER_ID = fieldOffset(PEER, "id"), PEER_VNI = fieldOffset(PEER, "vni");
+
+/**
+ * Entry i of a twill_peers dump chunk (keys and values packed back to
+ * back): kind, id and vni read at once, the prefix and the rest decoded
+ * when first asked.
+ */
+class PeerView implements PeerEntry {
+  readonly kind: string;
+  readonly id: number;
+  readonly vni: number;
+  private decodedPrefix?: string;
+  private decoded?: PeerEntry;
+
+  constructor(private readonly keys: Buffer, private readonly values: Buffer, private readonly i: number) {
+    const v = i * PEER.size;
+    const kind = values[v + PEER_KIND]!;
+    this.kind = KINDS[kind] ?? String(kind);
+    this.id = values.readUInt32LE(v + PEER_ID);
+    this.vni = values.readUInt32LE(v + PEER_VNI);
+  }
+
+  get prefix(): string {
+    return (this.decodedPrefix ??= formatPrefix(decodeLpmKey(this.key())));
+  }
+
+  get remote(): string | undefined {
+    return this.full().remote;
+  }
+
+  get vtepMAC(): string | undefined {
+    return this.full().vtepMAC;
+  }
+
+  private key(): Buffer {
+    return this.keys.subarray(this.i * LPM_KEY.size, (this.i + 1) * LPM_KEY.size);
+  }
+
+  private full(): PeerEntry {
+    return (this.decoded ??= peerEntry(this.key(), this.values.subarray(this.i * PEER.size, (this.i + 1) * PEER.size)));
+  }
 }
 
 /** Counters by peer id, then counter name ("counter_<n>" for a number this build does not know). */
@@ -91,6 +140,7 @@ function addStatChunk(out: StatTable, keys: Buffer, values: Buffer, count: numbe
 const STAT_PEER_ID = STAT_KEY.fields.find((f) => f.name === "peer_id")!.offset;
 const STAT_COUNTER = STAT_KEY.fields.find((f) => f.name === "counter")!.offset;
 
+/** twill_stats by peer and counter, summed over CPUs as BigInts (exact at any size: `twill status`, tests). */
 export function readStatTable(m: BpfMap): StatTable {
   const ncpu = numPossibleCpus();
   const out: StatTable = new Map();
@@ -103,85 +153,70 @@ export interface MapUsage { readonly name: string; readonly entries: number; rea
 
 /** What a dataplane can say about its traffic when asked (bpf only; read at scrape time). */
 export interface DataplaneStats {
+  /** Every entry of twill_peers (local and cluster ones included). */
   readonly peers: readonly PeerEntry[];
-  readonly counters: StatTable;
+  readonly counters: StatRows;
   readonly maps: readonly MapUsage[];
 }
 
-/** Reads peers, counters and map occupancy from a set of open maps (synchronously: `twill maps`, `twill status`). */
-export function readDataplaneStats(maps: Record<string, BpfMap>): DataplaneStats {
-  const all = Object.values(maps);
-  const peersMap = all.find((m) => m.name === "twill_peers");
-  const statsMap = all.find((m) => m.name === "twill_stats");
-  const peers = peersMap ? readPeerEntries(peersMap) : [];
-  const counters = statsMap ? readStatTable(statsMap) : new Map();
-  return { peers, counters, maps: usage(all, peersMap, peers.length, statsMap, counters) };
-}
-
-function usage(all: BpfMap[], peersMap: BpfMap | undefined, peers: number, statsMap: BpfMap | undefined, counters: StatTable): MapUsage[] {
-  const statEntries = [...counters.values()].reduce((n, c) => n + c.size, 0);
-  return all.map((m) => ({
-    name: m.name,
-    entries: m === peersMap ? peers : m === statsMap ? statEntries : m.count(),
-    capacity: m.maxEntries,
-  }));
-}
-
-/** The longest the sliced readers hold the event loop before they yield. */
-const SLICE_MS = 4;
-
-/** Yields to the event loop (setImmediate) once SLICE_MS have passed since the last yield. */
-export function breather(): () => Promise<void> {
-  let since = performance.now();
-  return async () => {
-    if (performance.now() - since < SLICE_MS) return;
-    await new Promise<void>((r) => setImmediate(r));
-    since = performance.now();
-  };
-}
+/** About the longest one batch syscall of a dump takes (4,096 entries of twill_stats: 2-3 ms): a slice leaves room for it. */
+const BATCH_SYSCALL_MS = 3;
 
 /**
- * readDataplaneStats for a scrape: the same result, but the event loop is
- * never held for long (a /metrics scrape at 10,000 peers must not stall
- * lease events). The peers trie is dumped in one go (a trie's batch token
- * is a key: dumped across yields, a deleted key would restart the walk),
- * then decoded in slices; twill_stats (a hash: its token is a bucket) is
- * dumped and decoded one batch per slice.
+ * Peers, counters and map occupancy for a scrape, the event loop never held
+ * for long (a /metrics scrape at 10,000 peers must not stall lease events).
+ * Every map is read with BpfMap.dumpSliced, one batch syscall per slice —
+ * except the peers trie, which BpfMap.dumpAsync reads in one syscall on
+ * libuv's thread pool (a trie's batch token is a key: dumped across
+ * yields, a deleted key would restart the walk; ~6 ms at 10,000 peers
+ * that the event loop no longer waits for). The PeerViews read the dump's bytes;
+ * twill_stats is decoded into StatRows; the other maps are only counted.
+ * `breathe` (default: a fresh breather()) decides when to yield.
  */
-export async function readDataplaneStatsSliced(maps: Record<string, BpfMap>): Promise<DataplaneStats> {
+export async function readDataplaneStatsSliced(maps: Record<string, BpfMap>, breathe: Breathe = breather()): Promise<DataplaneStats> {
   const all = Object.values(maps);
   const peersMap = all.find((m) => m.name === "twill_peers");
   const statsMap = all.find((m) => m.name === "twill_stats");
-  const breathe = breather();
   const peers: PeerEntry[] = [];
   if (peersMap) {
-    const chunks: Array<{ keys: Buffer; values: Buffer; count: number }> = [];
-    peersMap.dump((keys, values, count) => chunks.push({ keys: Buffer.from(keys.subarray(0, count * peersMap.keySize)), values: Buffer.from(values.subarray(0, count * peersMap.lookupSize)), count }));
-    for (const c of chunks) {
-      for (let i = 0; i < c.count; i++) {
-        if ((i & 255) === 0) await breathe();
-        peers.push(peerEntry(c.keys, c.values, i, peersMap.keySize, peersMap.lookupSize));
-      }
+    if (peersMap.keySize !== LPM_KEY.size || peersMap.lookupSize !== PEER.size) {
+      throw new TwillError("ERR_BPF_LAYOUT", `Cannot read ${peersMap.name}: its entries are ${peersMap.keySize} + ${peersMap.lookupSize} bytes, this build's ${LPM_KEY.size} + ${PEER.size}`);
+    }
+    // The kernel walks the trie on libuv's thread pool (one syscall: a trie's batch token is a key, which must not be deleted mid-walk).
+    const { keys, values, count } = await peersMap.dumpAsync();
+    for (let i = 0; i < count; i++) {
+      if ((i & 1023) === 0) await breathe();
+      peers.push(new PeerView(keys, values, i));
     }
   }
-  const counters: StatTable = new Map();
+  const counters = new StatRows();
   if (statsMap) {
     const ncpu = numPossibleCpus();
-    const chunks: Array<{ keys: Buffer; values: Buffer; count: number }> = [];
+    const ks = statsMap.keySize, vs = statsMap.lookupSize;
+    // Decoded straight from the dump's buffers (reused only once chunk() resolves), ~0.2 ms per step:
+    // 1,024 entries of a few CPUs' values, fewer on a machine with many.
+    const step = Math.max(64, Math.min(1024, Math.floor(32768 / ncpu)));
     await statsMap.dumpSliced(async (keys, values, count) => {
-      chunks.push({ keys: Buffer.from(keys.subarray(0, count * statsMap.keySize)), values: Buffer.from(values.subarray(0, count * statsMap.lookupSize)), count });
-      await breathe();
-    });
-    for (const c of chunks) {
-      for (let i = 0; i < c.count; i += 512) {
+      for (let i = 0; i < count; i += step) {
         await breathe();
-        const n = Math.min(512, c.count - i);
-        addStatChunk(counters, c.keys.subarray(i * statsMap.keySize), c.values.subarray(i * statsMap.lookupSize), n, statsMap.keySize, statsMap.lookupSize, ncpu);
+        counters.addDump(keys.subarray(i * ks), values.subarray(i * vs), Math.min(step, count - i), ks, vs, ncpu);
       }
-    }
+      await breathe(BATCH_SYSCALL_MS);
+    });
+  }
+  const out: MapUsage[] = [];
+  for (const m of all) {
+    let entries = 0;
+    if (m === peersMap) entries = peers.length;
+    else if (m === statsMap) entries = counters.length;
+    else await m.dumpSliced(async (_k, _v, n) => {
+      entries += n;
+      await breathe(BATCH_SYSCALL_MS);
+    });
+    out.push({ name: m.name, entries, capacity: m.maxEntries });
   }
   await breathe();
-  return { peers, counters, maps: usage(all, peersMap, peers.length, statsMap, counters) };
+  return { peers, counters, maps: out };
 }
 
 /** What one counter means for the peer it is counted against. */
@@ -243,42 +278,36 @@ export interface PeerTraffic {
   readonly drops: ReadonlyMap<string, Sum>;
 }
 
-const emptyPaths = (): Record<Path, Sum> => ({ vxlan: ZERO, direct: ZERO });
+export const emptyPaths = (): Record<Path, Sum> => ({ vxlan: ZERO, direct: ZERO });
+/** The drops of a peer that has none (most peers): one shared, empty map. */
+const NO_DROPS: ReadonlyMap<string, Sum> = new Map();
+
+/** True for the entries of twill_peers that are remote subnets (not our own subnet or the cluster network). */
+export const isRemote = (p: PeerEntry): p is PeerEntry & { kind: Path } => p.kind === "vxlan" || p.kind === "direct";
+
+/** What the counters of one remote peer (`p`, vxlan or direct) say: its traffic by path and direction, its drops by reason. */
+export function trafficOf(p: PeerEntry & { kind: Path }, counters: Iterable<readonly [string, Sum]>): PeerTraffic {
+  const path = p.kind;
+  const t = { tx: emptyPaths(), rx: emptyPaths() };
+  let drops: Map<string, Sum> | undefined;
+  for (const [name, s] of counters) {
+    const r = roleOf(name);
+    if (r.kind === "traffic") {
+      const on = r.path === "peer" ? path : r.path;
+      t[r.direction][on] = add(t[r.direction][on], s);
+    } else {
+      drops ??= new Map();
+      drops.set(r.reason, add(drops.get(r.reason) ?? ZERO, s));
+    }
+  }
+  return { subnet: p.prefix, publicIP: p.remote ?? "", path, ...t, drops: drops ?? NO_DROPS };
+}
 
 /** Joins the remote peers (vxlan and direct entries) with their counters. */
 export function peerTraffic(peers: readonly PeerEntry[], counters: StatTable): PeerTraffic[] {
   const out: PeerTraffic[] = [];
-  for (const p of peers) joinPeer(p, counters, out);
+  for (const p of peers) if (isRemote(p)) out.push(trafficOf(p, counters.get(p.id) ?? []));
   return out;
-}
-
-/** peerTraffic, yielding to the event loop every few ms (`breathe`, see breather()). */
-export async function peerTrafficSliced(peers: readonly PeerEntry[], counters: StatTable, breathe: () => Promise<void>): Promise<PeerTraffic[]> {
-  const out: PeerTraffic[] = [];
-  for (let i = 0; i < peers.length; i++) {
-    if ((i & 127) === 0) await breathe();
-    joinPeer(peers[i]!, counters, out);
-  }
-  return out;
-}
-
-function joinPeer(p: PeerEntry, counters: StatTable, out: PeerTraffic[]): void {
-  {
-    if (p.kind !== "vxlan" && p.kind !== "direct") return;
-    const path: Path = p.kind;
-    const t = { tx: emptyPaths(), rx: emptyPaths() };
-    const drops = new Map<string, Sum>();
-    for (const [name, s] of counters.get(p.id) ?? []) {
-      const r = roleOf(name);
-      if (r.kind === "traffic") {
-        const on = r.path === "peer" ? path : r.path;
-        t[r.direction][on] = add(t[r.direction][on], s);
-      } else {
-        drops.set(r.reason, add(drops.get(r.reason) ?? ZERO, s));
-      }
-    }
-    out.push({ subnet: p.prefix, publicIP: p.remote ?? "", path, ...t, drops });
-  }
 }
 
 /** Traffic of a peer in a direction, over both paths. */
@@ -287,96 +316,61 @@ export function total(t: PeerTraffic, dir: Direction): Sum {
 }
 
 /**
- * The `limit` busiest peers (by bytes sent and received; ties by subnet)
- * and, when there are more, one row summing the rest as subnet "other".
+ * Orders peers 0..n-1 by `bytes` (descending), peers with equal bytes by
+ * `subnet` — but only where it matters: among the first `limit` and where
+ * the cut falls (most peers idle at 0 bytes would otherwise all be compared
+ * by name). Returns the order; its first `limit` are the busiest.
  */
-export function capPeers(list: readonly PeerTraffic[], limit = PEER_SERIES_LIMIT): { shown: PeerTraffic[]; other?: PeerTraffic; aggregated: number } {
-  // Each peer's bytes computed once, not in the comparator (10,000 peers: 280,000 calls).
-  // As numbers: exact to 2^53 bytes (8 PiB), and only the order matters here.
-  const keyed = list.map((t) => ({ t, bytes: Number(t.tx.vxlan.bytes + t.tx.direct.bytes + t.rx.vxlan.bytes + t.rx.direct.bytes) }));
-  const bySubnet = (a: { t: PeerTraffic }, b: { t: PeerTraffic }) => (a.t.subnet < b.t.subnet ? -1 : a.t.subnet > b.t.subnet ? 1 : 0);
-  // Numbers first (cheap); names only among equal bytes, and only where the
-  // cut falls and above it (most peers idle at 0 bytes would otherwise all be
-  // compared by name).
-  keyed.sort((a, b) => b.bytes - a.bytes);
-  const cut = keyed.length > limit ? keyed[limit - 1]!.bytes : -1;
-  let i = 0;
-  while (i < keyed.length) {
+export function* rankSteps(bytes: Float64Array, subnet: (i: number) => string, limit: number): Steps<number[]> {
+  const n = bytes.length;
+  const order = Array.from({ length: n }, (_, i) => i);
+  // Numbers first (cheap), names only among equal bytes.
+  yield* sortSteps(order, (a, b) => bytes[b]! - bytes[a]!);
+  const cut = n > limit ? bytes[order[limit - 1]!]! : -1;
+  for (let i = 0; i < n && bytes[order[i]!]! >= cut;) {
     let j = i + 1;
-    while (j < keyed.length && keyed[j]!.bytes === keyed[i]!.bytes) j++;
-    if (j - i > 1 && keyed[i]!.bytes >= cut) {
-      const run = keyed.slice(i, j).sort(bySubnet);
-      for (let k = 0; k < run.length; k++) keyed[i + k] = run[k]!;
+    while (j < n && bytes[order[j]!] === bytes[order[i]!]) j++;
+    if (j - i > 1) {
+      // Each name once, not in the comparator.
+      const run: Array<{ k: number; name: string }> = [];
+      for (let r = i; r < j; r++) {
+        if (((r - i) & 511) === 511) yield;
+        run.push({ k: order[r]!, name: subnet(order[r]!) });
+      }
+      yield* sortSteps(run, (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (let r = 0; r < run.length; r++) order[i + r] = run[r]!.k;
     }
-    if (keyed[i]!.bytes < cut) break;
     i = j;
   }
-  const sorted = keyed.map((k) => k.t);
-  if (sorted.length <= limit) return { shown: sorted, aggregated: 0 };
-  const rest = sorted.slice(limit);
-  const t = { tx: emptyPaths(), rx: emptyPaths() };
-  const drops = new Map<string, Sum>();
-  for (const p of rest) {
-    for (const dir of DIRECTIONS) for (const path of PATHS) t[dir][path] = add(t[dir][path], p[dir][path]);
-    for (const [reason, s] of p.drops) drops.set(reason, add(drops.get(reason) ?? ZERO, s));
-  }
-  return { shown: sorted.slice(0, limit), other: { subnet: OTHER, publicIP: OTHER, ...t, drops }, aggregated: rest.length };
+  return order;
+}
+
+/** The busiest peers with series of their own, and the rest summed as one row. */
+export interface CappedPeers {
+  readonly shown: PeerTraffic[];
+  /** The peers beyond the cap, summed (subnet and public IP "other"); absent when there are none. */
+  readonly other?: PeerTraffic;
+  /** How many peers `other` sums. */
+  readonly aggregated: number;
 }
 
 /**
- * Node-wide totals by counter name that never go down while the process
- * lives, although the entries of removed peers are deleted from the map.
+ * The `limit` busiest peers (by bytes sent and received; ties by subnet)
+ * and, when there are more, one row summing the rest as subnet "other".
  */
-export class MonotonicTotals {
-  private last: StatTable = new Map();
-  private retired = new Map<string, Sum>();
-
-  /** Folds in a fresh read of the map; returns the totals by counter name. */
-  update(counters: StatTable): Map<string, Sum> {
-    let out!: Map<string, Sum>;
-    // Without a breather the generator never waits: one synchronous pass.
-    for (const step of this.steps(counters, (m) => (out = m))) void step;
-    return out;
+export function capPeers(list: readonly PeerTraffic[], limit = PEER_SERIES_LIMIT): CappedPeers {
+  // Each peer's bytes computed once, not in the comparator (10,000 peers: 280,000 calls).
+  // As numbers: exact to 2^53 bytes (8 PiB), and only the order matters here.
+  const bytes = Float64Array.from(list, (t) => Number(t.tx.vxlan.bytes + t.tx.direct.bytes + t.rx.vxlan.bytes + t.rx.direct.bytes));
+  const order = runAtOnce(rankSteps(bytes, (i) => list[i]!.subnet, limit));
+  const shown = order.slice(0, limit).map((i) => list[i]!);
+  if (list.length <= limit) return { shown, aggregated: 0 };
+  const t = { tx: emptyPaths(), rx: emptyPaths() };
+  const drops = new Map<string, Sum>();
+  for (const i of order.slice(limit)) {
+    const p = list[i]!;
+    for (const dir of DIRECTIONS) for (const path of PATHS) t[dir][path] = add(t[dir][path], p[dir][path]);
+    for (const [reason, s] of p.drops) drops.set(reason, add(drops.get(reason) ?? ZERO, s));
   }
-
-  /** update(), yielding to the event loop every few ms (`breathe`, see breather()). */
-  async updateSliced(counters: StatTable, breathe: () => Promise<void>): Promise<Map<string, Sum>> {
-    let out!: Map<string, Sum>;
-    for (const step of this.steps(counters, (m) => (out = m))) {
-      void step;
-      await breathe();
-    }
-    return out;
-  }
-
-  /** The work of update(), in steps of 128 peers. */
-  private *steps(counters: StatTable, done: (totals: Map<string, Sum>) => void): Generator<void> {
-    let n = 0;
-    for (const [id, prevByName] of this.last) {
-      if ((++n & 127) === 0) yield;
-      const curByName = counters.get(id);
-      for (const [name, prev] of prevByName) {
-        const cur = curByName?.get(name);
-        // Gone, or deleted and re-created since the last read: what it had counted stays counted.
-        if (!cur || cur.packets < prev.packets || cur.bytes < prev.bytes) this.retired.set(name, add(this.retired.get(name) ?? ZERO, prev));
-      }
-    }
-    this.last = counters;
-    const totals = new Map<string, Sum>(COUNTERS.map((c) => [c, this.retired.get(c) ?? ZERO]));
-    for (const [name, s] of this.retired) if (!totals.has(name)) totals.set(name, s);
-    // Summed as bigints per name, then one Sum each (not one Sum object per entry).
-    const packets = new Map<string, bigint>(), bytes = new Map<string, bigint>();
-    for (const byName of counters.values()) {
-      if ((++n & 127) === 0) yield;
-      for (const [name, s] of byName) {
-        packets.set(name, (packets.get(name) ?? 0n) + s.packets);
-        bytes.set(name, (bytes.get(name) ?? 0n) + s.bytes);
-      }
-    }
-    for (const [name, p] of packets) {
-      const t = totals.get(name) ?? ZERO;
-      totals.set(name, { packets: t.packets + p, bytes: t.bytes + bytes.get(name)! });
-    }
-    done(totals);
-  }
+  return { shown, other: { subnet: OTHER, publicIP: OTHER, ...t, drops }, aggregated: list.length - limit };
 }

@@ -126,26 +126,31 @@ export class BpfMap {
     };
   }
 
+  /** Entries the last dumpAsync() found: the size of the next one's batch. */
+  private lastCount = 0;
+
   /**
-   * snapshot() with the kernel's walk on libuv's thread pool (koffi's async
-   * call): the event loop runs while the kernel copies the map out. One
-   * batch as large as `expect` entries (plus slack) asks for, so a trie's
-   * walk is one syscall — its batch token is a key, and a walk split across
-   * yields would restart when that key is deleted meanwhile. The entries
-   * are interleaved afterwards in slices of BATCH, with `pause` between.
+   * The whole map, keys and values each packed back to back, with the
+   * kernel's walk on libuv's thread pool (koffi's async call): the event
+   * loop runs while the kernel copies the map out. One batch as large as
+   * `expect` entries (plus slack; default: what the last dump found) asks
+   * for, so a trie's walk is one syscall — its batch token is a key, and a
+   * walk split across yields restarts when that key is deleted meanwhile.
    * The result is the map at some moment during the call: changes made
-   * meanwhile may or may not be in it (the caller knows which keys it
-   * changed).
+   * meanwhile may or may not be in it.
    */
-  async snapshotAsync(expect: number, pause?: () => Promise<void>): Promise<MapSnapshot> {
-    if (!this.batchLookup) return this.snapshot();
+  async dumpAsync(expect = this.lastCount): Promise<{ keys: Buffer; values: Buffer; count: number }> {
     const ks = this.keySize, vs = this.lookupSize;
+    if (!this.batchLookup) {
+      const e = this.entries();
+      return { keys: Buffer.concat(e.map(([k]) => k)), values: Buffer.concat(e.map(([, v]) => v)), count: e.length };
+    }
     const want = Math.max(64, Math.min(this.maxEntries, Math.ceil(expect * 1.25) + 64));
     const keys = Buffer.alloc(want * ks), values = Buffer.alloc(want * vs);
     const token = Buffer.alloc(Math.max(ks, 8));
     const opts = batchOpts();
     const n = new Uint32Array(1);
-    const parts: Buffer[] = [];
+    const kparts: Buffer[] = [], vparts: Buffer[] = [];
     let count = 0;
     for (let first = true; ; first = false) {
       n[0] = want;
@@ -155,22 +160,34 @@ export class BpfMap {
       if (r < 0 && r !== -ENOENT) {
         if (first && NO_BATCH.has(-r)) {
           this.batchLookup = false;
-          return this.snapshot();
+          return this.dumpAsync(expect);
         }
         check(r, "ERR_BPF_MAP", `dumping ${this.name}`);
       }
       const got = n[0]!;
-      const out = Buffer.allocUnsafe(got * (ks + vs));
-      for (let i = 0, o = 0; i < got; i++) {
-        if (pause && i % BATCH === BATCH - 1) await pause();
-        for (let j = 0, k = i * ks; j < ks; j++) out[o++] = keys[k + j]!;
-        for (let j = 0, v = i * vs; j < vs; j++) out[o++] = values[v + j]!;
-      }
-      parts.push(out);
+      // A map larger than the batch (grown since the last dump) takes another call; the buffers are reused.
+      kparts.push(r === -ENOENT && first ? keys.subarray(0, got * ks) : Buffer.from(keys.subarray(0, got * ks)));
+      vparts.push(r === -ENOENT && first ? values.subarray(0, got * vs) : Buffer.from(values.subarray(0, got * vs)));
       count += got;
       if (r === -ENOENT || got === 0) break;
     }
-    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    this.lastCount = count;
+    return { keys: kparts.length === 1 ? kparts[0]! : Buffer.concat(kparts), values: vparts.length === 1 ? vparts[0]! : Buffer.concat(vparts), count };
+  }
+
+  /**
+   * snapshot() through dumpAsync(): the entries interleaved afterwards in
+   * slices of BATCH, with `pause` between.
+   */
+  async snapshotAsync(expect?: number, pause?: () => Promise<void>): Promise<MapSnapshot> {
+    const ks = this.keySize, vs = this.lookupSize;
+    const { keys, values, count } = await this.dumpAsync(expect);
+    const bytes = Buffer.allocUnsafe(count * (ks + vs));
+    for (let i = 0, o = 0; i < count; i++) {
+      if (pause && i % BATCH === BATCH - 1) await pause();
+      for (let j = 0, k = i * ks; j < ks; j++) bytes[o++] = keys[k + j]!;
+      for (let j = 0, v = i * vs; j < vs; j++) bytes[o++] = values[v + j]!;
+    }
     return {
       bytes, count,
       entries: () => Array.from({ length: count }, (_, i): [Buffer, Buffer] => [bytes.subarray(i * (ks + vs), i * (ks + vs) + ks), bytes.subarray(i * (ks + vs) + ks, (i + 1) * (ks + vs))]),

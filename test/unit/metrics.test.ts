@@ -8,10 +8,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { COUNTERS } from "../../src/bpf/layout.js";
 import {
-  MonotonicTotals, PEER_SERIES_LIMIT, ROLES, capPeers, peerTraffic, total,
+  PEER_SERIES_LIMIT, ROLES, capPeers, peerTraffic, total,
   type DataplaneStats, type PeerEntry, type StatTable, type Sum,
 } from "../../src/peerstats.js";
 import { createMetrics, type StatsSource } from "../../src/metrics.js";
+import { MonotonicTotals } from "../../src/metrics/totals.js";
+import { StatRows } from "../../src/metrics/statrows.js";
 import { parsePrometheusText, sampleValue } from "../lib/promtext.js";
 import { humanBytes, table } from "../../src/status.js";
 
@@ -75,12 +77,12 @@ test("capPeers keeps the busiest peers and sums the rest as \"other\"", () => {
 
 test("node-wide totals never go down when a peer's counters are deleted or re-created", () => {
   const m = new MonotonicTotals();
-  let t = m.update(stats([[1, "encap", 10, 100], [2, "encap", 5, 50], [0, "miss", 1, 1]]));
+  let t = m.update(StatRows.of([[1, "encap", 10, 100], [2, "encap", 5, 50], [0, "miss", 1, 1]]));
   assert.deepEqual(t.get("encap"), s(15, 150));
   assert.deepEqual(t.get("drop_vni"), s(0, 0), "every counter has a total");
-  t = m.update(stats([[1, "encap", 12, 120], [0, "miss", 1, 1]])); // peer 2 removed
+  t = m.update(StatRows.of([[1, "encap", 12, 120], [0, "miss", 1, 1]])); // peer 2 removed
   assert.deepEqual(t.get("encap"), s(17, 170));
-  t = m.update(stats([[1, "encap", 3, 30], [0, "miss", 2, 2]])); // peer 1 re-created since
+  t = m.update(StatRows.of([[1, "encap", 3, 30], [0, "miss", 2, 2]])); // peer 1 re-created since
   assert.deepEqual(t.get("encap"), s(20, 200));
   assert.deepEqual(t.get("miss"), s(2, 2));
 });
@@ -94,7 +96,7 @@ function fakeBpf(n: number): StatsSource & { reads: number } {
       src.reads++;
       return {
         peers,
-        counters: stats([...peers.map((p) => [p.id, "encap_fast", p.id, p.id * 100] as [number, string, number, number]), [1, "drop_encap", 2, 120], [0, "drop_unsupported", 4, 400]]),
+        counters: StatRows.of([...peers.map((p) => [p.id, "encap_fast", p.id, p.id * 100] as const), [1, "drop_encap", 2, 120], [0, "drop_unsupported", 4, 400]]),
         maps: [{ name: "twill_peers", entries: n + 2, capacity: 65536 }, { name: "twill_stats", entries: n + 2, capacity: 262144 }],
       };
     },
@@ -151,6 +153,22 @@ test("more peers than the cap: the busiest by name, the rest as peer_subnet=\"ot
   assert.equal(sampleValue(fams, "twill_peer_packets_total", { peer_subnet: "other", peer_ip: "other", path: "vxlan", direction: "tx" }), 55);
   assert.equal(sampleValue(fams, "twill_peer_stats_aggregated_peers"), 10);
   assert.equal(sampleValue(fams, "twill_peer_drops_total", { peer_subnet: "other", reason: "encap" }), 2);
+});
+
+test("a scrape of 20,000 peers lets the event loop run meanwhile, and counts them all", async () => {
+  const n = 20_000;
+  const m = createMetrics("1", "bpf", () => fakeBpf(n));
+  let ticks = 0;
+  const tick = setInterval(() => ticks++, 0);
+  const text = await m.registry.metrics().finally(() => clearInterval(tick));
+  assert.ok(ticks >= 2, `a timer ran ${ticks} times during the scrape`);
+  const fams = parsePrometheusText(text);
+  // Peers 1..n-500 are summed as "other": 1 + ... + (n - 500) packets.
+  const rest = n - PEER_SERIES_LIMIT;
+  assert.equal(sampleValue(fams, "twill_peer_packets_total", { peer_subnet: "other", path: "vxlan", direction: "tx" }), (rest * (rest + 1)) / 2);
+  assert.equal(sampleValue(fams, "twill_peer_stats_aggregated_peers"), rest);
+  assert.equal(sampleValue(fams, "twill_peer_bytes_total", { peer_subnet: peer(n).prefix, path: "vxlan", direction: "tx" }), n * 100, "the busiest peer by name");
+  assert.equal(fams.get("twill_peer_packets_total")!.samples.length, PEER_SERIES_LIMIT * 2 + 4, "tx and rx on vxlan for each shown peer; both paths for other");
 });
 
 test("a kernel node's /metrics says it has no per-peer counters and has no per-peer or map series", async () => {
