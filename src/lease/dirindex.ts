@@ -32,6 +32,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { IP, Prefix } from "../net/ip.js";
+import { BytePool } from "./parse.js";
 import type { Lease, VxlanLeaseData } from "./types.js";
 
 export const INDEX_NAME = ".subnets.index";
@@ -91,24 +92,6 @@ function num(s: string): number {
   const n = s === "" ? NaN : Number(s);
   if (!Number.isFinite(n)) throw new BadIndex(`${JSON.stringify(s)} is not a number`);
   return n;
-}
-
-/**
- * Address bytes for many leases: views into shared 64 KiB buffers (one
- * Uint8Array each costs as much as the rest of the decoding put together).
- */
-class BytePool {
-  private buf = new ArrayBuffer(0);
-  private used = 0;
-  take(n: number): Uint8Array {
-    if (this.used + n > this.buf.byteLength) {
-      this.buf = new ArrayBuffer(65536);
-      this.used = 0;
-    }
-    const out = new Uint8Array(this.buf, this.used, n);
-    this.used += n;
-    return out;
-  }
 }
 
 /** Reads one line's tab-separated fields in place. */

@@ -47,20 +47,39 @@
  *    The index is rewritten after a list when the cache's leases changed,
  *    at most every INDEX_EVERY_MS, never when nothing changed (and only
  *    for directories of at least INDEX_MIN_LEASES: smaller ones list fast).
+ *    The first write waits INDEX_EVERY_MS after the first list, so it does
+ *    not compete with the daemon's start-up (encoding 100,000 leases takes
+ *    a few hundred ms of the event loop).
+ *  - A fresh start without an index reads every file: open, fstat, one
+ *    read of the size fstat gave (a second read would only confirm the
+ *    end), close; lease/parse.ts reads flannel's own text without
+ *    JSON.parse. The syscalls are most of the cost (~7 µs a file), so when
+ *    a full validation has at least PARALLEL_MIN files to check or read,
+ *    they are shared out to READERS worker threads that do just that
+ *    (readerThread: stat(2) the files the cache or the index has an entry
+ *    for, read the others), and post stamps and file bytes back in batches;
+ *    this thread compares the stamps (a changed file is read after), parses
+ *    and caches each batch as it comes. A file a reader could not read, and every
+ *    file of a reader that failed, is read here, so errors are reported
+ *    as for any read. The key order list() returns is kept up to date by
+ *    binary insertion when a few names come or go, not re-sorted.
  *  - The check after a create does not trust the cache: it reads the
  *    directory's names (a lease's subnets are its key) and reads only the
- *    files whose key overlaps ours.
+ *    files whose key overlaps ours (an IPv4 key is checked from its text,
+ *    without a lookup or a parse: 100,000 names cost ~10 ms after readdir).
  * There are no TTLs here: a lease lives until deleted. Errors: bad config →
  * ERR_INVALID_CONFIG; I/O → ERR_STORE (retryable).
  */
 import { closeSync, fstatSync, mkdirSync, openSync, readSync, statSync, watch as fsWatch, type FSWatcher, type Stats } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
 import { TwillError, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
 import { chooseSubnet, leasesOverlap } from "./allocate.js";
 import { encodeIndex, loadIndex, saveIndex, type IndexEntry } from "./dirindex.js";
-import { parseLease, parseLeaseKey, serializeLease } from "./parse.js";
+import { parseLease, parseLeaseKey, serializeLease, v4KeyOverlaps } from "./parse.js";
 import type { LeaseSubnets } from "./parse.js";
 import type { Lease, NetConfig } from "./types.js";
 import type { AcquireOptions, ListResult } from "./source.js";
@@ -72,6 +91,14 @@ const MAX_TRIES = 30;
 export const FULL_EVERY_MS = 10_000;
 /** The longest list() holds the event loop before it yields. */
 const SLICE_MS = 8;
+/** More names than this coming or going between two lists: sort the key order again instead of inserting. */
+const SORTED_EDITS = 256;
+/** A list with at least this many files to read shares them out to reader threads. */
+export const PARALLEL_MIN = 4000;
+/** Reader threads at most (and no more than the machine's CPUs). */
+const READERS = 2;
+/** Files per message from a reader thread. */
+const READ_BATCH = 1000;
 /** A file changed less than this (ms) before it was read may change again with the same stamp (coarse timestamps). */
 const RACY_MS = 1000;
 /** The index is written at most this often (ms). */
@@ -122,15 +149,27 @@ export interface DirStoreOptions {
   readonly indexEveryMs?: number;
   /** Default INDEX_MIN_LEASES; Infinity: no index. */
   readonly indexMinLeases?: number;
+  /** Reader threads for big reads (default READERS, at most the CPUs); 0 or 1: none. */
+  readonly readers?: number;
+  /** Default PARALLEL_MIN. */
+  readonly parallelMin?: number;
+  /** Test hook: reader threads die after posting this many batches (of `readBatch` files). */
+  readonly readerDiesAfter?: number;
+  /** Test hook: files per reader batch; default READ_BATCH. */
+  readonly readBatch?: number;
 }
 
 export class DirStore {
   readonly dir: string;
   readonly subnetsDir: string;
+  /** subnetsDir and a separator: the prefix of every lease file's path. */
+  private readonly filePrefix: string;
   /** Every lease file by name, as last read (list()'s cache). */
   private readonly cache = new Map<string, Entry>();
-  /** The cache's names in order; undefined when a name came or went. */
+  /** The cache's names in order; undefined when many names came or went since it was made. */
   private sorted?: string[];
+  /** Names inserted into or removed from `sorted` since it was last sorted. */
+  private sortedEdits = 0;
   /** The last result, while nothing changed. */
   private last?: ListResult;
   /** Names the watcher (or our own writes) saw change since the last list. */
@@ -144,6 +183,10 @@ export class DirStore {
   private buf = Buffer.alloc(16384);
   private readonly indexEveryMs: number;
   private readonly indexMinLeases: number;
+  private readonly readers: number;
+  private readonly parallelMin: number;
+  private readonly readerDiesAfter: number;
+  private readonly readBatch: number;
   /** The cache's leases changed since the index was loaded or written. */
   private indexDirty = false;
   private indexSavedAt = -Infinity;
@@ -152,11 +195,19 @@ export class DirStore {
   /** What the store did, for tests and debugging: files read, index entries used, index files written. */
   readonly counts = { reads: 0, fromIndex: 0, indexWrites: 0 };
 
+  /** What the reader threads did, for tests and debugging: files they read, threads that failed. */
+  readonly parallel = { files: 0, failed: 0 };
+
   constructor(dir: string, opts: DirStoreOptions = {}) {
     this.dir = dir;
     this.subnetsDir = path.join(dir, "subnets");
+    this.filePrefix = this.subnetsDir + path.sep;
     this.indexEveryMs = opts.indexEveryMs ?? INDEX_EVERY_MS;
     this.indexMinLeases = opts.indexMinLeases ?? INDEX_MIN_LEASES;
+    this.readers = Math.min(opts.readers ?? READERS, availableParallelism());
+    this.parallelMin = opts.parallelMin ?? PARALLEL_MIN;
+    this.readerDiesAfter = opts.readerDiesAfter ?? Infinity;
+    this.readBatch = opts.readBatch ?? READ_BATCH;
   }
 
   /** Stops the store's own watcher and index timer (list() keeps working, every list then stats every file). */
@@ -265,48 +316,74 @@ export class DirStore {
     } catch (e) {
       throw storeError(`listing ${this.subnetsDir}`, e);
     }
-    const live = new Set(names);
-    for (const name of this.cache.keys()) if (!live.has(name)) this.drop(name);
+    if (this.cache.size > 0) {
+      const live = new Set(names);
+      for (const name of this.cache.keys()) if (!live.has(name)) this.drop(name);
+    }
     const slicer = new Slicer();
     const tick = () => slicer.tick();
     // A fresh cache starts from the index: its entries are checked like the cache's, below.
     const seed = this.cache.size === 0 && names.length >= this.indexMinLeases && this.dirStamp
       ? await loadIndex(this.dir, this.dirStamp.ino, tick) : undefined;
     let seeded = 0;
-    const prefix = this.subnetsDir + path.sep;
+    // Files with an entry (cached, or from the index) are checked by their stamp; the others are read.
+    const check: string[] = [], entries: Entry[] = [], toRead: string[] = [];
     for (const name of names) {
       const wait = slicer.tick();
       if (wait) await wait;
-      const cached = this.cache.get(name);
-      const e: Entry | undefined = cached ?? seed?.get(name);
+      const e: Entry | undefined = this.cache.get(name) ?? seed?.get(name);
       if (e && !e.transient) {
+        check.push(name);
+        entries.push(e);
+      } else {
+        toRead.push(name);
+      }
+    }
+    const changed: string[] = [];
+    /** A checked file's stamp now (undefined: gone or unreadable): its entry stands (taken from the index), or it is read. */
+    const verdict = (i: number, st: Stamp | undefined): void => {
+      const name = check[i]!, e = entries[i]!;
+      if (st && sameStamp(e, st) && e.ctimeMs + RACY_MS <= e.readAt) {
+        if (this.cache.get(name) !== e) {
+          this.adopt(name, e);
+          seeded++;
+        }
+      } else {
+        changed.push(name); // read below, which also reports a file gone or an error
+      }
+    };
+    if (check.length + toRead.length >= this.parallelMin && this.readers > 1) {
+      await this.inThreads([...check, ...toRead], check.length, verdict);
+    } else {
+      const prefix = this.filePrefix;
+      for (let i = 0; i < check.length; i++) {
+        const wait = slicer.tick();
+        if (wait) await wait;
         let st: Stats | undefined;
         try {
-          st = statSync(prefix + name, { throwIfNoEntry: false });
+          st = statSync(prefix + check[i], { throwIfNoEntry: false });
         } catch {
-          st = undefined; // read below, which reports the error
+          st = undefined;
         }
-        if (st && sameStamp(e, stampOf(st)) && e.ctimeMs + RACY_MS <= e.readAt) {
-          if (!cached) {
-            this.adopt(name, e);
-            seeded++;
-          }
-          continue;
-        }
+        verdict(i, st && stampOf(st));
       }
-      this.read(name);
+      await this.readMany(toRead);
     }
+    await this.readMany(changed);
     if (seed) {
       this.counts.fromIndex += seeded;
       if (seeded !== seed.size) this.indexDirty = true; // it holds entries that are gone or changed
     }
     this.lastFull = performance.now();
+    // The first index write waits a period after the first list (start-up is busy enough).
+    if (this.indexSavedAt === -Infinity) this.indexSavedAt = this.lastFull;
   }
 
   /** Takes a verified index entry into the cache (it changes nothing the index holds). */
   private adopt(name: string, e: Entry): void {
+    if (!this.cache.has(name)) this.sortedInsert(name);
     this.cache.set(name, e);
-    this.sorted = this.last = undefined;
+    this.last = undefined;
   }
 
   /** Writes the index now or, within INDEX_EVERY_MS of the last write, when that has passed. */
@@ -337,16 +414,97 @@ export class DirStore {
   private async reread(names: Iterable<string>): Promise<void> {
     const slicer = new Slicer();
     for (const name of names) {
-      await slicer.tick();
+      const wait = slicer.tick();
+      if (wait) await wait;
       this.read(name);
     }
     // I/O errors are retried at every list.
     for (const [name, e] of this.cache) if (e.transient) this.read(name);
   }
 
+  /** Reads the named files into the cache: here, or by reader threads when there are many (see the design note). */
+  private async readMany(names: readonly string[]): Promise<void> {
+    if (names.length >= this.parallelMin && this.readers > 1) return this.inThreads(names, 0, () => undefined);
+    const slicer = new Slicer();
+    for (const name of names) {
+      const wait = slicer.tick();
+      if (wait) await wait;
+      this.read(name);
+    }
+  }
+
+  /**
+   * Shares `names` out to the reader threads: the first `statBelow` are
+   * only stat(2)ed, their stamps handed to `onStat` (by index in `names`);
+   * the others are read into the cache.
+   */
+  private inThreads(names: readonly string[], statBelow: number, onStat: (i: number, st: Stamp | undefined) => void): Promise<void> {
+    const threads = this.readers;
+    const cut = (i: number) => Math.floor((i * names.length) / threads);
+    return Promise.all(Array.from({ length: threads }, (_, i) =>
+      this.readInThread(names.slice(cut(i), cut(i + 1)), Math.max(0, Math.min(cut(i + 1), statBelow) - cut(i)), (k, st) => onStat(cut(i) + k, st)))).then(() => undefined);
+  }
+
+  /**
+   * Reads (or, the first `statBelow`, stats) `names` in a reader thread;
+   * what it does not deliver is read here. Never rejects.
+   */
+  private readInThread(names: readonly string[], statBelow: number, onStat: (i: number, st: Stamp | undefined) => void): Promise<void> {
+    /** Files read by the thread; `left`: files it has not reported on yet (read or not). */
+    const done = new Uint8Array(names.length);
+    let left = names.length;
+    return new Promise<void>((resolve) => {
+      let worker: Worker | undefined;
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        void worker?.terminate();
+        if (left > 0) this.parallel.failed++;
+        // Whatever the thread did not deliver (it failed or died): read here, errors and all.
+        void (async () => {
+          const slicer = new Slicer();
+          for (let i = 0; i < names.length; i++) {
+            if (done[i]) continue;
+            const wait = slicer.tick();
+            if (wait) await wait;
+            this.read(names[i]!);
+          }
+          resolve();
+        })();
+      };
+      try {
+        worker = new Worker(`(${readerThread.toString()})()`, { eval: true, execArgv: [], workerData: { prefix: this.filePrefix, names, statBelow, batch: this.readBatch, diesAfter: this.readerDiesAfter } });
+      } catch {
+        return finish(); // no thread: read it all here
+      }
+      worker.on("message", (m: ReaderBatch) => {
+        if (finished) return;
+        const st = m.stamps, bytes = Buffer.from(m.bytes);
+        for (let i = 0, j = 0; i < m.count; i++, j += 5) {
+          const at = m.from + i;
+          left--;
+          if (at < statBelow) {
+            onStat(at, Number.isNaN(st[j]!) ? undefined : { ino: st[j]!, size: st[j + 1]!, mtimeMs: st[j + 2]!, ctimeMs: st[j + 3]! });
+            done[at] = 1;
+            continue;
+          }
+          if (Number.isNaN(st[j]!)) continue; // not read there: read here
+          this.counts.reads++;
+          this.parallel.files++;
+          this.settle(names[at]!, st[j]!, st[j + 1]!, st[j + 2]!, st[j + 3]!, st[j + 4]!, bytes.toString("utf8", m.ends[i - 1] ?? 0, m.ends[i]));
+          done[at] = 1;
+        }
+        if (m.last) finish();
+      });
+      worker.on("error", finish);
+      worker.on("exit", finish);
+    });
+  }
+
   /** Reads one lease file into the cache (synchronous: open, fstat, read, close). */
   private read(name: string): void {
-    const file = path.join(this.subnetsDir, name);
+    const file = this.filePrefix + name;
     const readAt = Date.now();
     this.counts.reads++;
     let fd: number;
@@ -357,16 +515,20 @@ export class DirStore {
       else this.put(name, { ...NO_STAMP, readAt, error: storeError(`reading lease ${name}`, e), transient: true });
       return;
     }
-    let stamp: Stamp;
+    let st: Stats;
     let text: string;
     try {
-      stamp = stampOf(fstatSync(fd));
+      st = fstatSync(fd);
+      // Up to the size fstat gave (or to the end, when it gave none): a file
+      // that changes after fstat gets a new stamp, and is read again.
+      const size = st.size;
+      if (size > this.buf.length) this.buf = Buffer.alloc(2 ** Math.ceil(Math.log2(size + 1)));
       let n = 0;
       for (;;) {
         if (n === this.buf.length) this.buf = Buffer.concat([this.buf, Buffer.alloc(this.buf.length)]);
         const k = readSync(fd, this.buf, n, this.buf.length - n, null);
-        if (k === 0) break;
         n += k;
+        if (k === 0 || (size > 0 && n >= size)) break;
       }
       text = this.buf.toString("utf8", 0, n);
     } catch (e) {
@@ -375,16 +537,22 @@ export class DirStore {
     } finally {
       closeSync(fd);
     }
+    this.settle(name, st.ino, st.size, st.mtimeMs, st.ctimeMs, readAt, text);
+  }
+
+  /** Caches what a file held: the lease, or why it is not one. */
+  private settle(name: string, ino: number, size: number, mtimeMs: number, ctimeMs: number, readAt: number, text: string): void {
+    // One shape for every lease entry (the index's too): no spreads, they cost at 100,000 files.
     try {
-      this.put(name, { ...stamp, readAt, lease: parseLease(name, text) });
+      this.put(name, { ino, size, mtimeMs, ctimeMs, readAt, lease: parseLease(name, text) });
     } catch (e) {
-      this.put(name, { ...stamp, readAt, error: isTwillError(e) ? e : storeError(`parsing lease ${name}`, e) });
+      this.put(name, { ino, size, mtimeMs, ctimeMs, readAt, error: isTwillError(e) ? e : storeError(`parsing lease ${name}`, e) });
     }
   }
 
   private put(name: string, e: Entry): void {
     const old = this.cache.get(name);
-    if (!old) this.sorted = undefined;
+    if (!old) this.sortedInsert(name);
     if (old?.lease || e.lease) this.indexDirty = true; // the index holds leases only
     this.last = undefined;
     this.cache.set(name, e);
@@ -394,14 +562,43 @@ export class DirStore {
     const old = this.cache.get(name);
     if (!old) return;
     this.cache.delete(name);
-    this.sorted = this.last = undefined;
+    this.sortedRemove(name);
+    this.last = undefined;
     if (old.lease) this.indexDirty = true;
+  }
+
+  /** Where `name` is or belongs in `sorted` (the first index whose name is not below it). */
+  private static where(sorted: readonly string[], name: string): number {
+    let lo = 0, hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (sorted[mid]! < name) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** A new name in the key order: inserted while few names changed, else the order is dropped (and sorted again). */
+  private sortedInsert(name: string): void {
+    if (!this.sorted) return;
+    if (++this.sortedEdits > SORTED_EDITS) this.sorted = undefined;
+    else this.sorted.splice(DirStore.where(this.sorted, name), 0, name);
+  }
+
+  private sortedRemove(name: string): void {
+    if (!this.sorted) return;
+    const at = DirStore.where(this.sorted, name);
+    if (++this.sortedEdits > SORTED_EDITS || this.sorted[at] !== name) this.sorted = undefined;
+    else this.sorted.splice(at, 1);
   }
 
   /** The cached leases in key order (fresh arrays: the caller may change them). */
   private result(): ListResult {
     if (!this.last) {
-      this.sorted ??= [...this.cache.keys()].sort();
+      if (!this.sorted) {
+        this.sorted = [...this.cache.keys()].sort();
+        this.sortedEdits = 0;
+      }
       const out: ListResult = { leases: [], errors: [] };
       for (const key of this.sorted) {
         const e = this.cache.get(key)!;
@@ -425,9 +622,14 @@ export class DirStore {
       throw storeError(`listing ${this.subnetsDir}`, e);
     }
     const slicer = new Slicer();
+    // Most names are plain IPv4 keys: those are checked from their text (lo > hi: we hold no IPv4 subnet).
+    const b = lease.subnet?.ip.bytes;
+    const lo = b ? ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0 : 1;
+    const hi = lease.subnet ? lo + 2 ** (32 - lease.subnet.len) - 1 : 0;
     for (const name of names) {
-      if (name.startsWith(".") || name === lease.key) continue;
-      await slicer.tick();
+      const wait = slicer.tick();
+      if (wait) await wait;
+      if (name.startsWith(".") || name === lease.key || v4KeyOverlaps(name, lo, hi) === false) continue;
       let subnets: LeaseSubnets | undefined = this.cache.get(name)?.lease;
       if (!subnets) {
         try {
@@ -581,4 +783,78 @@ function pick<T extends object, K extends keyof T>(o: T, ...keys: K[]): Partial<
   const out: Partial<Pick<T, K>> = {};
   for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
   return out;
+}
+
+/** What a reader thread posts: files from … from+count-1 of its names. */
+interface ReaderBatch {
+  readonly from: number;
+  readonly count: number;
+  /** ino, size, mtimeMs, ctimeMs, readAt per file (readAt 0 for a stat only); NaN: not read (or gone). */
+  readonly stamps: Float64Array;
+  /** The files' bytes, one after the other; file i ends at ends[i]. */
+  readonly bytes: ArrayBuffer;
+  readonly ends: Uint32Array;
+  readonly last: boolean;
+}
+
+/**
+ * A reader thread's whole program, sent to it as source text: so it uses
+ * nothing of this module, only what it requires. It stats its first
+ * `statBelow` names, reads the others as DirStore.read does (open, fstat,
+ * read up to the size, close), and posts ReaderBatches (bytes, not
+ * strings: they move to the store's thread without a copy).
+ */
+function readerThread(): void {
+  const { parentPort, workerData } = require("node:worker_threads") as typeof import("node:worker_threads");
+  const { openSync, fstatSync, readSync, closeSync, statSync } = require("node:fs") as typeof import("node:fs");
+  const { prefix, names, statBelow, batch, diesAfter } = workerData as { prefix: string; names: string[]; statBelow: number; batch: number; diesAfter: number };
+  for (let from = 0; from < names.length || from === 0; from += batch) {
+    if (from >= diesAfter * batch) throw new Error("a reader thread dies (test hook)");
+    const count = Math.min(batch, names.length - from);
+    const stamps = new Float64Array(5 * count);
+    const ends = new Uint32Array(count);
+    let buf = Buffer.allocUnsafe(256 * count + 16384);
+    let used = 0;
+    for (let i = 0; i < count; i++) {
+      if (from + i < statBelow) { // a stamp only
+        try {
+          const st = statSync(prefix + names[from + i], { throwIfNoEntry: false });
+          if (st) stamps.set([st.ino, st.size, st.mtimeMs, st.ctimeMs, 0], 5 * i);
+          else stamps.fill(NaN, 5 * i, 5 * i + 5);
+        } catch {
+          stamps.fill(NaN, 5 * i, 5 * i + 5);
+        }
+        ends[i] = used;
+        continue;
+      }
+      try {
+        const readAt = Date.now();
+        const fd = openSync(prefix + names[from + i], "r");
+        try {
+          const st = fstatSync(fd);
+          let n = 0;
+          for (;;) {
+            if (buf.length - used - n < Math.max(st.size, 4096)) {
+              const more = Buffer.allocUnsafe(2 * buf.length + st.size);
+              buf.copy(more, 0, 0, used + n);
+              buf = more;
+            }
+            const k = readSync(fd, buf, used + n, buf.length - used - n, null);
+            n += k;
+            if (k === 0 || (st.size > 0 && n >= st.size)) break;
+          }
+          stamps.set([st.ino, st.size, st.mtimeMs, st.ctimeMs, readAt], 5 * i);
+          used += n;
+        } finally {
+          closeSync(fd);
+        }
+      } catch {
+        stamps.fill(NaN, 5 * i, 5 * i + 5); // read (and reported) by the store's own thread
+      }
+      ends[i] = used;
+    }
+    const bytes = new ArrayBuffer(used);
+    buf.copy(new Uint8Array(bytes), 0, 0, used);
+    parentPort!.postMessage({ from, count, stamps, bytes, ends, last: from + count >= names.length }, [stamps.buffer, bytes, ends.buffer]);
+  }
 }

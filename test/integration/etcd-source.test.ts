@@ -10,6 +10,8 @@
  * stock flanneld would write them. Both servers and their directories are
  * removed in after() and, failing that, at process exit.
  */
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { EtcdSource, type EtcdSourceOptions } from "../../src/lease/etcdsource.js";
@@ -349,9 +351,84 @@ describe("EtcdSource with a real etcd", () => {
     await s.list();
     const rec = new Recorder(s);
     t.after(rec.stop);
-    await put(`${prefix}/subnets/10.244.30.0-24`, FLANNEL_LEASE("192.168.50.130", "aa:bb:cc:dd:ee:1e"));
-    await rec.waitFor("put", "10.244.30.0-24");
-    assert.ok(!rec.has("put", own.key));
+    await put(`${prefix}/subnets/10.244.230.0-24`, FLANNEL_LEASE("192.168.50.130", "aa:bb:cc:dd:ee:1e"));
+    await rec.waitFor("put", "10.244.230.0-24");
+    assert.ok(!rec.has("put", own.key), `our own put came as an event: ${JSON.stringify(rec.events.map((e) => [e.type, e.key]))}, ${rec.resyncs} resyncs, errors ${rec.errors.map((e) => e.message).join("; ")}`);
+  });
+
+  test("lists read only what changed since the last; a delete makes a full read that parses nothing it had; pages meet exactly", async (t) => {
+    const prefix = await network();
+    const lease = (i: number, gen = 0) => put(`${prefix}/subnets/10.244.${100 + i}.0-24`, FLANNEL_LEASE(`192.168.70.${i}`, mac(i + gen * 50)));
+    for (let i = 1; i <= 12; i++) await lease(i);
+    await put(`${prefix}/subnets/10.244.99.0-24`, `{"PublicIP":"192.168.70.999"}`); // not a lease: an error entry
+    const s = source(t, prefix, { listPageSize: 5 });
+    /** What a source that never listed before says (one page). */
+    const fresh = async () => {
+      const f = new EtcdSource({ endpoints: [etcd.endpoint], prefix });
+      try {
+        return await f.list();
+      } finally {
+        await f.close();
+      }
+    };
+    const first = await s.list();
+    assert.equal(first.leases.length, 12);
+    assert.deepEqual(first.errors.map((e) => e.key), ["10.244.99.0-24"]);
+    assert.deepEqual(first, await fresh(), "3 pages of 5 read as one");
+    assert.equal(s.listTransport, "grpc");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 0, parsed: 13 });
+
+    await lease(13);
+    await lease(14);
+    await lease(1, 1); // changed
+    const second = await s.list();
+    assert.deepEqual(second, await fresh());
+    assert.equal(second.leases.find((l) => l.key === "10.244.101.0-24")!.backendData!.vtepMAC, mac(51));
+    assert.deepEqual(second.leases.map((l) => l.key), second.leases.map((l) => l.key).sort(), "key order");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 1, parsed: 16 }, "only the 3 changed keys read and parsed");
+    assert.deepEqual(await s.list(), second);
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 2, parsed: 16 }, "nothing changed: nothing parsed");
+
+    await etcd.etcdctl(["del", `${prefix}/subnets/10.244.105.0-24`]);
+    const third = await s.list();
+    assert.deepEqual(third, await fresh());
+    assert.ok(!third.leases.some((l) => l.key === "10.244.105.0-24"));
+    assert.deepEqual(s.counts, { fullLists: 2, changeLists: 2, parsed: 16 }, "a delete: read in full, nothing parsed again");
+  });
+
+  test("where gRPC cannot be spoken (an HTTP/1.1 proxy in front of etcd), lists use the gateway, with the same result", async (t) => {
+    const prefix = await network();
+    for (let i = 1; i <= 7; i++) await put(`${prefix}/subnets/10.244.${140 + i}.0-24`, FLANNEL_LEASE(`192.168.71.${i}`, mac(i)));
+    let preface = 0;
+    const proxy = http.createServer((req, res) => {
+      if (req.method === "PRI") { // HTTP/2's preface: not spoken here
+        preface++;
+        return req.socket.destroy();
+      }
+      const up = http.request(etcd.endpoint + req.url, { method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode!, r.headers);
+        r.pipe(res);
+      });
+      up.on("error", () => res.destroy());
+      req.pipe(up);
+    });
+    proxy.on("clientError", (_e, socket) => {
+      preface++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    t.after(() => proxy.close());
+    const via = source(t, prefix, { endpoints: [`http://127.0.0.1:${(proxy.address() as AddressInfo).port}`], listPageSize: 3 });
+    const direct = source(t, prefix);
+    const got = await via.list();
+    assert.equal(got.leases.length, 7);
+    assert.deepEqual(got, await direct.list());
+    assert.equal(via.listTransport, "gateway");
+    assert.equal(direct.listTransport, "grpc");
+    assert.ok(preface > 0, "gRPC was tried first");
+    await put(`${prefix}/subnets/10.244.150.0-24`, FLANNEL_LEASE("192.168.71.50", mac(50)));
+    assert.deepEqual(await via.list(), await direct.list(), "and the lists of changes too");
+    assert.equal(via.counts.changeLists, 1);
   });
 
   // Last: it turns authentication on for the whole server.
@@ -372,13 +449,14 @@ describe("EtcdSource with a real etcd", () => {
     await s.list();
     const rec = new Recorder(s);
     t.after(rec.stop);
-    await put(`${prefix}/subnets/10.244.20.0-24`, FLANNEL_LEASE("192.168.50.110", "aa:bb:cc:dd:ee:0b"));
-    await rec.waitFor("put", "10.244.20.0-24");
+    await put(`${prefix}/subnets/10.244.220.0-24`, FLANNEL_LEASE("192.168.50.110", "aa:bb:cc:dd:ee:0b"));
+    await rec.waitFor("put", "10.244.220.0-24");
     // The token expires when unused for 2 s: the next call authenticates again.
     await sleep(3500);
-    assert.deepEqual((await s.list()).leases.map((l) => l.key).sort(), [own.key, "10.244.20.0-24"].sort());
-    await put(`${prefix}/subnets/10.244.21.0-24`, FLANNEL_LEASE("192.168.50.111", "aa:bb:cc:dd:ee:0c"));
-    await rec.waitFor("put", "10.244.21.0-24");
+    assert.deepEqual((await s.list()).leases.map((l) => l.key).sort(), [own.key, "10.244.220.0-24"].sort());
+    assert.equal(s.listTransport, "grpc", "the token goes in gRPC's metadata too");
+    await put(`${prefix}/subnets/10.244.221.0-24`, FLANNEL_LEASE("192.168.50.111", "aa:bb:cc:dd:ee:0c"));
+    await rec.waitFor("put", "10.244.221.0-24");
     await assert.rejects(source(t, prefix, { username: "flannel", password: "wrong" }).readConfig(),
       (e) => isTwillError(e, "ERR_STORE") && /authentication failed/.test(e.message));
     await assert.rejects(source(t, "/elsewhere", { username: "flannel", password: "flannelpw" }).list(),
@@ -403,6 +481,7 @@ describe("EtcdSource with TLS client certificates", () => {
     assert.equal((await good.readConfig()).subnetLen, 24);
     const own = await good.acquire({ publicIP: parseIP("192.168.52.1"), backendData: vx(1) });
     assert.deepEqual((await good.list()).leases.map((l) => l.key), [own.key]);
+    assert.equal(good.listTransport, "grpc", "over TLS (ALPN h2), with the client certificate");
 
     const noCert = new EtcdSource({ endpoints: [etcd.endpoint], cafile: tls.ca, callTimeoutMs: 3000 });
     t.after(() => noCert.close());

@@ -148,3 +148,17 @@ test("findOverlaps reports every overlapping pair once", () => {
   assert.deepEqual(pairs.sort(), ["10.244.0.0-22 10.244.2.0-24", "10.244.0.0-22 10.244.3.0-24", "10.244.20.0-24&fc00:0:0:1::-64 10.244.21.0-24&fc00:0:0:1::-64"]);
   assert.deepEqual(findOverlaps([d, e]), []);
 });
+
+test("IPv6 subnets next to each other, listed out of order: free subnets and overlaps are exact", () => {
+  // fc00:0:0:<n>::/64 differ by 2^64: far below what a double tells apart near 2^127.
+  const keys = [5, 1, 7, 3, 2, 4].map((n) => `0.0.0.0-0&fc00:0:0:${n}::-64`);
+  const leases = keys.map((k) => lease(k));
+  const range = { len: 64, min: parsePrefix("fc00:0:0:1::/64"), max: parsePrefix("fc00:0:0:ffff::/64") };
+  assert.deepEqual(freeSubnets(range, 6, leases, 3).map(formatPrefix), ["fc00:0:0:6::/64", "fc00:0:0:8::/64", "fc00:0:0:9::/64"]);
+  const wide = lease("0.0.0.0-0&fc00:0:0:2::-63"); // holds :2 and :3
+  const pairs = findOverlaps([...leases, wide]).map(([a, b]) => [a.key, b.key].sort().join(" ~ ")).sort();
+  assert.deepEqual(pairs, [
+    "0.0.0.0-0&fc00:0:0:2::-63 ~ 0.0.0.0-0&fc00:0:0:2::-64",
+    "0.0.0.0-0&fc00:0:0:2::-63 ~ 0.0.0.0-0&fc00:0:0:3::-64",
+  ]);
+});

@@ -277,3 +277,93 @@ test("index: missing, corrupt, truncated or foreign ones are ignored and rebuilt
     c.close();
   });
 });
+
+test("reader threads: a big read shared out gives the same list as one thread, errors and all", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    const sub = path.join(dir, "subnets");
+    await writeLeases(sub, 150);
+    // Unreadable as a file (EISDIR: the reader thread cannot read it, so this thread does, and reports it).
+    await fs.mkdir(path.join(sub, "10.245.9.0-24"));
+    const want = await s.list();
+    assert.equal(s.parallel.files, 0, "one thread below PARALLEL_MIN");
+    const t = new DirStore(dir, { readers: 2, parallelMin: 10 });
+    const got = await t.list();
+    t.close();
+    assert.deepEqual(got, want);
+    assert.equal(t.parallel.failed, 0);
+    assert.equal(t.parallel.files, 153, "every file but the directory came from a reader thread");
+    assert.equal(t.counts.reads, 154);
+    assert.ok(got.errors.some((e) => e.key === "10.245.9.0-24" && isTwillError(e.error, "ERR_STORE") && /EISDIR/.test(e.error.message)),
+      JSON.stringify(got.errors.map((e) => [e.key, e.error.message])));
+    assert.deepEqual(got.leases.map((l) => l.key), got.leases.map((l) => l.key).sort(), "key order");
+
+    // A thread that dies half-way: what it did not deliver is read here; nothing lost.
+    const u = new DirStore(dir, { readers: 2, parallelMin: 10, readBatch: 20, readerDiesAfter: 2 });
+    assert.deepEqual(await u.list(), want);
+    u.close();
+    assert.equal(u.parallel.failed, 2, "both threads died");
+    assert.equal(u.parallel.files, 80, "2 batches of 20 from each");
+    assert.equal(u.counts.reads, 154);
+  });
+});
+
+test("key order: names that come and go keep list() sorted, without sorting again", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (s, dir) => {
+    const sub = path.join(dir, "subnets");
+    await writeLeases(sub, 30);
+    await s.list();
+    const lease = (i: number) => ({ key: `10.244.${i}.0-24`, subnet: { ip: parseIP(`10.244.${i}.0`), len: 24 }, publicIP: parseIP("192.168.1.3"), backendType: "vxlan", backendData: { vni: 1, vtepMAC: mac(i) } });
+    for (const i of [200, 7, 150, 31, 99]) await s.writeLease(lease(i));
+    for (const i of [3, 150, 12]) await s.deleteLease(`10.244.${i}.0-24`);
+    const keys = (await s.list()).leases.map((l) => l.key);
+    assert.deepEqual(keys, [...keys].sort());
+    assert.ok(keys.includes("10.244.200.0-24") && keys.includes("10.244.99.0-24") && !keys.includes("10.244.150.0-24") && !keys.includes("10.244.3.0-24"));
+    const fresh = new DirStore(dir);
+    assert.deepEqual(await fresh.list(), await s.list(), "the same as a fresh store's list");
+    fresh.close();
+  });
+});
+
+test("index: the first write waits a period after the first list (start-up is busy enough)", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (_s, dir) => {
+    await writeLeases(path.join(dir, "subnets"), 20);
+    const s = new DirStore(dir, { indexMinLeases: 0, indexEveryMs: 300 });
+    await s.list();
+    await s.idle();
+    assert.equal(s.counts.indexWrites, 0, "not right after the first list");
+    await new Promise((r) => setTimeout(r, 400));
+    await s.idle();
+    assert.equal(s.counts.indexWrites, 1, "a period later");
+    s.close();
+  });
+});
+
+test("reader threads check the index's stamps too: unchanged files come from it, changed and new ones are read", async () => {
+  await withStore(`{"Network":"10.244.0.0/16"}`, async (_s, dir) => {
+    const sub = path.join(dir, "subnets");
+    await writeLeases(sub, 120);
+    const a = new DirStore(dir, indexed);
+    await a.list();
+    await a.idle();
+    a.close();
+    assert.equal(a.counts.indexWrites, 1);
+    // Behind the index: one lease changed, one deleted, one added.
+    await fs.writeFile(path.join(sub, "10.244.5.0-24"), V4.replace("8e:d0:f8:0a:41:19", mac(500)));
+    await fs.rm(path.join(sub, "10.244.6.0-24"));
+    await fs.writeFile(path.join(sub, "10.244.150.0-24"), V4.replace("8e:d0:f8:0a:41:19", mac(150)));
+    const readOnly = { indexMinLeases: 0, indexEveryMs: 60_000 }; // uses the index; writes none within the test
+    const one = new DirStore(dir, { ...readOnly, readers: 1 });
+    const want = await one.list();
+    one.close();
+    const t = new DirStore(dir, { ...readOnly, readers: 2, parallelMin: 10 });
+    const got = await t.list();
+    t.close();
+    assert.deepEqual(got, want, "the same list as one thread");
+    assert.equal(got.leases.find((l) => l.key === "10.244.5.0-24")?.backendData?.vtepMAC, mac(500), "the changed lease is read again");
+    assert.ok(!got.leases.some((l) => l.key === "10.244.6.0-24") && got.leases.some((l) => l.key === "10.244.150.0-24"));
+    assert.deepEqual(t.counts, { reads: 3, fromIndex: 120, indexWrites: 0 }, "the bad file, the changed one and the new one are read; the rest come from the index");
+    assert.deepEqual(t.counts, one.counts);
+    assert.equal(t.parallel.failed, 0);
+    assert.equal(t.parallel.files, 2, "the new and the bad file (not indexed) read by threads; the changed one after, here");
+  });
+});

@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { EtcdSource, type EtcdSourceOptions } from "../../src/lease/etcdsource.js";
+import { decodeRange, encodeRange } from "../../src/lease/etcdclient.js";
 import { isTwillError, type TwillError } from "../../src/errors.js";
 import { parseIP } from "../../src/net/ip.js";
 import { freePort } from "../lib/etcd.js";
@@ -53,4 +54,54 @@ test("etcd unreachable: operations fail with ERR_STORE (retryable); the watch re
     await s.close();
   }
   await assert.rejects(s.list(), (e) => isTwillError(e, "ERR_STORE") && /closed/.test(e.message));
+});
+
+/** A protobuf writer for the test's own messages (independent of etcdclient.ts's encoder). */
+const pb = {
+  varint(v: bigint): number[] {
+    const out: number[] = [];
+    let x = BigInt.asUintN(64, v);
+    while (x >= 0x80n) {
+      out.push(Number(x & 0x7fn) | 0x80);
+      x >>= 7n;
+    }
+    out.push(Number(x));
+    return out;
+  },
+  int(field: number, v: bigint): number[] {
+    return [...pb.varint(BigInt(field << 3)), ...pb.varint(v)];
+  },
+  bytes(field: number, b: Buffer | number[]): number[] {
+    return [...pb.varint(BigInt((field << 3) | 2)), ...pb.varint(BigInt(b.length)), ...b];
+  },
+};
+
+test("gRPC Range messages: the request's fields, and every field of a reply that is read, exactly (big IDs, unknown fields, truncation)", () => {
+  const req = encodeRange({ key: Buffer.from("/a/"), rangeEnd: Buffer.from("/a0"), limit: 10_000, revision: 1234567890123n, minModRevision: 5n });
+  assert.deepEqual([...req], [...pb.bytes(1, Buffer.from("/a/")), ...pb.bytes(2, Buffer.from("/a0")), ...pb.int(3, 10_000n), ...pb.int(4, 1234567890123n), ...pb.int(10, 5n)]);
+  assert.deepEqual([...encodeRange({ key: Buffer.from("k"), rangeEnd: Buffer.from("l"), limit: 0 })], [...pb.bytes(1, Buffer.from("k")), ...pb.bytes(2, Buffer.from("l"))], "zero fields are left out");
+
+  const value = `{"PublicIP":"192.168.1.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}`;
+  const header = [...pb.int(1, 18446744073709551557n), ...pb.int(2, 9007199254740993n), ...pb.int(3, 4242n), ...pb.int(4, 7n)];
+  const kv = (key: string, mod: bigint, lease: bigint) => [
+    ...pb.bytes(1, Buffer.from(key)), ...pb.int(2, 3n), ...pb.int(3, mod), ...pb.int(4, 1n), ...pb.bytes(5, Buffer.from(value)), ...pb.int(6, lease),
+    0x3d, 1, 2, 3, 4, // field 7, fixed32: unknown, skipped
+    0x41, 1, 2, 3, 4, 5, 6, 7, 8, // field 8, fixed64: unknown, skipped
+  ];
+  const reply = Buffer.from([
+    ...pb.bytes(1, header), ...pb.bytes(2, kv("/a/10.0.0.0-24", 100n, 0n)), ...pb.bytes(2, kv("/a/10.0.1.0-24\u00e9", 9007199254740991n, 7587869371525563430n)),
+    ...pb.int(3, 1n), ...pb.int(4, 250_000n), ...pb.bytes(15, [1, 2, 3]),
+  ]);
+  const page = decodeRange(reply);
+  assert.equal(page.revision, 4242n);
+  assert.equal(page.clusterId, "18446744073709551557", "uint64 beyond 2^53, exactly");
+  assert.equal(page.count, 250_000);
+  assert.equal(page.more, true);
+  assert.deepEqual(page.kvs, [
+    { key: "/a/10.0.0.0-24", value, modRevision: "100", lease: "0" },
+    { key: "/a/10.0.1.0-24\u00e9", value, modRevision: "9007199254740991", lease: "7587869371525563430" },
+  ]);
+  assert.deepEqual(page.lastKey, Buffer.from("/a/10.0.1.0-24\u00e9"), "the last key's bytes (the next page starts after them)");
+  assert.deepEqual(decodeRange(Buffer.from(pb.bytes(1, pb.int(3, 9n)))), { revision: 9n, clusterId: "0", count: 0, more: false, kvs: [], lastKey: undefined }, "an empty range");
+  for (const cut of [1, 10, reply.length - 1]) assert.throws(() => decodeRange(reply.subarray(0, cut)), /truncated/, `cut at ${cut}`);
 });

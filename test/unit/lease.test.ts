@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { formatLeaseKey, parseLease, parseLeaseKey, serializeLease, tryParseLease } from "../../src/lease/parse.js";
+import { formatLeaseKey, parseLease, parseLeaseKey, serializeLease, tryParseLease, v4KeyOverlaps } from "../../src/lease/parse.js";
 import { isTwillError } from "../../src/errors.js";
 import { formatIP, formatPrefix, parsePrefix } from "../../src/net/ip.js";
 
@@ -106,4 +106,99 @@ test("serializeLease writes flannel's exact JSON and round-trips", () => {
   assert.equal(serializeLease(v6only), `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::2","BackendType":"vxlan","BackendV6Data":{"VNI":3,"VtepMAC":"8e:d0:f8:0a:41:1a"}}`);
   // Go escapes <, > and & in strings.
   assert.equal(serializeLease({ key: "10.0.1.0-24", backendType: "a<b>&c" }), `{"PublicIP":"0.0.0.0","PublicIPv6":null,"BackendType":"a\\u003cb\\u003e\\u0026c"}`);
+});
+
+/**
+ * flannel's own text is read by a fast path (parse.ts canonicalLease); the
+ * same JSON with a space after its first "{" is never canonical and takes
+ * the general parser. Both must give the same lease, or both the same error.
+ */
+test("flannel's exact text reads as the general parser reads it (the fast path), for good and bad values", () => {
+  const outcome = (key: string, json: string) => {
+    try {
+      return { lease: parseLease(key, json, { expiration: 77 }) };
+    } catch (e) {
+      assert.ok(isTwillError(e, "ERR_INVALID_LEASE"), String(e));
+      return { error: e.message.replace(/malformed JSON \(.*\)$/, "malformed JSON") };
+    }
+  };
+  const text = (ip: string, vni: string, mac: string, v6 = `"PublicIPv6":null,`, type = "vxlan", tail = "") =>
+    `{"PublicIP":"${ip}",${v6}"BackendType":"${type}","BackendData":{"VNI":${vni},"VtepMAC":"${mac}"}${tail}}`;
+  const keys = ["10.244.1.0-24", "10.0.0.0-8", "10.244.1.64-26", "192.168.77.255-32", "0.0.0.0-1", "10.244.1.5-24", "10.244.1.0-33",
+    "10.244.1.0-0", "10.244.1.0-024", "010.244.1.0-24", "10.244.01.0-24", "10.244.1.0-", "10.244.1-24", "10.244.256.0-24", "10.244.1.0-24&fc00::-64", "x"];
+  const ips = ["192.168.77.2", "0.0.0.0", "0.0.0.1", "255.255.255.255", "192.168.077.2", "192.168.77", "192.168.77.2.1", "192.168.77.256", "fd00::2", " 1.2.3.4", ""];
+  const vnis = ["1", "0", "16777215", "16777216", "01", "1.0", "1e0", "-1", "123456789", "1234567890", ""];
+  const macs = ["8e:d0:f8:0a:41:19", "8E:D0:F8:0A:41:19", "01:00:5e:00:00:01", "00:00:00:00:00:00", "8e:d0:f8:0a:41", "8e:d0:f8:0a:41:1", "8e-d0-f8-0a-41-19", "8e:d0:f8:0a:41:1g"];
+  const texts = [
+    ...ips.map((ip) => text(ip, "1", "8e:d0:f8:0a:41:19")),
+    ...vnis.map((v) => text("192.168.77.2", v, "8e:d0:f8:0a:41:19")),
+    ...macs.map((m) => text("192.168.77.2", "1", m)),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19", ""), // a flannel without PublicIPv6
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19", `"PublicIPv6":"fd00::2",`),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19", `"PublicIPv6":null,`, "host-gw"),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19", `"PublicIPv6":null,`, "vxla\\u006e"),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19", `"PublicIPv6":null,`, "vxlan", `,"BackendV6Data":{"VNI":2,"VtepMAC":"8e:d0:f8:0a:41:1a"}`),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19", `"PublicIPv6":null,`, "vxlan", `,"BackendV6Data":null`),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19") + " ",
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19").replace(`"VtepMAC"`, `"vtepmac"`),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19").replace("}}", "} }"),
+    text("192.168.77.2", "1", "8e:d0:f8:0a:41:19").slice(0, -1),
+  ];
+  let fast = 0, compared = 0;
+  for (const key of keys) {
+    for (const json of texts) {
+      const general = outcome(key, json.replace(/^\{/, "{ "));
+      const got = outcome(key, json);
+      assert.deepEqual(got, general, `${key} ${json}`);
+      compared++;
+      if (got.lease && json.startsWith(`{"PublicIP":"`)) fast++;
+    }
+  }
+  assert.ok(fast > 20, `${fast} of ${compared} pairs were good leases in flannel's form`);
+});
+
+test("IPv4 lease keys read as ip.ts reads a prefix (host bits zero, length 1-32, no leading zeros in the address)", () => {
+  const oracle = (key: string) => {
+    const m = /^([0-9.]+)-(\d{1,3})$/.exec(key);
+    if (!m || Number(m[2]) < 1) return undefined;
+    try {
+      return parsePrefix(`${m[1]}/${m[2]}`);
+    } catch {
+      return undefined;
+    }
+  };
+  for (const key of ["10.244.1.0-24", "10.244.1.0-024", "0.0.0.0-1", "128.0.0.0-1", "1.2.3.4-32", "255.255.255.252-30", "10.244.1.5-24",
+    "10.244.1.0-33", "10.244.1.0-0", "10.244.1.0-9999", "01.2.3.0-24", "1.2.3.0--24", "1.2.3-24", "1.2.3.0.0-24", "1.2.3.0-2a", "300.1.1.0-24", "-24", "1.2.3.0"]) {
+    const want = oracle(key);
+    let got: ReturnType<typeof parseLeaseKey> | undefined;
+    try {
+      got = parseLeaseKey(key);
+    } catch (e) {
+      assert.ok(isTwillError(e, "ERR_INVALID_LEASE") && e.message.includes(JSON.stringify(key)), String(e));
+    }
+    assert.deepEqual(got, want && { subnet: want }, key);
+  }
+});
+
+test("v4KeyOverlaps tells from a key's text what parseLeaseKey + an overlap check would, and nothing for other keys", () => {
+  const ranges: [string, number, number][] = [["10.244.1.0/24", 0x0af40100, 0x0af401ff], ["10.244.0.0/16", 0x0af40000, 0x0af4ffff], ["10.244.1.128/25", 0x0af40180, 0x0af401ff], ["none", 1, 0]];
+  const keys = ["10.244.1.0-24", "10.244.0.0-16", "10.244.1.0-25", "10.244.1.128-25", "10.244.2.0-24", "10.0.0.0-8", "0.0.0.0-1", "128.0.0.0-1",
+    "10.244.1.255-32", "10.244.2.0-32", "10.244.1.0-24&fc00::-64", "0.0.0.0-0&fc00::-64", "fc00::-64", "10.244.1.5-24", "x"];
+  for (const [what, lo, hi] of ranges) {
+    for (const key of keys) {
+      let want: boolean | undefined;
+      try {
+        const k = parseLeaseKey(key);
+        if (key.includes("&") || !k.subnet) want = undefined;
+        else want = lo <= hi && !!k.subnet && (() => {
+          const b = k.subnet!.ip.bytes;
+          const from = ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+          return from <= hi && lo <= from + 2 ** (32 - k.subnet!.len) - 1;
+        })();
+      } catch {
+        want = undefined; // not a key: parseLeaseKey reports it
+      }
+      assert.equal(v4KeyOverlaps(key, lo, hi), want, `${key} vs ${what}`);
+    }
+  }
 });
