@@ -11,11 +11,13 @@
  * node decides alike on a full list; `leasePeers` checks one lease against a
  * SubnetIndex of the others, for events. The index answers "does anything
  * overlap this prefix" with one map lookup per distinct prefix length, so
- * 10,000 leases cost 10,000 lookups, not 50 million comparisons.
+ * 10,000 leases cost 10,000 lookups, not 50 million comparisons. Keys are
+ * built from the address bytes (a number for IPv4, eight code units for
+ * IPv6), never from text: a subnet is formatted only for a rejection.
  * Each family of a lease becomes one Peer.
  */
 import type { NetConfig, Lease, VxlanLeaseData } from "./lease/types.js";
-import { formatIP, formatPrefix, maskIP, prefixContains, prefixEqual, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
+import { formatIP, formatPrefix, prefixContains, prefixEqual, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
 import type { Peer } from "./dataplane/types.js";
 import type { ErrorCode } from "./errors.js";
 
@@ -32,34 +34,63 @@ export interface PeerRules {
   readonly checkLength?: boolean;
 }
 
+/** One (family, length) of a SubnetIndex: accepted prefixes by network key. */
+interface Bucket {
+  readonly family: number;
+  readonly len: number;
+  readonly byNet: Map<number | string, { prefix: Prefix; key: string }>;
+}
+
+/**
+ * The key of a network in its bucket, built without text formatting: an IPv4
+ * address as an unsigned 32-bit number, an IPv6 address as a string of its
+ * eight 16-bit groups, one UTF-16 code unit each. `len` masks the address
+ * first (a lookup); without it the address is taken as it is (a stored
+ * prefix, which has no host bits).
+ */
+function netKey(ip: IP, len?: number): number | string {
+  const b = ip.bytes;
+  const keep = (bit: number, width: number) => (len === undefined || len >= bit + width ? -1 : len <= bit ? 0 : -1 << (bit + width - len));
+  if (ip.family === 4) return (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) & keep(0, 32)) >>> 0;
+  let s = "";
+  for (let i = 0; i < 16; i += 2) s += String.fromCharCode(((b[i]! << 8) | b[i + 1]!) & keep(i * 8, 16) & 0xffff);
+  return s;
+}
+
 /** Accepted subnets by prefix, with the lease key that owns each. */
 export class SubnetIndex {
-  private readonly byLen = new Map<string, Map<string, { prefix: Prefix; key: string }>>();
+  /** Buckets by slot (length, plus 33 for IPv6), for add and delete. */
+  private readonly slots: (Bucket | undefined)[] = [];
+  /** The same buckets in the order they were made: `clash` reports the first hit in this order. */
+  private readonly order: Bucket[] = [];
 
-  private bucket(family: number, len: number, create = false) {
-    const id = `${family}/${len}`;
-    let b = this.byLen.get(id);
-    if (!b && create) this.byLen.set(id, (b = new Map()));
+  private bucket(family: number, len: number, create = false): Bucket | undefined {
+    const slot = family === 4 ? len : 33 + len;
+    let b = this.slots[slot];
+    if (!b && create) {
+      b = { family, len, byNet: new Map() };
+      this.slots[slot] = b;
+      this.order.push(b);
+    }
     return b;
   }
   add(p: Prefix, key: string): void {
-    this.bucket(p.ip.family, p.len, true)!.set(formatPrefix(p), { prefix: p, key });
+    this.bucket(p.ip.family, p.len, true)!.byNet.set(netKey(p.ip), { prefix: p, key });
   }
   delete(p: Prefix, key: string): void {
     const b = this.bucket(p.ip.family, p.len);
-    if (b?.get(formatPrefix(p))?.key === key) b.delete(formatPrefix(p));
+    const k = netKey(p.ip);
+    if (b?.byNet.get(k)?.key === key) b.byNet.delete(k);
   }
   /** An accepted prefix of another lease that overlaps `p`, if any. */
   clash(p: Prefix, key: string): Prefix | undefined {
-    for (const [id, b] of this.byLen) {
-      const [fam, lenText] = id.split("/");
-      const len = Number(lenText);
-      if (Number(fam) !== p.ip.family || b.size === 0) continue;
+    for (const { family, len, byNet } of this.order) {
+      if (family !== p.ip.family || byNet.size === 0) continue;
       if (len <= p.len) {
-        const hit = b.get(`${formatIP(maskIP(p.ip, len))}/${len}`);
+        const hit = byNet.get(netKey(p.ip, len));
         if (hit && hit.key !== key) return hit.prefix;
       } else {
-        for (const { prefix, key: k } of b.values()) if (k !== key && prefixContains(p, prefix)) return prefix;
+        for (const { prefix, key: k } of byNet.values()) if (k !== key && prefixContains(p, prefix)) return prefix;
       }
     }
     return undefined;
@@ -86,14 +117,15 @@ function views(l: Lease, c: NetConfig, own: OwnLease): FamilyView[] {
 /** Why one family of a lease cannot be programmed, or undefined if it can. */
 function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean): { code: ErrorCode; reason: string } | undefined {
   const s = v.subnet;
-  const at = formatPrefix(s);
-  if (!v.network || !prefixContains(v.network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at} is outside the network ${v.network ? formatPrefix(v.network) : "(none)"}` };
-  if (checkLength && s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at} has length ${s.len}, the network uses ${v.len}` };
+  // The subnet's text only for a rejection: formatting it for every lease is most of the cost of a large list.
+  const at = () => formatPrefix(s);
+  if (!v.network || !prefixContains(v.network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} is outside the network ${v.network ? formatPrefix(v.network) : "(none)"}` };
+  if (checkLength && s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} has length ${s.len}, the network uses ${v.len}` };
   if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `PublicIP${v.v6 ? "v6" : ""} is missing` };
   if (!v.data) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.v6 ? "V6" : ""}Data is missing` };
-  if (v.own && prefixOverlaps(v.own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at} is ours, but this lease gives PublicIP ${formatIP(v.publicIP)}` };
+  if (v.own && prefixOverlaps(v.own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} is ours, but this lease gives PublicIP ${formatIP(v.publicIP)}` };
   const clash = index.clash(s, key);
-  if (clash) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at} overlaps the lease for ${formatPrefix(clash)}` };
+  if (clash) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} overlaps the lease for ${formatPrefix(clash)}` };
   return undefined;
 }
 
@@ -104,10 +136,15 @@ function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: bool
 export function leasePeers(l: Lease, rules: PeerRules, index: SubnetIndex): Peer[] | Rejected {
   if (l.key === rules.own.key || l.backendType !== "vxlan") return [];
   const fams = views(l, rules.config, rules.own);
-  const problems = fams.map((v) => check(v, l.key, index, rules.checkLength ?? true)).filter((x) => x !== undefined);
-  if (problems.length) return { key: l.key, code: problems[0]!.code, reason: problems.map((p) => p.reason).join("; ") };
-  const direct = rules.direct ?? (() => false);
-  return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: direct(v.publicIP!) }));
+  const checkLength = rules.checkLength ?? true;
+  // A plain loop, no intermediate arrays: this runs once per lease of a full list.
+  let rejected: Rejected | undefined;
+  for (const v of fams) {
+    const p = check(v, l.key, index, checkLength);
+    if (p) rejected = rejected ? { ...rejected, reason: `${rejected.reason}; ${p.reason}` } : { key: l.key, ...p };
+  }
+  if (rejected) return rejected;
+  return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: rules.direct ? rules.direct(v.publicIP!) : false }));
 }
 
 export const isRejected = (r: Peer[] | Rejected): r is Rejected => !Array.isArray(r);
@@ -117,7 +154,10 @@ export function leasesToPeers(leases: readonly Lease[], rules: PeerRules): { byK
   const byKey = new Map<string, Peer[]>();
   const rejected: Rejected[] = [];
   const index = new SubnetIndex();
-  const sorted = [...leases].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  // A source usually lists in key order already: check that in one pass before paying for a sort.
+  let inOrder = true;
+  for (let i = 1; i < leases.length && inOrder; i++) inOrder = leases[i - 1]!.key <= leases[i]!.key;
+  const sorted = inOrder ? leases : [...leases].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   for (const l of sorted) {
     const r = leasePeers(l, rules, index);
     if (isRejected(r)) {
