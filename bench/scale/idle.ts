@@ -9,7 +9,9 @@
  *
  * How it works: the three clusters are built and started at once and
  * measured side by side (idle daemons do not compete for the CPU). After
- * 5 s of settling, two windows of `seconds` each, one after the other:
+ * 15 s of settling (V8's memory reducer runs two full collections about 9 s
+ * after a process starts: start-up, not idling), two windows of `seconds`
+ * each, one after the other:
  * 1) CPU and memory: utime+stime (+cutime+cstime: reaped children) of the
  *    daemon from /proc/<pid>/stat at both ends, as % of one core over the
  *    window; VmRSS at its end. Nothing is attached to the daemon.
@@ -110,7 +112,7 @@ async function one(source: IdleSourceId, peers: number, seconds: number, workDir
     for (const n of tc.nodes) await tc.start(n);
     const n = tc.nodes[0]!;
     const pid = daemonPid(n.proc!.pid!);
-    await sleep(5000);
+    await sleep(15_000);
     const c0 = cpuSeconds(pid), t0 = performance.now();
     await sleep(seconds * 1000);
     const cpuPercent = ((cpuSeconds(pid) - c0) / ((performance.now() - t0) / 1000)) * 100;

@@ -110,12 +110,8 @@ export class BpfMap {
     const ks = this.keySize, vs = this.lookupSize;
     let count = 0;
     this.dump((keys, values, n) => {
-      // Interleaved by a loop: two native copies per entry cost more than the bytes.
       const out = Buffer.allocUnsafe(n * (ks + vs));
-      for (let i = 0, o = 0; i < n; i++) {
-        for (let j = 0, k = i * ks; j < ks; j++) out[o++] = keys[k + j]!;
-        for (let j = 0, v = i * vs; j < vs; j++) out[o++] = values[v + j]!;
-      }
+      interleave(keys, values, ks, vs, 0, n, out);
       parts.push(out);
       count += n;
     });
@@ -183,10 +179,9 @@ export class BpfMap {
     const ks = this.keySize, vs = this.lookupSize;
     const { keys, values, count } = await this.dumpAsync(expect);
     const bytes = Buffer.allocUnsafe(count * (ks + vs));
-    for (let i = 0, o = 0; i < count; i++) {
-      if (pause && i % BATCH === BATCH - 1) await pause();
-      for (let j = 0, k = i * ks; j < ks; j++) bytes[o++] = keys[k + j]!;
-      for (let j = 0, v = i * vs; j < vs; j++) bytes[o++] = values[v + j]!;
+    for (let i = 0; i < count; i += BATCH) {
+      if (pause && i > 0) await pause();
+      interleave(keys, values, ks, vs, i, Math.min(count, i + BATCH), bytes);
     }
     return {
       bytes, count,
@@ -311,6 +306,18 @@ export class BpfMap {
 
   close(): void {
     closeFd(this.fd);
+  }
+}
+
+/**
+ * Entries from..to of packed keys and values, written key then value into
+ * `out` (a loop: two native copies per entry cost more than the bytes; a
+ * small function of its own, so V8 optimizes it quickly and cheaply).
+ */
+function interleave(keys: Buffer, values: Buffer, ks: number, vs: number, from: number, to: number, out: Buffer): void {
+  for (let i = from, o = from * (ks + vs); i < to; i++) {
+    for (let j = 0, k = i * ks; j < ks; j++) out[o++] = keys[k + j]!;
+    for (let j = 0, v = i * vs; j < vs; j++) out[o++] = values[v + j]!;
   }
 }
 

@@ -6,9 +6,10 @@
  * one is fine) and one direct-action filter at twill's own handle and
  * priority on the hook. The filter belongs to the device, so it outlives the
  * controller with no pin. Re-attaching queries the filter first: the same
- * program tag is adopted as is, another program is swapped in atomically
- * with BPF_TC_F_REPLACE. The structs are libbpf 1.1's bpf_tc_hook and
- * bpf_tc_opts, laid out by hand (size_t sz first).
+ * program tag is adopted as is (no qdisc request: the filter implies its
+ * qdisc), another program is swapped in atomically with BPF_TC_F_REPLACE.
+ * The structs are libbpf 1.1's bpf_tc_hook and bpf_tc_opts, laid out by
+ * hand (size_t sz first).
  */
 import { TwillError } from "../errors.js";
 import { libbpf, check, closeFd, errnoName, quietly } from "./libbpf.js";
@@ -48,11 +49,13 @@ export function tcQuery(ifindex: number, dir: Direction): number {
 
 export function tcAttach(progFd: number, ifindex: number, dir: Direction, sameProg: (progId: number) => boolean): "created" | "updated" | "adopted" {
   const a = libbpf();
-  const h = hook(ifindex, dir);
-  const r = a.tc_hook_create(h);
-  if (r < 0 && r !== -17) throw new TwillError("ERR_BPF_ATTACH", `creating the clsact qdisc on ifindex ${ifindex}: ${errnoName(r)}`);
+  // Our filter in place (the common case, at every reconcile): one query, no qdisc request.
   const current = tcQuery(ifindex, dir);
   if (current && sameProg(current)) return "adopted";
+  const h = hook(ifindex, dir);
+  // EEXIST (the qdisc is there, e.g. for the other direction) is fine: libbpf's complaint about it is demoted.
+  const r = quietly(() => a.tc_hook_create(h));
+  if (r < 0 && r !== -17) throw new TwillError("ERR_BPF_ATTACH", `creating the clsact qdisc on ifindex ${ifindex}: ${errnoName(r)}`);
   check(a.tc_attach(h, opts(progFd, current ? BPF_TC_F_REPLACE : 0)), "ERR_BPF_ATTACH", `attaching tc ${dir} on ifindex ${ifindex}`);
   return current ? "updated" : "created";
 }

@@ -161,9 +161,9 @@ export class BpfDataplane implements Dataplane {
     // (every FULL_CHECK_EVERY reconciles) a reconcile only confirms the device
     // still has its ifindex, then re-asserts links, config and own entries,
     // which are BPF syscalls. A deleted device is caught at once either way.
+    // (Our own entries are in the shadow: the trie's dump and diff repair them.)
     if (cur && this.sinceFull++ % FULL_CHECK_EVERY !== 0 && ifNameToIndex(cur.name) === cur.ifindex) {
       this.writeConfig();
-      this.writeOwnEntries(fams);
       this.attachDevice(cur);
       this.attachAround(fams);
       return [];

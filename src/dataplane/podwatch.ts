@@ -15,11 +15,16 @@
  *    an idle node does no work at all.
  * 3) Changes are debounced (DEBOUNCE_MS), then the full port list goes to
  *    `onPorts`, which is idempotent (attach new, drop vanished); calls never
- *    overlap. When the kernel drops events (ENOBUFS), or on kick(), the
- *    ports are re-dumped.
+ *    overlap. When the kernel drops events (ENOBUFS) the ports are
+ *    re-dumped.
+ * 4) kick() (the daemon's reconcile) hands the ports to `onPorts` again, so
+ *    an attachment removed by hand (which makes no netlink event) comes
+ *    back. The events keep the port list exact, so a kick does not re-dump
+ *    it (only without a subscription, the ports' only source then); and
+ *    when there are no ports and `onPorts` already settled that, a kick
+ *    does nothing at all: an idle node without pods pays nothing for it.
  * `periodMs` is accepted for the old constructor and ignored: there is no
- * periodic re-scan (the daemon's reconcile is the safety net; it may call
- * kick()).
+ * periodic re-scan (the daemon's reconcile is the safety net).
  */
 import type { Logger } from "../log.js";
 import { dumpLinks, getLinkRaw } from "../net/netlink/rtnl.js";
@@ -39,6 +44,8 @@ export class PodWatcher {
   private needDump = true;
   private bridgeIndex = 0;
   private readonly ports = new Map<number, string>();
+  /** The last `onPorts` call returned for an empty port list: nothing is attached, nothing to re-check. */
+  private settledEmpty = false;
 
   constructor(
     private readonly bridge: string,
@@ -51,11 +58,11 @@ export class PodWatcher {
   start(): void {
     if (this.sub || this.stopped) return;
     try {
-      this.sub = watchLinks((evs) => this.onEvents(evs), () => this.kick());
+      this.sub = watchLinks((evs) => this.onEvents(evs), () => this.rescan());
     } catch (e) {
       this.log.warn("cannot subscribe to link events; pod ports follow kick() only", { err: e });
     }
-    this.kick();
+    this.rescan();
   }
 
   private onEvents(events: readonly LinkEvent[]): void {
@@ -91,23 +98,38 @@ export class PodWatcher {
     }, DEBOUNCE_MS);
   }
 
-  /** Re-reads the bridge's ports now (or right after the call in progress) and reports them. */
+  /**
+   * Reports the ports again now (or right after the call in progress), so
+   * `onPorts` re-checks their attachments; re-reads them first only when no
+   * events follow them. Nothing when there are no ports and that is settled.
+   */
   kick(): void {
+    if (!this.sub) this.needDump = true;
+    if (!this.needDump && this.ports.size === 0 && this.settledEmpty) return;
+    this.flush();
+  }
+
+  /** Re-reads the bridge's ports (events were lost, or at start) and reports them. */
+  private rescan(): void {
     this.needDump = true;
     this.flush();
   }
 
-  private dump(): void {
-    this.needDump = false;
+  /** Reads the bridge and its ports; false when that failed (then the ports are not reported, and the next kick reads again). */
+  private dump(): boolean {
     this.ports.clear();
     this.bridgeIndex = 0;
     try {
       const br = getLinkRaw(this.bridge);
-      if (!br) return;
-      this.bridgeIndex = br.ifindex;
-      for (const l of dumpLinks()) if (l.master === br.ifindex) this.ports.set(l.ifindex, l.name);
+      if (br) {
+        this.bridgeIndex = br.ifindex;
+        for (const l of dumpLinks()) if (l.master === br.ifindex) this.ports.set(l.ifindex, l.name);
+      }
+      this.needDump = false;
+      return true;
     } catch (e) {
-      this.log.warn("pod port scan failed", { err: e });
+      this.log.warn("pod port scan failed; will read the ports again at the next event or reconcile", { err: e });
+      return false;
     }
   }
 
@@ -122,8 +144,11 @@ export class PodWatcher {
       try {
         do {
           this.again = false;
-          if (this.needDump) this.dump();
+          this.settledEmpty = false;
+          if (this.needDump && !this.dump()) break;
+          const empty = this.ports.size === 0;
           await this.onPorts([...this.ports].map(([ifindex, name]) => ({ name, ifindex })));
+          this.settledEmpty = empty;
         } while (this.again && !this.stopped);
       } catch (e) {
         this.log.warn("pod port sync failed", { err: e });

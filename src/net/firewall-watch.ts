@@ -16,8 +16,10 @@
  *    the iptables processes twill ran itself (masq.ts isOwnPid), `onChange`
  *    is called (debounced). Lost events (ENOBUFS) count as a change.
  * 3) legacy (no events exist) or unknown: a timer every `fallbackMs`
- *    (default 10 minutes) calls `onChange`. The same slow timer also runs
- *    with nft, as a safety net.
+ *    (default 10 minutes) calls `onChange`. With nft a slower timer (default
+ *    an hour) is the safety net: the events are the signal, lost ones are
+ *    reported (ENOBUFS), and each check runs iptables, so an idle node
+ *    starts a process only once an hour.
  * Use: await ensureForward/ensureMasq once at start, then
  *   const fw = await watchFirewall(() => recheck());   // recheck = ensureForward + ensureMasq
  *   ... fw.stop() at shutdown.
@@ -54,7 +56,7 @@ export async function firewallBackend(path = process.env["PATH"] ?? "/usr/sbin:/
 }
 
 export interface FirewallWatchOptions {
-  /** Re-check period without events (legacy), and safety net with them; default 10 minutes. */
+  /** Re-check period: without events (legacy) default 10 minutes; as the safety net beside nft events default an hour. */
   readonly fallbackMs?: number;
   /** Default 200 ms: one call for a burst of commits. */
   readonly debounceMs?: number;
@@ -72,6 +74,8 @@ export interface FirewallWatch {
 }
 
 const TYPE = (msg: number): number => (NFNL_SUBSYS_NFTABLES << 8) | msg;
+/** The re-check period without events, and beside them (the safety net). */
+const FALLBACK_MS = 600_000, FALLBACK_WITH_EVENTS_MS = 3_600_000;
 
 /** What an nf_tables notification touched: [table, chain?], or undefined for other messages. */
 export function touched(m: Message): { table: string; chain?: string; gen?: number } | undefined {
@@ -115,9 +119,6 @@ export async function watchFirewall(onChange: (reason: string) => void, opts: Fi
       onChange(r);
     }, opts.debounceMs ?? 200);
   };
-  const timer = setInterval(() => onChange("periodic check"), opts.fallbackMs ?? 600_000);
-  timer.unref();
-
   let sub: Subscription | undefined;
   if (backend === "nft") {
     let relevant: string | undefined;
@@ -143,6 +144,8 @@ export async function watchFirewall(onChange: (reason: string) => void, opts: Fi
       sub = undefined; // no nfnetlink (module missing): the timer remains
     }
   }
+  const timer = setInterval(() => onChange("periodic check"), opts.fallbackMs ?? (sub ? FALLBACK_WITH_EVENTS_MS : FALLBACK_MS));
+  timer.unref();
   return {
     mode: sub ? "events" : "timer",
     stop() {

@@ -39,6 +39,7 @@ import { NUD_NOARP } from "./netlink/consts.js";
 import { fdbFlagNames, fdbStateName, neighStateNames } from "./netlink/neigh-codec.js";
 import { isMainTable } from "./netlink/route-codec.js";
 import type { RawLink } from "./netlink/link-codec.js";
+import type { RawAddr } from "./netlink/addr-codec.js";
 import {
   changeAddr, createVxlan, deleteLinkRaw, dumpAddrs, dumpFdb, dumpLinks, dumpNeighs, dumpRoutes, getLinkByIndex,
   getLinkRaw, ifindexOf, routeGetRaw, setLink, type LinkChange,
@@ -158,20 +159,21 @@ interface LinkAddrs {
   readonly addrs: readonly AddrEntry[];
 }
 
-function listAddrs(dev?: string): LinkAddrs[] {
-  const only = dev === undefined ? undefined : ifindexOf(checkIfName(dev), `addr show dev ${dev}`);
+const toAddrEntry = (a: RawAddr): AddrEntry => ({ family: a.local.family, local: a.local, prefixLen: a.prefixLen, scope: a.scope });
+
+/** Every link with its addresses. */
+function listAddrs(): LinkAddrs[] {
   const addrs = dumpAddrs();
-  return dumpLinks()
-    .filter((l) => only === undefined || l.ifindex === only)
-    .map((l) => ({
-      name: l.name, ifindex: l.ifindex, mtu: l.mtu,
-      addrs: addrs.filter((a) => a.ifindex === l.ifindex).map((a) => ({ family: a.local.family, local: a.local, prefixLen: a.prefixLen, scope: a.scope })),
-    }));
+  return dumpLinks().map((l) => ({
+    name: l.name, ifindex: l.ifindex, mtu: l.mtu,
+    addrs: addrs.filter((a) => a.ifindex === l.ifindex).map(toAddrEntry),
+  }));
 }
 
-/** The addresses on `dev`. */
+/** The addresses on `dev` (one link lookup and the address dump: the other links are not read). */
 export async function getAddrs(dev: string): Promise<AddrEntry[]> {
-  return [...(listAddrs(dev)[0]?.addrs ?? [])];
+  const ifindex = ifindexOf(checkIfName(dev), `addr show dev ${dev}`);
+  return dumpAddrs().filter((a) => a.ifindex === ifindex).map(toAddrEntry);
 }
 
 const firstGlobal = (l: LinkAddrs, f: Family): IP | undefined =>

@@ -62,8 +62,9 @@ async function child(scenario: string): Promise<void> {
     const b = await L.ensureVxlan({ ...spec4, vni: 8 }, (m) => logs.push(m));
     const links = (await L.listLinks()).filter((l) => l.name.startsWith("vx"));
     const missing = await L.getLink("nope0");
+    const noAddrs = await L.getAddrs("nope0").then(() => "no error", (e: Error) => e.message);
     const ports = await L.bridgePorts("br0");
-    out({ a, again, b, links, one, routes, neighs, fdb, addrs, underlay: { ...underlay, ipv4: underlay.ipv4 && formatIP(underlay.ipv4) }, byDefault, missing: missing ?? null, logs, ports });
+    out({ a, again, b, links, one, routes, neighs, fdb, addrs, underlay: { ...underlay, ipv4: underlay.ipv4 && formatIP(underlay.ipv4) }, byDefault, missing: missing ?? null, noAddrs, logs, ports });
     return;
   }
   if (scenario === "batch") {
@@ -103,8 +104,13 @@ async function child(scenario: string): Promise<void> {
     const log = { warn: (m: string) => out({ warn: m }), info() {}, debug() {}, error() {} };
     const w = new PodWatcher("br0", async (ports) => out({ t: Date.now(), ports: ports.map((p) => p.name).sort() }), log as never, 1000);
     w.start();
-    // Stop when the parent closes stdin; the process must then exit on its own (no timer or poll left).
-    process.stdin.resume();
+    // A line "kick" from the parent is a reconcile's kick(); the parent closing
+    // stdin stops the watcher, and the process must then exit on its own (no timer or poll left).
+    createInterface({ input: process.stdin }).on("line", (l) => {
+      if (l !== "kick") return;
+      w.kick();
+      out({ kicked: Date.now() });
+    });
     process.stdin.on("end", () => w.stop());
     return;
   }
@@ -136,9 +142,9 @@ function childJSON(scenario: string): any {
 }
 
 /** Starts a long-running child scenario; lines of JSON arrive through `next`. */
-function startChild(scenario: string, traceFile?: string) {
+function startChild(scenario: string, traceFile?: string, syscalls = "execve") {
   const argv = [`--net=/run/netns/${NS}`, process.execPath, SELF];
-  const [cmd, args] = traceFile ? ["strace", ["-f", "-qq", "-e", "trace=execve", "-o", traceFile, "nsenter", ...argv]] : ["nsenter", argv];
+  const [cmd, args] = traceFile ? ["strace", ["-f", "-qq", "-e", `trace=${syscalls}`, "-o", traceFile, "nsenter", ...argv]] : ["nsenter", argv];
   const p = spawn(cmd as string, args as string[], { env: { ...process.env, NLTEST_CHILD: scenario }, stdio: ["pipe", "pipe", "inherit"] });
   const lines: any[] = [];
   const waiters: (() => void)[] = [];
@@ -208,6 +214,7 @@ if (CHILD) {
     assert.ok(r.logs.some((m: string) => /vx4: vxlan id 7 != 8; replacing the device/.test(m)), r.logs.join("\n"));
     assert.deepEqual([r.one.vxlan.dev, r.one.vxlan.id, r.one.ifindex], ["d0", 7, r.a.ifindex]);
     assert.equal(r.missing, null);
+    assert.match(r.noAddrs, /addr show dev nope0: Cannot find device "nope0"/);
     assert.deepEqual(r.ports, [{ name: "v1", ifindex: ipj("link", "show", "dev", "v1")[0].ifindex, kind: "veth" }]);
     assert.ok(r.addrs.includes("10.244.1.0/32 global"), r.addrs.join(", "));
     // routes/neigh/fdb were read before vx4 was replaced: compare with what iproute2 would have shown
@@ -244,9 +251,10 @@ if (CHILD) {
     assert.deepEqual(ip, []);
   });
 
-  test("PodWatcher: ports from events within ~100 ms, no process started, exits when stopped", async () => {
+  test("PodWatcher: ports from events within ~100 ms; a kick re-reports the ports without reading them again, and is free with none; no process started; exits when stopped", async () => {
     const trace = `/tmp/${NS}-execve.txt`;
-    const c = startChild("podwatch", trace);
+    const c = startChild("podwatch", trace, "execve,sendto");
+    const reports = () => c.lines.filter((x) => x.ports).length;
     try {
       await c.next((x) => x.ports && x.ports.join() === "v1", "initial port list [v1]", 10_000);
       sh("ip", "-n", NS, "link", "add", "v2", "type", "veth", "peer", "name", "v2p");
@@ -263,13 +271,29 @@ if (CHILD) {
       assert.ok(added.t - t0 < 150, `port reported after ${added.t - t0} ms`);
       // 2 s idle: nothing more may be reported
       await new Promise((res) => setTimeout(res, 2000));
-      assert.equal(c.lines.filter((x) => x.ports).length, 4, JSON.stringify(c.lines));
+      assert.equal(reports(), 4, JSON.stringify(c.lines));
+      // No ports, and that is settled: a kick reports nothing.
+      c.p.stdin!.write("kick\n");
+      await c.next((x) => x.kicked, "the kick's acknowledgement");
+      await new Promise((res) => setTimeout(res, 300));
+      assert.equal(reports(), 4, `a kick with no ports reported something: ${JSON.stringify(c.lines)}`);
+      // With a port, a kick reports it again (the dataplane re-checks its attachment).
+      sh("ip", "-n", NS, "link", "set", "v1", "master", "br0");
+      await c.next((x) => x.ports && x.ports.join() === "v1", "[v1] after v1 rejoined the bridge");
+      c.p.stdin!.write("kick\n");
+      await c.next((x) => x.ports && x.ports.join() === "v1", "[v1] again after a kick");
+      assert.equal(reports(), 6, JSON.stringify(c.lines));
       c.p.stdin!.end();
       const code = await Promise.race([c.exited, new Promise((res) => setTimeout(() => res("timeout"), 5000))]);
       assert.equal(code, 0, "the child exits by itself once the watcher is stopped");
-      const execs = readFileSync(trace, "utf8").split("\n").filter((l) => /execve\(/.test(l) && / = 0$/.test(l));
+      const lines = readFileSync(trace, "utf8").split("\n");
+      const execs = lines.filter((l) => /execve\(/.test(l) && / = 0$/.test(l));
       // nsenter itself, then node: nothing else
       assert.deepEqual(execs.map((l) => /execve\("([^"]+)"/.exec(l)![1]!.split("/").pop()), ["nsenter", "node"], execs.join("\n"));
+      // The ports were read once, at start: events and kicks did not dump the links again.
+      // (strace runs outside the namespace, so it may print the type and flags undecoded: 0x12, 0x300.)
+      const linkDumps = lines.filter((l) => /sendto\(/.test(l) && /nlmsg_type=(?:RTM_GETLINK|0x12\b)[^}]*nlmsg_flags=[^,}]*(?:NLM_F_DUMP|0x300)/.test(l));
+      assert.equal(linkDumps.length, 1, `link dumps:\n${linkDumps.join("\n")}`);
     } finally {
       c.p.kill("SIGKILL");
       rmSync(trace, { force: true });

@@ -25,7 +25,7 @@ import { E, strerror } from "./libc.js";
 import { decodeLink, encodeIfinfo, vxlanAttrs, type RawLink, type VxlanCreate } from "./link-codec.js";
 import { decodeNeigh, encodeNdmsg, type RawNeigh } from "./neigh-codec.js";
 import { decodeRoute, encodeRtmsg, routeGetRequest, type RawRoute } from "./route-codec.js";
-import { rtnl } from "./socket.js";
+import { kernelError, rtnl } from "./socket.js";
 import { formatIP, type Family, type IP } from "../ip.js";
 import { macToBytes } from "../../lease/mac.js";
 
@@ -44,26 +44,33 @@ export function dumpLinks(): RawLink[] {
     .filter((l): l is RawLink => l !== undefined);
 }
 
+/**
+ * One RTM_GETLINK; undefined when there is no such device (ENODEV). A
+ * missing device is an answer, not an error: nothing is thrown or built for
+ * it (the pod bridge is looked up before the CNI plugin has made it).
+ */
+function getLinkWith(header: Uint8Array, attrs: readonly Buffer[], what: string): RawLink | undefined {
+  const r = rtnl().tryRequest(RTM_GETLINK, 0, header, attrs, what);
+  if ("errno" in r) {
+    if (r.errno === E.ENODEV) return undefined;
+    throw kernelError(what, r);
+  }
+  for (const m of r.replies) {
+    if (m.type !== RTM_NEWLINK) continue;
+    const l = decodeLink(m);
+    if (l) return l;
+  }
+  return undefined;
+}
+
 /** The link named `name`, or undefined when there is none. */
 export function getLinkRaw(name: string): RawLink | undefined {
   checkIfName(name);
-  try {
-    const replies = rtnl().request(RTM_GETLINK, 0, encodeIfinfo(), [str(IFLA_IFNAME, name), skipStats], `link show dev ${name}`);
-    return replies.filter((m) => m.type === RTM_NEWLINK).map(decodeLink).find((l) => l !== undefined);
-  } catch (e) {
-    if (e instanceof NetlinkError && e.errno === E.ENODEV) return undefined;
-    throw e;
-  }
+  return getLinkWith(encodeIfinfo(), [str(IFLA_IFNAME, name), skipStats], `link show dev ${name}`);
 }
 
 export function getLinkByIndex(ifindex: number): RawLink | undefined {
-  try {
-    const replies = rtnl().request(RTM_GETLINK, 0, encodeIfinfo(ifindex), [skipStats], `link show index ${ifindex}`);
-    return replies.filter((m) => m.type === RTM_NEWLINK).map(decodeLink).find((l) => l !== undefined);
-  } catch (e) {
-    if (e instanceof NetlinkError && e.errno === E.ENODEV) return undefined;
-    throw e;
-  }
+  return getLinkWith(encodeIfinfo(ifindex), [skipStats], `link show index ${ifindex}`);
 }
 
 /** The ifindex of `name`; throws ENODEV 'Cannot find device "name"' (naming `what`). */

@@ -192,11 +192,21 @@ export class NlSocket {
    * the ack (a GET's answer). Throws a NetlinkError naming `what`.
    */
   request(type: number, flags: number, header: Uint8Array, attrs: readonly Buffer[], what: string): Message[] {
+    const r = this.tryRequest(type, flags, header, attrs, what);
+    if ("errno" in r) throw kernelError(what, r);
+    return r.replies;
+  }
+
+  /**
+   * request() for answers the caller expects to be "no" (a GET of a device
+   * that may not exist): the kernel's refusal comes back as its NlError, not
+   * thrown, so no error object (errno text, stack trace) is built for it.
+   */
+  tryRequest(type: number, flags: number, header: Uint8Array, attrs: readonly Buffer[], what: string): { replies: Message[] } | NlError {
     const seq = this.nextSeq();
     const { errors, replies } = this.transact([encodeMessage(type, flags | NLM_F_REQUEST | NLM_F_ACK, seq, header, attrs)], [seq], what);
     const e = errors.get(seq);
-    if (e && e.errno !== 0) throw kernelError(what, e);
-    return replies;
+    return e && e.errno !== 0 ? e : { replies };
   }
 
   /**
