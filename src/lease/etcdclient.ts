@@ -594,26 +594,26 @@ class ProtoReader {
     if (this.at >= this.end) throw pbBad("truncated");
     return this.buf[this.at++]!;
   }
-  /** A varint that fits a double exactly (tags, lengths, counts, revisions). */
-  uint(): number {
+  /** The next varint as a double (exact up to 2^53). */
+  private varint(): number {
     let v = 0, mul = 1, b: number;
     do {
       b = this.byte();
       v += (b & 0x7f) * mul;
       mul *= 128;
     } while (b & 0x80);
+    return v;
+  }
+  /** A varint that fits a double exactly (tags, lengths, counts, revisions). */
+  uint(): number {
+    const v = this.varint();
     if (v > Number.MAX_SAFE_INTEGER) throw pbBad(`a number over 2^53 (${v})`);
     return v;
   }
   /** An int64 (signed) or uint64 varint, exactly, as decimal text (as the gateway writes them). */
   decimal(signed: boolean): string {
     const from = this.at;
-    let v = 0, mul = 1, b: number;
-    do {
-      b = this.byte();
-      v += (b & 0x7f) * mul;
-      mul *= 128;
-    } while (b & 0x80);
+    const v = this.varint();
     if (v <= Number.MAX_SAFE_INTEGER) return String(v);
     let big = 0n;
     for (let i = this.at - 1; i >= from; i--) big = (big << 7n) | BigInt(this.buf[i]! & 0x7f);
