@@ -115,11 +115,7 @@ export class BpfMap {
       parts.push(out);
       count += n;
     });
-    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    return {
-      bytes, count,
-      entries: () => Array.from({ length: count }, (_, i): [Buffer, Buffer] => [bytes.subarray(i * (ks + vs), i * (ks + vs) + ks), bytes.subarray(i * (ks + vs) + ks, (i + 1) * (ks + vs))]),
-    };
+    return mapSnapshot(parts.length === 1 ? parts[0]! : Buffer.concat(parts), count, ks, vs);
   }
 
   /** Entries the last dumpAsync() found: the size of the next one's batch. */
@@ -183,10 +179,7 @@ export class BpfMap {
       if (pause && i > 0) await pause();
       interleave(keys, values, ks, vs, i, Math.min(count, i + BATCH), bytes);
     }
-    return {
-      bytes, count,
-      entries: () => Array.from({ length: count }, (_, i): [Buffer, Buffer] => [bytes.subarray(i * (ks + vs), i * (ks + vs) + ks), bytes.subarray(i * (ks + vs) + ks, (i + 1) * (ks + vs))]),
-    };
+    return mapSnapshot(bytes, count, ks, vs);
   }
 
   /** Every entry, as fresh Buffers (values of per-CPU maps: lookupSize bytes, one slot per CPU). */
@@ -307,6 +300,12 @@ export class BpfMap {
   close(): void {
     closeFd(this.fd);
   }
+}
+
+/** A MapSnapshot of `count` entries of `ks` + `vs` bytes in `bytes`; entries() are views into it. */
+function mapSnapshot(bytes: Buffer, count: number, ks: number, vs: number): MapSnapshot {
+  const stride = ks + vs;
+  return { bytes, count, entries: () => Array.from({ length: count }, (_, i): [Buffer, Buffer] => [bytes.subarray(i * stride, i * stride + ks), bytes.subarray(i * stride + ks, (i + 1) * stride)]) };
 }
 
 /**
