@@ -73,7 +73,9 @@ async function main(): Promise<void> {
   const peers: Peer[] = [];
   for (let i = 1; i <= input.peers; i++) {
     const p = peerAt(i, wide);
-    peers.push({ subnet: parsePrefix(p.subnet), publicIP: parseIP(p.publicIP), vtepMAC: p.vtepMAC, vni: 1, direct: false });
+    // The MAC as a daemon holds it: a string read from a lease's JSON (one flat string), not the template's concatenation.
+    const vtepMAC = (JSON.parse(`{"VtepMAC":"${p.vtepMAC}"}`) as { VtepMAC: string }).VtepMAC;
+    peers.push({ subnet: parsePrefix(p.subnet), publicIP: parseIP(p.publicIP), vtepMAC, vni: 1, direct: false });
   }
   await dp.setup(local);
   await dp.reconcile([]);

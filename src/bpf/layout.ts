@@ -90,31 +90,58 @@ const P_REMOTE = off(PEER, "remote"), P_MAC = off(PEER, "vtep_mac"), P_KIND = of
 const P_RFAMILY = off(PEER, "remote_family"), P_VNI = off(PEER, "vni"), P_ID = off(PEER, "id");
 
 const NO_BYTES = new Uint8Array(0);
-const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1);
+/** Hex digit values by character code (-1: not a hex digit). */
+const HEX = new Int8Array(128).fill(-1);
+for (let c = 0; c < 10; c++) HEX[48 + c] = c;
+for (let c = 0; c < 6; c++) HEX[97 + c] = HEX[65 + c] = 10 + c;
+const hexAt = (s: string, i: number): number => {
+  const c = s.charCodeAt(i);
+  return c < 128 ? HEX[c]! : -1;
+};
 /** Writes "8e:d0:f8:0a:41:19" as 6 bytes at `at`; anything else goes through macToBytes (which says what is wrong). */
 function putMAC(buf: Buffer, at: number, mac: string): void {
   if (mac.length === 17) {
-    let ok = true;
-    for (let i = 0; i < 6 && ok; i++) {
-      const hi = hexValue(mac.charCodeAt(i * 3)), lo = hexValue(mac.charCodeAt(i * 3 + 1));
-      ok = hi >= 0 && lo >= 0 && (i === 5 || mac.charCodeAt(i * 3 + 2) === 58);
+    let bad = 0;
+    for (let i = 0, c = 0; i < 6; i++, c += 3) {
+      const hi = hexAt(mac, c), lo = hexAt(mac, c + 1);
+      bad |= hi | lo | (i < 5 && mac.charCodeAt(c + 2) !== 58 ? -1 : 0);
       buf[at + i] = (hi << 4) | lo;
     }
-    if (ok) return;
+    if (bad >= 0) return;
   }
   buf.set(macToBytes(mac), at);
+}
+/** Writes v (unsigned 32 bits) little-endian at `at`: four stores, no call (the encoders below run once per peer). */
+function put32(buf: Buffer, at: number, v: number): void {
+  buf[at] = v;
+  buf[at + 1] = v >>> 8;
+  buf[at + 2] = v >>> 16;
+  buf[at + 3] = v >>> 24;
 }
 
 /* ---- twill_lpm_key ---- */
 
 /** Copies an address into 16 bytes at `at`, zero-filled (a loop: no native call for 16 bytes). */
 function putAddr16(buf: Buffer, at: number, b: Uint8Array): void {
-  for (let i = 0; i < 16; i++) buf[at + i] = i < b.length ? b[i]! : 0;
+  const n = b.length;
+  if (n === 4) {
+    // IPv4, the common case, unrolled: this runs once per peer per map, often before the JIT has optimised it.
+    buf[at] = b[0]!;
+    buf[at + 1] = b[1]!;
+    buf[at + 2] = b[2]!;
+    buf[at + 3] = b[3]!;
+    put32(buf, at + 4, 0);
+    put32(buf, at + 8, 0);
+    put32(buf, at + 12, 0);
+    return;
+  }
+  for (let i = 0; i < n; i++) buf[at + i] = b[i]!;
+  for (let i = n; i < 16; i++) buf[at + i] = 0;
 }
 
 export function encodeLpmKey(p: Prefix, buf: Buffer = Buffer.alloc(LPM_KEY.size), at = 0): Buffer {
-  buf.writeUInt32LE(LPM_FAMILY_BITS + p.len, at + K_PREFIXLEN);
-  buf.writeUInt32LE(p.ip.family, at + K_FAMILY);
+  put32(buf, at + K_PREFIXLEN, LPM_FAMILY_BITS + p.len);
+  put32(buf, at + K_FAMILY, p.ip.family);
   putAddr16(buf, at + K_ADDR, p.ip.bytes);
   return buf;
 }
@@ -143,12 +170,12 @@ export function encodePeerFields(kind: PeerKind, remote: IP | undefined, vtepMAC
   if (vtepMAC) putMAC(buf, at + P_MAC, vtepMAC);
   else for (let i = 0; i < 6; i++) buf[at + P_MAC + i] = 0;
   buf[at + P_KIND] = kind;
-  buf.writeUInt32LE(vni >>> 0, at + P_VNI);
-  buf.writeUInt32LE(id >>> 0, at + P_ID);
+  put32(buf, at + P_VNI, vni);
+  put32(buf, at + P_ID, id);
   return buf;
 }
 /** The peer id of the twill_peer value at `at`. */
-export const peerIdAt = (buf: Buffer, at: number): number => buf.readUInt32LE(at + P_ID);
+export const peerIdAt = (buf: Buffer, at: number): number => (buf[at + P_ID]! | (buf[at + P_ID + 1]! << 8) | (buf[at + P_ID + 2]! << 16) | (buf[at + P_ID + 3]! << 24)) >>> 0;
 /** The kind of the twill_peer value at `at`. */
 export const peerKindAt = (buf: Buffer, at: number): PeerKind => buf[at + P_KIND] as PeerKind;
 export function decodePeer(buf: Buffer): PeerValue {
@@ -225,7 +252,7 @@ export function encodeEpKey(ip: IP): Buffer {
 const E_FAMILY = off(EP_KEY, "family"), E_ADDR = off(EP_KEY, "addr");
 /** Writes the twill_ep_key of `ip` into `buf` at `at` (address zero-filled to 16 bytes). */
 export function encodeEpKeyAt(ip: IP, buf: Buffer, at: number): Buffer {
-  buf.writeUInt32LE(ip.family, at + E_FAMILY);
+  put32(buf, at + E_FAMILY, ip.family);
   putAddr16(buf, at + E_ADDR, ip.bytes);
   return buf;
 }
@@ -247,7 +274,7 @@ export function encodeRemote(peerId: number, buf: Buffer = Buffer.alloc(REMOTE.s
 }
 const R_PEER_ID = off(REMOTE, "peer_id");
 /** Writes the peer id of a (zeroed) twill_remote value at `at`. */
-export const setRemoteId = (buf: Buffer, at: number, peerId: number): void => void buf.writeUInt32LE(peerId >>> 0, at + R_PEER_ID);
+export const setRemoteId = (buf: Buffer, at: number, peerId: number): void => put32(buf, at + R_PEER_ID, peerId);
 /** The peer id of the twill_remote value at `at`. */
 export const remoteIdAt = (buf: Buffer, at: number): number => buf.readUInt32LE(at + R_PEER_ID);
 export function decodeRemote(buf: Buffer): { peerId: number } {

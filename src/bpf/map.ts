@@ -271,15 +271,38 @@ export class BpfMap {
    */
   updateBatch(keys: Buffer, values: Buffer, count: number, what?: (i: number) => string): void {
     if (count === 0) return;
+    if (!this.batchUpdate) return this.updateRest(0, keys, values, count, what);
+    const n = new Uint32Array([count]);
+    this.afterBatch(libbpf().update_batch(this.fd, keys, values, n, batchOpts()), n[0]!, keys, values, count, what);
+  }
+
+  /**
+   * updateBatch() with the kernel's work on libuv's thread pool (koffi's
+   * async call): the event loop, or a second batch into another map, runs
+   * meanwhile. `keys` and `values` must not change until it resolves.
+   */
+  async updateBatchAsync(keys: Buffer, values: Buffer, count: number, what?: (i: number) => string): Promise<void> {
+    if (count === 0) return;
+    if (!this.batchUpdate) return this.updateRest(0, keys, values, count, what);
+    const n = new Uint32Array([count]);
+    const r = await new Promise<number>((resolve, reject) => {
+      libbpf().update_batch.async(this.fd, keys, values, n, batchOpts(), (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
+    });
+    this.afterBatch(r, n[0]!, keys, values, count, what);
+  }
+
+  /** What a batch update's return asks for: nothing, the rest one by one (full map, or no batch support), or an error. */
+  private afterBatch(r: number, done: number, keys: Buffer, values: Buffer, count: number, what?: (i: number) => string): void {
+    if (r === 0 && done === count) return;
     let from = 0;
-    if (this.batchUpdate) {
-      const n = new Uint32Array([count]);
-      const r = libbpf().update_batch(this.fd, keys, values, n, batchOpts());
-      if (r === 0 && n[0] === count) return;
-      if (r < 0 && NO_BATCH.has(-r) && n[0] === 0) this.batchUpdate = false;
-      else if (isFull(r)) from = n[0]!; // entries 0..n-1 are in; the rest go one by one below
-      else check(r, "ERR_BPF_MAP", `batch update of ${this.name}`);
-    }
+    if (r < 0 && NO_BATCH.has(-r) && done === 0) this.batchUpdate = false;
+    else if (isFull(r)) from = done; // entries 0..done-1 are in; the rest go one by one
+    else check(r, "ERR_BPF_MAP", `batch update of ${this.name}`);
+    this.updateRest(from, keys, values, count, what);
+  }
+
+  /** Entries from..count-1 one by one; a full map throws ERR_CAPACITY after every entry that fits is in. */
+  private updateRest(from: number, keys: Buffer, values: Buffer, count: number, what?: (i: number) => string): void {
     let full: { first: number; errno: number; count: number } | undefined;
     const vs = this.lookupSize; // per-CPU maps take one value per CPU, as a dump returns them
     for (let i = from; i < count; i++) {

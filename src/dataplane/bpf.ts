@@ -50,7 +50,7 @@ import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStatsSliced, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
 import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
 import { diffBpf, yieldToEvents, type BpfRepair } from "./bpfdiff.js";
-import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, VALUE_SIZE, type Pause } from "./bpfimage.js";
+import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, VALUE_SIZE, type Pause, type Stream } from "./bpfimage.js";
 import { deviceDrift, driftCounts, type Drift } from "./drift.js";
 
 export interface BpfDataplaneOptions {
@@ -67,6 +67,10 @@ export interface BpfDataplaneOptions {
 /** Every how many reconciles the device, addresses and routes get the full `ip` check. */
 const FULL_CHECK_EVERY = 6;
 const BATCH_MIN = 32;
+/** A reconcile that adds at least this many entries streams them (a first start): the kernel writes while the rest is encoded. */
+const STREAM_MIN = 2048;
+/** Entries per streamed batch: a few per reconcile, each a fraction of the work, so the last one (not overlapped) is short. */
+const streamEvery = (n: number): number => Math.min(16_384, Math.max(1024, n >> 3));
 
 export class BpfDataplane implements Dataplane {
   readonly kind = "bpf" as const;
@@ -99,6 +103,8 @@ export class BpfDataplane implements Dataplane {
   private touchedRemotes?: Set<string>;
   /** The counters of gone peers were swept once since start. */
   private swept = false;
+  /** Map writes running on the thread pool (a reconcile's): events wait for them (settled()), so an older batch never lands after an event's write. */
+  private readonly writing = new Set<Promise<unknown>>();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -342,15 +348,32 @@ export class BpfDataplane implements Dataplane {
    * others come back with the first error. Never silently dropped.
    */
   private writeTrie(keys: Buffer, vals: Buffer, count: number, what: (i: number) => string): { failed: number[]; first?: unknown } {
-    const m = this.maps.twill_peers;
     if (count >= BATCH_MIN) {
       try {
-        m.updateBatch(keys, vals, count, what);
+        this.maps.twill_peers.updateBatch(keys, vals, count, what);
         return { failed: [] };
       } catch {
         // fall through: find out which entries do not fit
       }
     }
+    return this.writeTrieOneByOne(keys, vals, count, what);
+  }
+
+  /** writeTrie() with the batch on the thread pool. */
+  private async writeTrieAsync(keys: Buffer, vals: Buffer, count: number, what: (i: number) => string): Promise<{ failed: number[]; first?: unknown }> {
+    if (count >= BATCH_MIN) {
+      try {
+        await this.maps.twill_peers.updateBatchAsync(keys, vals, count, what);
+        return { failed: [] };
+      } catch {
+        // fall through: find out which entries do not fit
+      }
+    }
+    return this.writeTrieOneByOne(keys, vals, count, what);
+  }
+
+  private writeTrieOneByOne(keys: Buffer, vals: Buffer, count: number, what: (i: number) => string): { failed: number[]; first?: unknown } {
+    const m = this.maps.twill_peers;
     const failed: number[] = [];
     let first: unknown;
     for (let i = 0; i < count; i++) {
@@ -386,16 +409,70 @@ export class BpfDataplane implements Dataplane {
       if (r >= 0) put.push(r);
       else m.delete(kb);
     }
-    if (!put.length) return;
-    const kb = Buffer.allocUnsafe(put.length * REMOTE_KEY_SIZE), vb = Buffer.allocUnsafe(put.length * REMOTE.size);
+    const b = this.remotesBatch(put);
+    if (b) m.updateBatch(b.keys, b.vals, put.length, b.what);
+  }
+
+  /** The twill_remotes entries of the image's remotes `put`, as one batch; undefined when none. */
+  private remotesBatch(put: readonly number[]): { keys: Buffer; vals: Buffer; what: (i: number) => string } | undefined {
+    if (!put.length) return undefined;
+    const image = this.image;
+    const kb = Buffer.allocUnsafe(put.length * REMOTE_KEY_SIZE), vb = Buffer.alloc(put.length * REMOTE.size);
     const rk = image.rkeys;
-    vb.fill(0);
     for (let i = 0; i < put.length; i++) {
       const r = put[i]!;
-      for (let j = 0; j < REMOTE_KEY_SIZE; j++) kb[i * REMOTE_KEY_SIZE + j] = rk[r * REMOTE_KEY_SIZE + j]!;
+      rk.copy(kb, i * REMOTE_KEY_SIZE, r * REMOTE_KEY_SIZE, (r + 1) * REMOTE_KEY_SIZE);
       setRemoteId(vb, i * REMOTE.size, image.idAt(image.remoteFirst(r)));
     }
-    m.updateBatch(kb, vb, put.length, (i) => `peer address ${formatIP(image.remoteIP(put[i]!)!)}`);
+    return { keys: kb, vals: vb, what: (i) => `peer address ${formatIP(image.remoteIP(put[i]!)!)}` };
+  }
+
+  /** remotesBatch() of the remotes from..to-1, whose keys lie back to back in the image: only the values are made. */
+  private remotesRun(from: number, to: number): { keys: Buffer; vals: Buffer } {
+    const image = this.image;
+    const vb = Buffer.alloc((to - from) * REMOTE.size);
+    for (let r = from; r < to; r++) setRemoteId(vb, (r - from) * REMOTE.size, image.idAt(image.remoteFirst(r)));
+    return { keys: image.rkeys.subarray(from * REMOTE_KEY_SIZE, to * REMOTE_KEY_SIZE), vals: vb };
+  }
+
+  /** Runs a map write on the thread pool, known to settled() until it ends. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.writing.add(p);
+    const done = () => void this.writing.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /** Waits until no reconcile write is running (lease events call this first). */
+  private async settled(): Promise<void> {
+    while (this.writing.size) await Promise.allSettled([...this.writing]);
+  }
+
+  /**
+   * The writer a first start streams to (bpfimage.ts, 5): each run of new
+   * slots goes to the trie as it lies in the image, each run of new remotes
+   * to twill_remotes, one batch at a time per map on the thread pool, the
+   * two maps side by side. A batch that fails leaves its entries unmarked:
+   * the repair after the sync writes them (and names what does not fit).
+   */
+  private streamWriter(every: number): Stream & { done(): Promise<void> } {
+    const image = this.image, maps = this.maps;
+    let trie: Promise<unknown> = Promise.resolve(), remotes: Promise<unknown> = Promise.resolve();
+    return {
+      every,
+      write: (from, to, rfrom, rto) => {
+        image.markSent(from, to, rfrom, rto);
+        if (to > from) {
+          const keys = image.keys.subarray(from * KEY_SIZE, to * KEY_SIZE), vals = image.vals.subarray(from * VALUE_SIZE, to * VALUE_SIZE);
+          trie = this.track(trie.then(() => maps.twill_peers.updateBatchAsync(keys, vals, to - from)).catch(() => image.markSent(from, to, 0, 0, false)));
+        }
+        if (rto > rfrom) {
+          const b = this.remotesRun(rfrom, rto);
+          remotes = this.track(remotes.then(() => maps.twill_remotes.updateBatchAsync(b.keys, b.vals, rto - rfrom)).catch(() => image.markSent(0, 0, rfrom, rto, false)));
+        }
+      },
+      done: async () => void (await Promise.all([trie, remotes])),
+    };
   }
 
   /**
@@ -405,6 +482,7 @@ export class BpfDataplane implements Dataplane {
    * next reconcile retries it) and is named in the PeerProgramError.
    */
   async upsert(peers: readonly Peer[]): Promise<void> {
+    if (this.writing.size) await this.settled();
     const n = peers.length;
     const keys = Buffer.allocUnsafe(n * KEY_SIZE), vals = Buffer.allocUnsafe(n * VALUE_SIZE);
     const remotes = new Set<string>();
@@ -420,6 +498,7 @@ export class BpfDataplane implements Dataplane {
   }
 
   async remove(peers: readonly Peer[]): Promise<void> {
+    if (this.writing.size) await this.settled();
     const k = Buffer.alloc(KEY_SIZE);
     const remotes = new Set<string>();
     for (const p of peers) {
@@ -450,10 +529,10 @@ export class BpfDataplane implements Dataplane {
   }
 
   /** Makes the shadow the desired set (when handed a new one), leaving alone what events wrote meanwhile (`keep`). */
-  private async syncImage(desired: readonly Peer[], keep?: ReadonlySet<string>, pause?: Pause): Promise<void> {
+  private async syncImage(desired: readonly Peer[], keep?: ReadonlySet<string>, pause?: Pause, stream?: Stream): Promise<void> {
     if (this.imageOf === desired) return;
     const fams = this.families();
-    await this.image.sync({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, { exact: true, ...(keep ? { keep } : {}), ...(pause ? { pause } : {}) });
+    await this.image.sync({ peers: desired, own: fams.map((f) => f.subnet), networks: fams.map((f) => f.network) }, { exact: true, ...(keep ? { keep } : {}), ...(pause ? { pause } : {}), ...(stream ? { stream } : {}) });
     this.imageOf = desired;
   }
 
@@ -468,30 +547,46 @@ export class BpfDataplane implements Dataplane {
   }
 
   /**
-   * The safety net. The shadow is brought to the desired set, the maps are
-   * dumped (on libuv's thread pool) and compared with it in slices that
-   * yield to the event loop, so lease events (upsert/remove) run meanwhile
-   * instead of waiting. The repair is then applied at once from the shadow
-   * as it is by then: a slot is written with its current bytes, a key is
-   * deleted only if the shadow still does not want it, and whatever an
-   * event wrote meanwhile is left alone — and is not called drift (the dump
-   * may have caught the map before or after the event).
+   * The safety net. The maps are dumped (on libuv's thread pool), the
+   * shadow is brought to the desired set, and the two are compared in
+   * slices that yield to the event loop, so lease events (upsert/remove)
+   * run meanwhile instead of waiting. The repair is then applied from the
+   * shadow as it is by then: a slot is written with its current bytes, a
+   * key is deleted only if the shadow still does not want it, and whatever
+   * an event wrote meanwhile is left alone — and is not called drift (the
+   * dump may have caught the map before or after the event). The repair's
+   * batches run on the thread pool, the trie's and twill_remotes' side by
+   * side; events wait for them (settled()).
+   * A reconcile that adds many entries (a first start) streams them while
+   * the shadow is built (streamWriter): the kernel fills the maps on the
+   * thread pool while the rest is encoded, and the repair skips what was
+   * streamed.
    */
   async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
+    try {
+      return await this.repair(desired);
+    } finally {
+      this.image.clearSent(); // whatever happened, the next reconcile trusts no mark
+    }
+  }
+
+  private async repair(desired: readonly Peer[]): Promise<SyncResult> {
     const base = await this.ensureBase();
     // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
     this.watcher?.kick();
     const image = this.image;
     const touched = (this.touched = new Set<string>());
     const touchedR = (this.touchedRemotes = new Set<string>());
+    const adds = this.imageOf === desired ? 0 : desired.length - image.size;
+    const stream = adds >= STREAM_MIN ? this.streamWriter(streamEvery(adds)) : undefined;
     let seen: { peers: MapSnapshot; remotes: MapSnapshot };
     let r: BpfRepair;
     try {
-      await this.syncImage(desired, touched, yieldToEvents);
       seen = {
         peers: await this.maps.twill_peers.snapshotAsync(image.size, yieldToEvents),
         remotes: await this.maps.twill_remotes.snapshotAsync(image.remoteCount, yieldToEvents),
       };
+      await this.syncImage(desired, touched, yieldToEvents, stream);
       // Nothing changed since the last reconcile that found the maps as wanted (same shadow, same bytes in both maps): nothing to compare.
       const c = this.lastClean;
       if (c && c.version === image.version && seen.peers.bytes.equals(c.peers.bytes) && seen.remotes.bytes.equals(c.remotes.bytes)) {
@@ -499,10 +594,11 @@ export class BpfDataplane implements Dataplane {
       }
       this.lastClean = undefined;
       r = await diffBpf(image, seen, yieldToEvents);
+      if (stream) await stream.done();
     } finally {
       this.touched = this.touchedRemotes = undefined;
     }
-    // From here on nothing yields: the repair is applied as one step.
+    // From here on events wait (settled()): the repair is applied as one step.
     const byEvent = touched.size > 0 ? (buf: Buffer, at: number) => touched.has(keyString(buf, at, KEY_SIZE)) : () => false;
     const byEventR = touchedR.size > 0 ? (buf: Buffer, at: number) => touchedR.has(keyString(buf, at, REMOTE_KEY_SIZE)) : () => false;
     let deleted = 0;
@@ -511,10 +607,10 @@ export class BpfDataplane implements Dataplane {
       this.maps.twill_peers.delete(seen.peers.bytes.subarray(o, o + KEY_SIZE));
       deleted++;
     }
-    const slots = r.writeSlots.filter((s) => image.live[s] && !byEvent(image.keys, s * KEY_SIZE));
+    const slots = r.writeSlots.filter((s) => image.live[s] && !image.isSent(s) && !byEvent(image.keys, s * KEY_SIZE));
     let keys: Buffer, vals: Buffer;
     if (image.dense && slots.length === image.top) {
-      // All of it (a first start): the shadow's buffers are the batch.
+      // All of it: the shadow's buffers are the batch.
       keys = image.keys.subarray(0, slots.length * KEY_SIZE);
       vals = image.vals.subarray(0, slots.length * VALUE_SIZE);
     } else {
@@ -525,8 +621,6 @@ export class BpfDataplane implements Dataplane {
         image.vals.copy(vals, i * VALUE_SIZE, s * VALUE_SIZE, (s + 1) * VALUE_SIZE);
       });
     }
-    const what = (i: number) => `peer ${formatPrefix(decodeLpmKey(keys.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE)))}`;
-    const { failed, first } = this.writeTrie(keys, vals, slots.length, what);
     const rbytes = seen.remotes.bytes;
     let gone = 0;
     for (const o of r.deleteRemotesAt) {
@@ -534,8 +628,14 @@ export class BpfDataplane implements Dataplane {
       this.maps.twill_remotes.delete(rbytes.subarray(o, o + REMOTE_KEY_SIZE));
       gone++;
     }
-    const remotes = r.writeRemotes.filter((x) => !byEventR(image.rkeys, x * REMOTE_KEY_SIZE));
-    this.writeRemotes(remotes);
+    const remotes = r.writeRemotes.filter((x) => !image.isRemoteSent(x) && !byEventR(image.rkeys, x * REMOTE_KEY_SIZE) && image.remoteFirst(x) >= 0);
+    const rb = this.remotesBatch(remotes);
+    const what = (i: number) => `peer ${formatPrefix(decodeLpmKey(keys.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE)))}`;
+    const [{ failed, first }] = await Promise.all([
+      this.track(this.writeTrieAsync(keys, vals, slots.length, what)),
+      rb && this.track(this.maps.twill_remotes.updateBatchAsync(rb.keys, rb.vals, remotes.length, rb.what)),
+    ]);
+    const streamed = stream ? r.writeSlots.length - slots.length : 0;
     if (!this.swept || deleted) {
       this.sweepStats(image.liveIds());
       this.swept = true;
@@ -545,7 +645,7 @@ export class BpfDataplane implements Dataplane {
       if (!peers.length) throw first;
       throw this.programError(peers, slots.length, first);
     }
-    const wrote = deleted + slots.length + remotes.length + gone > 0;
+    const wrote = deleted + slots.length + remotes.length + gone + streamed > 0;
     // The maps as this reconcile found them, when they were as wanted and no event came in meanwhile; after writes the next reconcile compares once more.
     if (!wrote && touched.size === 0 && touchedR.size === 0) this.lastClean = { ...seen, version: image.version };
     const drift = [...base, ...withoutEvents(r.drift, touched, touchedR)];

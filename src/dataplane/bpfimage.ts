@@ -25,6 +25,12 @@
  *    the same Peer object costs one key encode and one lookup; others are
  *    encoded; slots no longer wanted are dropped. `version` moves only when
  *    some byte or slot changed, so "nothing changed" is one compare.
+ * 5) Streaming (a first start): `sync` can hand each run of new slots and
+ *    new remotes to a writer as soon as it is encoded, so the kernel fills
+ *    the maps while the rest is still being encoded. What was handed over
+ *    is marked `sent` until its bytes change again (a later value, a slot
+ *    freed or reused, a remote's first slot replaced): the repair after it
+ *    writes only what is not sent.
  */
 import { type IP, type Prefix } from "../net/ip.js";
 import { encodeEpKeyAt, encodeLpmKey, encodePeer, encodePeerFields, EP_KEY, LPM_KEY, PEER, PeerKind, peerIdAt, peerKindAt } from "../bpf/layout.js";
@@ -68,6 +74,12 @@ function grownTo<T extends Uint8Array | Int32Array | Uint32Array>(a: T, cap: num
   return b;
 }
 
+/** A writer for streaming (see 5): `write` gets each run of new slots and remotes, about every `every` slots. */
+export interface Stream {
+  readonly every: number;
+  write(from: number, to: number, rfrom: number, rto: number): void;
+}
+
 export class BpfImage {
   keys: Buffer = Buffer.alloc(0);
   vals: Buffer = Buffer.alloc(0);
@@ -84,6 +96,9 @@ export class BpfImage {
   private readonly index = new ByteIndex(KEY_SIZE, () => this.keys);
   private free: number[] = [];
   private mark = new Uint32Array(0);
+  /** Slots / remotes handed to a stream writer whose bytes did not change since (see 5). */
+  private sentSlot = new Uint8Array(0);
+  private sentRemote = new Uint8Array(0);
   /** The remote of each slot (-1: none). */
   private remoteOf = new Int32Array(0);
   private gen = 0;
@@ -99,7 +114,6 @@ export class BpfImage {
 
   private readonly scratchKey = Buffer.alloc(KEY_SIZE);
   private readonly scratchVal = Buffer.alloc(VALUE_SIZE);
-  private readonly scratchEp = Buffer.alloc(REMOTE_KEY_SIZE);
 
   /** Wanted trie entries. */
   get size(): number {
@@ -159,6 +173,7 @@ export class BpfImage {
     this.exact = grownTo(this.exact, cap);
     this.live = grownTo(this.live, cap);
     this.mark = grownTo(this.mark, cap);
+    this.sentSlot = grownTo(this.sentSlot, cap);
     this.remoteOf = grownTo(this.remoteOf, cap, -1);
     this.index.reserve(cap);
   }
@@ -171,6 +186,7 @@ export class BpfImage {
     this.rkeys.copy(rkeys);
     this.rkeys = rkeys;
     this.rfirst = grownTo(this.rfirst, cap, -1);
+    this.sentRemote = grownTo(this.sentRemote, cap);
     this.rindex.reserve(cap);
   }
 
@@ -194,12 +210,23 @@ export class BpfImage {
 
   /** The slot of the key at src[at..], made (key bytes copied) when new. */
   private place(src: Buffer, at: number): number {
-    let slot = this.index.find(src, at);
-    if (slot >= 0) return slot;
-    slot = this.free.pop() ?? this.top++;
+    const h = this.index.hash(src, at);
+    const slot = this.index.findHashed(src, at, h);
+    return slot >= 0 ? slot : this.newSlot(src, at, h);
+  }
+
+  /** The slot the next new key takes (a freed one first). */
+  private nextSlot(): number {
+    return this.free.length ? this.free[this.free.length - 1]! : this.top;
+  }
+
+  /** A new slot for the key at src[at..] (not in the index; `h` its hash), its bytes copied unless they are already there. */
+  private newSlot(src: Buffer, at: number, h: number): number {
+    const slot = this.free.pop() ?? this.top++;
     this.grow(slot + 1);
-    copyBytes(src, at, this.keys, slot * KEY_SIZE, KEY_SIZE);
-    this.index.add(slot);
+    if (src !== this.keys || at !== slot * KEY_SIZE) copyBytes(src, at, this.keys, slot * KEY_SIZE, KEY_SIZE);
+    this.index.addHashed(slot, h);
+    this.sentSlot[slot] = 0;
     this.live[slot] = 1;
     this.mark[slot] = this.gen;
     this.peer[slot] = undefined;
@@ -212,26 +239,34 @@ export class BpfImage {
    * Sets the entry of `peer` whose key is at keyBuf[keyAt..], keeping its
    * id; writes the value into `out` at `outAt` when given (the batch the
    * caller sends). Returns the slot; addresses whose twill_remotes entry
-   * must be rewritten are added to `touched` (key strings).
+   * must be rewritten are added to `touched` (key strings). The key is
+   * hashed once; a new entry's value is encoded where it lives.
    */
   setPeer(keyBuf: Buffer, keyAt: number, peer: Peer, touched?: Set<string>, exact = true, out?: Buffer, outAt = 0): number {
-    const had = this.index.find(keyBuf, keyAt);
-    const slot = had >= 0 ? had : this.place(keyBuf, keyAt);
-    const at = slot * VALUE_SIZE;
+    const h = this.index.hash(keyBuf, keyAt);
+    const had = this.index.findHashed(keyBuf, keyAt, h);
     const ex = exact ? 1 : 0;
-    if (had >= 0 && this.peer[slot] === peer && this.exact[slot] === ex) {
-      if (out) copyBytes(this.vals, at, out, outAt, VALUE_SIZE);
-      this.mark[slot] = this.gen;
-      return slot;
+    let slot: number;
+    if (had < 0) {
+      slot = this.newSlot(keyBuf, keyAt, h);
+      encodePeerValue(peer, exact ? this.nextId++ : 0, this.vals, slot * VALUE_SIZE);
+    } else {
+      slot = had;
+      const at = slot * VALUE_SIZE;
+      if (this.peer[slot] === peer && this.exact[slot] === ex) {
+        if (out) copyBytes(this.vals, at, out, outAt, VALUE_SIZE);
+        this.mark[slot] = this.gen;
+        return slot;
+      }
+      const v = this.scratchVal;
+      encodePeerValue(peer, exact ? this.idAt(slot) || this.nextId++ : 0, v, 0);
+      if (this.exact[slot] !== ex || !sameBytes(v, 0, this.vals, at, VALUE_SIZE)) {
+        copyBytes(v, 0, this.vals, at, VALUE_SIZE);
+        this.sentSlot[slot] = 0;
+        this.version++;
+      }
     }
-    const id = !exact ? 0 : (had >= 0 && this.idAt(slot)) || this.nextId++;
-    const v = this.scratchVal;
-    encodePeerValue(peer, id, v, 0);
-    if (had < 0 || this.exact[slot] !== ex || !sameBytes(v, 0, this.vals, at, VALUE_SIZE)) {
-      copyBytes(v, 0, this.vals, at, VALUE_SIZE);
-      this.version++;
-    }
-    if (out) copyBytes(v, 0, out, outAt, VALUE_SIZE);
+    if (out) copyBytes(this.vals, slot * VALUE_SIZE, out, outAt, VALUE_SIZE);
     this.peer[slot] = peer;
     this.prefix[slot] = undefined;
     this.kind[slot] = peerKind(peer);
@@ -249,6 +284,7 @@ export class BpfImage {
     const at = slot * VALUE_SIZE;
     if (!this.exact[slot] || !sameBytes(v, 0, this.vals, at, VALUE_SIZE)) {
       copyBytes(v, 0, this.vals, at, VALUE_SIZE);
+      this.sentSlot[slot] = 0;
       this.version++;
     }
     this.setRemote(slot, undefined);
@@ -277,6 +313,7 @@ export class BpfImage {
     this.prefix[slot] = undefined;
     this.vals.fill(0, slot * VALUE_SIZE, (slot + 1) * VALUE_SIZE);
     this.exact[slot] = 0;
+    this.sentSlot[slot] = 0;
     this.free.push(slot);
     this.version++;
   }
@@ -286,20 +323,25 @@ export class BpfImage {
     const cur = this.remoteOf[slot]!;
     let next = -1;
     if (ip) {
-      const k = encodeEpKeyAt(ip, this.scratchEp, 0);
-      next = this.rindex.find(k, 0);
+      // The key is encoded where a new remote would keep it: no copy, one hash.
+      const c = this.rfree.length ? this.rfree[this.rfree.length - 1]! : this.rtop;
+      this.growRemotes(c + 1);
+      const at = c * REMOTE_KEY_SIZE;
+      encodeEpKeyAt(ip, this.rkeys, at);
+      const h = this.rindex.hash(this.rkeys, at);
+      next = this.rindex.findHashed(this.rkeys, at, h);
       if (next >= 0 && next === cur) return;
       if (next < 0) {
         next = this.rfree.pop() ?? this.rtop++;
-        this.growRemotes(next + 1);
-        copyBytes(k, 0, this.rkeys, next * REMOTE_KEY_SIZE, REMOTE_KEY_SIZE);
-        this.rindex.add(next);
+        this.rindex.addHashed(next, h);
         this.rfirst[next] = -1;
+        this.sentRemote[next] = 0;
       }
     } else if (cur < 0) return;
     if (cur >= 0) {
       const more = this.rmore.get(cur);
       if (this.rfirst[cur] === slot) {
+        this.sentRemote[cur] = 0;
         if (more?.length) this.rfirst[cur] = more.shift()!;
         else {
           this.rfirst[cur] = -1;
@@ -338,30 +380,60 @@ export class BpfImage {
    * Keys in `keep` (latin1 strings) are left as they are: an event wrote
    * them meanwhile.
    */
-  async sync(d: { peers: readonly Peer[]; own: readonly Prefix[]; networks: readonly Prefix[] }, o: { exact: boolean; keep?: ReadonlySet<string>; pause?: Pause }): Promise<void> {
+  async sync(d: { peers: readonly Peer[]; own: readonly Prefix[]; networks: readonly Prefix[] }, o: { exact: boolean; keep?: ReadonlySet<string>; pause?: Pause; stream?: Stream }): Promise<void> {
     const g = ++this.gen;
     this.grow(this.top + d.peers.length + d.own.length + d.networks.length - this.free.length);
     this.growRemotes(this.rtop + d.peers.length - this.rfree.length);
     for (const n of d.networks) this.setOwn(n, PeerKind.Cluster);
     for (const p of d.own) this.setOwn(p, PeerKind.Local);
-    const k = this.scratchKey;
-    const keep = o.keep;
+    const keep = o.keep, stream = o.stream;
+    // Streaming hands over runs of new slots at the top (and new remotes at rtop): only while nothing freed is reused.
+    let sentTop = this.top, sentRtop = this.rtop;
+    const flush = (): void => {
+      if (!stream || (this.top === sentTop && this.rtop === sentRtop)) return;
+      if (this.free.length === 0 && this.rfree.length === 0) stream.write(sentTop, this.top, sentRtop, this.rtop);
+      sentTop = this.top;
+      sentRtop = this.rtop;
+    };
     let i = 0;
     for (const p of d.peers) {
+      if (stream && this.top - sentTop >= stream.every) flush();
       if (o.pause && ++i % SLICE === 0) await o.pause();
-      encodeLpmKey(p.subnet, k, 0);
-      if (keep?.size && keep.has(keyString(k, 0, KEY_SIZE))) {
-        const s = this.index.find(k, 0);
+      // The key is encoded where a new entry would keep it (setPeer then copies nothing).
+      const c = this.nextSlot();
+      this.grow(c + 1);
+      const at = c * KEY_SIZE;
+      encodeLpmKey(p.subnet, this.keys, at);
+      if (keep?.size && keep.has(keyString(this.keys, at, KEY_SIZE))) {
+        const s = this.index.find(this.keys, at);
         if (s >= 0) this.mark[s] = this.gen;
         continue;
       }
-      this.setPeer(k, 0, p, undefined, o.exact);
+      this.setPeer(this.keys, at, p, undefined, o.exact);
     }
+    flush();
     for (let s = 0; s < this.top; s++) {
       if (!this.live[s] || this.mark[s] === g) continue;
       if (keep?.size && keep.has(keyString(this.keys, s * KEY_SIZE, KEY_SIZE))) continue;
       this.dropSlot(s);
     }
+  }
+
+  /** Marks slots from..to-1 and remotes rfrom..rto-1 as written to the maps with their bytes now (or clears the marks). */
+  markSent(from: number, to: number, rfrom: number, rto: number, sent = true): void {
+    this.sentSlot.fill(sent ? 1 : 0, from, to);
+    this.sentRemote.fill(sent ? 1 : 0, rfrom, rto);
+  }
+  isSent(slot: number): boolean {
+    return this.sentSlot[slot] === 1;
+  }
+  isRemoteSent(r: number): boolean {
+    return this.sentRemote[r] === 1;
+  }
+  /** Forgets every mark (after the repair that used them). */
+  clearSent(): void {
+    this.sentSlot.fill(0);
+    this.sentRemote.fill(0);
   }
 
   /** Whether the image is slots 0..size-1 with none freed: then `keys`/`vals` are a batch as they are. */
