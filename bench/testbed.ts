@@ -225,7 +225,7 @@ async function buildCluster(mode: Mode, hosts: HostProfileId, prefix: string, cp
       hosts: await checkHosts(hosts, hostNetns, `${mode.id} (${hosts} hosts)`),
       client: { netns: client.netns, ip: client.ip, mtu: await mtuOf(client.netns, "eth0") },
       server: { netns: server.netns, ip: server.ip, mtu: await mtuOf(server.netns, "eth0") },
-      daemonCommands: tc.nodes.map((n) => `nsenter --net=/run/netns/${n.host.netns} node ${tc.args(n).join(" ")}`),
+      daemonCommands: tc.nodes.map((n) => `nsenter --net=/run/netns/${n.host.netns} ${tc.args(n).join(" ")}`), // tc.start execs bin/twill itself
       netConfig: config,
       path: { route, ...(peerKind ? { peerKind } : {}), ...(counters ? { counters } : {}), warnings },
     };

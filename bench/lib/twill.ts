@@ -5,7 +5,7 @@
  *
  * How it works: a TwillCluster owns a Cluster (cluster.ts), one
  * embedded lease directory shared by all hosts (their "etcd"), and per host
- * a daemon started with `nsenter --net=/run/netns/<host> node bin/twill`, a
+ * a daemon started with `nsenter --net=/run/netns/<host> bin/twill`, a
  * subnet file, a BPF pin directory /sys/fs/bpf/<prefix>/<host> and a log
  * file. Pods are added once a host's subnet file exists, exactly as the
  * flannel CNI plugin would. destroy() stops the daemons, removes the pins

@@ -3,9 +3,11 @@
  * the kernel's memory (machine-wide), and a pinned map's own accounting.
  *
  * How it works: RSS is VmRSS from /proc/<pid>/status of the daemon. The
- * daemon is started as `nsenter --net=… node bin/twill`; nsenter with only
- * --net execs node in place (same pid), which `daemonPid` checks through
- * /proc/<pid>/comm, falling back to a `node` child if it ever forked.
+ * daemon is started as `nsenter --net=… bin/twill`; nsenter with only
+ * --net execs bin/twill in place, and its #! line (env -S node …) execs
+ * node in place too (same pid), which `daemonPid` checks through
+ * /proc/<pid>/comm (after /readyz, so the execs are done), falling back to a
+ * `node` child if it ever forked.
  * Kernel memory is /proc/meminfo's Slab, VmallocUsed and Percpu, plus
  * /proc/slabinfo's active objects × object size per cache (less blurred by
  * partially used slab pages than Slab). All of these are machine-wide: other

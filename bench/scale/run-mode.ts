@@ -9,7 +9,7 @@
  * 1) Build a 1-host TwillCluster (daemon not started) and a real etcd in its
  *    router namespace; put flannel's config (10.0.0.0/8, /24 subnets) and the
  *    initial peers in one transaction per 5,000 (bench/lib/etcd-bulk.ts).
- * 2) Read kernel memory, spawn the daemon (`nsenter … node bin/twill
+ * 2) Read kernel memory, spawn the daemon (`nsenter … bin/twill
  *    --etcd-endpoints …`, the flags TwillCluster gives every node, the
  *    daemon's default 10 s reconcile period), poll /readyz every 50 ms; the
  *    daemon turns ready after its first full sync. Then kernel memory again,
@@ -88,7 +88,9 @@ function driver(c: Ctx, input: Omit<DriverInput, "mode" | "endpoint" | "pinDir">
 export async function startDaemon(tc: TwillCluster, n: TwillNode, peers: number): Promise<{ readyMs: number; readyLogMs?: number; pid: number }> {
   writeFileSync(n.logFile, `--- start ${new Date().toISOString()}\n`, { flag: "a" });
   const t0 = Date.now();
-  const proc = (n.proc = spawnIn(n.host.netns, process.execPath, tc.args(n), { logFile: n.logFile }));
+  // bin/twill itself, as people run it: its #! line carries node's flags (a `node bin/twill` would drop them).
+  const [entry, ...args] = tc.args(n);
+  const proc = (n.proc = spawnIn(n.host.netns, entry!, args, { logFile: n.logFile }));
   const timeoutMs = 120_000 + peers * 20;
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null) {

@@ -571,17 +571,21 @@ export class BpfDataplane implements Dataplane {
   }
 
   private async repair(desired: readonly Peer[]): Promise<SyncResult> {
-    const base = await this.ensureBase();
-    // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
-    this.watcher?.kick();
     const image = this.image;
+    // From the moment `desired` was taken: an event written while the base
+    // is checked is as new as one written during the diff (the desired set
+    // may predate it).
     const touched = (this.touched = new Set<string>());
     const touchedR = (this.touchedRemotes = new Set<string>());
     const adds = this.imageOf === desired ? 0 : desired.length - image.size;
     const stream = adds >= STREAM_MIN ? this.streamWriter(streamEvery(adds)) : undefined;
+    let base: Drift[];
     let seen: { peers: MapSnapshot; remotes: MapSnapshot };
     let r: BpfRepair;
     try {
+      base = await this.ensureBase();
+      // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
+      this.watcher?.kick();
       seen = {
         peers: await this.maps.twill_peers.snapshotAsync(image.size, yieldToEvents),
         remotes: await this.maps.twill_remotes.snapshotAsync(image.remoteCount, yieldToEvents),

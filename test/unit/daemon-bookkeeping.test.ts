@@ -1,0 +1,210 @@
+/**
+ * The daemon's per-key bookkeeping stays bounded by the live leases, and a
+ * re-list that finds the leases as they were moves nothing.
+ *
+ * How it works: a Daemon is driven without start() (no devices, no source
+ * process): its lease source is a fake whose list() is answered by the test
+ * (so an event can arrive while a list is under way), its dataplane a fake
+ * that records upserts, removes and the desired sets reconciles get. The test sets what start() would have set
+ * (config, own lease) and calls the methods start() and the watch call:
+ * apply() for a batch of events, resync() for a re-list. Private state is
+ * read through one typed view (Internals): this is a white-box test of it.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Daemon, type DaemonOptions } from "../../src/daemon.js";
+import { createLogger, nullLogger, type Logger } from "../../src/log.js";
+import { parseNetConfig } from "../../src/config/netconf.js";
+import { parseLease } from "../../src/lease/parse.js";
+import type { Lease, NetConfig } from "../../src/lease/types.js";
+import type { LeaseEvent, LeaseSource, ListResult } from "../../src/lease/source.js";
+import type { Dataplane, Peer, SyncResult } from "../../src/dataplane/types.js";
+import { formatPrefix } from "../../src/net/ip.js";
+
+const CONFIG = parseNetConfig(JSON.stringify({ Network: "10.0.0.0/8", SubnetLen: 24, Backend: { Type: "vxlan", VNI: 1 } }));
+const hex = (n: number): string => n.toString(16).padStart(2, "0");
+const key = (i: number): string => `10.${i >> 8}.${i & 255}.0-24`;
+/** Peer i's lease as flannel writes it; `mac` varies the VTEP MAC's last byte. */
+const lease = (i: number, mac = i & 255): Lease => parseLease(key(i), JSON.stringify({
+  PublicIP: `172.16.${i >> 8}.${i & 255}`, PublicIPv6: null, BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: `02:5c:00:00:${hex(i >> 8)}:${hex(mac)}` },
+}));
+const OWN = lease(0xfffe);
+
+/** A lease source whose lists the test answers (in order), one at a time. */
+class FakeSource implements LeaseSource {
+  readonly kind = "etcd";
+  private waiting: Array<(r: ListResult) => void> = [];
+  readConfig = async (): Promise<NetConfig> => CONFIG;
+  list(): Promise<ListResult> {
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  /** Answers the oldest list() still waiting. */
+  answer(leases: Lease[], errors: ListResult["errors"] = []): void {
+    const w = this.waiting.shift();
+    if (!w) throw new Error("no list() is waiting");
+    w({ leases: [OWN, ...leases], errors });
+  }
+  acquire = async (): Promise<Lease> => OWN;
+  writeLease = async (): Promise<void> => {};
+  watch = (): (() => void) => () => {};
+  close = async (): Promise<void> => {};
+}
+
+class FakeDataplane implements Dataplane {
+  readonly kind = "bpf" as const;
+  readonly upserts: string[] = [];
+  readonly removes: string[] = [];
+  /** The subnets of each desired set reconcile was handed. */
+  readonly reconciled: string[][] = [];
+  setup = async () => ({});
+  async upsert(peers: readonly Peer[]): Promise<void> {
+    for (const p of peers) this.upserts.push(formatPrefix(p.subnet));
+  }
+  async remove(peers: readonly Peer[]): Promise<void> {
+    for (const p of peers) this.removes.push(formatPrefix(p.subnet));
+  }
+  async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
+    this.reconciled.push(desired.map((p) => formatPrefix(p.subnet)));
+    return { added: 0, updated: 0, removed: 0, drift: [] };
+  }
+  check = async () => [];
+  close = async (): Promise<void> => {};
+  teardown = async (): Promise<void> => {};
+}
+
+/** The private state this test reads and the methods it calls. */
+interface Internals {
+  dp: Dataplane;
+  config: NetConfig;
+  own: Lease;
+  ready: boolean;
+  known: Map<string, Peer[]>;
+  eventSeq: Map<string, number>;
+  reported: Map<string, string>;
+  apply(events: readonly LeaseEvent[]): Promise<void>;
+  resync(full: boolean): Promise<void>;
+  desired(): Peer[];
+}
+
+/** A daemon set up as start() would leave it before its first list (no list asked for yet). */
+function fresh(log: Logger = nullLogger): { d: Internals; source: FakeSource; dp: FakeDataplane } {
+  const source = new FakeSource();
+  const dp = new FakeDataplane();
+  const opts = { source, dataplane: "bpf", reconcileSeconds: 10, healthzPort: 0, version: "test" } as unknown as DaemonOptions;
+  const d = new Daemon(opts, log) as unknown as Internals;
+  Object.assign(d, { dp, config: CONFIG, own: OWN });
+  return { d, source, dp };
+}
+
+/** A daemon started on `leases`: start()'s first list, taken whole, and its repair. */
+function daemon(leases: Lease[], log: Logger = nullLogger): { d: Internals; source: FakeSource; dp: FakeDataplane; started: Promise<void> } {
+  const { d, source, dp } = fresh(log);
+  const started = d.resync(true).then(() => void (d.ready = true));
+  source.answer(leases);
+  return { d, source, dp, started };
+}
+
+const put = (l: Lease): LeaseEvent => ({ type: "put", key: l.key, lease: l });
+const del = (i: number): LeaseEvent => ({ type: "delete", key: key(i) });
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, k) => from + k);
+
+test("events leave no per-key sequence numbers behind when no re-list is under way", async () => {
+  const { d, started } = daemon(range(1, 100).map((i) => lease(i)));
+  await started;
+  assert.equal(d.known.size, 100);
+  // churn round a ring: put a new key, delete an old one
+  for (let k = 0; k < 200; k++) await d.apply([put(lease(101 + k)), del(1 + k)]);
+  assert.equal(d.known.size, 100);
+  assert.equal(d.eventSeq.size, 0, "sequence numbers of 400 events are still kept");
+});
+
+test("an event that arrives while a re-list is under way wins over the list, and its sequence number is dropped after", async () => {
+  const { d, source, started } = daemon(range(1, 10).map((i) => lease(i)));
+  await started;
+  const listing = d.resync(false);
+  // the list was read before these events: it still has lease 3 and not lease 11
+  await d.apply([put(lease(11)), del(3)]);
+  assert.equal(d.eventSeq.size, 2, "events during a list must be remembered until it is applied");
+  source.answer(range(1, 10).map((i) => lease(i)));
+  await listing;
+  assert.ok(d.known.has(key(11)), "the list undid the put of lease 11");
+  assert.ok(!d.known.has(key(3)), "the list brought back the deleted lease 3");
+  assert.equal(d.eventSeq.size, 0);
+});
+
+test("overlapping re-lists keep the sequence numbers until the last one is applied", async () => {
+  const { d, source, started } = daemon(range(1, 10).map((i) => lease(i)));
+  await started;
+  const first = d.resync(false);
+  await d.apply([del(4)]);
+  const second = d.resync(false);
+  source.answer(range(1, 10).map((i) => lease(i))); // read before the delete
+  await first;
+  assert.equal(d.eventSeq.size, 1, "the second list still needs the delete's number");
+  await d.apply([del(5)]);
+  source.answer(range(1, 10).filter((i) => i !== 4).map((i) => lease(i))); // read after the first delete, before the second
+  await second;
+  assert.ok(!d.known.has(key(4)) && !d.known.has(key(5)));
+  assert.equal(d.eventSeq.size, 0);
+});
+
+test("a re-list that finds every lease as it was writes nothing and keeps the desired set", async () => {
+  const { d, source, dp, started } = daemon(range(1, 50).map((i) => lease(i)));
+  await started;
+  const before = d.desired();
+  const listing = d.resync(false);
+  source.answer(range(1, 50).map((i) => lease(i))); // fresh objects, equal values
+  await listing;
+  assert.equal(d.desired(), before, "the desired set was rebuilt (the dataplane would rebuild its shadow)");
+  assert.deepEqual([dp.upserts, dp.removes], [[], []]);
+  // ... and one that differs in one lease writes that one
+  const again = d.resync(false);
+  source.answer(range(1, 50).map((i) => (i === 7 ? lease(i, 0xee) : lease(i))));
+  await again;
+  assert.notEqual(d.desired(), before);
+  assert.deepEqual([dp.upserts, dp.removes], [["10.0.7.0/24"], []]);
+});
+
+test("a rejected lease is reported once, and remembered only while its key exists", async () => {
+  // 10.0.9.0-25: a /25 where the network's subnets are /24s: rejected
+  const wrong = parseLease("10.0.9.0-25", JSON.stringify({ PublicIP: "172.16.1.9", BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: "02:5c:00:00:01:09" } }));
+  const good = lease(9);
+  const lines: string[] = [];
+  const { d, source, started } = daemon([good, wrong], createLogger("info", {}, (l) => lines.push(l)));
+  await started;
+  const reports = () => lines.filter((l) => l.includes('"msg":"lease rejected"') && l.includes(wrong.key)).length;
+  assert.deepEqual([[...d.reported.keys()], reports()], [[wrong.key], 1]);
+  // the same lease in the next list: not reported again
+  const relist = d.resync(false);
+  source.answer([good, wrong]);
+  await relist;
+  assert.deepEqual([[...d.reported.keys()], reports()], [[wrong.key], 1]);
+  // deleted by an event: forgotten (a lease written there later is reported again)
+  await d.apply([{ type: "delete", key: wrong.key }]);
+  assert.equal(d.reported.size, 0);
+  const again = d.resync(false);
+  source.answer([good, wrong]);
+  await again;
+  assert.deepEqual([[...d.reported.keys()], reports()], [[wrong.key], 2]);
+  // gone from a list: forgotten too
+  const last = d.resync(false);
+  source.answer([good]);
+  await last;
+  assert.equal(d.reported.size, 0);
+});
+
+test("a re-list applied during start, after the start's repair took the desired set, programs what it adds", async () => {
+  // The lease source's re-list (a directory watch's, say) is answered right
+  // after the start's list and queued behind it; the start's repair takes the
+  // desired set between the two. Its lease must reach the dataplane anyway.
+  const { d, source, dp } = fresh();
+  const started = d.resync(true);
+  const watched = d.resync(false);
+  source.answer([]); // the start's list: no peer yet
+  source.answer([lease(1), lease(2)]); // the watch's, after two nodes joined
+  await Promise.all([started, watched]);
+  d.ready = true;
+  assert.deepEqual([...d.known.keys()].sort(), [key(1), key(2)]);
+  const written = new Set([...dp.upserts, ...dp.reconciled.flat()]);
+  assert.deepEqual(["10.0.1.0/24", "10.0.2.0/24"].filter((s) => !written.has(s)), [], `upserts ${JSON.stringify(dp.upserts)}, reconciles ${JSON.stringify(dp.reconciled)}`);
+});
