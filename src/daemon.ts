@@ -209,6 +209,18 @@ export class Daemon {
       v4: fam(this.own.subnet, config.network, this.own.publicIP ?? this.publicIP, dev4, vtep4),
       v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.own.publicIPv6 ?? this.publicIPv6, dev6, vtep6),
     };
+    // Watch before the first list, so no change can fall between the two; and
+    // list while the dataplane is set up (with etcd, 100,000 leases are a
+    // round trip of ~0.2 s). Lease work (events, the list's reset) waits in
+    // the queue until the dataplane is up.
+    let dataplaneUp!: () => void;
+    this.queue = new Promise<void>((r) => (dataplaneUp = r));
+    this.stopWatch = this.store.watch({
+      onEvents: (events) => void this.serialize(() => this.apply(events)),
+      onResync: () => void this.resync(false),
+      onError: (e) => this.count(e, "lease source watch failed; retrying"),
+    });
+    const synced = this.resync(true);
     this.dp = o.dataplane === "bpf"
       ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, encap: o.encap, attach: o.bpfAttach, log: this.log, peerCapacity: o.peerCapacity })
       : new KernelDataplane({ log: (m: string) => this.log.info(m) });
@@ -225,14 +237,8 @@ export class Daemon {
       await this.ensureRules();
     }));
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
-
-    // Watch before the first list, so no change can fall between the two.
-    this.stopWatch = this.store.watch({
-      onEvents: (events) => void this.serialize(() => this.apply(events)),
-      onResync: () => void this.resync(false),
-      onError: (e) => this.count(e, "lease source watch failed; retrying"),
-    });
-    await this.resync(true);
+    dataplaneUp();
+    await synced;
     this.ready = true;
     if (o.markReady && this.store.markReady) await this.store.markReady();
     this.timer = setInterval(() => void this.period(), o.reconcileSeconds * 1000);
