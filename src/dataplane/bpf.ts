@@ -461,7 +461,6 @@ export class BpfDataplane implements Dataplane {
     return {
       every,
       write: (from, to, rfrom, rto) => {
-        image.markSent(from, to, rfrom, rto);
         if (to > from) {
           const keys = image.keys.subarray(from * KEY_SIZE, to * KEY_SIZE), vals = image.vals.subarray(from * VALUE_SIZE, to * VALUE_SIZE);
           trie = this.track(trie.then(() => maps.twill_peers.updateBatchAsync(keys, vals, to - from)).catch(() => image.markSent(from, to, 0, 0, false)));

@@ -74,7 +74,11 @@ function grownTo<T extends Uint8Array | Int32Array | Uint32Array>(a: T, cap: num
   return b;
 }
 
-/** A writer for streaming (see 5): `write` gets each run of new slots and remotes, about every `every` slots. */
+/**
+ * A writer for streaming (see 5): `write` gets each run of new slots and
+ * remotes, about every `every` slots, already marked sent; a write that
+ * fails unmarks them (markSent(…, false)).
+ */
 export interface Stream {
   readonly every: number;
   write(from: number, to: number, rfrom: number, rto: number): void;
@@ -391,7 +395,10 @@ export class BpfImage {
     let sentTop = this.top, sentRtop = this.rtop;
     const flush = (): void => {
       if (!stream || (this.top === sentTop && this.rtop === sentRtop)) return;
-      if (this.free.length === 0 && this.rfree.length === 0) stream.write(sentTop, this.top, sentRtop, this.rtop);
+      if (this.free.length === 0 && this.rfree.length === 0) {
+        this.markSent(sentTop, this.top, sentRtop, this.rtop);
+        stream.write(sentTop, this.top, sentRtop, this.rtop);
+      }
       sentTop = this.top;
       sentRtop = this.rtop;
     };
