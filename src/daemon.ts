@@ -114,24 +114,6 @@ export const releaseFreedMemory: () => boolean = (() => {
   }
 })();
 
-/**
- * A full V8 collection, where bin/twill exposed one (--expose-gc); a no-op
- * otherwise. Run after a periodic re-list: the list's parsed leases, the
- * peers and index built from them and the shadow's old entries all become
- * garbage at once, and were promoted to the old generation while the list
- * was processed (the young generation is 1 MiB). Left to V8, the old
- * generation's limit grows past them and the RSS stays 25–40 MiB higher for
- * minutes after every re-list (measured at 10,000 peers under 200 lease
- * events/s); one collection right away costs a few tens of ms every 30
- * reconcile periods.
- */
-export const collectGarbage = (): boolean => {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  if (!gc) return false;
-  gc();
-  return true;
-};
-
 export class Daemon {
   private readonly store: LeaseSource & { markReady?(): Promise<void> };
   private readonly metrics: Metrics;
@@ -449,10 +431,7 @@ export class Daemon {
   /** Re-lists the leases (outside the work queue); full = then repair the dataplane against them. */
   private async resync(full: boolean): Promise<void> {
     await this.relist(full);
-    if (!full) return;
-    await this.repair();
-    // After a re-list (not the start's list: start-up's garbage goes the usual way), its garbage goes at once.
-    if (this.ready && collectGarbage()) releaseFreedMemory();
+    if (full) await this.repair();
   }
 
   /**
