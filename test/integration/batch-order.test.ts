@@ -250,8 +250,9 @@ describe("dir store: B's lease file removed and C's written for the same subnet,
   }));
 
   test("different lease keys (B v4 only, C v4 + v6): C's entry in place, kept by a SIGHUP reconcile", async (t) => {
-    const b: Fake = { name: "b3", v4: "10.244.62.0/24", ip: "192.168.50.62", mac: "02:00:00:00:0b:62" };
-    const c: Fake = { name: "c3", v4: b.v4, v6: "fc00:0:0:62::/64", ip: "192.168.50.162", ipv6: "fd00:50::162", mac: "02:00:00:00:0c:62" };
+    // Outside the first 100 free subnets the nodes pick their own leases from (allocate.ts FREE_CANDIDATES): no clash with theirs.
+    const b: Fake = { name: "b3", v4: "10.244.250.0/24", ip: "192.168.50.62", mac: "02:00:00:00:0b:62" };
+    const c: Fake = { name: "c3", v4: b.v4, v6: "fc00:0:0:ff62::/64", ip: "192.168.50.162", ipv6: "fd00:50::162", mac: "02:00:00:00:0c:62" };
     write(b);
     await swapAndCheck(t, tc, b, c, async () => {
       for (const n of tc.nodes) n.proc!.kill("SIGSTOP");
