@@ -130,6 +130,12 @@ function peerDiffs(p: Peer, v: PeerValue): string[] {
 }
 
 
+/** Whether `a` is in ascending order. */
+function ascending(a: readonly number[]): boolean {
+  for (let i = 1; i < a.length; i++) if (a[i - 1]! > a[i]!) return false;
+  return true;
+}
+
 /** Compares the maps with the image; returns the drift and its repair. Writes nothing. */
 export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause): Promise<BpfRepair> {
   const drift: Drift[] = [];
@@ -180,7 +186,8 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     const p = image.peer[slot];
     drift.push(new MissingEntry(p, p ? undefined : image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!));
   }
-  if (writeSlots.length > 1) writeSlots.sort((a, b) => a - b);
+  // In slot order: the missing ones are; the seen ones come in the dump's order (sorted only when they break it).
+  if (!ascending(writeSlots)) writeSlots.sort((a, b) => a - b);
 
   const writeRemotes: number[] = [], deleteRemotesAt: number[] = [];
   const remoteSeen = new Uint8Array(image.remoteTop);
@@ -206,7 +213,7 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     if (first < 0 || remoteSeen[r]) continue;
     writeRemotes.push(r);
     // A missing peer entry behind it already says it (a vanished peer is one drift, not two).
-    if (!found[first] || image.remoteSlots(r).some((s) => !found[s])) continue;
+    if (!found[first] || !image.remoteSlotsAll(r, (s) => found[s] === 1)) continue;
     drift.push(new MissingRemote(image.remoteIP(r)!));
   }
   return { drift, writeSlots, deleteAt, writeRemotes, deleteRemotesAt };

@@ -158,6 +158,15 @@ export class BpfImage {
     return first < 0 ? [] : [first, ...(this.rmore.get(r) ?? [])];
   }
 
+  /** Whether `ok` holds for every slot behind remote r (no array made: the diff asks this of every remote). */
+  remoteSlotsAll(r: number, ok: (slot: number) => boolean): boolean {
+    const first = this.remoteFirst(r);
+    if (first < 0) return true;
+    if (!ok(first)) return false;
+    const more = this.rmore.get(r);
+    return !more || more.every(ok);
+  }
+
   /** The underlay address of remote r. */
   remoteIP(r: number): IP | undefined {
     const first = this.remoteFirst(r);
