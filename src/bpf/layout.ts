@@ -118,6 +118,10 @@ function put32(buf: Buffer, at: number, v: number): void {
   buf[at + 2] = v >>> 16;
   buf[at + 3] = v >>> 24;
 }
+/** Reads an unsigned 32-bit little-endian value at `at` (put32's inverse). */
+function get32(buf: Buffer, at: number): number {
+  return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
+}
 
 /* ---- twill_lpm_key ---- */
 
@@ -175,7 +179,7 @@ export function encodePeerFields(kind: PeerKind, remote: IP | undefined, vtepMAC
   return buf;
 }
 /** The peer id of the twill_peer value at `at`. */
-export const peerIdAt = (buf: Buffer, at: number): number => (buf[at + P_ID]! | (buf[at + P_ID + 1]! << 8) | (buf[at + P_ID + 2]! << 16) | (buf[at + P_ID + 3]! << 24)) >>> 0;
+export const peerIdAt = (buf: Buffer, at: number): number => get32(buf, at + P_ID);
 /** The kind of the twill_peer value at `at`. */
 export const peerKindAt = (buf: Buffer, at: number): PeerKind => buf[at + P_KIND] as PeerKind;
 export function decodePeer(buf: Buffer): PeerValue {
@@ -276,7 +280,7 @@ const R_PEER_ID = off(REMOTE, "peer_id");
 /** Writes the peer id of a (zeroed) twill_remote value at `at`. */
 export const setRemoteId = (buf: Buffer, at: number, peerId: number): void => put32(buf, at + R_PEER_ID, peerId);
 /** The peer id of the twill_remote value at `at`. */
-export const remoteIdAt = (buf: Buffer, at: number): number => buf.readUInt32LE(at + R_PEER_ID);
+export const remoteIdAt = (buf: Buffer, at: number): number => get32(buf, at + R_PEER_ID);
 export function decodeRemote(buf: Buffer): { peerId: number } {
   return { peerId: buf.readUInt32LE(off(REMOTE, "peer_id")) };
 }

@@ -422,17 +422,21 @@ export class BpfDataplane implements Dataplane {
     for (let i = 0; i < put.length; i++) {
       const r = put[i]!;
       rk.copy(kb, i * REMOTE_KEY_SIZE, r * REMOTE_KEY_SIZE, (r + 1) * REMOTE_KEY_SIZE);
-      setRemoteId(vb, i * REMOTE.size, image.idAt(image.remoteFirst(r)));
+      this.putRemoteValue(vb, i, r);
     }
     return { keys: kb, vals: vb, what: (i) => `peer address ${formatIP(image.remoteIP(put[i]!)!)}` };
   }
 
   /** remotesBatch() of the remotes from..to-1, whose keys lie back to back in the image: only the values are made. */
   private remotesRun(from: number, to: number): { keys: Buffer; vals: Buffer } {
-    const image = this.image;
     const vb = Buffer.alloc((to - from) * REMOTE.size);
-    for (let r = from; r < to; r++) setRemoteId(vb, (r - from) * REMOTE.size, image.idAt(image.remoteFirst(r)));
-    return { keys: image.rkeys.subarray(from * REMOTE_KEY_SIZE, to * REMOTE_KEY_SIZE), vals: vb };
+    for (let r = from; r < to; r++) this.putRemoteValue(vb, r - from, r);
+    return { keys: this.image.rkeys.subarray(from * REMOTE_KEY_SIZE, to * REMOTE_KEY_SIZE), vals: vb };
+  }
+
+  /** Writes remote r's twill_remotes value (the id of the first subnet behind it) as entry i of a zeroed `vb`. */
+  private putRemoteValue(vb: Buffer, i: number, r: number): void {
+    setRemoteId(vb, i * REMOTE.size, this.image.idAt(this.image.remoteFirst(r)));
   }
 
   /** Runs a map write on the thread pool, known to settled() until it ends. */
@@ -455,12 +459,18 @@ export class BpfDataplane implements Dataplane {
    * two maps side by side. A batch that fails leaves its entries unmarked:
    * the repair after the sync writes them (and names what does not fit).
    */
-  private streamWriter(every: number): Stream & { done(): Promise<void> } {
+  private streamWriter(every: number): Stream & { done(): Promise<void>; readonly handed: number } {
     const image = this.image, maps = this.maps;
     let trie: Promise<unknown> = Promise.resolve(), remotes: Promise<unknown> = Promise.resolve();
+    let handed = 0;
     return {
       every,
+      /** Entries handed to the kernel (trie and twill_remotes). */
+      get handed() {
+        return handed;
+      },
       write: (from, to, rfrom, rto) => {
+        handed += to - from + rto - rfrom;
         if (to > from) {
           const keys = image.keys.subarray(from * KEY_SIZE, to * KEY_SIZE), vals = image.vals.subarray(from * VALUE_SIZE, to * VALUE_SIZE);
           trie = this.track(trie.then(() => maps.twill_peers.updateBatchAsync(keys, vals, to - from)).catch(() => image.markSent(from, to, 0, 0, false)));
@@ -638,7 +648,6 @@ export class BpfDataplane implements Dataplane {
       this.track(this.writeTrieAsync(keys, vals, slots.length, what)),
       rb && this.track(this.maps.twill_remotes.updateBatchAsync(rb.keys, rb.vals, remotes.length, rb.what)),
     ]);
-    const streamed = stream ? r.writeSlots.length - slots.length : 0;
     if (!this.swept || deleted) {
       this.sweepStats(image.liveIds());
       this.swept = true;
@@ -648,7 +657,7 @@ export class BpfDataplane implements Dataplane {
       if (!peers.length) throw first;
       throw this.programError(peers, slots.length, first);
     }
-    const wrote = deleted + slots.length + remotes.length + gone + streamed > 0;
+    const wrote = deleted + slots.length + remotes.length + gone + (stream?.handed ?? 0) > 0;
     // The maps as this reconcile found them, when they were as wanted and no event came in meanwhile; after writes the next reconcile compares once more.
     if (!wrote && touched.size === 0 && touchedR.size === 0) this.lastClean = { ...seen, version: image.version };
     const drift = [...base, ...withoutEvents(r.drift, touched, touchedR)];

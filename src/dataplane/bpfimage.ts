@@ -103,6 +103,8 @@ export class BpfImage {
   /** Slots / remotes handed to a stream writer whose bytes did not change since (see 5). */
   private sentSlot = new Uint8Array(0);
   private sentRemote = new Uint8Array(0);
+  /** Some mark may be set (clearSent has work to do). */
+  private anySent = false;
   /** The remote of each slot (-1: none). */
   private remoteOf = new Int32Array(0);
   private gen = 0;
@@ -150,12 +152,6 @@ export class BpfImage {
   /** The first slot behind remote r (-1: r is free). */
   remoteFirst(r: number): number {
     return this.rfirst[r] ?? -1;
-  }
-
-  /** Every slot behind remote r. */
-  remoteSlots(r: number): number[] {
-    const first = this.remoteFirst(r);
-    return first < 0 ? [] : [first, ...(this.rmore.get(r) ?? [])];
   }
 
   /** Whether `ok` holds for every slot behind remote r (no array made: the diff asks this of every remote). */
@@ -231,6 +227,11 @@ export class BpfImage {
   /** The slot the next new key takes (a freed one first). */
   private nextSlot(): number {
     return this.free.length ? this.free[this.free.length - 1]! : this.top;
+  }
+
+  /** The remote the next new underlay address takes (a freed one first). */
+  private nextRemote(): number {
+    return this.rfree.length ? this.rfree[this.rfree.length - 1]! : this.rtop;
   }
 
   /** A new slot for the key at src[at..] (not in the index; `h` its hash), its bytes copied unless they are already there. */
@@ -337,7 +338,7 @@ export class BpfImage {
     let next = -1;
     if (ip) {
       // The key is encoded where a new remote would keep it: no copy, one hash.
-      const c = this.rfree.length ? this.rfree[this.rfree.length - 1]! : this.rtop;
+      const c = this.nextRemote();
       this.growRemotes(c + 1);
       const at = c * REMOTE_KEY_SIZE;
       encodeEpKeyAt(ip, this.rkeys, at);
@@ -437,6 +438,7 @@ export class BpfImage {
 
   /** Marks slots from..to-1 and remotes rfrom..rto-1 as written to the maps with their bytes now (or clears the marks). */
   markSent(from: number, to: number, rfrom: number, rto: number, sent = true): void {
+    this.anySent ||= sent;
     this.sentSlot.fill(sent ? 1 : 0, from, to);
     this.sentRemote.fill(sent ? 1 : 0, rfrom, rto);
   }
@@ -448,8 +450,10 @@ export class BpfImage {
   }
   /** Forgets every mark (after the repair that used them). */
   clearSent(): void {
+    if (!this.anySent) return;
     this.sentSlot.fill(0);
     this.sentRemote.fill(0);
+    this.anySent = false;
   }
 
   /** Whether the image is slots 0..size-1 with none freed: then `keys`/`vals` are a batch as they are. */
