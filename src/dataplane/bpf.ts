@@ -660,8 +660,19 @@ export class BpfDataplane implements Dataplane {
     const wrote = deleted + slots.length + remotes.length + gone + (stream?.handed ?? 0) > 0;
     // The maps as this reconcile found them, when they were as wanted and no event came in meanwhile; after writes the next reconcile compares once more.
     if (!wrote && touched.size === 0 && touchedR.size === 0) this.lastClean = { ...seen, version: image.version };
-    const drift = [...base, ...withoutEvents(r.drift, touched, touchedR)];
-    return { ...driftCounts(drift), drift };
+    if (touched.size > 0 || touchedR.size > 0) {
+      const drift = [...base, ...withoutEvents(r.drift, touched, touchedR)];
+      return { ...driftCounts(drift), drift };
+    }
+    // The drift list is built only when read: a first start's 100,000 missing peers are counted, not listed.
+    const b = driftCounts(base), c = r.counts;
+    let drift: readonly Drift[] | undefined;
+    return {
+      added: b.added + c.added, updated: b.updated + c.updated, removed: b.removed + c.removed,
+      get drift() {
+        return (drift ??= base.length ? [...base, ...r.drift] : r.drift);
+      },
+    };
   }
 
   /** Peers, counters (summed over CPUs) and map occupancy, read now; undefined before setup() and after close(). */

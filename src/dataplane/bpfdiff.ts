@@ -21,9 +21,10 @@
  *    drift: changed, or stale when nothing wants the key; a wanted key not
  *    seen is missing.
  * 3) The repair names image slots to write and offsets of observed entries
- *    to delete; drift of a missing entry is described only when read (a
- *    first reconcile of 100,000 peers is 100,000 "missing" that nobody
- *    prints).
+ *    to delete. A missing peer entry is kept as its Peer until the drift is
+ *    read: a first reconcile of 100,000 peers is 100,000 "missing" that
+ *    nobody prints, so the repair carries their count and builds the list
+ *    (and each entry's words) only when asked.
  * 4) twill_remotes must hold exactly the underlay addresses of the peers
  *    (the senders whose VXLAN BPF strips): a missing or stale address is
  *    drift of its own only when no missing or stale peer entry explains it
@@ -32,7 +33,7 @@
  */
 import { formatIP, formatPrefix, ipEqual, type IP, type Prefix } from "../net/ip.js";
 import { decodeEpKey, decodeLpmKey, decodePeer, encodeEpKey, EP_KEY, PeerKind, REMOTE, remoteIdAt, type PeerValue } from "../bpf/layout.js";
-import type { Drift, DriftKind } from "./drift.js";
+import { driftCounts, type Drift, type DriftKind } from "./drift.js";
 import type { Peer } from "./types.js";
 import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, sameBytes, SLICE, VALUE_SIZE, type Pause } from "./bpfimage.js";
 
@@ -50,7 +51,10 @@ export interface BpfObserved {
 }
 
 export interface BpfRepair {
-  readonly drift: Drift[];
+  /** Built on first read (see 3); the same list every time. */
+  readonly drift: readonly Drift[];
+  /** driftCounts(drift), without building it. */
+  readonly counts: { added: number; updated: number; removed: number };
   /** Image slots to (re)write into twill_peers (peers and own entries), in slot order. */
   readonly writeSlots: number[];
   /** Offsets in the observed twill_peers dump of the entries to delete. */
@@ -130,6 +134,23 @@ function peerDiffs(p: Peer, v: PeerValue): string[] {
 }
 
 
+/** The drift of a diff: what it found in the maps, and the missing peers as Peers until read. */
+class RepairDrift {
+  private list?: readonly Drift[];
+  constructor(
+    private readonly head: readonly Drift[],
+    private readonly missing: readonly (Peer | MissingEntry)[],
+    private readonly tail: readonly Drift[],
+  ) {}
+  get drift(): readonly Drift[] {
+    return (this.list ??= [...this.head, ...this.missing.map((m) => (m instanceof MissingEntry ? m : new MissingEntry(m, undefined, PeerKind.Vxlan))), ...this.tail]);
+  }
+  get counts(): { added: number; updated: number; removed: number } {
+    const h = driftCounts(this.head), t = driftCounts(this.tail);
+    return { added: h.added + this.missing.length + t.added, updated: h.updated + t.updated, removed: h.removed + t.removed };
+  }
+}
+
 /** Whether `a` is in ascending order. */
 function ascending(a: readonly number[]): boolean {
   for (let i = 1; i < a.length; i++) if (a[i - 1]! > a[i]!) return false;
@@ -179,16 +200,19 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     // Only the peer id differs (or the bytes did): rewrite without calling it drift.
     writeSlots.push(slot);
   }
+  // A peer's Peer stands for its MissingEntry until the drift is read; our own and cluster entries (a few) get theirs now.
+  const missing: (Peer | MissingEntry)[] = [];
   for (let slot = 0; slot < image.top; slot++) {
     if (pause && ++i % SLICE === 0) await pause();
     if (found[slot] || !image.live[slot]) continue;
     writeSlots.push(slot);
     const p = image.peer[slot];
-    drift.push(new MissingEntry(p, p ? undefined : image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!));
+    missing.push(p ?? new MissingEntry(undefined, image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!));
   }
   // In slot order: the missing ones are; the seen ones come in the dump's order (sorted only when they break it).
   if (!ascending(writeSlots)) writeSlots.sort((a, b) => a - b);
 
+  const remoteDrift: Drift[] = [];
   const writeRemotes: number[] = [], deleteRemotesAt: number[] = [];
   const remoteSeen = new Uint8Array(image.remoteTop);
   const rstride = REMOTE_KEY_SIZE + REMOTE.size;
@@ -199,7 +223,7 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     const r = image.remoteOfKey(rbytes, o);
     if (r < 0) {
       deleteRemotesAt.push(o);
-      if (!explained.has(keyString(rbytes, o, REMOTE_KEY_SIZE))) drift.push({ kind: "stale", subject: formatIP(decodeEpKey(rbytes.subarray(o, o + EP_KEY.size))), detail: "twill_remotes accepts VXLAN from this address, but no lease has it as its PublicIP" });
+      if (!explained.has(keyString(rbytes, o, REMOTE_KEY_SIZE))) remoteDrift.push({ kind: "stale", subject: formatIP(decodeEpKey(rbytes.subarray(o, o + EP_KEY.size))), detail: "twill_remotes accepts VXLAN from this address, but no lease has it as its PublicIP" });
       continue;
     }
     remoteSeen[r] = 1;
@@ -214,7 +238,16 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     writeRemotes.push(r);
     // A missing peer entry behind it already says it (a vanished peer is one drift, not two).
     if (!found[first] || !image.remoteSlotsAll(r, (s) => found[s] === 1)) continue;
-    drift.push(new MissingRemote(image.remoteIP(r)!));
+    remoteDrift.push(new MissingRemote(image.remoteIP(r)!));
   }
-  return { drift, writeSlots, deleteAt, writeRemotes, deleteRemotesAt };
+  const d = new RepairDrift(drift, missing, remoteDrift);
+  return {
+    get drift() {
+      return d.drift;
+    },
+    get counts() {
+      return d.counts;
+    },
+    writeSlots, deleteAt, writeRemotes, deleteRemotesAt,
+  };
 }
