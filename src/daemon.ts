@@ -41,15 +41,16 @@ import type { Logger } from "./log.js";
 import { formatPrefix, formatIP, ipEqual, makePrefix, prefixContainsIP, prefixEqual, type IP, type Prefix } from "./net/ip.js";
 import { findUnderlay, getAddrs, getLink } from "./net/link.js";
 import { randomMAC } from "./lease/mac.js";
-import type { Lease, NetConfig } from "./lease/types.js";
+import type { Lease, NetConfig, VxlanBackend } from "./lease/types.js";
 import type { LeaseEvent, LeaseSource, ListResult } from "./lease/source.js";
 import { isRejected, leasePeers, leasesToPeers, ownLeaseIntact, SubnetIndex, type PeerRules } from "./peers.js";
 import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
+import { flannelMTU } from "./config/netconf.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
 import { ensureForward, ensureMasq, removeRules } from "./net/masq.js";
 import { watchFirewall, type FirewallWatch } from "./net/firewall-watch.js";
-import { PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
+import { HOSTGW_DEVICE, PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
 import { BpfDataplane } from "./dataplane/bpf.js";
 import { KernelDataplane } from "./dataplane/kernel.js";
 
@@ -80,7 +81,28 @@ export interface DaemonOptions {
   readonly version: string;
 }
 
-const overhead = (family: 4 | 6): number => (family === 4 ? 50 : 70);
+
+/** vxlan options twill does not implement are refused by name, never parsed and dropped. */
+function checkVxlanOptions(be: VxlanBackend, dataplane: "bpf" | "kernel"): void {
+  if (be.gbp) throw new TwillError("ERR_INVALID_CONFIG", "Cannot parse network config: Backend.GBP true is not supported by twill (VXLAN Group Based Policy); remove it or set it to false");
+  if (be.learning && dataplane === "bpf") {
+    throw new TwillError("ERR_INVALID_CONFIG", "Cannot parse network config: Backend.Learning true needs a learning vxlan device: run this node with --dataplane kernel, or set it to false");
+  }
+}
+
+/**
+ * flannel's host-gw refuses a PublicIP that is not an address of the
+ * interface (a node behind NAT cannot be a next hop): the same check, with
+ * flannel's words.
+ */
+async function checkHostGwAddress(iface: string, ...ips: (IP | undefined)[]): Promise<void> {
+  const mine = (await getAddrs(iface)).map((a) => a.local);
+  for (const ip of ips) {
+    if (ip && !mine.some((m) => ipEqual(m, ip))) {
+      throw new TwillError("ERR_INVALID_CONFIG", `host-gw: the PublicIP ${formatIP(ip)} differs from the addresses of ${iface}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
+    }
+  }
+}
 /** A full re-list of the leases every this many reconcile periods (the first one too). */
 const RELIST_EVERY = 30;
 const peerKey = (p: Peer): string => formatPrefix(p.subnet);
@@ -174,8 +196,12 @@ export class Daemon {
     if (config.enableIPv4 && !this.publicIP) throw new TwillError("ERR_IFACE", `interface ${underlay.name} has no IPv4 address and --public-ip is not set`);
     if (config.enableIPv6 && !this.publicIPv6) throw new TwillError("ERR_IFACE", `interface ${underlay.name} has no IPv6 address and --public-ipv6 is not set`);
 
-    const vni = config.backend.vni;
-    const dev4 = `flannel.${vni}`, dev6 = `flannel-v6.${vni}`;
+    const be = config.backend;
+    const hostGw = be.type === "host-gw";
+    if (be.type === "vxlan") checkVxlanOptions(be, o.dataplane);
+    if (hostGw) await checkHostGwAddress(underlay.name, this.publicIP, this.publicIPv6);
+    const vni = be.type === "vxlan" ? be.vni : 0;
+    const dev4 = hostGw ? HOSTGW_DEVICE : `flannel.${vni}`, dev6 = hostGw ? HOSTGW_DEVICE : `flannel-v6.${vni}`;
     const { leases } = await this.store.list();
     const old = leases.find((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
     const mac4 = old?.backendData?.vtepMAC ?? (await getLink(dev4))?.mac ?? randomMAC();
@@ -186,10 +212,12 @@ export class Daemon {
     this.own = await this.store.acquire({
       publicIP: this.publicIP, publicIPv6: this.publicIPv6,
       previous: previous ? { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet } : undefined,
-      backendData: config.enableIPv4 ? { vni, vtepMAC: mac4 } : undefined,
-      backendV6Data: config.enableIPv6 ? { vni, vtepMAC: mac6 } : undefined,
+      // host-gw: flannel's lease is {"BackendType":"host-gw"} with no backend data.
+      backendType: be.type,
+      backendData: config.enableIPv4 && !hostGw ? { vni, vtepMAC: mac4 } : undefined,
+      backendV6Data: config.enableIPv6 && !hostGw ? { vni, vtepMAC: mac6 } : undefined,
     });
-    if (config.backend.directRouting) {
+    if (hostGw || be.directRouting) {
       // flannel's rule: a peer is direct when the route to it has no gateway,
       // i.e. its public IP is on one of the underlay interface's own subnets.
       const onLink = (await getAddrs(underlay.name)).filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
@@ -200,12 +228,15 @@ export class Daemon {
     // A source may hand back the MAC our node already published (Kubernetes
     // annotations): the device must carry what the lease says.
     const vtep4 = this.own.backendData?.vtepMAC ?? mac4, vtep6 = this.own.backendV6Data?.vtepMAC ?? mac6;
+    // flannel's numbers (config/netconf.ts flannelMTU); host-gw's hook device on bpf gets the underlay's.
+    const mtus = flannelMTU(be, underlay.mtu);
     const fam = (subnet: Prefix | undefined, network: Prefix | undefined, ip: IP | undefined, device: string, mac: string): LocalFamily | undefined =>
       subnet && network && ip
-        ? { subnet, network, publicIP: ip, iface: underlay.name, device, mtu: config.backend.mtu || underlay.mtu - overhead(ip.family), vtepMAC: mac }
+        ? { subnet, network, publicIP: ip, iface: underlay.name, device, mtu: mtus.device(ip.family), ...(hostGw ? {} : { vtepMAC: mac }) }
         : undefined;
     const local: LocalNode = {
-      vni, port: config.backend.port, bridge: o.bridge, directRouting: config.backend.directRouting,
+      vni, port: be.type === "vxlan" ? be.port : 0, bridge: o.bridge, directRouting: hostGw || be.directRouting,
+      backend: be.type, ...(be.type === "vxlan" && be.learning ? { learning: true } : {}),
       v4: fam(this.own.subnet, config.network, this.own.publicIP ?? this.publicIP, dev4, vtep4),
       v6: fam(this.own.ipv6Subnet, config.ipv6Network, this.own.publicIPv6 ?? this.publicIPv6, dev6, vtep6),
     };
@@ -225,7 +256,7 @@ export class Daemon {
       ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, encap: o.encap, attach: o.bpfAttach, log: this.log, peerCapacity: o.peerCapacity })
       : new KernelDataplane({ log: (m: string) => this.log.info(m) });
     const devs = await this.dp.setup(local);
-    const mtu = Math.min(...[local.v4?.mtu, local.v6?.mtu].filter((x): x is number => x !== undefined));
+    const mtu = mtus.subnetFile;
     await writeSubnetFile(o.subnetFile, {
       network: config.network, subnet: this.own.subnet, ipv6Network: config.ipv6Network, ipv6Subnet: this.own.ipv6Subnet,
       mtu, ipMasq: o.ipMasq,

@@ -33,7 +33,9 @@ export type ErrorCode =
   | "ERR_BPF_ATTACH"
   | "ERR_BPF_LAYOUT"
   | "ERR_BPF_TEST_RUN"
-  | "ERR_DATAPLANE";
+  | "ERR_DATAPLANE"
+  /** host-gw: a peer's PublicIP is not on a network of our underlay interface (flannel's host-gw cannot route to it either). */
+  | "ERR_PEER_UNREACHABLE";
 
 export class TwillError extends Error {
   readonly code: ErrorCode;

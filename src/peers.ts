@@ -3,7 +3,8 @@
  *
  * How it works: every lease a source returns is already well-formed
  * (lease/parse.ts); here it is checked against the cluster: it must be a
- * vxlan lease, its subnet must lie in the cluster network with the
+ * lease of our backend type (vxlan or host-gw, as flannel ignores the
+ * others), its subnet must lie in the cluster network with the
  * configured length (Kubernetes podCIDRs may have any length), it must not
  * be ours (a lease claiming our subnet with another public IP is a
  * conflict, never a route to ourselves), and it must not overlap a lease
@@ -14,7 +15,10 @@
  * 10,000 leases cost 10,000 lookups, not 50 million comparisons. Keys are
  * built from the address bytes (a number for IPv4, eight code units for
  * IPv6), never from text: a subnet is formatted only for a rejection.
- * Each family of a lease becomes one Peer.
+ * Each family of a lease becomes one Peer. A host-gw peer is always direct
+ * (routed via its PublicIP, no VTEP): one whose PublicIP is not on a
+ * network of our underlay interface is rejected (ERR_PEER_UNREACHABLE), as
+ * the kernel refuses flannel's host-gw route to it.
  */
 import type { NetConfig, Lease, VxlanLeaseData } from "./lease/types.js";
 import { formatIP, formatPrefix, prefixContains, prefixEqual, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
@@ -115,17 +119,20 @@ function views(l: Lease, c: NetConfig, own: OwnLease): FamilyView[] {
 }
 
 /** Why one family of a lease cannot be programmed, or undefined if it can. */
-function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean): { code: ErrorCode; reason: string } | undefined {
+function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean, hostGw: boolean, direct?: (ip: IP) => boolean): { code: ErrorCode; reason: string } | undefined {
   const s = v.subnet;
   // The subnet's text only for a rejection: formatting it for every lease is most of the cost of a large list.
   const at = () => formatPrefix(s);
   if (!v.network || !prefixContains(v.network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} is outside the network ${v.network ? formatPrefix(v.network) : "(none)"}` };
   if (checkLength && s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} has length ${s.len}, the network uses ${v.len}` };
   if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `PublicIP${v.v6 ? "v6" : ""} is missing` };
-  if (!v.data) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.v6 ? "V6" : ""}Data is missing` };
+  if (!v.data && !hostGw) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.v6 ? "V6" : ""}Data is missing` };
   if (v.own && prefixOverlaps(v.own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} is ours, but this lease gives PublicIP ${formatIP(v.publicIP)}` };
   const clash = index.clash(s, key);
   if (clash) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} overlaps the lease for ${formatPrefix(clash)}` };
+  if (hostGw && !direct?.(v.publicIP)) {
+    return { code: "ERR_PEER_UNREACHABLE", reason: `host-gw: PublicIP${v.v6 ? "v6" : ""} ${formatIP(v.publicIP)} of subnet ${at()} is not on a network of our underlay interface (host-gw needs every node on one L2 segment)` };
+  }
   return undefined;
 }
 
@@ -134,18 +141,25 @@ function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: bool
  * rejection. Does not add the lease to the index.
  */
 export function leasePeers(l: Lease, rules: PeerRules, index: SubnetIndex): Peer[] | Rejected {
-  if (l.key === rules.own.key || l.backendType !== "vxlan") return [];
+  const type = rules.config.backend.type;
+  // flannel's backends ignore leases of another type ("Ignoring non-vxlan subnet").
+  if (l.key === rules.own.key || l.backendType !== type) return [];
+  const hostGw = type === "host-gw";
   const fams = views(l, rules.config, rules.own);
   const checkLength = rules.checkLength ?? true;
   // A plain loop, no intermediate arrays: this runs once per lease of a full list.
   let rejected: Rejected | undefined;
   for (const v of fams) {
-    const p = check(v, l.key, index, checkLength);
+    const p = check(v, l.key, index, checkLength, hostGw, rules.direct);
     if (p) rejected = rejected ? { ...rejected, reason: `${rejected.reason}; ${p.reason}` } : { key: l.key, ...p };
   }
   if (rejected) return rejected;
+  if (hostGw) return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: NO_VTEP, vni: 0, direct: true }));
   return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: rules.direct ? rules.direct(v.publicIP!) : false }));
 }
+
+/** A host-gw peer has no VTEP: its (unused) MAC. */
+export const NO_VTEP = "00:00:00:00:00:00";
 
 export const isRejected = (r: Peer[] | Rejected): r is Rejected => !Array.isArray(r);
 

@@ -32,7 +32,7 @@ import { bpfImage, diffBpf, type BpfObserved } from "./dataplane/bpfdiff.js";
 import { diffKernel, type KernelTables } from "./dataplane/kerneldiff.js";
 import { observeKernel } from "./dataplane/kernel.js";
 import { deviceDrift, type Drift } from "./dataplane/drift.js";
-import type { Peer } from "./dataplane/types.js";
+import { HOSTGW_DEVICE, type Peer } from "./dataplane/types.js";
 import { readSubnetFile } from "./subnetfile.js";
 import {
   compareIP, formatIP, formatPrefix, makePrefix, parsePrefix, prefixContainsIP, type Family, type IP, type Prefix,
@@ -71,7 +71,7 @@ export interface NodeStatus {
     readonly key: string; readonly subnet?: string; readonly ipv6Subnet?: string;
     readonly publicIP?: string; readonly publicIPv6?: string; readonly vtepMAC?: string; readonly ipv6VtepMAC?: string;
   };
-  readonly network: { readonly network?: string; readonly ipv6Network?: string; readonly vni: number; readonly port: number; readonly directRouting: boolean };
+  readonly network: { readonly network?: string; readonly ipv6Network?: string; readonly backend: "vxlan" | "host-gw"; readonly vni?: number; readonly port?: number; readonly directRouting?: boolean };
   readonly statsAvailable: boolean;
   readonly peers: readonly StatusPeer[];
   readonly rejected: readonly { readonly key: string; readonly code: string; readonly reason: string }[];
@@ -89,7 +89,8 @@ export interface StatusOptions {
 }
 
 /** The device names twill and flannel use for a VNI. */
-const deviceNames = (c: NetConfig): { v4: string; v6: string } => ({ v4: `flannel.${c.backend.vni}`, v6: `flannel-v6.${c.backend.vni}` });
+const deviceNames = (c: NetConfig): { v4: string; v6: string } =>
+  c.backend.type === "host-gw" ? { v4: HOSTGW_DEVICE, v6: HOSTGW_DEVICE } : { v4: `flannel.${c.backend.vni}`, v6: `flannel-v6.${c.backend.vni}` };
 
 const sortKey = (a: { prefix: Prefix }, b: { prefix: Prefix }): number =>
   a.prefix.ip.family - b.prefix.ip.family || compareIP(a.prefix.ip, b.prefix.ip) || a.prefix.len - b.prefix.len;
@@ -167,7 +168,7 @@ async function ownSubnets(o: StatusOptions, c: NetConfig, bpfEntries: readonly P
 }
 
 async function readDirect(o: StatusOptions, c: NetConfig): Promise<(ip: IP) => boolean> {
-  if (!c.backend.directRouting) return () => false;
+  if (c.backend.type === "vxlan" && !c.backend.directRouting) return () => false;
   // The daemon's rule: a peer is direct when its public IP is on one of the underlay's own subnets.
   const u = await findUnderlay(o.underlay);
   const onLink = (await getAddrs(u.name)).filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
@@ -216,7 +217,9 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
 
   // The device's MAC is the VTEP MAC peers send to: it must be the one in our lease.
   const devices: string[] = [];
-  for (const { family } of fams) {
+  // host-gw with the kernel dataplane has no device at all (flannel's routes only).
+  const hostGwKernel = config.backend.type === "host-gw" && mode !== "bpf";
+  for (const { family } of hostGwKernel ? [] : fams) {
     const name = mode === "bpf" ? mainDev : family === 4 ? dev.v4 : dev.v6;
     if (devices.includes(name)) continue;
     devices.push(name);
@@ -248,11 +251,11 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
       const ownSubnet = family === 4 ? own.v4 : own.v6;
       if (!ownSubnet) continue;
       const device = family === 4 ? dev.v4 : dev.v6;
-      const l = await getLink(device);
+      const l = hostGwKernel ? undefined : await getLink(device);
       const iface = l?.vxlan?.dev ?? underlay?.name ?? "";
       // Without its device, every peer of the family is missing (the reconcile re-creates it, then finds them so).
-      const tables: KernelTables = l
-        ? await observeKernel({ device, iface, network, subnet: ownSubnet }, family)
+      const tables: KernelTables = l || hostGwKernel
+        ? await observeKernel({ device: hostGwKernel ? "" : device, iface, network, subnet: ownSubnet }, family)
         : { family, device, underlay: iface, network, own: ownSubnet, routes: [], underlayRoutes: [], neighs: [], fdb: [] };
       drift.push(...diffKernel(tables, desired.map((d) => d.peer)).drift);
     }
@@ -272,7 +275,10 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
         vtepMAC: ownLease.backendData?.vtepMAC, ipv6VtepMAC: ownLease.backendV6Data?.vtepMAC,
       }),
     } : {}),
-    network: clean({ network: pfx(config.network), ipv6Network: pfx(config.ipv6Network), vni: config.backend.vni, port: config.backend.port, directRouting: config.backend.directRouting }),
+    network: clean({
+      network: pfx(config.network), ipv6Network: pfx(config.ipv6Network), backend: config.backend.type,
+      ...(config.backend.type === "vxlan" ? { vni: config.backend.vni, port: config.backend.port, directRouting: config.backend.directRouting } : {}),
+    }),
     statsAvailable: mode === "bpf",
     peers: rows.map(({ prefix: _p, ...r }) => r),
     rejected: [...rejected, ...errors.map((e) => ({ key: e.key, code: e.error.code, reason: e.error.message }))],

@@ -13,14 +13,17 @@
  *  3) Defaults as flannel: SubnetLen 24 (64 for v6), or network length + 2
  *     when the network is too small for that; SubnetMin = the second
  *     subnet; SubnetMax = the last subnet.
- *  4) Backend: twill only speaks vxlan. A missing Backend or Type means
- *     vxlan (flannel's own default, udp, is not supported); VNI 1, Port 8472.
+ *  4) Backend: "vxlan" (VNI 1, Port 8472 by default) or "host-gw" (no
+ *     options), matched case-insensitively as flannel's backend manager
+ *     does. Any other type (udp, wireguard, ipip, ipsec, alloc, extension)
+ *     is refused naming it. Deviation: a config with no Backend at all is
+ *     vxlan here (flannel would run udp, which twill does not implement).
  * Every failure is ERR_INVALID_CONFIG "Cannot parse network config: <field>
  * <value> <why>". Deviation: SubnetMin above SubnetMax is rejected (flannel
  * accepts it and then can allocate nothing).
  */
 import { TwillError, showValue } from "../errors.js";
-import type { NetConfig, VxlanBackend } from "../lease/types.js";
+import type { Backend, NetConfig } from "../lease/types.js";
 import {
   bits, compareIP, formatIP, formatPrefix, makePrefix, nextSubnet, prefixContainsIP, toBig, tryParseIP,
   type Family, type IP, type Prefix,
@@ -119,13 +122,20 @@ function checkBound(name: string, a: IP | undefined, net: Prefix, len: number): 
   return p;
 }
 
-function parseBackend(obj: Json): VxlanBackend {
+/** The backend types twill implements, as flannel names them. */
+export const BACKEND_TYPES = ["vxlan", "host-gw"] as const;
+
+function parseBackend(obj: Json): Backend {
   const raw = field(obj, "Backend");
   if (raw === undefined) return { type: "vxlan", vni: 1, port: 8472, directRouting: false, mtu: 0, gbp: false, learning: false };
   if (typeof raw !== "object" || Array.isArray(raw)) throw bad(`Backend ${show(raw)} is not a JSON object`);
   const b = raw as Json;
-  const type = field(b, "Type") ?? "vxlan";
-  if (type !== "vxlan") throw bad(`Backend.Type ${show(type)} is not supported (twill implements only "vxlan")`);
+  const given = field(b, "Type") ?? "vxlan";
+  if (typeof given !== "string") throw bad(`Backend.Type ${show(given)} is not a string`);
+  // flannel's backend manager lower-cases the type ("VXLAN" is vxlan).
+  const type = given.toLowerCase();
+  if (type === "host-gw") return { type: "host-gw" };
+  if (type !== "vxlan") throw bad(`Backend.Type ${show(given)} is not supported: twill implements ${BACKEND_TYPES.map((t) => `"${t}"`).join(" and ")}`);
   const f = (n: string) => field(b, n);
   const mtu = int(f("MTU"), "Backend.MTU") ?? 0;
   if (mtu !== 0) inRange(mtu, "Backend.MTU", 68, 65535); // 0 = derive from the underlay
@@ -138,6 +148,21 @@ function parseBackend(obj: Json): VxlanBackend {
     gbp: bool(f("GBP"), "Backend.GBP", false),
     learning: bool(f("Learning"), "Backend.Learning", false),
   };
+}
+
+/**
+ * flannel's MTU arithmetic. vxlan: Backend.MTU is the underlay MTU (0 = the
+ * interface's); the device gets it minus the encapsulation (50 bytes; an
+ * IPv6 underlay's vxlan device 70, the most the kernel allows it) and
+ * FLANNEL_MTU is it minus 50 for every family (flannel's MTU() is one
+ * number: an IPv6 pod's packet that does not fit its device gets ICMPv6
+ * "packet too big" from the host). host-gw: no device, FLANNEL_MTU is the
+ * interface's MTU (Backend.MTU does not apply).
+ */
+export function flannelMTU(be: Backend, ifaceMTU: number): { device: (family: 4 | 6) => number; subnetFile: number } {
+  if (be.type === "host-gw") return { device: () => ifaceMTU, subnetFile: ifaceMTU };
+  const underlay = be.mtu || ifaceMTU;
+  return { device: (family) => underlay - (family === 4 ? 50 : 70), subnetFile: underlay - 50 };
 }
 
 /** Parses flannel's network config JSON; throws ERR_INVALID_CONFIG naming the field and value. */

@@ -27,6 +27,12 @@
  *    forwards while the controller is down, and a restart adopts them. The
  *    config and the maps the programs read are written before a program is
  *    attached or swapped, so an upgrade never runs a program on empty maps.
+ * 5) host-gw: no vxlan device. A veth pair (twill_host ⇄ twill_net, as
+ *    Cilium's cilium_host) takes its place as the device the cluster route
+ *    points at; every peer is DIRECT, so to_overlay on its egress (after
+ *    routing and netfilter) and from_pod with --fast-path send each packet
+ *    out of the underlay with bpf_redirect_neigh to the peer's PublicIP: no
+ *    per-peer route, no encapsulation, the wire of flannel's host-gw.
  * upsert/remove write map entries; reconcile re-creates anything missing
  * (device, route, links, config) and makes the trie equal to the desired set.
  */
@@ -35,7 +41,7 @@ import { join } from "node:path";
 import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
-import { ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks, routeReplace } from "../net/link.js";
+import { ensureHookVeth, ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks, routeReplace } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
 import { BPF_ANY, type BpfMap, type MapSnapshot } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
@@ -48,7 +54,7 @@ import {
 import { PodWatcher, type Port } from "./podwatch.js";
 import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStatsSliced, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
-import { PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
+import { HOSTGW_DEVICE, HOSTGW_PEER_DEVICE, PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
 import { diffBpf, yieldToEvents, type BpfRepair } from "./bpfdiff.js";
 import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, VALUE_SIZE, type Pause, type Stream } from "./bpfimage.js";
 import { deviceDrift, driftCounts, type Drift } from "./drift.js";
@@ -260,6 +266,11 @@ export class BpfDataplane implements Dataplane {
   private async ensureDevice(fams: LocalFamily[], local: LocalNode): Promise<DeviceInfo> {
     const first = fams[0]!;
     const name = first.device;
+    if (local.backend === "host-gw") {
+      const dev = await ensureHookVeth(HOSTGW_DEVICE, HOSTGW_PEER_DEVICE, Math.min(...fams.map((f) => f.mtu)), (m) => this.opts.log.info(m));
+      for (const lf of fams) await routeReplace(lf.network, dev.name, { via: nthIP(lf.network, 0), onlink: true });
+      return dev;
+    }
     const dev = await ensureVxlan({
       name, vni: local.vni, port: local.port, external: true,
       // one family: its source address, as flannel sets `local`; both: the tunnel key says

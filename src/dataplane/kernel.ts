@@ -27,6 +27,9 @@
  *    PeerProgramError, the others still go in), other leftovers last. It
  *    touches only entries inside the cluster network or on its own devices,
  *    never our own subnet or routes the kernel made.
+ * 5) host-gw (flannel's backend/hostgw): no device at all; every peer is
+ *    direct, one route `<subnet> via <PublicIP> dev <underlay>` per peer,
+ *    and the same diff and repair over the underlay's routes.
  * IPv4 and IPv6 run through the same code: a FamilyPlane holds what differs
  * (device, addresses), and the batches of both families are merged.
  */
@@ -47,18 +50,20 @@ const subnetKey = (p: Peer): string => formatPrefix(p.subnet);
 
 /** Reads one family's tables: the vxlan device's routes, neighbours and FDB, and the underlay's routes. */
 export async function observeKernel(lf: Pick<LocalFamily, "device" | "iface" | "network" | "subnet">, family: Family): Promise<KernelTables> {
+  // No device (host-gw): only the underlay's routes.
   const [routes, underlayRoutes, neighs, fdb] = await Promise.all([
-    listRoutes(lf.device, family), listRoutes(lf.iface, family), listNeighs(lf.device, family), listFdb(lf.device),
+    lf.device ? listRoutes(lf.device, family) : [], listRoutes(lf.iface, family), lf.device ? listNeighs(lf.device, family) : [], lf.device ? listFdb(lf.device) : [],
   ]);
   return { family, device: lf.device, underlay: lf.iface, network: lf.network, own: lf.subnet, routes, underlayRoutes, neighs, fdb };
 }
 
 /** Everything one address family needs; v4 and v6 are two instances of this. */
 class FamilyPlane {
-  constructor(readonly family: Family, readonly local: LocalFamily) {}
+  constructor(readonly family: Family, readonly local: LocalFamily, readonly hostGw = false) {}
 
+  /** The vxlan device; "" with host-gw (there is none). */
   get dev(): string {
-    return this.local.device;
+    return this.hostGw ? "" : this.local.device;
   }
 
   ownsPeer(p: Peer): boolean {
@@ -69,7 +74,7 @@ class FamilyPlane {
     const info = await ensureVxlan(
       {
         name: this.dev, vni: node.vni, port: node.port, external: false, localIP: this.local.publicIP,
-        dev: this.local.iface, mtu: this.local.mtu, learning: false, arpOff: false, family: this.family,
+        dev: this.local.iface, mtu: this.local.mtu, learning: node.learning ?? false, arpOff: false, family: this.family,
         ...(mac !== undefined ? { mac } : {}),
       },
       log,
@@ -95,7 +100,7 @@ class FamilyPlane {
 
   /** Observes this family's tables and compares them with `desired`. */
   async diff(desired: readonly Peer[]): Promise<KernelRepair> {
-    return diffKernel(await observeKernel(this.local, this.family), desired);
+    return diffKernel(await observeKernel({ ...this.local, device: this.dev }, this.family), desired);
   }
 }
 
@@ -196,11 +201,13 @@ export class KernelDataplane implements Dataplane {
   private async setupNow(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }> {
     this.node = local;
     this.planes = [];
-    if (local.v4) this.planes.push(new FamilyPlane(4, local.v4));
-    if (local.v6) this.planes.push(new FamilyPlane(6, local.v6));
+    const hostGw = local.backend === "host-gw";
+    if (local.v4) this.planes.push(new FamilyPlane(4, local.v4, hostGw));
+    if (local.v6) this.planes.push(new FamilyPlane(6, local.v6, hostGw));
     if (this.planes.length === 0) throw new TwillError("ERR_DATAPLANE", "neither IPv4 nor IPv6 is enabled");
-    for (const f of this.planes) if (f.local.vtepMAC) this.macs.set(f.family, parseMAC(f.local.vtepMAC, `${f.dev} VTEP MAC`));
     const out: { v4?: DeviceInfo; v6?: DeviceInfo } = {};
+    if (hostGw) return out;
+    for (const f of this.planes) if (f.local.vtepMAC) this.macs.set(f.family, parseMAC(f.local.vtepMAC, `${f.dev} VTEP MAC`));
     for (const f of this.planes) out[f.family === 4 ? "v4" : "v6"] = await this.ensureDevice(f);
     return out;
   }
@@ -278,6 +285,7 @@ export class KernelDataplane implements Dataplane {
     this.last = new Map(desired.map((p) => [subnetKey(p), p]));
     const deviceDrifts: Drift[] = [];
     for (const f of this.planes) {
+      if (f.hostGw) continue;
       deviceDrifts.push(...deviceDrift(f.dev, await getLink(f.dev), this.macs.get(f.family)));
       await this.ensureDevice(f); // re-creates a device someone deleted
     }
@@ -302,6 +310,10 @@ export class KernelDataplane implements Dataplane {
   async check(desired: readonly Peer[]): Promise<KernelRepair["drift"]> {
     const out: Drift[] = [];
     for (const [f, ps] of this.byPlane(desired)) {
+      if (f.hostGw) {
+        out.push(...(await f.diff(ps)).drift);
+        continue;
+      }
       const dev = await getLink(f.dev);
       out.push(...deviceDrift(f.dev, dev, this.macs.get(f.family)));
       out.push(...(dev ? (await f.diff(ps)).drift : diffKernel({ family: f.family, device: f.dev, underlay: f.local.iface, network: f.local.network, own: f.local.subnet, routes: [], underlayRoutes: [], neighs: [], fdb: [] }, ps).drift));
@@ -325,7 +337,7 @@ export class KernelDataplane implements Dataplane {
       } catch {
         // the underlay or device may be gone already
       }
-      await deleteLink(f.dev);
+      if (!f.hostGw) await deleteLink(f.dev);
     }
   }
 }

@@ -44,7 +44,19 @@ export interface LocalFamily {
   readonly vtepMAC?: string;
 }
 
+/**
+ * host-gw on the bpf dataplane: the one device twill adds (a veth pair,
+ * twill_host ⇄ twill_net, as Cilium's cilium_host): the cluster route points
+ * at it and its tc egress program sends each packet to its peer.
+ */
+export const HOSTGW_DEVICE = "twill_host";
+export const HOSTGW_PEER_DEVICE = "twill_net";
+
 export interface LocalNode {
+  /** flannel's backend: "vxlan" (the default) or "host-gw" (every peer direct, no VXLAN device). */
+  readonly backend?: "vxlan" | "host-gw";
+  /** Backend.Learning (kernel dataplane only): the vxlan device learns. */
+  readonly learning?: boolean;
   readonly vni: number;
   readonly port: number;
   readonly v4?: LocalFamily;

@@ -301,12 +301,16 @@ export function formatBackendData(d: VxlanLeaseData): string {
 /** The annotations that describe our lease, as flannel's AcquireLease writes them. */
 export function leaseAnnotations(lease: Lease, names: AnnotationNames): Record<string, string> {
   const out: Record<string, string> = { [names.kubeSubnetManager]: "true", [names.backendType]: lease.backendType };
+  // host-gw has no backend data: flannel writes Go's marshalling of a nil RawMessage, "null".
+  const data = (d: VxlanLeaseData | undefined) => (d ? formatBackendData(d) : lease.backendType !== "vxlan" ? "null" : undefined);
   if (lease.subnet && lease.publicIP) {
-    if (lease.backendData) out[names.backendData] = formatBackendData(lease.backendData);
+    const d = data(lease.backendData);
+    if (d !== undefined) out[names.backendData] = d;
     out[names.publicIP] = formatIP(lease.publicIP);
   }
   if (lease.ipv6Subnet && lease.publicIPv6) {
-    if (lease.backendV6Data) out[names.backendV6Data] = formatBackendData(lease.backendV6Data);
+    const d = data(lease.backendV6Data);
+    if (d !== undefined) out[names.backendV6Data] = d;
     out[names.publicIPv6] = formatIP(lease.publicIPv6);
   }
   return out;

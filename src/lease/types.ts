@@ -14,11 +14,22 @@ export interface VxlanBackend {
   readonly vni: number;
   readonly port: number;
   readonly directRouting: boolean;
-  /** 0 = derive from the underlay (underlay MTU - 50 for v4, - 70 for v6). */
+  /**
+   * The underlay MTU, as flannel reads Backend.MTU (0 = the underlay
+   * interface's): the vxlan device gets it minus the encapsulation (50;
+   * 70 over an IPv6 underlay) and FLANNEL_MTU is it minus 50.
+   */
   readonly mtu: number;
   readonly gbp: boolean;
   readonly learning: boolean;
 }
+
+/** flannel's host-gw backend: no device, no options; every peer is routed via its PublicIP on one L2 segment. */
+export interface HostGwBackend {
+  readonly type: "host-gw";
+}
+
+export type Backend = VxlanBackend | HostGwBackend;
 
 export interface NetConfig {
   readonly enableIPv4: boolean;
@@ -31,7 +42,7 @@ export interface NetConfig {
   readonly ipv6SubnetLen: number;
   readonly ipv6SubnetMin?: Prefix;
   readonly ipv6SubnetMax?: Prefix;
-  readonly backend: VxlanBackend;
+  readonly backend: Backend;
 }
 
 /** flannel's BackendData for vxlan: {"VNI":1,"VtepMAC":"8e:d0:f8:0a:41:19"}. */

@@ -41,7 +41,7 @@ import { isMainTable } from "./netlink/route-codec.js";
 import type { RawLink } from "./netlink/link-codec.js";
 import type { RawAddr } from "./netlink/addr-codec.js";
 import {
-  changeAddr, createVxlan, deleteLinkRaw, dumpAddrs, dumpFdb, dumpLinks, dumpNeighs, dumpRoutes, getLinkByIndex,
+  changeAddr, createVeth, createVxlan, deleteLinkRaw, dumpAddrs, dumpFdb, dumpLinks, dumpNeighs, dumpRoutes, getLinkByIndex,
   getLinkRaw, ifindexOf, routeGetRaw, setLink, type LinkChange,
 } from "./netlink/rtnl.js";
 
@@ -310,7 +310,8 @@ export interface VxlanSpec {
   readonly mtu: number;
   /** The VTEP MAC to keep across restarts; the kernel picks one when absent. */
   readonly mac?: string;
-  readonly learning: false;
+  /** Backend.Learning (flannel's device is `nolearning` unless it is set). */
+  readonly learning: boolean;
   /** Set NOARP (the eBPF dataplane); false turns ARP on (flannel's device). */
   readonly arpOff: boolean;
   readonly family: Family;
@@ -352,7 +353,7 @@ export function vxlanAddArgs(spec: VxlanSpec): string[] {
     return ["link", "add", spec.name, "type", "vxlan", "external", "dstport", String(spec.port), "dev", spec.dev, ...local];
   }
   return ["link", "add", spec.name, "type", "vxlan", "id", String(spec.vni), ...local, "dev", spec.dev,
-    "dstport", String(spec.port), "nolearning"];
+    "dstport", String(spec.port), ...(spec.learning ? [] : ["nolearning"])];
 }
 
 /** Names the other vxlan devices bound to `port`, to explain "Address already in use". */
@@ -398,6 +399,39 @@ export async function ensureVxlan(spec: VxlanSpec, log: LogFn = stderrLog): Prom
     await explainInUse(spec, () => setLink(spec.name, set));
     link = (await getLink(spec.name)) ?? link;
   }
+  return { name: link.name, ifindex: link.ifindex, mac: link.mac };
+}
+
+/**
+ * A veth pair `name` ⇄ `peer`, both up, `name` NOARP with `mtu`: a device
+ * for routes to point at whose tc egress a BPF program handles (host-gw on
+ * the bpf dataplane). A `name` that is not a veth is replaced.
+ */
+export async function ensureHookVeth(name: string, peer: string, mtu: number, log: LogFn = stderrLog): Promise<DeviceInfo> {
+  let link = await getLink(name);
+  if (link && link.kind !== "veth") {
+    log(`${name}: kind ${link.kind ?? "none"} != veth; replacing the device`);
+    deleteLinkRaw(name);
+    link = undefined;
+  }
+  if (!link) {
+    if (await getLink(peer)) deleteLinkRaw(peer);
+    createVeth(name, peer);
+    link = await getLink(name);
+    if (!link) throw new TwillError("ERR_NETLINK", `${name} vanished right after it was created`);
+  }
+  const set: LinkChange = {
+    ...(link.mtu !== mtu ? { mtu } : {}),
+    ...(!link.flags.includes("NOARP") ? { noarp: true } : {}),
+    ...(!link.flags.includes("UP") ? { up: true } : {}),
+  };
+  if (Object.keys(set).length > 0) {
+    setLink(name, set);
+    link = (await getLink(name)) ?? link;
+  }
+  // The peer up too: a veth has no carrier while its peer is down.
+  const p = await getLink(peer);
+  if (p && !p.flags.includes("UP")) setLink(peer, { up: true, ...(p.mtu !== mtu ? { mtu } : {}) });
   return { name: link.name, ifindex: link.ifindex, mac: link.mac };
 }
 

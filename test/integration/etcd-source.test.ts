@@ -102,7 +102,7 @@ describe("EtcdSource with a real etcd", () => {
     const c = await source(t, good).readConfig();
     assert.equal(formatPrefix(c.network!), "10.5.0.0/16");
     assert.equal(c.subnetLen, 20);
-    assert.equal(c.backend.vni, 4);
+    assert.equal(c.backend.type === "vxlan" && c.backend.vni, 4);
     const missing = await network("");
     await assert.rejects(source(t, missing).readConfig(), (e) => isTwillError(e, "ERR_STORE") && e.retryable && /not found/.test(e.message));
     const bad = await network(`{"Network":"10.5.0.0/16","SubnetLen":40}`);

@@ -242,6 +242,7 @@ function checkConfig(c: NetConfig): void {
     assert.ok(toBig(min!.ip) <= toBig(max!.ip));
   }
   const b = c.backend;
+  if (b.type !== "vxlan") return;
   assert.ok(Number.isInteger(b.vni) && b.vni >= 0 && b.vni <= 0xffffff, `VNI ${b.vni}`);
   assert.ok(Number.isInteger(b.port) && b.port >= 1 && b.port <= 65535, `Port ${b.port}`);
   assert.ok(b.mtu === 0 || (Number.isInteger(b.mtu) && b.mtu >= 68 && b.mtu <= 65535), `MTU ${b.mtu}`);

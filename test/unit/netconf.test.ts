@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseNetConfig, tryParseNetConfig } from "../../src/config/netconf.js";
+import { flannelMTU, parseNetConfig, tryParseNetConfig } from "../../src/config/netconf.js";
 import { isTwillError } from "../../src/errors.js";
 import { formatPrefix, type Prefix } from "../../src/net/ip.js";
 
@@ -91,7 +91,7 @@ test("Go encoding/json habits: case-insensitive keys, null = absent, unknown key
   const c = parseNetConfig(`{"network":"10.244.7.7/16","subnetlen":null,"backend":{"type":"vxlan","vni":4},"EnableNFTables":true,"Whatever":[1]}`);
   assert.equal(fp(c.network), "10.244.0.0/16");
   assert.equal(c.subnetLen, 24);
-  assert.equal(c.backend.vni, 4);
+  assert.equal(c.backend.type === "vxlan" && c.backend.vni, 4);
   // An exact-case key wins over a folded one.
   assert.equal(parseNetConfig(`{"Network":"10.1.0.0/16","network":"10.2.0.0/16"}`).network!.ip.bytes[1], 1);
 });
@@ -119,7 +119,11 @@ test("each bad field is rejected with its name and value", () => {
   rejects(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetMin":"fc01::"}`, "IPv6SubnetMin fc01:: is not inside fc00::/48");
   rejects(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetMax":"fc00:0:0:1::1"}`, "IPv6SubnetMax fc00:0:0:1::1 is not on a /64 boundary");
   rejects(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/125"}`, "IPv6Network fc00::/125 is too small");
-  rejects(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`, `Backend.Type "udp" is not supported`);
+  rejects(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`, `Backend.Type "udp" is not supported: twill implements "vxlan" and "host-gw"`);
+  for (const t of ["wireguard", "ipip", "ipsec", "alloc", "extension", "tencentvpc", ""]) {
+    rejects(`{"Network":"10.244.0.0/16","Backend":{"Type":"${t}"}}`, `Backend.Type "${t}" is not supported: twill implements "vxlan" and "host-gw"`);
+  }
+  rejects(`{"Network":"10.244.0.0/16","Backend":{"Type":7}}`, `Backend.Type 7 is not a string`);
   rejects(`{"Network":"10.244.0.0/16","Backend":"vxlan"}`, `Backend "vxlan" is not a JSON object`);
   rejects(`{"Network":"10.244.0.0/16","Backend":{"VNI":16777216}}`, "Backend.VNI 16777216 is not between 0 and 16777215");
   rejects(`{"Network":"10.244.0.0/16","Backend":{"VNI":-1}}`, "Backend.VNI -1 is not between 0 and 16777215");
@@ -135,4 +139,24 @@ test("a disabled family is not range-checked, but must be well formed", () => {
   assert.equal(c.ipv6SubnetLen, 127);
   // ...but garbage is still garbage (Go's json.Unmarshal would fail too).
   rejects(`{"Network":"10.244.0.0/16","IPv6Network":"nope"}`, `IPv6Network "nope" is not an IPv6 network`);
+});
+
+test("backend types as flannel's backend manager reads them: lower-cased; host-gw takes no options", () => {
+  const up = parseNetConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"VXLAN","VNI":3}}`);
+  assert.deepEqual([up.backend.type, up.backend.type === "vxlan" && up.backend.vni], ["vxlan", 3]);
+  for (const t of ["host-gw", "Host-GW", "HOST-GW"]) {
+    assert.deepEqual(parseNetConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"${t}","VNI":9,"MTU":1400}}`).backend, { type: "host-gw" });
+  }
+});
+
+test("flannel's MTU arithmetic: Backend.MTU is the underlay's; device = it - 50 (IPv6 underlay - 70); FLANNEL_MTU = it - 50; host-gw = the interface's", () => {
+  const cfg = (backend: string) => parseNetConfig(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":${backend}}`).backend;
+  const dflt = flannelMTU(cfg(`{"Type":"vxlan"}`), 1500);
+  assert.deepEqual([dflt.device(4), dflt.device(6), dflt.subnetFile], [1450, 1430, 1450]);
+  const set = flannelMTU(cfg(`{"Type":"vxlan","MTU":9000}`), 1500);
+  assert.deepEqual([set.device(4), set.device(6), set.subnetFile], [8950, 8930, 8950]);
+  const v6only = flannelMTU(parseNetConfig(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan","MTU":1400}}`).backend, 1500);
+  assert.deepEqual([v6only.device(6), v6only.subnetFile], [1330, 1350]);
+  const hgw = flannelMTU(cfg(`{"Type":"host-gw","MTU":1400}`), 1500);
+  assert.deepEqual([hgw.device(4), hgw.device(6), hgw.subnetFile], [1500, 1500, 1500]);
 });

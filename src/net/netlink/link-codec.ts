@@ -117,6 +117,15 @@ export interface VxlanCreate {
   readonly learning: boolean;
 }
 
+/** VETH_INFO_PEER: the peer's ifinfomsg and attributes, inside IFLA_INFO_DATA. */
+const VETH_INFO_PEER = 1;
+
+/** The attributes of RTM_NEWLINK for `ip link add NAME type veth peer name PEER`. */
+export function vethAttrs(name: string, peer: string): Buffer[] {
+  const peerInfo = attr(VETH_INFO_PEER, Buffer.concat([encodeIfinfo(), str(IFLA_IFNAME, peer)]));
+  return [str(IFLA_IFNAME, name), nest(IFLA_LINKINFO, [str(IFLA_INFO_KIND, "veth"), nest(IFLA_INFO_DATA, [peerInfo])])];
+}
+
 /** The attributes of RTM_NEWLINK for a vxlan device, as `ip link add NAME type vxlan ...` sends them. */
 export function vxlanAttrs(v: VxlanCreate): Buffer[] {
   const data: Buffer[] = [];

@@ -22,7 +22,7 @@ import { addrRequest, afOf, decodeAddr, encodeIfaddr, type RawAddr } from "./add
 import { NetlinkError } from "./error.js";
 import { checkIfName } from "./ifname.js";
 import { E, strerror } from "./libc.js";
-import { decodeLink, encodeIfinfo, vxlanAttrs, type RawLink, type VxlanCreate } from "./link-codec.js";
+import { decodeLink, encodeIfinfo, vethAttrs, vxlanAttrs, type RawLink, type VxlanCreate } from "./link-codec.js";
 import { decodeNeigh, encodeNdmsg, type RawNeigh } from "./neigh-codec.js";
 import { decodeRoute, encodeRtmsg, routeGetRequest, type RawRoute } from "./route-codec.js";
 import { kernelError, rtnl } from "./socket.js";
@@ -90,6 +90,13 @@ export function describeVxlan(v: VxlanCreate, devName: string): string {
 export function createVxlan(v: VxlanCreate, devName: string): void {
   checkIfName(v.name, "vxlan device name");
   rtnl().request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, encodeIfinfo(), vxlanAttrs(v), describeVxlan(v, devName));
+}
+
+/** `ip link add NAME type veth peer name PEER` (fails with EEXIST when a name is taken). */
+export function createVeth(name: string, peer: string): void {
+  checkIfName(name, "veth name");
+  checkIfName(peer, "veth peer name");
+  rtnl().request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, encodeIfinfo(), vethAttrs(name, peer), `link add ${name} type veth peer name ${peer}`);
 }
 
 export interface LinkChange {
