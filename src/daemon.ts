@@ -190,7 +190,11 @@ export class Daemon {
       this.log.info("serving /healthz, /readyz, /metrics", { address: `${o.healthzIP}:${o.healthzPort}` });
     }
     const config = (this.config = await this.store.readConfig());
-    const underlay = await findUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 });
+    // flannel's main.go: the node-public-ip(v6) annotations (Kubernetes) override --public-ip(v6) before the interface is chosen.
+    const stored = (await this.store.storedPublicIPs?.()) ?? {};
+    if (stored.v4 || stored.v6) this.log.info("public address from our node's annotations", { publicIP: stored.v4 && formatIP(stored.v4), publicIPv6: stored.v6 && formatIP(stored.v6) });
+    const publicIP = stored.v4 ?? o.publicIP, publicIPv6 = stored.v6 ?? o.publicIPv6;
+    const underlay = await findUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, ...(publicIP ? { publicIP } : {}), ...(publicIPv6 ? { publicIPv6 } : {}) });
     this.publicIP = config.enableIPv4 ? underlay.ipv4 : undefined;
     this.publicIPv6 = config.enableIPv6 ? underlay.ipv6 : undefined;
     if (config.enableIPv4 && !this.publicIP) throw new TwillError("ERR_IFACE", `interface ${underlay.name} has no IPv4 address and --public-ip is not set`);

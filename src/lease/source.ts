@@ -63,6 +63,12 @@ export interface LeaseSource {
   list(): Promise<ListResult>;
   /** Acquires our lease (reusing ours when there is one) and keeps it alive until close(). */
   acquire(opts: AcquireOptions): Promise<Lease>;
+  /**
+   * Kubernetes: the public addresses our node's node-public-ip /
+   * node-public-ipv6 annotations pin (flannel's GetStoredPublicIP); they
+   * override --public-ip(v6) and choose the interface. Other sources: absent.
+   */
+  storedPublicIPs?(): Promise<{ v4?: IP; v6?: IP }>;
   /** Writes our lease again (after someone overwrote it). */
   writeLease(lease: Lease): Promise<void>;
   /** Starts delivering changes; returns stop(). */
