@@ -28,6 +28,7 @@ import { isTwillError } from "./errors.js";
 import { removeRules } from "./net/masq.js";
 import { openSource } from "./lease/open.js";
 import { formatMaps, formatStatus, nodeStatus } from "./status.js";
+import { bpfUnavailable, chooseDataplane, type DataplaneChoice } from "./dataplane/choose.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
@@ -41,10 +42,19 @@ function fail(e: unknown, code: number): never {
 async function run(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
   onLibbpfLog((level, line) => (level === 0 ? log.warn(line, { source: "libbpf" }) : log.debug(line, { source: "libbpf" })));
+  let choice: DataplaneChoice;
+  try {
+    choice = chooseDataplane(o.dataplane, o.bpfPinDir);
+  } catch (e) {
+    log.error("start failed", { err: e });
+    fail(e, 1);
+  }
+  if (choice.reason) log.warn("running the kernel dataplane (flannel's routes, neighbours and FDB entries)", { dataplane: "kernel", reason: choice.reason });
   const daemon = new Daemon({
     source: await openSource(o, log),
     markReady: o.setNodeNetworkUnavailable,
-    dataplane: o.dataplane,
+    dataplane: choice.kind,
+    dataplaneReason: choice.reason,
     objectPath: OBJECT_PATH,
     pinDir: o.bpfPinDir,
     fastPath: o.fastPath,
@@ -112,6 +122,7 @@ async function status(o: Options): Promise<never> {
       pinDir: o.bpfPinDir,
       underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 },
       dataplane: o.dataplane,
+      dataplaneReason: o.dataplane === "kernel" ? "" : bpfUnavailable(o.bpfPinDir),
     });
   } catch (e) {
     fail(e, 2);

@@ -60,6 +60,8 @@ export interface DaemonOptions {
   /** Kubernetes: set NetworkUnavailable=false once ready. */
   readonly markReady?: boolean;
   readonly dataplane: "bpf" | "kernel";
+  /** Why --dataplane auto runs the kernel dataplane (dataplane/choose.ts); "" otherwise. */
+  readonly dataplaneReason?: string;
   readonly objectPath: string;
   readonly pinDir: string;
   readonly fastPath: boolean;
@@ -179,7 +181,7 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
     this.store = opts.source;
-    this.metrics = createMetrics(opts.version, opts.dataplane, () => this.dp);
+    this.metrics = createMetrics(opts.version, opts.dataplane, () => this.dp, opts.dataplaneReason ?? "");
     this.done = new Promise((r) => (this.finish = r));
   }
 

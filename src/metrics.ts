@@ -53,7 +53,7 @@ export interface StatsSource {
 
 const num = (v: bigint): number => Number(v);
 
-export function createMetrics(version: string, dataplane: string, source: () => StatsSource | undefined = () => undefined) {
+export function createMetrics(version: string, dataplane: string, source: () => StatsSource | undefined = () => undefined, dataplaneReason = "") {
   const registry = new Registry();
   const registers = [registry];
   client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 1000 });
@@ -63,6 +63,12 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     labelNames: ["version", "dataplane", "node_version"], registers,
   });
   buildInfo.set({ version, dataplane, node_version: process.version }, 1);
+
+  new client.Gauge({
+    name: "twill_dataplane_info",
+    help: "The dataplane this node runs (bpf or kernel); reason says why --dataplane auto ran the kernel one (no CAP_BPF, no bpffs), empty otherwise. Always 1.",
+    labelNames: ["dataplane", "reason"], registers,
+  }).set({ dataplane, reason: dataplaneReason }, 1);
 
   new client.Gauge({
     name: "twill_vxlan_encap_info",

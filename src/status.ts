@@ -65,6 +65,8 @@ export type { Drift } from "./dataplane/drift.js";
 
 export interface NodeStatus {
   readonly dataplane: "bpf" | "kernel";
+  /** Why the node runs kernel under --dataplane auto (no CAP_BPF, no bpffs); absent otherwise. */
+  readonly dataplaneReason?: string;
   readonly pinDir?: string;
   readonly devices: readonly string[];
   readonly lease?: {
@@ -85,7 +87,9 @@ export interface StatusOptions {
   /** The underlay flags, for DirectRouting's "same segment" rule. */
   readonly underlay: UnderlayOptions;
   /** --dataplane: which dataplane to expect when nothing on the node says (the kernel one with its device gone). */
-  readonly dataplane?: "bpf" | "kernel";
+  readonly dataplane?: "auto" | "bpf" | "kernel";
+  /** Why bpf cannot run here (dataplane/choose.ts), "" when it can: --dataplane auto then runs kernel, and status says so. */
+  readonly dataplaneReason?: string;
 }
 
 /** The device names twill and flannel use for a VNI. */
@@ -184,7 +188,9 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   const mainDev = config.enableIPv4 ? dev.v4 : dev.v6;
   const pinned = existsSync(join(o.pinDir, "maps", "twill_peers"));
   const link = await getLink(mainDev);
-  if (!pinned && !(link && link.vxlan && !link.vxlan.external) && o.dataplane !== "kernel") {
+  // The kernel dataplane is expected when asked for, when --dataplane auto cannot run bpf here, and with host-gw (no device to find).
+  const expectKernel = o.dataplane === "kernel" || (o.dataplane !== "bpf" && !!o.dataplaneReason) || config.backend.type === "host-gw";
+  if (!pinned && !(link && link.vxlan && !link.vxlan.external) && !expectKernel) {
     throw new TwillError("ERR_DATAPLANE", `no twill dataplane on this node: no pinned maps under ${o.pinDir} (--bpf-pin-dir) and no ${mainDev} device of the kernel dataplane; run it in the node's network namespace with the daemon's flags`);
   }
   const mode: "bpf" | "kernel" = pinned ? "bpf" : "kernel";
@@ -267,6 +273,7 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   const clean = <T extends object>(x: T): T => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) as T;
   return {
     dataplane: mode,
+    ...(mode === "kernel" && o.dataplane !== "kernel" && o.dataplaneReason ? { dataplaneReason: o.dataplaneReason } : {}),
     ...(mode === "bpf" ? { pinDir: o.pinDir } : {}),
     devices,
     ...(ownLease ? {
@@ -310,8 +317,9 @@ export function formatStatus(s: NodeStatus): string {
   const own = l ? [l.subnet, l.ipv6Subnet].filter(Boolean).join(" + ") : "none";
   out.push(`Lease:      ${own}${l ? ` (key ${l.key})` : ""}`);
   if (l) out.push(`Public IP:  ${[l.publicIP, l.publicIPv6].filter(Boolean).join(", ")}    VTEP MAC: ${[...new Set([l.vtepMAC, l.ipv6VtepMAC].filter(Boolean))].join(", ")}`);
-  out.push(`Network:    ${[s.network.network, s.network.ipv6Network].filter(Boolean).join(", ")}    VNI ${s.network.vni}, UDP ${s.network.port}${s.network.directRouting ? ", DirectRouting" : ""}`);
-  out.push(`Dataplane:  ${s.dataplane} (${s.devices.join(", ")}${s.pinDir ? `; pins ${s.pinDir}` : ""})`);
+  const be = s.network.backend === "host-gw" ? "host-gw" : `VNI ${s.network.vni}, UDP ${s.network.port}${s.network.directRouting ? ", DirectRouting" : ""}`;
+  out.push(`Network:    ${[s.network.network, s.network.ipv6Network].filter(Boolean).join(", ")}    ${be}`);
+  out.push(`Dataplane:  ${s.dataplane} (${s.devices.join(", ") || "no device"}${s.pinDir ? `; pins ${s.pinDir}` : ""})${s.dataplaneReason ? ` — ${s.dataplaneReason}` : ""}`);
   out.push("");
   const dash = (x?: string) => x ?? "-";
   const rows = s.peers.map((p) => [

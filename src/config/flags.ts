@@ -21,7 +21,8 @@ import { TwillError } from "../errors.js";
 import { formatIP, tryParseIP, type IP } from "../net/ip.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
-export type DataplaneKind = "bpf" | "kernel";
+/** --dataplane: auto (bpf where it can run, else kernel: dataplane/choose.ts), bpf or kernel. */
+export type DataplaneKind = "auto" | "bpf" | "kernel";
 
 export interface Options {
   readonly etcdEndpoints: readonly string[];
@@ -129,7 +130,7 @@ export const FLAGS: readonly FlagSpec[] = [
   fl("healthz-ip", "healthzIP", "ip-text", "0.0.0.0", "the IP address for the healthz server to listen on"),
   fl("healthz-port", "healthzPort", "int", "0", "the port for the healthz server to listen on (0 to disable)", { min: 0, max: 65535 }),
   tw("lease-dir", "leaseDir", "string", undefined, "use the embedded lease store in this directory (config + subnets/) instead of etcd"),
-  tw("dataplane", "dataplane", "enum", "bpf", "how to forward: bpf (tc programs and maps) or kernel (flannel's neigh/fdb/route)", { values: ["bpf", "kernel"] }),
+  tw("dataplane", "dataplane", "enum", "auto", "how to forward: bpf (tc programs and maps), kernel (flannel's neigh/fdb/route), or auto: bpf when the process has CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN) and --bpf-pin-dir is on a bpffs, else kernel (said in the log, /metrics and twill status)", { values: ["auto", "bpf", "kernel"] }),
   tw("bpf-pin-dir", "bpfPinDir", "string", undefined, "where BPF maps and programs are pinned", { defaultText: "/sys/fs/bpf/twill/<node-name>" }),
   tw("node-name", "nodeName", "string", undefined, "this node's name", { env: "NODE_NAME", defaultText: "$NODE_NAME, else the hostname" }),
   tw("fast-path", "fastPath", "bool", "false", "bpf: send pod traffic between pod veths and the underlay in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),

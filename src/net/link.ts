@@ -533,6 +533,11 @@ export async function sysctl(key: string, value: string | number): Promise<void>
   const path = sysctlPath(key);
   const text = String(value);
   if (!/^[A-Za-z0-9 _.:-]*$/.test(text)) throw new TwillError("ERR_SYSCTL", `sysctl ${key}: bad value ${JSON.stringify(text)}`);
+  // A value already set is not written again: an unprivileged container
+  // (kube-flannel's NET_ADMIN + NET_RAW) sees /proc/sys read-only, and the
+  // node (or an init container) may have set it already.
+  const now = await readFile(path, "utf8").then((t) => t.trim().split(/\s+/).join(" "), () => undefined);
+  if (now === text.trim().split(/\s+/).join(" ")) return;
   try {
     await writeFile(path, text + "\n");
   } catch (e) {
