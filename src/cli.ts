@@ -34,6 +34,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
 export const VERSION: string = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version;
 
+/** The flags given, as `--name` words: what openSource looks for, whatever syntax was typed (-etcd-endpoints=..., --etcd-endpoints x). */
+const givenArgv = (o: Options): string[] => o.flagsGiven.map((n) => `--${n}`);
+
 function fail(e: unknown, code: number): never {
   process.stderr.write(`twill: ${describeError(e)}\n`);
   process.exit(code);
@@ -42,6 +45,7 @@ function fail(e: unknown, code: number): never {
 async function run(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
   onLibbpfLog((level, line) => (level === 0 ? log.warn(line, { source: "libbpf" }) : log.debug(line, { source: "libbpf" })));
+  for (const w of o.warnings) log.warn(w);
   let choice: DataplaneChoice;
   try {
     choice = chooseDataplane(o.dataplane, o.bpfPinDir);
@@ -51,7 +55,7 @@ async function run(o: Options): Promise<void> {
   }
   if (choice.reason) log.warn("running the kernel dataplane (flannel's routes, neighbours and FDB entries)", { dataplane: "kernel", reason: choice.reason });
   const daemon = new Daemon({
-    source: await openSource(o, log),
+    source: await openSource(o, log, givenArgv(o)),
     markReady: o.setNodeNetworkUnavailable,
     dataplane: choice.kind,
     dataplaneReason: choice.reason,
@@ -63,10 +67,15 @@ async function run(o: Options): Promise<void> {
     peerCapacity: o.peerCapacity,
     iface: o.iface,
     ifaceRegex: o.ifaceRegex,
+    ...(o.ifaceCanReach ? { ifaceCanReach: o.ifaceCanReach } : {}),
     publicIP: o.publicIP,
     publicIPv6: o.publicIPv6,
     subnetFile: o.subnetFile,
     ipMasq: o.ipMasq,
+    ipMasqFullyRandomDisable: o.ipMasqFullyRandomDisable,
+    iptablesForwardRules: o.iptablesForwardRules,
+    ipBlackholeRoute: o.ipBlackholeRoute,
+    iptablesResyncSeconds: o.iptablesResync,
     healthzIP: o.healthzIP,
     healthzPort: o.healthzPort,
     reconcileSeconds: o.reconcilePeriod,
@@ -117,10 +126,10 @@ async function status(o: Options): Promise<never> {
   let s;
   try {
     s = await nodeStatus({
-      source: await openSource(o, createLogger("error")),
+      source: await openSource(o, createLogger("error"), givenArgv(o)),
       subnetFile: o.subnetFile,
       pinDir: o.bpfPinDir,
-      underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, publicIP: o.publicIP, publicIPv6: o.publicIPv6 },
+      underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, ...(o.ifaceCanReach ? { canReach: o.ifaceCanReach } : {}), publicIP: o.publicIP, publicIPv6: o.publicIPv6 },
       dataplane: o.dataplane,
       dataplaneReason: o.dataplane === "kernel" ? "" : bpfUnavailable(o.bpfPinDir),
     });

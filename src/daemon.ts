@@ -49,6 +49,7 @@ import { flannelMTU } from "./config/netconf.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
 import { ensureForward, ensureMasq, removeRules } from "./net/masq.js";
+import { ensureBlackhole } from "./net/blackhole.js";
 import { watchFirewall, type FirewallWatch } from "./net/firewall-watch.js";
 import { HOSTGW_DEVICE, PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
 import { BpfDataplane } from "./dataplane/bpf.js";
@@ -71,10 +72,19 @@ export interface DaemonOptions {
   readonly peerCapacity?: number;
   readonly iface: readonly string[];
   readonly ifaceRegex: readonly string[];
+  /** --iface-can-reach: tried after --iface and --iface-regex. */
+  readonly ifaceCanReach?: IP;
   readonly publicIP?: IP;
   readonly publicIPv6?: IP;
   readonly subnetFile: string;
   readonly ipMasq: boolean;
+  /** --ip-masq-fully-random-disable: MASQUERADE without --random-fully. */
+  readonly ipMasqFullyRandomDisable?: boolean;
+  /** --iptables-forward-rules (default true): false = no FLANNEL-FWD accepts (existing ones are left alone, as flannel). */
+  readonly iptablesForwardRules?: boolean;
+  /** --ip-blackhole-route: a blackhole route for our own subnet(s), re-checked every iptablesResyncSeconds (default 5). */
+  readonly ipBlackholeRoute?: boolean;
+  readonly iptablesResyncSeconds?: number;
   readonly healthzIP: string;
   readonly healthzPort: number;
   readonly reconcileSeconds: number;
@@ -105,6 +115,8 @@ async function checkHostGwAddress(iface: string, ...ips: (IP | undefined)[]): Pr
     }
   }
 }
+/** flannel's ipStack (ipmatch.GetIPFamily) for interface selection. */
+const ipStack = (c: NetConfig): "ipv4" | "ipv6" | "dual" => (c.enableIPv4 && c.enableIPv6 ? "dual" : c.enableIPv6 ? "ipv6" : "ipv4");
 /** A full re-list of the leases every this many reconcile periods (the first one too). */
 const RELIST_EVERY = 30;
 const peerKey = (p: Peer): string => formatPrefix(p.subnet);
@@ -196,7 +208,7 @@ export class Daemon {
     const stored = (await this.store.storedPublicIPs?.()) ?? {};
     if (stored.v4 || stored.v6) this.log.info("public address from our node's annotations", { publicIP: stored.v4 && formatIP(stored.v4), publicIPv6: stored.v6 && formatIP(stored.v6) });
     const publicIP = stored.v4 ?? o.publicIP, publicIPv6 = stored.v6 ?? o.publicIPv6;
-    const underlay = await findUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, ...(publicIP ? { publicIP } : {}), ...(publicIPv6 ? { publicIPv6 } : {}) });
+    const underlay = await findUnderlay({ iface: o.iface, ifaceRegex: o.ifaceRegex, canReach: o.ifaceCanReach, ...(publicIP ? { publicIP } : {}), ...(publicIPv6 ? { publicIPv6 } : {}), stack: ipStack(config), log: (m) => this.log.info(m) });
     this.publicIP = config.enableIPv4 ? underlay.ipv4 : undefined;
     this.publicIPv6 = config.enableIPv6 ? underlay.ipv6 : undefined;
     if (config.enableIPv4 && !this.publicIP) throw new TwillError("ERR_IFACE", `interface ${underlay.name} has no IPv4 address and --public-ip is not set`);
@@ -286,12 +298,46 @@ export class Daemon {
     return { config: this.config!, own: this.own!, direct: this.direct, checkLength: this.store.kind !== "kube" };
   }
 
-  /** flannel's FORWARD accepts, and with --ip-masq its masquerade rules, per family. */
+  /**
+   * flannel's FORWARD accepts (unless --iptables-forward-rules=false), with
+   * --ip-masq its masquerade rules, per family; with --ip-blackhole-route the
+   * blackhole route(s) for our subnet(s), kept by their own timer.
+   */
   private async ensureRules(): Promise<void> {
+    const o = this.opts;
     for (const [subnet, network] of [[this.own?.subnet, this.config?.network], [this.own?.ipv6Subnet, this.config?.ipv6Network]] as const) {
       if (!subnet || !network) continue;
-      await ensureForward(network);
-      if (this.opts.ipMasq) await ensureMasq(subnet, network);
+      if (o.iptablesForwardRules !== false) await ensureForward(network);
+      if (o.ipMasq) await ensureMasq(subnet, network, { fullyRandomDisable: o.ipMasqFullyRandomDisable ?? false });
+    }
+    if (o.ipBlackholeRoute) this.keepBlackholes();
+  }
+
+  private blackholeTimer?: NodeJS.Timeout;
+  /** Subnets whose blackhole route failed (reported once until it works again). */
+  private readonly blackholeFailing = new Set<string>();
+
+  /** --ip-blackhole-route: checks now, then every --iptables-resync seconds (flannel's loop); the timer ends itself once the daemon stops. */
+  private keepBlackholes(): void {
+    const check = (): void => {
+      if (this.stopped) return void clearInterval(this.blackholeTimer);
+      for (const subnet of [this.own?.subnet, this.own?.ipv6Subnet]) {
+        if (!subnet) continue;
+        const key = formatPrefix(subnet);
+        try {
+          if (ensureBlackhole(subnet) === "added") this.log.info("added the blackhole route for our subnet", { subnet: key });
+          this.blackholeFailing.delete(key);
+        } catch (e) {
+          if (this.blackholeFailing.has(key)) continue;
+          this.blackholeFailing.add(key);
+          this.count(e, `cannot add the blackhole route for ${key} (--ip-blackhole-route); retrying every --iptables-resync seconds`);
+        }
+      }
+    };
+    check();
+    if (!this.blackholeTimer) {
+      this.blackholeTimer = setInterval(check, (this.opts.iptablesResyncSeconds ?? 5) * 1000);
+      this.blackholeTimer.unref();
     }
   }
 

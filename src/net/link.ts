@@ -10,12 +10,9 @@
  *    keep working; addresses are IP/Prefix values, so callers compare
  *    values, never text. Device names in results (master, vxlan dev) are
  *    resolved from ifindexes.
- * 2) `findUnderlay` picks the underlay like flanneld: each --iface in turn
- *    (a name, or an address of the interface), else each --iface-regex (first
- *    against interface addresses, then names, as flannel does), else
- *    --iface-can-reach (RTM_GETROUTE, i.e. `ip route get`), else the default
- *    route's interface (IPv4, then IPv6). The public IP defaults to the
- *    interface's first global address of each family.
+ * 2) `findUnderlay` (underlay.ts, re-exported) picks the underlay like
+ *    flanneld: --iface, then --iface-regex, then --iface-can-reach, else the
+ *    interface of --public-ip or of the default route.
  * 3) `ensureVxlan` keeps an existing device when it is compatible, otherwise
  *    says in words what differs ("flannel.1: vxlan id 2 != 1; dstport 4789 !=
  *    8472") and replaces it; then it sets MAC/MTU/ARP/up only where they
@@ -42,7 +39,7 @@ import type { RawLink } from "./netlink/link-codec.js";
 import type { RawAddr } from "./netlink/addr-codec.js";
 import {
   changeAddr, createVeth, createVxlan, deleteLinkRaw, dumpAddrs, dumpFdb, dumpLinks, dumpNeighs, dumpRoutes, getLinkByIndex,
-  getLinkRaw, ifindexOf, routeGetRaw, setLink, type LinkChange,
+  getLinkRaw, ifindexOf, setLink, type LinkChange,
 } from "./netlink/rtnl.js";
 
 export { checkIfName } from "./netlink/ifname.js";
@@ -152,32 +149,13 @@ export interface AddrEntry {
   readonly scope: string;
 }
 
-interface LinkAddrs {
-  readonly name: string;
-  readonly ifindex: number;
-  readonly mtu: number;
-  readonly addrs: readonly AddrEntry[];
-}
-
 const toAddrEntry = (a: RawAddr): AddrEntry => ({ family: a.local.family, local: a.local, prefixLen: a.prefixLen, scope: a.scope });
-
-/** Every link with its addresses. */
-function listAddrs(): LinkAddrs[] {
-  const addrs = dumpAddrs();
-  return dumpLinks().map((l) => ({
-    name: l.name, ifindex: l.ifindex, mtu: l.mtu,
-    addrs: addrs.filter((a) => a.ifindex === l.ifindex).map(toAddrEntry),
-  }));
-}
 
 /** The addresses on `dev` (one link lookup and the address dump: the other links are not read). */
 export async function getAddrs(dev: string): Promise<AddrEntry[]> {
   const ifindex = ifindexOf(checkIfName(dev), `addr show dev ${dev}`);
   return dumpAddrs().filter((a) => a.ifindex === ifindex).map(toAddrEntry);
 }
-
-const firstGlobal = (l: LinkAddrs, f: Family): IP | undefined =>
-  l.addrs.find((a) => a.family === f && a.scope === "global")?.local;
 
 /**
  * Makes `prefixText` (e.g. "10.244.1.0/32", "fc00:0:0:1::/128") the only
@@ -198,102 +176,9 @@ export async function ensureAddress(dev: string, prefixText: string): Promise<vo
   }
 }
 
-// ---- underlay discovery -------------------------------------------------------
+// ---- underlay discovery (underlay.ts) ------------------------------------------------
 
-export interface UnderlayOptions {
-  /** --iface: interface names or addresses, tried in order. */
-  readonly iface?: readonly string[];
-  /** --iface-regex: tried in order, against addresses first, then names. */
-  readonly ifaceRegex?: readonly string[];
-  /** --iface-can-reach: the interface `ip route get` uses for this address. */
-  readonly canReach?: IP;
-  /** --public-ip / --public-ipv6: override the interface's address. */
-  readonly publicIP?: IP;
-  readonly publicIPv6?: IP;
-}
-
-export interface Underlay {
-  readonly name: string;
-  readonly ifindex: number;
-  readonly mtu: number;
-  readonly ipv4?: IP;
-  readonly ipv6?: IP;
-}
-
-interface Pick { readonly link: LinkAddrs; readonly addr?: IP }
-
-function pickByIfaceOption(links: readonly LinkAddrs[], spec: string): Pick | undefined {
-  const addr = tryParseIP(spec);
-  if (addr) {
-    const link = links.find((l) => l.addrs.some((a) => ipEqual(a.local, addr)));
-    return link && { link, addr };
-  }
-  const link = links.find((l) => l.name === spec);
-  return link && { link };
-}
-
-function pickByRegex(links: readonly LinkAddrs[], pattern: string): Pick | undefined {
-  let re: RegExp;
-  try {
-    re = new RegExp(pattern);
-  } catch (e) {
-    throw new TwillError("ERR_INVALID_FLAG", `--iface-regex ${JSON.stringify(pattern)} is not a regular expression`, { cause: e });
-  }
-  for (const f of [4, 6] as const) {
-    for (const link of links) {
-      const addr = firstGlobal(link, f);
-      if (addr && re.test(formatIP(addr))) return { link, addr };
-    }
-  }
-  const link = links.find((l) => re.test(l.name));
-  return link && { link };
-}
-
-/** The output device of `ip route get ADDR`. */
-function routeGetDev(addr: IP): string | undefined {
-  const r = routeGetRaw(addr);
-  return r && r.oif > 0 ? nameFromKernel(r.oif) : undefined;
-}
-
-/** The device of the first main-table default route of `family` (`ip -4 route show default`). */
-function defaultRouteDev(family: Family): string | undefined {
-  const r = dumpRoutes(family).find((x) => isMainTable(x) && x.dst.len === 0 && x.oif > 0);
-  return r && nameFromKernel(r.oif);
-}
-
-/** Finds the underlay interface and its public addresses, the way flanneld does. */
-export async function findUnderlay(opts: UnderlayOptions = {}): Promise<Underlay> {
-  const links = listAddrs();
-  let pick: Pick | undefined;
-  let tried: string;
-  if (opts.iface && opts.iface.length > 0) {
-    tried = `--iface ${opts.iface.join(", ")}`;
-    for (const spec of opts.iface) if (!pick) pick = pickByIfaceOption(links, spec);
-  } else if (opts.ifaceRegex && opts.ifaceRegex.length > 0) {
-    tried = `--iface-regex ${opts.ifaceRegex.join(", ")}`;
-    for (const pattern of opts.ifaceRegex) if (!pick) pick = pickByRegex(links, pattern);
-  } else {
-    let dev: string | undefined;
-    if (opts.canReach) {
-      tried = `--iface-can-reach ${formatIP(opts.canReach)}`;
-      dev = routeGetDev(opts.canReach);
-    } else {
-      tried = "the default route";
-      dev = defaultRouteDev(4) ?? defaultRouteDev(6);
-    }
-    const link = links.find((l) => l.name === dev);
-    pick = link && { link };
-  }
-  if (!pick) {
-    const names = links.map((l) => l.name).join(", ");
-    throw new TwillError("ERR_IFACE", `no underlay interface matches ${tried} (interfaces: ${names})`);
-  }
-  const { link, addr } = pick;
-  if (link.mtu <= 0) throw new TwillError("ERR_IFACE", `underlay interface ${link.name} reports MTU ${link.mtu}`);
-  const ipv4 = opts.publicIP ?? (addr?.family === 4 ? addr : firstGlobal(link, 4));
-  const ipv6 = opts.publicIPv6 ?? (addr?.family === 6 ? addr : firstGlobal(link, 6));
-  return { name: link.name, ifindex: link.ifindex, mtu: link.mtu, ...(ipv4 ? { ipv4 } : {}), ...(ipv6 ? { ipv6 } : {}) };
-}
+export { findUnderlay, type IPStack, type Underlay, type UnderlayOptions } from "./underlay.js";
 
 // ---- vxlan devices --------------------------------------------------------------
 

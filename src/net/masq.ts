@@ -11,6 +11,10 @@
  * built from typed prefixes, never from text we did not format ourselves.
  * The pids of the iptables processes we run are remembered (`isOwnPid`), so
  * net/firewall-watch.ts can tell our own rule changes from everyone else's.
+ * MASQUERADE gets `--random-fully` like flannel's (pkg/trafficmngr/iptables
+ * masqRules): unless --ip-masq-fully-random-disable, and only when the
+ * iptables binary supports it (go-iptables' HasRandomFully: v1.6.2 or
+ * later, read once per binary from `iptables --version`).
  */
 import { execFile } from "node:child_process";
 import { TwillError } from "../errors.js";
@@ -45,18 +49,40 @@ function exec(cmd: string, args: string[], input?: string): Promise<{ code: numb
   });
 }
 
-/** The rule lines of FLANNEL-POSTRTG for our subnet and the cluster network, flannel's order. */
-export function masqRules(subnet: Prefix, network: Prefix): string[][] {
+/** The rule lines of FLANNEL-POSTRTG for our subnet and the cluster network, flannel's order (masqRules, masqIP6Rules). */
+export function masqRules(subnet: Prefix, network: Prefix, randomFully = true): string[][] {
   const pod = formatPrefix(subnet), cluster = formatPrefix(network);
   const mcast = subnet.ip.family === 4 ? "224.0.0.0/4" : "ff00::/8";
+  const masq = randomFully ? ["MASQUERADE", "--random-fully"] : ["MASQUERADE"];
   return [
     ["-m", "mark", "--mark", KUBE_PROXY_MARK, ...COMMENT, "-j", "RETURN"],
     ["-s", pod, "-d", cluster, ...COMMENT, "-j", "RETURN"],
     ["-s", cluster, "-d", pod, ...COMMENT, "-j", "RETURN"],
-    ["!", "-s", pod, "-d", pod, ...COMMENT, "-j", "RETURN"],
-    ["-s", cluster, "!", "-d", mcast, ...COMMENT, "-j", "MASQUERADE", "--random-fully"],
-    ["!", "-s", cluster, "-d", cluster, ...COMMENT, "-j", "MASQUERADE", "--random-fully"],
+    ["!", "-s", cluster, "-d", pod, ...COMMENT, "-j", "RETURN"],
+    ["-s", cluster, "!", "-d", mcast, ...COMMENT, "-j", ...masq],
+    ["!", "-s", cluster, "-d", cluster, ...COMMENT, "-j", ...masq],
   ];
+}
+
+/** True when `iptables --version` says v1.6.2 or later (go-iptables' HasRandomFully). */
+export function versionHasRandomFully(versionLine: string): boolean {
+  const m = /v(\d+)\.(\d+)\.(\d+)/.exec(versionLine);
+  if (!m) return false;
+  const [a, b, c] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return a > 1 || (a === 1 && (b > 6 || (b === 6 && c >= 2)));
+}
+
+const randomFullyByBinary = new Map<string, Promise<boolean>>();
+
+/** Whether this family's iptables takes --random-fully (asked once per binary). */
+function hasRandomFully(f: Family): Promise<boolean> {
+  const b = bin(f, "");
+  let p = randomFullyByBinary.get(b);
+  if (!p) {
+    p = new Promise((resolve) => execFile(b, ["--version"], { timeout: 15000 }, (err, out) => resolve(!err && versionHasRandomFully(String(out)))));
+    randomFullyByBinary.set(b, p);
+  }
+  return p;
 }
 
 export function forwardRules(network: Prefix): string[][] {
@@ -78,9 +104,15 @@ async function ensureChain(f: Family, table: string, chain: string, rules: strin
   }
 }
 
+export interface MasqOptions {
+  /** --ip-masq-fully-random-disable: never add --random-fully. */
+  readonly fullyRandomDisable?: boolean;
+}
+
 /** Installs (or refreshes) flannel's masquerade rules for one family. */
-export async function ensureMasq(subnet: Prefix, network: Prefix): Promise<void> {
-  await ensureChain(subnet.ip.family, "nat", "FLANNEL-POSTRTG", masqRules(subnet, network), "POSTROUTING", COMMENT);
+export async function ensureMasq(subnet: Prefix, network: Prefix, o: MasqOptions = {}): Promise<void> {
+  const randomFully = !o.fullyRandomDisable && (await hasRandomFully(subnet.ip.family));
+  await ensureChain(subnet.ip.family, "nat", "FLANNEL-POSTRTG", masqRules(subnet, network, randomFully), "POSTROUTING", COMMENT);
 }
 
 /** Installs (or refreshes) flannel's FORWARD accepts for the cluster network. */

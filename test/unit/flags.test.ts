@@ -17,7 +17,7 @@ function rejects(argv: string[], env: Record<string, string>, ...fragments: stri
 
 test("defaults match flanneld's, plus twill's own", () => {
   const o = parse([]);
-  assert.deepEqual(o.etcdEndpoints, ["http://127.0.0.1:2379"]);
+  assert.deepEqual(o.etcdEndpoints, ["http://127.0.0.1:4001", "http://127.0.0.1:2379"]);
   assert.equal(o.etcdPrefix, "/coreos.com/network");
   assert.equal(o.etcdKeyfile, undefined);
   assert.deepEqual(o.iface, []);
@@ -32,7 +32,7 @@ test("defaults match flanneld's, plus twill's own", () => {
   assert.equal(o.healthzIP, "0.0.0.0");
   assert.equal(o.healthzPort, 0);
   assert.equal(o.leaseDir, undefined);
-  assert.equal(o.dataplane, "bpf");
+  assert.equal(o.dataplane, "auto", "bpf where it can run, else kernel (dataplane/choose.ts)");
   assert.equal(o.nodeName, "host-a");
   assert.equal(o.nodeNameSource, "hostname");
   assert.equal(o.bpfPinDir, "/sys/fs/bpf/twill/host-a");
@@ -108,7 +108,7 @@ test("errors name the flag (or variable) and the value", () => {
   rejects(["--reconcile-period=-1"], {}, `"-1" for --reconcile-period`);
   rejects(["--log-level=trace"], {}, `"trace" for --log-level`);
   rejects(["--ip-masq=yes"], {}, `"yes" for --ip-masq`, "not true or false");
-  rejects(["--iface-regex=("], {}, `"(" for --iface-regex`, "not a regular expression");
+  rejects(["--iface-regex=("], {}, `"(" for --iface-regex`, "not an RE2 regular expression");
   rejects(["--iface-can-reach", "somewhere"], {}, `"somewhere" for --iface-can-reach`);
   rejects(["--subnet-file"], {}, "flag --subnet-file needs a value");
   rejects([], { FLANNELD_PUBLIC_IP: "nope" }, `invalid value "nope" for $FLANNELD_PUBLIC_IP (--public-ip)`);
@@ -118,7 +118,9 @@ test("errors name the flag (or variable) and the value", () => {
 test("FLAGS is one table: every flanneld flag, unique names and variables, and usage() lists them all", () => {
   const flanneld = ["etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile", "etcd-username", "etcd-password",
     "iface", "iface-regex", "iface-can-reach", "public-ip", "public-ipv6", "subnet-file", "subnet-lease-renew-margin", "net-config-path",
-    "ip-masq", "kube-subnet-mgr", "set-node-network-unavailable", "kube-api-url", "kube-annotation-prefix", "kubeconfig-file", "healthz-ip", "healthz-port"];
+    "ip-masq", "ip-masq-fully-random-disable", "kube-subnet-mgr", "set-node-network-unavailable", "kube-api-url", "kube-annotation-prefix",
+    "kubeconfig-file", "healthz-ip", "healthz-port", "iptables-resync", "iptables-forward-rules", "ip-blackhole-route", "v", "vmodule",
+    "log_backtrace_at", "version"];
   assert.deepEqual(FLAGS.filter((f) => f.flannel).map((f) => f.name), flanneld);
   for (const f of FLAGS.filter((x) => x.flannel)) assert.equal(f.env, `FLANNELD_${f.name.toUpperCase().replace(/-/g, "_")}`);
   assert.equal(new Set(FLAGS.map((f) => f.name)).size, FLAGS.length);
@@ -127,9 +129,9 @@ test("FLAGS is one table: every flanneld flag, unique names and variables, and u
   const text = usage();
   for (const f of FLAGS) {
     assert.ok(text.includes(`  --${f.name}`), f.name);
-    assert.ok(text.includes(`[$${f.env}]`), f.env);
+    assert.ok(text.includes(`$${f.env}`), f.env);
   }
-  assert.match(text, /--dataplane bpf\|kernel\n.*\(default "bpf"\)/);
+  assert.match(text, /--dataplane auto\|bpf\|kernel\n.*\(default "auto"\)/);
   // Every default parses with its own converter (parse([]) above would throw otherwise) and every key is set.
   const o = parse([]) as unknown as Record<string, unknown>;
   for (const f of FLAGS) if (f.default !== undefined || f.defaultText !== undefined) assert.notEqual(o[f.key], undefined, f.name);

@@ -20,6 +20,8 @@ export interface RawAddr {
   readonly prefixLen: number;
   /** "global", "link", "host", ... */
   readonly scope: string;
+  /** IFA_F_* (IFA_FLAGS when the kernel sends it, else ifa_flags): permanent, deprecated, temporary, ... */
+  readonly flags: number;
 }
 
 export const afOf = (f: Family): number => (f === 4 ? AF_INET : AF_INET6);
@@ -39,7 +41,8 @@ export function decodeAddr(m: Message): RawAddr | undefined {
   const local = ipFrom(a.get(IFA_LOCAL), family) ?? ipFrom(a.get(IFA_ADDRESS), family);
   if (!local) return undefined;
   const scope = b[3]!;
-  return { ifindex: b.readUInt32LE(4), local, prefixLen: b[1]!, scope: SCOPE_NAMES.get(scope) ?? String(scope) };
+  const flags = a.get(IFA_FLAGS)?.length === 4 ? a.get(IFA_FLAGS)!.readUInt32LE(0) : b[2]!;
+  return { ifindex: b.readUInt32LE(4), local, prefixLen: b[1]!, scope: SCOPE_NAMES.get(scope) ?? String(scope), flags };
 }
 
 export function encodeIfaddr(family: number, prefixLen: number, ifindex: number, flags = 0, scope = 0): Buffer {

@@ -114,6 +114,9 @@ export const IFA_ADDRESS = 1;
 export const IFA_LOCAL = 2;
 export const IFA_FLAGS = 8;
 export const IFA_F_NODAD = 0x02;
+export const IFA_F_TEMPORARY = 0x01;
+export const IFA_F_DEPRECATED = 0x20;
+export const IFA_F_PERMANENT = 0x80;
 
 // rtmsg (12 bytes) and RTA_*
 export const RTMSG_LEN = 12;
@@ -126,6 +129,7 @@ export const RTA_TABLE = 15;
 export const RT_TABLE_UNSPEC = 0;
 export const RT_TABLE_MAIN = 254;
 export const RTN_UNICAST = 1;
+export const RTN_BLACKHOLE = 6;
 export const RT_SCOPE_UNIVERSE = 0;
 export const RT_SCOPE_LINK = 253;
 export const RT_SCOPE_NOWHERE = 255;

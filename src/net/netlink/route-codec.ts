@@ -8,12 +8,13 @@
  * RTM_DELROUTE like `ip route replace|del DST [via GW] dev DEV [onlink]`:
  * main table, protocol boot, scope universe with a gateway (link without),
  * RTNH_F_ONLINK in rtm_flags for `onlink`. `routeGetRequest` is `ip route
- * get ADDR`.
+ * get ADDR` (its answer carries the preferred source, RTA_PREFSRC).
+ * `blackholeRequest` is `ip route add blackhole DST`.
  */
 import { bytes, getU32, parseAttrs, u32 } from "./attrs.js";
 import {
   AF_INET, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RT_TABLE_UNSPEC, RTA_DST, RTA_GATEWAY, RTA_OIF,
-  RTA_PRIORITY, RTA_TABLE, RTM_FLAG_NAMES, RTMSG_LEN, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_BOOT, RTPROT_NAMES,
+  RTA_PREFSRC, RTA_PRIORITY, RTA_TABLE, RTM_FLAG_NAMES, RTMSG_LEN, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_BOOT, RTPROT_NAMES,
 } from "./consts.js";
 import type { Message } from "./message.js";
 import { afOf, ipFrom } from "./addr-codec.js";
@@ -23,6 +24,8 @@ export interface RawRoute {
   readonly family: number;
   readonly dst: Prefix;
   readonly gateway?: IP;
+  /** RTA_PREFSRC: the source address the kernel picks (`ip route get` prints it as `src`). */
+  readonly prefsrc?: IP;
   /** Output ifindex, 0 when none (multipath, blackhole). */
   readonly oif: number;
   readonly table: number;
@@ -43,6 +46,7 @@ export function decodeRoute(m: Message): RawRoute | undefined {
   const dstIP = ipFrom(a.get(RTA_DST), family) ?? (b[1] === 0 ? { family: fam, bytes: new Uint8Array(fam === 4 ? 4 : 16) } as IP : undefined);
   if (!dstIP || b[1]! > bits(fam)) return undefined;
   const gateway = ipFrom(a.get(RTA_GATEWAY), family);
+  const prefsrc = ipFrom(a.get(RTA_PREFSRC), family);
   const rtFlags = b.readUInt32LE(8);
   const proto = b[5]!;
   const metric = getU32(a, RTA_PRIORITY);
@@ -56,6 +60,7 @@ export function decodeRoute(m: Message): RawRoute | undefined {
     scope: b[6]!,
     flags: RTM_FLAG_NAMES.filter(([bit]) => rtFlags & bit).map(([, n]) => n),
     ...(gateway ? { gateway } : {}),
+    ...(prefsrc ? { prefsrc } : {}),
     ...(metric !== undefined ? { metric } : {}),
   };
 }
@@ -92,6 +97,15 @@ export function routeRequest(r: RouteSpec, del: boolean): { header: Buffer; attr
   if (r.via) attrs.push(bytes(RTA_GATEWAY, r.via.bytes));
   attrs.push(u32(RTA_OIF, r.oif));
   return { header, attrs };
+}
+
+/** `ip route add blackhole DST` (main table, proto boot, scope universe, type blackhole, no device). */
+export function blackholeRequest(dst: Prefix): { header: Buffer; attrs: Buffer[] } {
+  const header = encodeRtmsg({
+    family: afOf(dst.ip.family), dstLen: dst.len, table: RT_TABLE_MAIN, protocol: RTPROT_BOOT,
+    scope: RT_SCOPE_UNIVERSE, type: RTN_BLACKHOLE, flags: 0,
+  });
+  return { header, attrs: [bytes(RTA_DST, dst.ip.bytes)] };
 }
 
 /** `ip route get ADDR`: the route the kernel would use. */

@@ -16,7 +16,7 @@ import { attr, str, u32 } from "./attrs.js";
 import {
   AF_BRIDGE, AF_UNSPEC, IFF_NOARP, IFF_UP, IFLA_ADDRESS, IFLA_EXT_MASK, IFLA_IFNAME, IFLA_MTU, NLM_F_CREATE, NLM_F_EXCL,
   RTEXT_FILTER_SKIP_STATS, RTM_DELADDR, RTM_DELLINK, RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWADDR,
-  RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE,
+  RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RT_TABLE_MAIN, RTN_BLACKHOLE,
 } from "./consts.js";
 import { addrRequest, afOf, decodeAddr, encodeIfaddr, type RawAddr } from "./addr-codec.js";
 import { NetlinkError } from "./error.js";
@@ -24,9 +24,9 @@ import { checkIfName } from "./ifname.js";
 import { E, strerror } from "./libc.js";
 import { decodeLink, encodeIfinfo, vethAttrs, vxlanAttrs, type RawLink, type VxlanCreate } from "./link-codec.js";
 import { decodeNeigh, encodeNdmsg, type RawNeigh } from "./neigh-codec.js";
-import { decodeRoute, encodeRtmsg, routeGetRequest, type RawRoute } from "./route-codec.js";
+import { blackholeRequest, decodeRoute, encodeRtmsg, routeGetRequest, type RawRoute } from "./route-codec.js";
 import { kernelError, rtnl } from "./socket.js";
-import { formatIP, type Family, type IP } from "../ip.js";
+import { formatIP, formatPrefix, type Family, type IP, type Prefix } from "../ip.js";
 import { macToBytes } from "../../lease/mac.js";
 
 const skipStats = u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
@@ -185,6 +185,20 @@ export function routeGetRaw(addr: IP): RawRoute | undefined {
     .filter((m) => m.type === RTM_NEWROUTE)
     .map(decodeRoute)
     .find((x) => x !== undefined);
+}
+
+/**
+ * The main-table blackhole routes of `family` (`ip route show type blackhole`),
+ * and `ip route add blackhole DST` (NLM_F_CREATE|NLM_F_EXCL, as flannel's
+ * netlink.RouteAdd: EEXIST when any route to DST with metric 0 is there).
+ */
+export function dumpBlackholes(family: Family): RawRoute[] {
+  return dumpRoutes(family).filter((r) => r.type === RTN_BLACKHOLE && r.table === RT_TABLE_MAIN);
+}
+
+export function addBlackhole(dst: Prefix): void {
+  const r = blackholeRequest(dst);
+  rtnl().request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r.header, r.attrs, `route add blackhole ${formatPrefix(dst)}`);
 }
 
 export function dumpNeighs(family: Family): RawNeigh[] {
