@@ -2,7 +2,7 @@
 # `make deps` installs what a fresh Debian 12 machine lacks; the others call it.
 
 SHELL        := /bin/bash
-DEB_PKGS     := clang llvm libbpf-dev bpftool iproute2 iptables etcd-server etcd-client \
+DEB_PKGS     := clang llvm libbpf-dev bpftool iproute2 iptables nftables etcd-server etcd-client \
                 iperf3 sockperf containernetworking-plugins ethtool tcpdump procps \
                 iputils-ping curl util-linux openssl strace linux-perf
 BPF_CFLAGS   := -O2 -g -target bpf -Wall -Werror -I bpf -I build/bpf -I/usr/include/x86_64-linux-gnu

@@ -26,6 +26,7 @@ import { dumpBpfState, teardownBpf } from "./dataplane/bpf.js";
 import { deleteLink, listLinks } from "./net/link.js";
 import { isTwillError } from "./errors.js";
 import { removeRules } from "./net/masq.js";
+import { removeNftables } from "./net/nft.js";
 import { openSource } from "./lease/open.js";
 import { formatMaps, formatStatus, nodeStatus } from "./status.js";
 import { bpfUnavailable, chooseDataplane, type DataplaneChoice } from "./dataplane/choose.js";
@@ -106,6 +107,7 @@ async function teardown(o: Options): Promise<void> {
   const names = (await listLinks()).filter((l) => l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)).map((l) => l.name);
   for (const n of names) await deleteLink(n);
   for (const f of [4, 6] as const) await removeRules(f);
+  await removeNftables();
   log.info("teardown done", { removed: names, pinDir: o.bpfPinDir });
 }
 

@@ -48,7 +48,8 @@ import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { flannelMTU } from "./config/netconf.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { startHealthServer } from "./health.js";
-import { ensureForward, ensureMasq, removeRules } from "./net/masq.js";
+import { chooseIptablesMode, ensureForward, ensureMasq, iptablesMode, removeRules } from "./net/masq.js";
+import { ensureNftables, removeNftables, NFT_CHAINS, NFT_TABLES, type NftFamily } from "./net/nft.js";
 import { ensureBlackhole } from "./net/blackhole.js";
 import { watchFirewall, type FirewallWatch } from "./net/firewall-watch.js";
 import { HOSTGW_DEVICE, PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
@@ -279,12 +280,16 @@ export class Daemon {
       network: config.network, subnet: this.own.subnet, ipv6Network: config.ipv6Network, ipv6Subnet: this.own.ipv6Subnet,
       mtu, ipMasq: o.ipMasq,
     });
+    await this.prepareFirewall();
     await this.ensureRules();
     // Rules are re-checked (iptables runs) only when someone changed the firewall, not on a timer.
     this.firewall = await watchFirewall((reason) => void this.serialize(async () => {
       this.log.debug("firewall changed; checking our rules", { reason });
       await this.ensureRules();
-    }));
+    }), this.config?.enableNFTables
+      // nftables: flannel's own tables are what to watch (nftables always has events).
+      ? { backend: "nft", tables: Object.values(NFT_TABLES), chains: [...NFT_CHAINS] }
+      : iptablesMode() === "default" ? {} : { backend: iptablesMode() as "legacy" | "nft" });
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
     dataplaneUp();
     await synced;
@@ -305,12 +310,37 @@ export class Daemon {
    */
   private async ensureRules(): Promise<void> {
     const o = this.opts;
-    for (const [subnet, network] of [[this.own?.subnet, this.config?.network], [this.own?.ipv6Subnet, this.config?.ipv6Network]] as const) {
-      if (!subnet || !network) continue;
-      if (o.iptablesForwardRules !== false) await ensureForward(network);
-      if (o.ipMasq) await ensureMasq(subnet, network, { fullyRandomDisable: o.ipMasqFullyRandomDisable ?? false });
+    const fams = ([[4, this.own?.subnet, this.config?.network], [6, this.own?.ipv6Subnet, this.config?.ipv6Network]] as const)
+      .filter((x): x is readonly [4 | 6, Prefix, Prefix] => !!x[1] && !!x[2]);
+    if (this.config?.enableNFTables) {
+      // flannel's nftables mode: its two tables (net/nft.ts).
+      const by: { 4?: NftFamily; 6?: NftFamily } = {};
+      for (const [f, subnet, network] of fams) by[f] = { subnet, network };
+      await ensureNftables(by, { forward: o.iptablesForwardRules !== false, masq: o.ipMasq, fullyRandomDisable: o.ipMasqFullyRandomDisable ?? false });
+    } else {
+      for (const [, subnet, network] of fams) {
+        if (o.iptablesForwardRules !== false) await ensureForward(network);
+        if (o.ipMasq) await ensureMasq(subnet, network, { fullyRandomDisable: o.ipMasqFullyRandomDisable ?? false });
+      }
     }
     if (o.ipBlackholeRoute) this.keepBlackholes();
+  }
+
+  /**
+   * Once at start, as flannel's main.go: the rules of the mode not in use
+   * go (a switch between iptables and nftables leaves nothing behind), and
+   * with iptables the backend (legacy or nft) is chosen as kube-proxy's
+   * image chooses it (net/masq.ts).
+   */
+  private async prepareFirewall(): Promise<void> {
+    if (this.config?.enableNFTables) {
+      for (const f of [4, 6] as const) await removeRules(f);
+      this.log.info("firewall: nftables (EnableNFTables), flannel's tables flannel-ipv4 / flannel-ipv6");
+      return;
+    }
+    await removeNftables();
+    const m = await chooseIptablesMode();
+    this.log.info("firewall: iptables", { backend: m.mode, reason: m.reason });
   }
 
   private blackholeTimer?: NodeJS.Timeout;
@@ -622,6 +652,7 @@ export class Daemon {
       if (this.opts.teardownOnExit) {
         await this.dp.teardown();
         for (const f of [4, 6] as const) await removeRules(f);
+        await removeNftables();
       }
       else await this.dp.close();
     }

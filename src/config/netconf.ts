@@ -189,6 +189,7 @@ export function parseNetConfig(text: string): NetConfig {
     ipv6SubnetLen: v6.subnetLen,
     ...(v6.subnetMin && { ipv6SubnetMin: v6.subnetMin, ipv6SubnetMax: v6.subnetMax }),
     backend: parseBackend(obj),
+    enableNFTables: bool(field(obj, "EnableNFTables"), "EnableNFTables", false),
   };
 }
 

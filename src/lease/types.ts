@@ -43,6 +43,8 @@ export interface NetConfig {
   readonly ipv6SubnetMin?: Prefix;
   readonly ipv6SubnetMax?: Prefix;
   readonly backend: Backend;
+  /** flannel's EnableNFTables: masquerade and forward rules as nftables tables (net/nft.ts) instead of iptables chains. */
+  readonly enableNFTables: boolean;
 }
 
 /** flannel's BackendData for vxlan: {"VNI":1,"VtepMAC":"8e:d0:f8:0a:41:19"}. */

@@ -6,7 +6,8 @@
  * moves from flannel to twill replaces flannel's chains instead of adding a
  * second set. Each chain is written whole with `iptables-restore --noflush`
  * (declaring a chain flushes it, so the update is one atomic transaction),
- * then the jump from POSTROUTING/FORWARD is added if missing. IPv4 and IPv6
+ * then the jump from POSTROUTING/FORWARD is appended if missing (flannel's
+ * AppendUnique: after the rules other tools put there). IPv4 and IPv6
  * go through the same function with iptables or ip6tables. Arguments are
  * built from typed prefixes, never from text we did not format ourselves.
  * The pids of the iptables processes we run are remembered (`isOwnPid`), so
@@ -15,6 +16,13 @@
  * masqRules): unless --ip-masq-fully-random-disable, and only when the
  * iptables binary supports it (go-iptables' HasRandomFully: v1.6.2 or
  * later, read once per binary from `iptables --version`).
+ * Which iptables (legacy or nft) is chosen once at start as kube-proxy's and
+ * flannel's images choose it (kubernetes-sigs/iptables-wrappers): the
+ * backend that holds kube-proxy's KUBE-IPTABLES-HINT or the kubelet's
+ * KUBE-KUBELET-CANARY chain, else the one with more rules, else nft; then
+ * iptables-legacy* or iptables-nft* run (plain iptables where those do not
+ * exist). A node whose kube-proxy writes legacy rules gets flannel's rules
+ * beside them, not in a ruleset it cannot see.
  */
 import { execFile } from "node:child_process";
 import { TwillError } from "../errors.js";
@@ -26,7 +34,52 @@ const FWD_COMMENT = ["-m", "comment", "--comment", '"flanneld forward"'];
 
 /** iptables-restore reads quoted comments; iptables takes argv words. */
 const unquote = (a: string[]): string[] => a.map((x) => x.replace(/"/g, ""));
-const bin = (f: Family, tool: "" | "-restore"): string => (f === 4 ? "iptables" : "ip6tables") + tool;
+export type IptablesMode = "legacy" | "nft" | "default";
+let mode: IptablesMode = "default";
+/** The iptables binaries in use: iptables-<mode>[-restore] (plain iptables for "default"). */
+const bin = (f: Family, tool: "" | "-restore" | "-save"): string => (f === 4 ? "iptables" : "ip6tables") + (mode === "default" ? "" : `-${mode}`) + tool;
+
+/** Counts of what each backend holds, for choosing between them (iptables-wrappers' rule). */
+export interface BackendCensus { readonly hint: boolean; readonly rules: number }
+
+/** iptables-wrappers' decision: the hint chains first, then more rules, nft on a tie. */
+export function pickIptablesMode(legacy: BackendCensus | undefined, nft: BackendCensus | undefined): "legacy" | "nft" {
+  if (nft?.hint) return "nft";
+  if (legacy?.hint) return "legacy";
+  return (legacy?.rules ?? 0) > (nft?.rules ?? 0) ? "legacy" : "nft";
+}
+
+/** What `<tool>-save` (both families) shows: the hint chains, and the number of rules. */
+export function census(saveOutput: string): BackendCensus {
+  return {
+    hint: /^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) /m.test(saveOutput),
+    rules: saveOutput.split("\n").filter((l) => l.startsWith("-")).length,
+  };
+}
+
+function save(tool: string): Promise<string | undefined> {
+  return new Promise((resolve) => execFile(tool, [], { timeout: 15000 }, (err, out) => resolve(err ? undefined : String(out))));
+}
+
+/**
+ * Chooses the iptables backend once (see the header); returns it and why.
+ * Runs the four *-save tools at start only; a host without the
+ * iptables-legacy/-nft binaries keeps plain `iptables`.
+ */
+export async function chooseIptablesMode(): Promise<{ mode: IptablesMode; reason: string }> {
+  const [l4, l6, n4, n6] = await Promise.all(["iptables-legacy-save", "ip6tables-legacy-save", "iptables-nft-save", "ip6tables-nft-save"].map(save));
+  if (l4 === undefined && n4 === undefined) {
+    mode = "default";
+    return { mode, reason: "no iptables-legacy/iptables-nft binaries: plain iptables" };
+  }
+  const legacy = l4 === undefined ? undefined : census(l4 + (l6 ?? "")), nft = n4 === undefined ? undefined : census(n4 + (n6 ?? ""));
+  mode = pickIptablesMode(legacy, nft);
+  const why = (legacy?.hint || nft?.hint) ? "kube-proxy's hint chain is there" : `${legacy?.rules ?? 0} legacy rules, ${nft?.rules ?? 0} nft rules`;
+  return { mode, reason: why };
+}
+
+/** The backend chosen (for the firewall watch: nft has events, legacy has none). */
+export const iptablesMode = (): IptablesMode => mode;
 
 /** The last few iptables processes we started (pids are reused, so the list is short). */
 const ownPids: number[] = [];
@@ -37,7 +90,9 @@ export function isOwnPid(pid: number): boolean {
   return ownPids.includes(pid);
 }
 
-function exec(cmd: string, args: string[], input?: string): Promise<{ code: number; stderr: string }> {
+/** Runs a firewall tool (iptables, nft), remembering its pid (isOwnPid); never throws: the exit code says. */
+const exec = (cmd: string, args: string[], input?: string) => execTracked(cmd, args, input);
+export function execTracked(cmd: string, args: string[], input?: string): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     const c = execFile(cmd, args, { timeout: 15000 }, (err, _out, stderr) =>
       resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stderr: String(stderr) }));
@@ -99,8 +154,8 @@ async function ensureChain(f: Family, table: string, chain: string, rules: strin
   if (r.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "-restore")} (${table}/${chain}): ${r.stderr.trim()}`);
   const jump = (op: string) => ["-w", "5", "-t", table, op, from, ...unquote(jumpComment), "-j", chain];
   if ((await exec(bin(f, ""), jump("-C"))).code !== 0) {
-    const i = await exec(bin(f, ""), jump("-I"));
-    if (i.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "")} -I ${from} -j ${chain}: ${i.stderr.trim()}`);
+    const i = await exec(bin(f, ""), jump("-A"));
+    if (i.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "")} -A ${from} -j ${chain}: ${i.stderr.trim()}`);
   }
 }
 

@@ -127,7 +127,7 @@ test("SubnetIndex keeps the families apart and reports the first bucket made", (
 test("leasesToPeers decides alike on a list in key order and the same list shuffled", () => {
   const config: NetConfig = {
     enableIPv4: true, enableIPv6: true, network: parsePrefix("10.0.0.0/8"), subnetLen: 24, ipv6Network: parsePrefix("fc00::/48"), ipv6SubnetLen: 64,
-    backend: { type: "vxlan", vni: 1, port: 8472, directRouting: false, mtu: 0, gbp: false, learning: false },
+    backend: { type: "vxlan", vni: 1, port: 8472, directRouting: false, mtu: 0, gbp: false, learning: false }, enableNFTables: false,
   };
   const lease = (v4: string, v6: string, key = `${v4.replace("/", "-")}&${v6.replace("/", "-")}`): Lease => ({
     key, subnet: parsePrefix(v4), ipv6Subnet: parsePrefix(v6), publicIP: parseIP("100.64.0.1"), publicIPv6: parseIP("2001:db8::1"),
