@@ -59,6 +59,8 @@ export interface NodeInit {
   readonly podCIDRs?: readonly string[];
   readonly annotations?: Readonly<Record<string, string>>;
   readonly internalIP?: string;
+  /** metadata.creationTimestamp; default 2024-05-01T10:00:00Z (the same for every node, so the name decides). */
+  readonly creationTimestamp?: string;
 }
 
 export interface FailRule {
@@ -273,7 +275,7 @@ export class FakeKube {
         name: init.name,
         uid: `00000000-0000-4000-8000-${String(++this.uid).padStart(12, "0")}`,
         resourceVersion: "",
-        creationTimestamp: t,
+        creationTimestamp: init.creationTimestamp ?? t,
         labels: { "kubernetes.io/hostname": init.name, "kubernetes.io/os": "linux" },
         annotations: { "node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true", ...init.annotations },
       },

@@ -31,8 +31,10 @@
  *    firewall changed (net/firewall-watch.ts: nftables events, or a slow
  *    timer with iptables-legacy): no process runs in steady state.
  * 6) Our own lease vanishing or changing hands stops programming (as
- *    flanneld exits); SIGTERM stops the controller and leaves the dataplane
- *    forwarding (unless --teardown).
+ *    flanneld exits with etcd; the Kubernetes source reports no events for
+ *    our own node at all, as flannel's lease watcher drops them);
+ *    SIGTERM stops the controller and leaves the dataplane forwarding
+ *    (unless --teardown).
  */
 import type { Server } from "node:http";
 import koffi from "koffi";

@@ -21,7 +21,8 @@
  *     and a strategic merge of status.conditions merges by "type" (a JSON
  *     merge patch would replace the whole list).
  *  4) Answers are checked once, here, into the fields twill reads (toNode):
- *     the name, resourceVersion, annotations and podCIDR(s) of a node, so
+ *     the name, resourceVersion, creationTimestamp, annotations and
+ *     podCIDR(s) of a node, so
  *     the watch cache holds small objects, not whole Nodes.
  * Errors: ERR_STORE "Kubernetes API: <call>: HTTP <status>: <message>",
  * retryable for network failures, 429 and 5xx; a KubeHttpError (with the
@@ -37,7 +38,13 @@ import type { NodeLike } from "./kubenode.js";
 
 /** A Node as twill keeps it: what kubenode.ts reads, plus its resourceVersion. */
 export interface V1Node extends NodeLike {
-  readonly metadata: { readonly name: string; readonly resourceVersion?: string; readonly annotations?: Readonly<Record<string, string>> };
+  readonly metadata: {
+    readonly name: string;
+    readonly resourceVersion?: string;
+    /** Decides which of two nodes with one podCIDR keeps it (kubeclaims.ts). */
+    readonly creationTimestamp?: string;
+    readonly annotations?: Readonly<Record<string, string>>;
+  };
 }
 
 export interface V1NodeList {
@@ -107,6 +114,7 @@ export function toNode(v: unknown): V1Node {
     metadata: {
       name: m.name as string,
       ...(typeof m.resourceVersion === "string" && { resourceVersion: m.resourceVersion }),
+      ...(typeof m.creationTimestamp === "string" && { creationTimestamp: m.creationTimestamp }),
       ...(annotations && { annotations }),
     },
     spec: {

@@ -22,12 +22,18 @@
  *  4) leaseAnnotations/annotationChanges give the annotations our lease needs
  *     and which of them differ from the node's; the caller patches only
  *     those (flannel patches nothing when nothing differs).
+ *  5) storedPublicIPs reads node-public-ip / node-public-ipv6 (flannel's
+ *     GetStoredPublicIP; flannel reads them nowhere else: not for peers,
+ *     not in its update handler). nodeClaim/conflictError are the node side
+ *     of kubeclaims.ts (two nodes with one podCIDR).
  * Errors: ERR_INVALID_LEASE "Cannot parse node <name>: <field> <value> <why>"
  * or "Cannot acquire a lease for node <name>: ..."; a bad annotation prefix
- * is ERR_INVALID_FLAG.
+ * is ERR_INVALID_FLAG; a bad node-public-ip(v6) is ERR_INVALID_IP;
+ * ERR_LEASE_CONFLICT "node <b> has podCIDR <p>, already held by node <a>".
  */
 import { TwillError, isTwillError, showValue } from "../errors.js";
-import { formatIP, formatPrefix, parsePrefix, prefixContains, toBig, type Family, type IP, type Prefix, tryParseIP } from "../net/ip.js";
+import { formatIP, formatPrefix, parsePrefix, prefixContains, prefixEqual, toBig, type Family, type IP, type Prefix, tryParseIP } from "../net/ip.js";
+import type { Claim, Denial } from "./kubeclaims.js";
 import type { AcquireOptions } from "./source.js";
 import { parseMAC, tryParseMAC } from "./mac.js";
 import { formatLeaseKey, type LeaseSubnets } from "./parse.js";
@@ -37,7 +43,7 @@ export const DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com";
 
 /** The parts of a v1 Node that twill reads (the API's JSON shape). */
 export interface NodeLike {
-  readonly metadata?: { readonly name?: string; readonly annotations?: Readonly<Record<string, string>> };
+  readonly metadata?: { readonly name?: string; readonly creationTimestamp?: string; readonly annotations?: Readonly<Record<string, string>> };
   readonly spec?: { readonly podCIDR?: string; readonly podCIDRs?: readonly string[] };
 }
 
@@ -51,6 +57,9 @@ export interface AnnotationNames {
   readonly publicIPv6: string;
   readonly publicIPOverwrite: string;
   readonly publicIPv6Overwrite: string;
+  /** The address the node's tunnel must use, set by the admin (k3s, several NICs); read once at start. */
+  readonly nodePublicIP: string;
+  readonly nodePublicIPv6: string;
 }
 
 /** Which families the network config enables (a NetConfig is one). */
@@ -81,6 +90,8 @@ export function annotationNames(prefix: string = DEFAULT_ANNOTATION_PREFIX): Ann
     publicIPv6: `${p}public-ipv6`,
     publicIPOverwrite: `${p}public-ip-overwrite`,
     publicIPv6Overwrite: `${p}public-ipv6-overwrite`,
+    nodePublicIP: `${p}node-public-ip`,
+    nodePublicIPv6: `${p}node-public-ipv6`,
   };
 }
 
@@ -230,6 +241,64 @@ export function storedVtepMACs(n: NodeLike, names: AnnotationNames): { v4?: stri
   };
   const v4 = mac("backendData"), v6 = mac("backendV6Data");
   return { ...(v4 && { v4 }), ...(v6 && { v6 }) };
+}
+
+/**
+ * flannel's GetStoredPublicIP: the addresses our node's node-public-ip /
+ * node-public-ipv6 annotations pin (absent or empty: not pinned). They
+ * replace --public-ip(v6) before the interface is chosen. Throws
+ * ERR_INVALID_IP naming the node, the annotation and the value for anything
+ * but an address of the annotation's family (flanneld fails to start on a
+ * bad one too, later, when it looks for the interface).
+ */
+export function storedPublicIPs(n: NodeLike, names: AnnotationNames): { v4?: IP; v6?: IP } {
+  const out: { v4?: IP; v6?: IP } = {};
+  for (const [family, k] of [[4, "nodePublicIP"], [6, "nodePublicIPv6"]] as const) {
+    const value = n.metadata?.annotations?.[names[k]];
+    if (value === undefined || value === "") continue;
+    const ip = tryParseIP(value.trim());
+    if (!ip || ip.family !== family || toBig(ip) === 0n) {
+      throw new TwillError("ERR_INVALID_IP", `Cannot use node ${nodeName(n)}'s annotation ${names[k]}: ${show(value)} is not ${ip?.family === family ? "a usable" : "an"} IPv${family} address`);
+    }
+    out[family === 4 ? "v4" : "v6"] = ip;
+  }
+  return out;
+}
+
+/**
+ * The node's claim on its pod subnets (kubeclaims.ts): every node that is a
+ * lease, or would be but for a bad annotation, claims the subnets of the
+ * enabled families; undefined when it claims nothing. `lease`: the node's
+ * lease when it has one (saves parsing its podCIDRs again).
+ */
+export function nodeClaim(n: NodeLike, names: AnnotationNames, fam: Families, lease?: Lease): Claim | undefined {
+  if (!isManaged(n, names)) return undefined;
+  let s: LeaseSubnets;
+  try {
+    s = lease ?? enabledSubnets(podSubnets(n), fam); // the node's lease, when it has one, holds its subnets already
+  } catch {
+    return undefined; // an unreadable podCIDR holds nothing (the node is reported as unreadable)
+  }
+  const subnets = [s.subnet, s.ipv6Subnet].filter((p): p is Prefix => !!p);
+  if (!subnets.length) return undefined;
+  return { name: nodeName(n), created: n.metadata?.creationTimestamp ?? "", subnets };
+}
+
+/**
+ * ERR_LEASE_CONFLICT for a node whose podCIDR another node holds
+ * (kubeclaims.ts), naming both nodes and both subnets.
+ */
+export function conflictError(n: NodeLike, d: Denial): TwillError {
+  const same = prefixEqual(d.subnet, d.holderSubnet);
+  const theirs = same ? "" : ` (overlapping its ${formatPrefix(d.holderSubnet)})`;
+  const created = (c: string | undefined) => c || "no creationTimestamp";
+  const why = d.holder.own
+    ? "it is our own node's subnet"
+    : `the node created first keeps it, then the first by name: ${d.holder.name} ${created(d.holder.created)}, ${nodeName(n)} ${created(n.metadata?.creationTimestamp)}`;
+  return new TwillError(
+    "ERR_LEASE_CONFLICT",
+    `node ${nodeName(n)} has podCIDR ${formatPrefix(d.subnet)}, already held by node ${d.holder.name}${theirs}: ignored while ${d.holder.name} holds it (${why})`,
+  );
 }
 
 /** What ownLease did besides the obvious, for the caller's log. */

@@ -28,6 +28,21 @@
  *     flannel does it right after acquiring, twill's daemon should call it
  *     once the dataplane is programmed). Nothing needs renewing: a node
  *     annotation has no TTL.
+ *  6) storedPublicIPs: our node's node-public-ip / node-public-ipv6
+ *     annotations (flannel's GetStoredPublicIP, which main.go reads before it
+ *     chooses the interface). It waits for our node like acquire (flannel
+ *     reads it once its informer has synced, i.e. once the API answered);
+ *     a bad value is an ERR_INVALID_IP naming the annotation and the value.
+ *  7) Two nodes with one podCIDR: the node created first keeps it, the other
+ *     is an ERR_LEASE_CONFLICT list error / event (kubeclaims.ts,
+ *     kubewatch.ts 7); it becomes a lease once the holder is gone.
+ *  8) Our own node after acquire, as flannel: its later changes and its
+ *     deletion are ignored (logged), never events; list() returns the lease
+ *     we acquired for it. flannel's LeaseWatcher drops every event for our
+ *     subnet and the kube manager never renews or re-checks our lease, so
+ *     flanneld neither rewrites its annotations nor exits; the daemon's
+ *     own-lease checks (made for etcd, where a lease can be lost) thus never
+ *     fire with this source.
  */
 import { readFile } from "node:fs/promises";
 import { TwillError, isTwillError } from "../errors.js";
@@ -36,10 +51,11 @@ import { parseNetConfig } from "../config/netconf.js";
 import { nullLogger, type Logger } from "../log.js";
 import { KubeClient, apiStatus, type V1Node } from "./kubeapi.js";
 import {
-  annotationChanges, annotationNames, leaseAnnotations, networkReadyCondition, nodeName, ownLease, podSubnets,
+  annotationChanges, annotationNames, leaseAnnotations, networkReadyCondition, nodeName, ownLease, podSubnets, storedPublicIPs,
   type AnnotationNames,
 } from "./kubenode.js";
-import { NodeWatch, nodeEntry } from "./kubewatch.js";
+import { NodeWatch, resolveNodes, type OwnNode } from "./kubewatch.js";
+import type { IP } from "../net/ip.js";
 import type { AcquireOptions, LeaseSource, ListResult, WatchHandlers } from "./source.js";
 import type { Lease, NetConfig } from "./types.js";
 
@@ -84,6 +100,8 @@ export class KubeSource implements LeaseSource {
   private name?: string;
   private readonly watches = new Set<NodeWatch>();
   private closed = false;
+  /** Our node and its lease, once acquired (8). */
+  private own?: OwnNode;
 
   constructor(private readonly opts: KubeSourceOptions) {
     this.names = annotationNames(opts.annotationPrefix);
@@ -155,17 +173,25 @@ export class KubeSource implements LeaseSource {
     const config = await this.netConfig();
     const cached = [...this.watches].map((w) => w.snapshot()).find((s) => s !== undefined);
     const nodes = cached ?? (await (await this.api()).listNodes()).items;
-    const result: ListResult = { leases: [], errors: [] };
-    for (const n of [...nodes].sort((a, b) => nodeName(a).localeCompare(nodeName(b)))) {
-      const e = nodeEntry(n, this.names, config);
-      if (e?.lease) result.leases.push(e.lease);
-      else if (e?.error) result.errors.push({ key: e.key, error: e.error });
-    }
-    return result;
+    return resolveNodes(nodes, this.names, config, this.own);
+  }
+
+  /** 6): the addresses our node's node-public-ip(v6) annotations pin. */
+  async storedPublicIPs(): Promise<{ v4?: IP; v6?: IP }> {
+    const node = await this.ourNode(() => undefined);
+    return storedPublicIPs(node, this.names);
   }
 
   /** Our node, once it has a podCIDR; retries as described at the top. */
-  private async nodeWithPodCIDR(): Promise<V1Node> {
+  private nodeWithPodCIDR(): Promise<V1Node> {
+    return this.ourNode((node, name) => {
+      const s = podSubnets(node);
+      return s.subnet || s.ipv6Subnet ? undefined : `node ${name} has no spec.podCIDR yet (it is assigned by the controller manager's --allocate-node-cidrs)`;
+    });
+  }
+
+  /** Our node once `notYet` has no objection (says why not); retries as described at the top. */
+  private async ourNode(notYet: (node: V1Node, name: string) => string | undefined): Promise<V1Node> {
     const timeout = this.opts.podCIDRTimeoutMs ?? 600_000;
     const retryMs = this.opts.retryMs ?? 1000;
     const t0 = Date.now();
@@ -177,9 +203,9 @@ export class KubeSource implements LeaseSource {
         const name = await this.nodeName();
         gettingNode = true;
         const node = await (await this.api()).getNode(name);
-        const s = podSubnets(node);
-        if (s.subnet || s.ipv6Subnet) return node;
-        why = `node ${name} has no spec.podCIDR yet (it is assigned by the controller manager's --allocate-node-cidrs)`;
+        const wait = notYet(node, name);
+        if (wait === undefined) return node;
+        why = wait;
       } catch (e) {
         // Wait out what may pass: the API unreachable or overloaded, our node not
         // registered yet (404). Our own pod missing, or a 403, will not pass.
@@ -190,7 +216,7 @@ export class KubeSource implements LeaseSource {
       const waited = Date.now() - t0;
       if (waited >= timeout) throw new TwillError("ERR_STORE", `gave up after ${Math.round(waited / 1000)} s: ${why}`, { retryable: true });
       if (Date.now() - lastLog >= 30_000) {
-        this.log.info("waiting for our node's podCIDR", { why });
+        this.log.info("waiting for our node", { why });
         lastLog = Date.now();
       }
       await sleep(Math.min(retryMs, timeout - waited));
@@ -211,6 +237,8 @@ export class KubeSource implements LeaseSource {
     for (const f of notes.overwrittenIP) this.log.info(`public IPv${f} address from our node's overwrite annotation`, { node: name, annotation: f === 4 ? this.names.publicIPOverwrite : this.names.publicIPv6Overwrite });
     const changes = annotationChanges(node.metadata?.annotations, leaseAnnotations(lease, this.names));
     if (Object.keys(changes).length) await (await this.api()).patchNodeStatus(name, { metadata: { annotations: changes } });
+    this.own = { name, lease };
+    for (const w of this.watches) w.ownAcquired();
     return lease;
   }
 
@@ -242,6 +270,7 @@ export class KubeSource implements LeaseSource {
           backoffMinMs: this.opts.backoffMinMs ?? 1000,
           backoffMaxMs: this.opts.backoffMaxMs ?? 30_000,
           log: this.log,
+          own: () => this.own,
         });
         this.watches.add(w);
         w.start();

@@ -30,13 +30,27 @@
  *     cannot make us spin.
  *  6) snapshot() is the cache once it has listed: list() reads it instead
  *     of fetching every node again for every event batch.
+ *  7) Two nodes with one podCIDR (or overlapping ones): kubeclaims.ts
+ *     decides who holds it, the same on every node and across restarts. The
+ *     holder is the lease; the other is reported as an ERR_LEASE_CONFLICT
+ *     error under the key node/<name> (never under the shared lease key, so
+ *     that nothing said about it can touch the holder's lease). A change of
+ *     one node re-decides the nodes that share its subnets; the deletes of
+ *     such a change are emitted before its puts, so a batch where the holder
+ *     goes and the next node takes the subnet ends with that node's put.
+ *  8) Our own node, once acquired (`own`), is not a watched lease: as
+ *     flannel's LeaseWatcher, which drops every event for our subnet, its
+ *     changes and its deletion produce no event (they are logged), and it
+ *     holds our subnet first in our view. resolveNodes, for list(), puts the
+ *     acquired lease in its place.
  */
 import { TwillError, isTwillError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { apiError, KubeHttpError, type KubeClient, type V1Node, type WatchEventType } from "./kubeapi.js";
-import { nodeName, nodeToLease, tryNodeLeaseKey, type AnnotationNames, type Families } from "./kubenode.js";
+import { SubnetClaims } from "./kubeclaims.js";
+import { conflictError, nodeClaim, nodeName, nodeToLease, tryNodeLeaseKey, type AnnotationNames, type Families, type NodeLike } from "./kubenode.js";
 import { serializeLease } from "./parse.js";
-import type { LeaseEvent, WatchHandlers } from "./source.js";
+import type { LeaseEvent, ListResult, WatchHandlers } from "./source.js";
 import type { Lease } from "./types.js";
 
 export interface NodeWatchOptions {
@@ -49,6 +63,14 @@ export interface NodeWatchOptions {
   readonly backoffMinMs: number;
   readonly backoffMaxMs: number;
   readonly log: Logger;
+  /** Our node and the lease we acquired from it (8); undefined before acquire. */
+  readonly own?: () => OwnNode | undefined;
+}
+
+/** Our node, once its lease is acquired. */
+export interface OwnNode {
+  readonly name: string;
+  readonly lease: Lease;
 }
 
 /** A node as a lease source entry: its key, and the lease or why it is unreadable. */
@@ -69,6 +91,41 @@ export function nodeEntry(n: V1Node, names: AnnotationNames, families: Families)
   }
 }
 
+/** Our node's claim: the subnets of the lease we acquired, first in our view. */
+function ownClaim(own: OwnNode, created = "") {
+  return { name: own.name, created, subnets: [own.lease.subnet, own.lease.ipv6Subnet].filter((p) => p !== undefined), own: true };
+}
+
+/** A node's entry as reported: its own (nodeEntry), or a conflict when another node holds its podCIDR (7). */
+function reportedEntry(n: NodeLike, entry: NodeEntry | undefined, claims: SubnetClaims): NodeEntry | undefined {
+  const d = claims.denial(nodeName(n));
+  return d ? { key: `node/${nodeName(n)}`, error: conflictError(n, d) } : entry;
+}
+
+/**
+ * Every node as a ListResult, conflicts decided (7), sorted by node name;
+ * with `own`, our node is the acquired lease whatever the node says now (8).
+ */
+export function resolveNodes(nodes: readonly V1Node[], names: AnnotationNames, families: Families, own?: OwnNode): ListResult {
+  const claims = new SubnetClaims();
+  const result: ListResult = { leases: [], errors: [] };
+  const sorted = [...nodes].sort((a, b) => nodeName(a).localeCompare(nodeName(b)));
+  const entries = sorted.map((n) => (nodeName(n) === own?.name ? undefined : nodeEntry(n, names, families)));
+  const all = sorted.flatMap((n, i) => {
+    if (nodeName(n) === own?.name) return [];
+    const c = nodeClaim(n, names, families, entries[i]?.lease);
+    return c ? [c] : [];
+  });
+  claims.setAll(own ? [ownClaim(own), ...all] : all);
+  sorted.forEach((n, i) => {
+    const e = nodeName(n) === own?.name ? { key: own!.lease.key, lease: own!.lease } : reportedEntry(n, entries[i], claims);
+    if (e?.lease) result.leases.push(e.lease);
+    else if (e?.error) result.errors.push({ key: e.key, error: e.error });
+  });
+  if (own && !nodes.some((n) => nodeName(n) === own.name)) result.leases.push(own.lease);
+  return result;
+}
+
 const signature = (e: NodeEntry): string => (e.lease ? serializeLease(e.lease) : `error: ${e.error!.message}`);
 
 /** The server ends a watch after a random 5 to 10 minutes, as client-go asks. */
@@ -81,7 +138,13 @@ export class NodeWatch {
   private readonly cache = new Map<string, V1Node>();
   private resourceVersion = "";
   private cancelWatch?: () => void;
+  /** What we last reported for each node (its key and signature). */
   private readonly known = new Map<string, { key: string; sig: string }>();
+  /** Each node's own entry (before conflicts), for re-deciding it when another node changes. */
+  private readonly entries = new Map<string, { node: V1Node; entry?: NodeEntry }>();
+  private readonly claims = new SubnetClaims();
+  /** Our node as it was when we last logged a difference from our acquired lease (8). */
+  private ownSeen?: string;
   private queue: LeaseEvent[] = [];
   private resyncPending = false;
   private flushScheduled = false;
@@ -94,6 +157,7 @@ export class NodeWatch {
   }
 
   start(): void {
+    this.ownAcquired();
     void this.listThenWatch();
     if (this.o.resyncMs > 0) {
       this.resyncTimer = setInterval(() => this.requestResync(), this.o.resyncMs);
@@ -208,27 +272,72 @@ export class NodeWatch {
   private changed(n: V1Node): void {
     this.backoffMs = this.o.backoffMinMs;
     const name = nodeName(n);
-    const prev = this.known.get(name);
-    const next = nodeEntry(n, this.o.names, this.o.families);
-    if (prev && (!next || next.key !== prev.key)) this.emit({ type: "delete", key: prev.key });
-    if (!next) {
-      this.known.delete(name);
-      return;
-    }
-    const sig = signature(next);
-    if (!prev || prev.key !== next.key || prev.sig !== sig) {
-      this.emit({ type: "put", key: next.key, ...(next.lease && { lease: next.lease }), ...(next.error && { error: next.error }) });
-    }
-    this.known.set(name, { key: next.key, sig });
+    const own = this.o.own?.();
+    if (own && name === own.name) return this.ownChanged(n, own);
+    const entry = nodeEntry(n, this.o.names, this.o.families);
+    this.entries.set(name, { node: n, ...(entry && { entry }) });
+    this.report(this.claims.set(name, nodeClaim(n, this.o.names, this.o.families, entry?.lease)));
   }
 
   private gone(n: V1Node): void {
     this.backoffMs = this.o.backoffMinMs;
     const name = nodeName(n);
-    const prev = this.known.get(name);
-    if (!prev) return;
-    this.known.delete(name);
-    this.emit({ type: "delete", key: prev.key });
+    const own = this.o.own?.();
+    if (own && name === own.name) {
+      this.o.log.warn("our node was deleted from the API; ignored, as flannel does: our lease and the dataplane stay as they are", { node: name });
+      this.ownSeen = undefined;
+      return;
+    }
+    this.entries.delete(name);
+    this.report(this.claims.set(name, undefined));
+  }
+
+  /** 8): our lease is acquired (now, or before the watch started): our node is ours from now on. */
+  ownAcquired(): void {
+    const own = this.o.own?.();
+    if (!own || this.stopped) return;
+    const n = this.cache.get(own.name);
+    if (n) this.ownChanged(n, own);
+    else this.report(this.claims.set(own.name, ownClaim(own)).filter((x) => x !== own.name));
+  }
+
+  /** 8): our node holds our subnet; a change that differs from our lease is logged once, not reported. */
+  private ownChanged(n: V1Node, own: OwnNode): void {
+    if (this.known.has(own.name) || this.entries.has(own.name)) {
+      // Seen as a peer before we acquired: it is ours now (no event; the daemon holds our key).
+      this.known.delete(own.name);
+      this.entries.delete(own.name);
+    }
+    this.report(this.claims.set(own.name, ownClaim(own, n.metadata.creationTimestamp)).filter((x) => x !== own.name));
+    const e = nodeEntry(n, this.o.names, this.o.families);
+    const sig = e ? signature(e) : "not a lease";
+    if (sig === serializeLease(own.lease) || sig === this.ownSeen) return;
+    this.ownSeen = sig;
+    this.o.log.info("our node's flannel annotations differ from our lease; ignored, as flannel does (restart to take them)", { node: own.name, now: e?.error?.message ?? sig });
+  }
+
+  /**
+   * Reports what changed for `names` (3, 7): first the deletes of keys they
+   * leave, then their puts.
+   */
+  private report(names: readonly string[]): void {
+    const puts: LeaseEvent[] = [];
+    for (const name of names) {
+      const prev = this.known.get(name);
+      const cur = this.entries.get(name);
+      const next = cur && reportedEntry(cur.node, cur.entry, this.claims);
+      if (prev && (!next || next.key !== prev.key)) this.emit({ type: "delete", key: prev.key });
+      if (!next) {
+        this.known.delete(name);
+        continue;
+      }
+      const sig = signature(next);
+      if (!prev || prev.key !== next.key || prev.sig !== sig) {
+        puts.push({ type: "put", key: next.key, ...(next.lease && { lease: next.lease }), ...(next.error && { error: next.error }) });
+      }
+      this.known.set(name, { key: next.key, sig });
+    }
+    for (const p of puts) this.emit(p);
   }
 
   private emit(ev: LeaseEvent): void {

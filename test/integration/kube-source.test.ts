@@ -487,6 +487,8 @@ describe("auth and TLS", () => {
     const src = new KubeSource({ netConfigPath: netConf(), kubeconfigFile: kc, nodeName: "n1", retryMs: 50 });
     sources.push(src);
     assert.equal((await src.acquire(offer)).key, "10.244.1.0-24");
+    // A peer to watch: our own node is no event once acquired (as flannel).
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
     const r = recorder();
     const stop = src.watch(r.handlers);
     await until("watching over TLS", () => r.resyncs >= 1 && r.events.length >= 1);
@@ -567,5 +569,150 @@ describe("auth and TLS", () => {
       await assert.rejects(KubeClient.create({ kubeconfigFile: bad }),
         (e) => isTwillError(e, "ERR_INVALID_CONFIG") && e.message.includes(`users[fake].user.${field} is not supported`), field);
     }
+  });
+});
+
+describe("node-public-ip annotations (flannel's GetStoredPublicIP)", () => {
+  test("our node's node-public-ip(v6) annotations are returned; absent ones are not; a bad one is ERR_INVALID_IP naming it", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: { [`${P}/node-public-ip`]: "10.0.0.7", [`${P}/node-public-ipv6`]: "fd00::7" } });
+    const got = await src.storedPublicIPs();
+    assert.equal(formatIP(got.v4!), "10.0.0.7");
+    assert.equal(formatIP(got.v6!), "fd00::7");
+
+    const { fake: f2, src: s2 } = await setup();
+    f2.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
+    assert.deepEqual(await s2.storedPublicIPs(), {});
+
+    const { fake: f3, src: s3 } = await setup();
+    f3.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: { [`${P}/node-public-ip`]: "fd00::7" } });
+    await assert.rejects(s3.storedPublicIPs(), (e) => isTwillError(e, "ERR_INVALID_IP") && e.message === `Cannot use node n1's annotation ${P}/node-public-ip: "fd00::7" is not an IPv4 address`);
+  });
+
+  test("the pinned address is the lease's public-ip (public-ip-overwrite still wins, as in flannel's AcquireLease)", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: { [`${P}/node-public-ip`]: "10.0.0.7" } });
+    // The daemon passes the pinned address on as the public IP it found (daemon.ts start()).
+    const pinned = await src.storedPublicIPs();
+    const lease = await src.acquire({ ...offer, publicIP: pinned.v4 });
+    assert.equal(formatIP(lease.publicIP!), "10.0.0.7");
+    assert.equal(fake.node("n1")!.metadata.annotations[`${P}/public-ip`], "10.0.0.7");
+
+    const { fake: f2, src: s2 } = await setup();
+    f2.addNode({ name: "n1", podCIDR: "10.244.1.0/24", annotations: { [`${P}/node-public-ip`]: "10.0.0.7", [`${P}/public-ip-overwrite`]: "203.0.113.5" } });
+    const l2 = await s2.acquire({ ...offer, publicIP: (await s2.storedPublicIPs()).v4 });
+    assert.equal(formatIP(l2.publicIP!), "203.0.113.5");
+  });
+});
+
+describe("two nodes with one podCIDR", () => {
+  const at = (min: number) => `2024-05-01T10:${String(min).padStart(2, "0")}:00Z`;
+
+  test("list: the node created first keeps it; the other is ERR_LEASE_CONFLICT naming both; overlapping podCIDRs too", async () => {
+    const { fake, src } = await setup();
+    // b is older than a: b keeps 10.244.1.0/24 although a sorts first by name.
+    fake.addNode({ name: "a", podCIDR: "10.244.1.0/24", creationTimestamp: at(5), annotations: flannelAnnotations("192.168.0.1") });
+    fake.addNode({ name: "b", podCIDR: "10.244.1.0/24", creationTimestamp: at(1), annotations: flannelAnnotations("192.168.0.2") });
+    fake.addNode({ name: "c", podCIDR: "10.244.2.0/23", creationTimestamp: at(9), annotations: flannelAnnotations("192.168.0.3") });
+    fake.addNode({ name: "d", podCIDR: "10.244.3.0/24", creationTimestamp: at(2), annotations: flannelAnnotations("192.168.0.4") });
+    const { leases, errors } = await src.list();
+    assert.deepEqual(leases.map((l) => `${l.key} ${formatIP(l.publicIP!)}`), ["10.244.1.0-24 192.168.0.2", "10.244.3.0-24 192.168.0.4"]);
+    assert.deepEqual(errors.map((e) => `${e.key} ${e.error.code}`), ["node/a ERR_LEASE_CONFLICT", "node/c ERR_LEASE_CONFLICT"]);
+    assert.equal(errors[0]!.error.message,
+      `node a has podCIDR 10.244.1.0/24, already held by node b: ignored while b holds it (the node created first keeps it, then the first by name: b ${at(1)}, a ${at(5)})`);
+    assert.match(errors[1]!.error.message, /^node c has podCIDR 10\.244\.2\.0\/23, already held by node d \(overlapping its 10\.244\.3\.0\/24\)/);
+    // Same creationTimestamp: the name decides.
+    const { fake: f2, src: s2 } = await setup();
+    f2.addNode({ name: "y", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.1") });
+    f2.addNode({ name: "x", podCIDR: "10.244.1.0/24", annotations: flannelAnnotations("192.168.0.2") });
+    const l2 = await s2.list();
+    assert.deepEqual(l2.leases.map((l) => formatIP(l.publicIP!)), ["192.168.0.2"]);
+    assert.deepEqual(l2.errors.map((e) => e.key), ["node/y"]);
+  });
+
+  test("watch: the conflict is an error event, the holder's lease stays; once the holder is deleted the other takes over", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "a", podCIDR: "10.244.1.0/24", creationTimestamp: at(1), annotations: flannelAnnotations("192.168.0.1") });
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await until("the initial list", () => r.resyncs >= 1 && r.events.length >= 1);
+    await fake.waitForWatches(1);
+
+    let k = r.events.length;
+    fake.addNode({ name: "b", podCIDR: "10.244.1.0/24", creationTimestamp: at(2), annotations: flannelAnnotations("192.168.0.2") });
+    await until("b added", () => r.events.length > k);
+    assert.deepEqual(r.since(k), ["put node/b (error)"]);
+    assert.ok(isTwillError(r.events.at(-1)!.error, "ERR_LEASE_CONFLICT"));
+    assert.match(r.events.at(-1)!.error!.message, /^node b has podCIDR 10\.244\.1\.0\/24, already held by node a/);
+    // b changing its annotations while it is denied is still only its conflict (no event for the shared key).
+    k = r.events.length;
+    fake.annotate("b", { [`${P}/public-ip`]: "192.168.0.22" });
+    await new Promise((res) => setTimeout(res, 150));
+    assert.deepEqual(r.since(k), [], "nothing about b changed that the daemon sees");
+
+    k = r.events.length;
+    fake.deleteNode("a");
+    await until("a deleted, b takes over", () => r.events.length >= k + 3);
+    assert.deepEqual(r.since(k), ["delete 10.244.1.0-24", "delete node/b", "put 10.244.1.0-24"]);
+    assert.equal(formatIP(r.events.at(-1)!.lease!.publicIP!), "192.168.0.22");
+    // In one batch, the put last: the daemon's last-event-per-key keeps b's lease.
+    assert.deepEqual(r.batches.at(-1)!.map((e) => `${e.type} ${e.key}`), ["delete 10.244.1.0-24", "delete node/b", "put 10.244.1.0-24"]);
+    assert.deepEqual((await src.list()).leases.map((l) => formatIP(l.publicIP!)), ["192.168.0.22"]);
+
+    // An older node appearing later takes the subnet back (the rule survives restarts: creationTimestamp, not arrival).
+    k = r.events.length;
+    fake.addNode({ name: "z", podCIDR: "10.244.1.0/24", creationTimestamp: at(0), annotations: flannelAnnotations("192.168.0.9") });
+    await until("z added", () => r.events.length >= k + 3);
+    const last = r.batches.at(-1)!;
+    assert.deepEqual(last.map((e) => `${e.type} ${e.key}${e.error ? " (error)" : ""}`).sort(), ["delete 10.244.1.0-24", "put 10.244.1.0-24", "put node/b (error)"]);
+    assert.equal(last[0]!.type, "delete", "the delete of b's key before z's put of the same key");
+    assert.equal(formatIP(last.find((e) => e.type === "put" && e.lease)!.lease!.publicIP!), "192.168.0.9");
+    assert.equal(r.errors.length, 0);
+    stop();
+  });
+});
+
+describe("our own node after acquire (as flannel's LeaseWatcher: events for our subnet are dropped)", () => {
+  test("changes of our node's annotations and its deletion are no events; list() keeps the lease we acquired", async () => {
+    const { fake, src } = await setup();
+    fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
+    fake.addNode({ name: "n2", podCIDR: "10.244.2.0/24", annotations: flannelAnnotations("192.168.0.2") });
+    const lease = await src.acquire(offer);
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    await until("the initial list", () => r.resyncs >= 1 && r.events.length >= 1);
+    await fake.waitForWatches(1);
+    assert.deepEqual(r.since(0), ["put 10.244.2.0-24"], "our node is not a watched lease");
+
+    // Someone rewrites our public-ip (or breaks our backend-data): flannel ignores it, so do we.
+    fake.annotate("n1", { [`${P}/public-ip`]: "192.168.0.99" });
+    fake.annotate("n1", { [`${P}/backend-data`]: "{" });
+    // A peer's change after ours still arrives, so ours was seen and dropped.
+    fake.annotate("n2", { [`${P}/public-ip`]: "192.168.0.22" });
+    await until("n2 changed", () => r.events.length >= 2);
+    assert.deepEqual(r.since(1), ["put 10.244.2.0-24"]);
+    let listed = await src.list();
+    assert.deepEqual(listed.leases.find((l) => l.key === lease.key), lease, "list() holds the acquired lease");
+    assert.deepEqual(listed.errors, []);
+    assert.equal(fake.patches.length, 1, "nothing rewritten (flannel does not patch after AcquireLease)");
+
+    // Our node deleted: no event, we keep our lease (flanneld keeps running).
+    fake.deleteNode("n1");
+    fake.deleteNode("n2");
+    await until("n2 deleted", () => r.events.length >= 3);
+    assert.deepEqual(r.since(2), ["delete 10.244.2.0-24"]);
+    listed = await src.list();
+    assert.deepEqual(listed.leases, [lease]);
+
+    // Another node with our podCIDR is a conflict in our view, whatever its age: we hold our subnet.
+    fake.addNode({ name: "n0", podCIDR: "10.244.1.0/24", creationTimestamp: "2020-01-01T00:00:00Z", annotations: flannelAnnotations("192.168.0.5") });
+    await until("n0 added", () => r.events.length >= 4);
+    assert.deepEqual(r.since(3), ["put node/n0 (error)"]);
+    assert.match(r.events.at(-1)!.error!.message, /already held by node n1: .*it is our own node's subnet/);
+    listed = await src.list();
+    assert.deepEqual(listed.leases, [lease]);
+    assert.deepEqual(listed.errors.map((e) => `${e.key} ${e.error.code}`), ["node/n0 ERR_LEASE_CONFLICT"]);
+    assert.equal(r.errors.length, 0);
+    stop();
   });
 });
