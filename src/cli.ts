@@ -27,6 +27,7 @@ import { deleteLink, listLinks } from "./net/link.js";
 import { isTwillError } from "./errors.js";
 import { removeRules } from "./net/masq.js";
 import { removeNftables } from "./net/nft.js";
+import { HOSTGW_DEVICE } from "./dataplane/types.js";
 import { openSource } from "./lease/open.js";
 import { formatMaps, formatStatus, nodeStatus } from "./status.js";
 import { bpfUnavailable, chooseDataplane, type DataplaneChoice } from "./dataplane/choose.js";
@@ -104,7 +105,8 @@ async function teardown(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
   await teardownBpf(o.bpfPinDir, undefined, log, o.bridge);
   // The devices are flannel's names for vxlan devices: flannel.<VNI>, flannel-v6.<VNI>.
-  const names = (await listLinks()).filter((l) => l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)).map((l) => l.name);
+  // (and host-gw's hook veth on bpf, twill_host: its peer twill_net goes with it)
+  const names = (await listLinks()).filter((l) => (l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)) || (l.kind === "veth" && l.name === HOSTGW_DEVICE)).map((l) => l.name);
   for (const n of names) await deleteLink(n);
   for (const f of [4, 6] as const) await removeRules(f);
   await removeNftables();

@@ -157,5 +157,14 @@ for (const [name, netConfig] of [["IPv4", V4], ["dual stack", DUAL]] as const) {
         await run("rm", ["-f", join(tc.leaseDir, "subnets", bad)]);
       }
     });
+
+    test("twill teardown on a bpf node removes the hook veth (both ends) and its cluster route", async () => {
+      const h1 = tc.nodes[0]!;
+      await tc.stop(h1);
+      await run(process.execPath, [TWILL, "teardown", ...tc.args(h1).slice(1)], { netns: h1.host.netns });
+      const links = (await run("ip", ["-o", "link", "show"], { netns: h1.host.netns })).stdout;
+      assert.doesNotMatch(links, /twill_host|twill_net/, links);
+      assert.doesNotMatch((await run("ip", ["-4", "route", "show"], { netns: h1.host.netns })).stdout, /10\.244\.0\.0\/16/);
+    });
   });
 }
