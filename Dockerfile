@@ -14,6 +14,10 @@
 #            (BPF object + TypeScript), then `npm prune --omit=dev`.
 #   runtime  BASE + Node 20 + libbpf1, iproute2, iptables, ca-certificates and
 #            the built tree under /opt/twill; no compiler, no npm.
+#            /opt/bin/flanneld and /opt/bin/install-conf as in flannel's image.
+#
+# On a machine without Docker Hub: `make image` (scripts/image.sh) makes both
+# bases locally (debootstrap; this machine's node) and builds with buildah.
 #
 # build/bpf/vmlinux.h is generated in the build stage from
 # /sys/kernel/btf/vmlinux, i.e. from the kernel of the machine that runs the
@@ -66,12 +70,14 @@ RUN mkdir -p build && touch build/.deps \
 FROM ${BASE} AS runtime
 # libbpf1: loaded by koffi (libbpf.so.1). iproute2: for people debugging in
 # the pod (twill itself talks rtnetlink, it runs no `ip`). iptables: flannel's masquerade/FORWARD rules
-# (Debian 12's iptables is the nft backend; it must match what kube-proxy on
-# the host uses). ca-certificates: TLS to etcd and the Kubernetes API.
+# (Debian's package has both backends, iptables-legacy* and iptables-nft*;
+# twill picks the one kube-proxy uses on the host, src/net/masq.ts).
+# nftables: `nft`, for "EnableNFTables": true (src/net/nft.ts).
+# ca-certificates: TLS to etcd and the Kubernetes API.
 # hadolint ignore=DL3008
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      libbpf1 iproute2 iptables ca-certificates \
+      libbpf1 iproute2 iptables nftables ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 WORKDIR /opt/twill
@@ -79,16 +85,26 @@ COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/build/bpf/twill.o ./build/bpf/twill.o
-COPY --from=build /src/bin/twill ./bin/twill
-# `kubectl exec <pod> -- twill status` needs it on PATH.
-RUN ln -s /opt/twill/bin/twill /usr/local/bin/twill && twill --help >/dev/null
+COPY --from=build /src/bin/twill /src/bin/install-conf ./bin/
+# kube-flannel.yml's containers call /opt/bin/flanneld (the daemon) and
+# /opt/bin/install-conf <src> <dest> (init container install-cni), so with
+# only the image changed that spec runs twill. Symlinks: node runs a
+# symlinked main script from its real path, so bin/twill finds ../dist.
+# `kubectl exec <pod> -- twill status` needs twill on PATH.
+RUN mkdir -p /opt/bin \
+ && ln -s /opt/twill/bin/twill /opt/bin/flanneld \
+ && ln -s /opt/twill/bin/install-conf /opt/bin/install-conf \
+ && ln -s /opt/twill/bin/twill /usr/local/bin/twill \
+ && twill --help >/dev/null && /opt/bin/flanneld --version
 ENV NODE_ENV=production
 # Metrics, /healthz, /readyz when the DaemonSet passes --healthz-port 10756.
 EXPOSE 10756
 # No HEALTHCHECK: the kubelet ignores it (and the OCI image format drops it);
 # the DaemonSet's livenessProbe/readinessProbe use /healthz and /readyz.
-# Root, as flanneld's DaemonSet runs it: the daemon needs CAP_NET_ADMIN,
-# CAP_BPF/CAP_SYS_ADMIN, CAP_NET_RAW, host networking and /sys/fs/bpf.
+# Root, as flanneld's image runs: the daemon needs CAP_NET_ADMIN and
+# CAP_NET_RAW, host networking, and for the bpf dataplane CAP_BPF with
+# CAP_PERFMON (or CAP_SYS_ADMIN) and /sys/fs/bpf; without those
+# `--dataplane auto` (the default) runs the kernel dataplane and says why.
 # hadolint ignore=DL3002
 USER 0:0
 ENTRYPOINT ["/opt/twill/bin/twill"]

@@ -1,4 +1,4 @@
-# twill — the targets people use: make, make demo, make test, make bench, make clean.
+# twill — the targets people use: make, make demo, make test, make bench, make image, make clean.
 # `make deps` installs what a fresh Debian 12 machine lacks; the others call it.
 
 SHELL        := /bin/bash
@@ -12,7 +12,7 @@ BPF_OBJS     := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
 TS_SRCS      := $(shell find src test scripts bench sim -name '*.ts' 2>/dev/null)
 STAMP        := build/.deps
 
-.PHONY: all build deps test test-unit test-integration demo demo-down bench bench-quick clean distclean
+.PHONY: all build deps test test-unit test-integration demo demo-down bench bench-quick clean distclean image image-test
 
 all: build
 
@@ -57,6 +57,14 @@ bench: build
 
 bench-quick: build
 	bash bench/run.sh quick
+
+# The container image, with buildah from bases made here (scripts/image.sh):
+# no Docker daemon and no Docker Hub needed. IMAGE=... names it.
+image:
+	bash scripts/image.sh build
+
+image-test:
+	bash scripts/image.sh test
 
 clean:
 	rm -rf build dist

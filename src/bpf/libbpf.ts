@@ -70,6 +70,7 @@ function load() {
     find_prog: lib.func("void *bpf_object__find_program_by_name(void *obj, const char *name)"),
     prog_fd: lib.func("int bpf_program__fd(void *prog)"),
     obj_get: lib.func("int bpf_obj_get(const char *path)"),
+    map_create: lib.func("int bpf_map_create(int type, const char *name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, void *opts)"),
     obj_pin: lib.func("int bpf_obj_pin(int fd, const char *path)"),
     get_info: lib.func("int bpf_obj_get_info_by_fd(int fd, _Inout_ uint8_t *info, _Inout_ uint32_t *len)"),
     prog_by_id: lib.func("int bpf_prog_get_fd_by_id(uint32_t id)"),

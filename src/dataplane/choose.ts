@@ -14,7 +14,11 @@
  *     both);
  *  2) bpffs: the pin directory must lie on a mount of type "bpf"
  *     (/proc/self/mountinfo: the longest mount point above it), or the maps
- *     could not outlive the process and a restart would lose the dataplane.
+ *     could not outlive the process and a restart would lose the dataplane;
+ *  3) bpf() itself: one tiny array map is created and closed. A seccomp
+ *     profile that refuses bpf() (podman's and CRI-O's default, a kubelet
+ *     with --seccomp-default) passes both checks above and would otherwise
+ *     crash the start with EPERM.
  * `auto` without them is `kernel`, with the reason, which the daemon logs
  * once, exports as twill_dataplane_info{reason} and `twill status` prints.
  * An explicit `--dataplane bpf` without them is an error naming what is
@@ -23,6 +27,8 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { TwillError } from "../errors.js";
+import { libbpf } from "../bpf/libbpf.js";
+import { strerror } from "../net/netlink/libc.js";
 
 export type DataplaneFlag = "auto" | "bpf" | "kernel";
 
@@ -41,11 +47,22 @@ export interface HostFacts {
   readonly status: () => string;
   /** /proc/self/mountinfo. */
   readonly mountinfo: () => string;
+  /** Tries bpf(BPF_MAP_CREATE): 0, or the negative errno. */
+  readonly bpf?: () => number;
+}
+
+/** BPF_MAP_TYPE_ARRAY, 1 entry of 4 bytes: the cheapest map there is; closed at once. */
+function trialMap(): number {
+  const lib = libbpf();
+  const fd = lib.map_create(2, "twill_probe", 4, 4, 1, null);
+  if (fd >= 0) lib.close(fd);
+  return fd >= 0 ? 0 : fd;
 }
 
 const procFacts: HostFacts = {
   status: () => readFileSync("/proc/self/status", "utf8"),
   mountinfo: () => readFileSync("/proc/self/mountinfo", "utf8"),
+  bpf: trialMap,
 };
 
 /** The effective capability set, or undefined when /proc does not say. */
@@ -97,6 +114,13 @@ export function bpfUnavailable(pinDir: string, facts: HostFacts = procFacts): st
     return "cannot read /proc/self/mountinfo to find the bpffs";
   }
   if (type !== "bpf") return `--bpf-pin-dir ${pinDir} is not on a bpffs mount (it is on ${type ?? "no mount"}; mount one at /sys/fs/bpf)`;
+  let r: number;
+  try {
+    r = facts.bpf?.() ?? 0;
+  } catch (e) {
+    return `cannot call bpf(): ${(e as Error).message}`;
+  }
+  if (r < 0) return `bpf() is refused (${strerror(-r)}: a seccomp profile that blocks it, e.g. a container runtime's default, or a missing capability)`;
   return "";
 }
 

@@ -2,25 +2,38 @@
  * The fake Kubernetes API server as a process of its own, so it can run in
  * a test cluster's namespace where the twill daemons reach it.
  *
- *   node dist/test/lib/fakekube-main.js <host> <port>
+ *   node dist/test/lib/fakekube-main.js <host> <port> [<options JSON>]
+ *
+ * Options (all optional): {"certFile":..., "keyFile":...} serve HTTPS with
+ * that certificate; {"tokens":[...]} accept only these bearer tokens.
  *
  * How it works: it serves the API (sim/kubeapi.ts) on host:port and takes
  * commands as JSON lines on stdin — {"id":1,"op":"addNode","args":[{...}]} —
  * answering each with {"id":1,"result":...} or {"id":1,"error":"..."} on
  * stdout. `FakeKubeProcess` (below) is the test side.
  */
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { FakeKube } from "../../sim/kubeapi.js";
 import { spawnIn, stopProcess } from "./exec.js";
 
-type Op = "addNode" | "updatePodCIDR" | "annotate" | "deleteNode" | "node" | "patches" | "expireWatches" | "dropWatches";
+type Op = "addNode" | "addPod" | "updatePodCIDR" | "annotate" | "deleteNode" | "node" | "patches" | "expireWatches" | "dropWatches";
 
-async function main(host: string, port: number): Promise<void> {
-  const fake = await FakeKube.start({ host, port });
+/** The server's options, as the command line's third argument (JSON). */
+export interface FakeKubeProcessOptions {
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  readonly tokens?: readonly string[];
+}
+
+async function main(host: string, port: number, o: FakeKubeProcessOptions): Promise<void> {
+  const tls = o.certFile && o.keyFile ? { cert: readFileSync(o.certFile), key: readFileSync(o.keyFile) } : undefined;
+  const fake = await FakeKube.start({ host, port, ...(tls && { tls }), ...(o.tokens && { tokens: o.tokens }) });
   const ops: Record<Op, (...a: any[]) => unknown> = {
     addNode: (init) => fake.addNode(init),
+    addPod: (namespace: string, name: string, nodeName: string) => fake.addPod(namespace, name, nodeName),
     updatePodCIDR: (name: string, cidr: string) => fake.updateNode(name, (n) => { n.spec.podCIDR = cidr; n.spec.podCIDRs = [cidr]; }),
     annotate: (name: string, ann: Record<string, string>) => fake.annotate(name, ann),
     deleteNode: (name: string) => fake.deleteNode(name),
@@ -47,8 +60,8 @@ export class FakeKubeProcess {
   private readonly waiting = new Map<number, (r: { result?: unknown; error?: string }) => void>();
   private constructor(private readonly proc: ChildProcess, readonly url: string) {}
 
-  static async start(netns: string, host: string, port = 6443): Promise<FakeKubeProcess> {
-    const proc = spawnIn(netns, process.execPath, [fileURLToPath(import.meta.url), host, String(port)], { stdio: ["pipe", "pipe", "pipe"] });
+  static async start(netns: string, host: string, port = 6443, opts: FakeKubeProcessOptions = {}): Promise<FakeKubeProcess> {
+    const proc = spawnIn(netns, process.execPath, [fileURLToPath(import.meta.url), host, String(port), JSON.stringify(opts)], { stdio: ["pipe", "pipe", "pipe"] });
     const lines = createInterface({ input: proc.stdout! });
     let ready!: (url: string) => void;
     const url = new Promise<string>((r) => (ready = r));
@@ -83,7 +96,7 @@ export class FakeKubeProcess {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  main(process.argv[2] ?? "127.0.0.1", Number(process.argv[3] ?? 6443)).catch((e) => {
+  main(process.argv[2] ?? "127.0.0.1", Number(process.argv[3] ?? 6443), JSON.parse(process.argv[4] ?? "{}") as FakeKubeProcessOptions).catch((e) => {
     process.stderr.write(String(e) + "\n");
     process.exit(1);
   });

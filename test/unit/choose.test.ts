@@ -50,6 +50,14 @@ test("auto: bpf when it can run, else kernel with the reason; kernel when asked"
   assert.match(bpfUnavailable("/sys/fs/bpf/t", facts(caps(21))), /CAP_NET_ADMIN/);
 });
 
+test("bpf() refused (a seccomp profile that blocks it) with every capability: auto runs kernel and says why", () => {
+  const seccomp: HostFacts = { ...facts(ROOT), bpf: () => -1 };
+  const k = chooseDataplane("auto", "/sys/fs/bpf/twill", seccomp);
+  assert.equal(k.kind, "kernel");
+  assert.match(k.reason, /bpf\(\) is refused \(Operation not permitted: a seccomp profile/);
+  assert.deepEqual(chooseDataplane("auto", "/sys/fs/bpf/twill", { ...facts(ROOT), bpf: () => 0 }), { kind: "bpf", reason: "" });
+});
+
 test("an explicit --dataplane bpf that cannot run is an error naming what is missing", () => {
   assert.throws(() => chooseDataplane("bpf", "/sys/fs/bpf/twill", facts(KUBE_FLANNEL)),
     (e) => isTwillError(e, "ERR_DATAPLANE") && /--dataplane bpf cannot run here: the process lacks CAP_BPF/.test(e.message));

@@ -290,6 +290,30 @@ test("the subnet file, the pins and the network config are where the host and th
   assert.doesNotThrow(() => parseNetConfig(text));
 });
 
+test("the daemon runs unprivileged, with a named capability list, each capability justified in a comment", () => {
+  const { daemon } = theDS();
+  const sc = daemon.securityContext ?? {};
+  assert.notEqual(sc.privileged, true, "the daemon container is not privileged");
+  const add: string[] = sc.capabilities?.add ?? [];
+  // What --dataplane bpf needs (src/dataplane/choose.ts) and kube-flannel's NET_RAW for iptables.
+  assert.deepEqual([...add].sort(), ["BPF", "NET_ADMIN", "NET_RAW", "PERFMON"]);
+  // In the file, every `- CAP` of the list comes right after a comment saying what it is for.
+  const lines = readFileSync(path.join(dir, "30-daemonset.yaml"), "utf8").split("\n");
+  for (const cap of add) {
+    const i = lines.findIndex((l) => new RegExp(`^\\s+- ${cap}\\s*$`).test(l));
+    assert.ok(i > 0, `- ${cap} on a line of its own`);
+    assert.match(lines[i - 1]!, /^\s+#/, `${cap}: a comment above it says why`);
+  }
+});
+
+test("the privileged init containers are the sysctls and the bpffs mount, nothing else", () => {
+  const { pod } = theDS();
+  const privileged = (pod.initContainers ?? []).filter((c: Obj) => c.securityContext?.privileged === true).map((c: Obj) => c.name);
+  assert.deepEqual(privileged.sort(), ["mount-bpffs", "sysctls"]);
+  const sysctls = pod.initContainers.find((c: Obj) => c.name === "sysctls");
+  assert.match(sysctls.args.join(" "), /\/proc\/sys\/net\/ipv4\/ip_forward/);
+});
+
 test("Bidirectional mount propagation only in privileged containers (the API server rejects it otherwise)", () => {
   const { pod } = theDS();
   for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
@@ -303,7 +327,8 @@ test("init containers install the CNI config and the flannel plugin that reads o
   const { pod } = theDS();
   const { opts } = theDaemon();
   const inits: Obj[] = pod.initContainers ?? [];
-  const copies = inits.filter((c) => c.command?.[0] === "cp").map((c) => ({ c, src: c.args.at(-2) as string, dst: c.args.at(-1) as string }));
+  // `cp -f SRC DST`, or the image's `/opt/bin/install-conf SRC DST` (kube-flannel's atomic copy, bin/install-conf).
+  const copies = inits.filter((c) => ["cp", "/opt/bin/install-conf"].includes(c.command?.[0])).map((c) => ({ c, src: c.args.at(-2) as string, dst: c.args.at(-1) as string }));
   // The CNI config: from the ConfigMap to the runtime's config dir.
   const conf = copies.find((x) => path.posix.dirname(hostPathOrUndefined(x.c, x.dst) ?? "") === RUNTIME_CNI.confDir);
   assert.ok(conf, `no init container copies a CNI config into ${RUNTIME_CNI.confDir}`);
