@@ -181,6 +181,8 @@ export class Daemon {
   private reconciling = false;
   private index = new SubnetIndex();
   private direct: (ip: IP) => boolean = () => false;
+  /** Leases refused for a conflict with another live lease (first owner kept), by key: tried again when subnets are freed. */
+  private blocked = new Map<string, Lease>();
   /** The last rejection logged and counted, by lease key (a bad lease version is reported once; dropped with the key). */
   private reported = new Map<string, string>();
   private ready = false;
@@ -408,8 +410,20 @@ export class Daemon {
 
   /** Applies a batch of lease events, lease by lease; the last event of a key wins. */
   private async apply(events: readonly LeaseEvent[]): Promise<void> {
+    // Per key, the last event; but a key whose last event is an unparsable
+    // put keeps the last good state, which may be an earlier event of this
+    // same batch (a good put, or a delete): that one is applied, the bad
+    // one only reported.
     const latest = new Map<string, LeaseEvent>();
-    for (const e of events) latest.set(e.key, e);
+    for (const e of events) {
+      const bad = e.type === "put" && !e.lease;
+      if (bad && e.key !== this.own!.key) {
+        if (e.error) this.reject(e.key, e.error.code, e.error.message);
+        if (!latest.has(e.key)) latest.set(e.key, e);
+        continue;
+      }
+      latest.set(e.key, e);
+    }
     // Deletes first: a subnet that lease A gives up and lease B takes in the
     // same batch must not make B clash with A.
     const ordered = [...latest.values()].sort((a, b) => (a.type === b.type ? 0 : a.type === "put" ? 1 : -1));
@@ -418,28 +432,41 @@ export class Daemon {
       this.seq++;
       if (this.listing > 0) this.eventSeq.set(e.key, this.seq);
       if (e.type === "delete") this.reported.delete(e.key);
+      if (e.type === "delete" || e.lease) this.blocked.delete(e.key);
       if (e.key === this.own!.key) {
         if (!(await this.checkOwn(e.type === "put" ? e.lease : undefined, e.type === "put" && !!e.error))) return;
         continue;
       }
-      if (e.type === "put" && !e.lease) {
-        // Unparsable: keep the last good state of this lease.
-        if (e.error) this.reject(e.key, e.error.code, e.error.message);
-        continue;
-      }
+      if (e.type === "put" && !e.lease) continue; // unparsable (reported above): the last good state stays
       const old = this.known.get(e.key) ?? [];
       let next: Peer[] = [];
       if (e.type === "put") {
         const r = leasePeers(e.lease!, this.rules(), this.index);
         if (isRejected(r)) {
           this.reject(r.key, r.code, r.reason, e.lease);
+          if (r.code === "ERR_LEASE_CONFLICT") this.blocked.set(e.key, e.lease!);
           continue;
         }
         next = r;
       }
       this.setKnown(e.key, old, next, up, gone);
     }
+    if (gone.length) this.unblock(up, gone);
     await this.program(up, gone);
+  }
+
+  /**
+   * Subnets were freed: a lease held back by a conflict with them may fit
+   * now (the first owner left). Tried in key order, as a full list decides.
+   */
+  private unblock(up: Peer[], gone: Peer[]): void {
+    for (const key of [...this.blocked.keys()].sort()) {
+      const r = leasePeers(this.blocked.get(key)!, this.rules(), this.index);
+      if (isRejected(r)) continue;
+      this.blocked.delete(key);
+      this.reported.delete(key);
+      this.setKnown(key, this.known.get(key) ?? [], r, up, gone);
+    }
   }
 
   /**
@@ -590,6 +617,14 @@ export class Daemon {
     }
     const { byKey, rejected, index } = leasesToPeers(leases, this.rules());
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
+    // The leases a conflict holds back, as this list found them (an event since keeps its own verdict).
+    const blocked = new Map<string, Lease>();
+    for (const r of rejected) {
+      const l = r.code === "ERR_LEASE_CONFLICT" && !newer(r.key) ? leases.find((x) => x.key === r.key) : undefined;
+      if (l) blocked.set(r.key, l);
+    }
+    for (const [key, l] of this.blocked) if (newer(key)) blocked.set(key, l);
+    this.blocked = blocked;
     // A lease that went bad keeps its last good entries (until it is deleted); one changed by an event since the list keeps the event's.
     for (const { key } of errors) {
       const keep = this.known.get(key);
