@@ -20,7 +20,10 @@
  *    change feed) it asks for a resync: re-list and diff against the known
  *    peers. The list runs outside the work queue, so events never wait for
  *    it; a lease that changed by event while the list ran keeps its event.
- *    A bad update of a known lease keeps its last good entry.
+ *    A bad update of a known lease keeps its last good entry (also when a
+ *    good update of it came earlier in the same batch). A lease refused for
+ *    a conflict with another (first owner kept) is tried again, in key
+ *    order, whenever a batch frees subnets.
  * 5) Every --reconcile-period the dataplane observes itself and repairs its
  *    drift against `known` (the same diff `twill status` prints; cheap when
  *    nothing changed: the bpf dataplane keeps a shadow of what it wrote);
