@@ -13,6 +13,8 @@ export type ErrorCode =
   | "ERR_INVALID_PREFIX"
   | "ERR_INVALID_MAC"
   | "ERR_INVALID_LEASE"
+  /** A file in the lease directory that is not read: not a regular file (a FIFO, symlink, device, …), or too big. */
+  | "ERR_LEASE_FILE"
   | "ERR_INVALID_CONFIG"
   | "ERR_INVALID_FLAG"
   | "ERR_LEASE_CONFLICT"

@@ -11,16 +11,20 @@
  *
  * How it works: the caller passes the network and subnet of each enabled
  * family (flannel: `if config.EnableIPv4`); those are written in that order, then
- * MTU and IPMASQ. The text goes to a dotfile beside the target and is
- * renamed over it, so the CNI plugin never reads half a file; the parent
- * directory is created first. Reading (for the "previous subnet" at
+ * MTU and IPMASQ. The text goes to a new temp file beside the target, with
+ * an unpredictable name, created with O_EXCL | O_NOFOLLOW (a file or symlink
+ * planted there is never followed), mode 0644 whatever the umask, synced,
+ * and renamed over the target (atomicfile.ts), so the CNI plugin never reads
+ * half a file. Its directory is created first, 0755 whatever the umask (the
+ * CNI plugin runs as root, but `cat` by an admin should work). Reading (for the "previous subnet" at
  * start-up) is forgiving like flannel's: a value that does not parse is
  * skipped (and named in `warnings`), and FLANNEL_SUBNET's "10.244.1.1/24"
  * comes back as the subnet 10.244.1.0/24.
  */
-import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import { makeDirs, writeAtomic } from "./atomicfile.js";
 import { TwillError } from "./errors.js";
+import { readRegularFile } from "./saferead.js";
 import { formatIP, formatPrefix, makePrefix, nthIP, parsePrefix, type Family, type Prefix } from "./net/ip.js";
 
 /** What to write: a family is written when its network and subnet are given. */
@@ -62,16 +66,19 @@ export function formatSubnetFile(d: SubnetFileData): string {
   return out + `FLANNEL_MTU=${d.mtu}\nFLANNEL_IPMASQ=${d.ipMasq}\n`;
 }
 
-/** Writes the file atomically (temp + rename), creating its directory. */
+/** The subnet file's mode, and its directory's when we create it. */
+export const SUBNET_FILE_MODE = 0o644;
+export const SUBNET_DIR_MODE = 0o755;
+/** The most of an existing subnet file read back (flannel's is ~150 bytes). */
+const MAX_SUBNET_FILE_BYTES = 64 * 1024;
+
+/** Writes the file atomically (unpredictable temp + rename), creating its directory. */
 export async function writeSubnetFile(file: string, d: SubnetFileData): Promise<void> {
   const text = formatSubnetFile(d);
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}`);
   try {
-    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
-    await fs.writeFile(tmp, text, { mode: 0o644 });
-    await fs.rename(tmp, file);
+    makeDirs(path.dirname(file), SUBNET_DIR_MODE);
+    await writeAtomic(file, text, SUBNET_FILE_MODE);
   } catch (e) {
-    await fs.rm(tmp, { force: true });
     throw new TwillError("ERR_SUBNET_FILE", `cannot write the subnet file ${file}: ${(e as Error).message}`, { cause: e, retryable: true });
   }
 }
@@ -123,14 +130,19 @@ export function parseSubnetFile(text: string): SubnetFileValues {
   };
 }
 
-/** Reads the file; undefined when it does not exist. */
+/**
+ * Reads the file; undefined when it does not exist. Only a regular file is
+ * read (saferead.ts): anything else planted there (a FIFO, a symlink) reads
+ * as a file without values, named in `warnings` (the next write replaces it).
+ */
 export async function readSubnetFile(file: string): Promise<SubnetFileValues | undefined> {
-  let text: string;
+  let got: Awaited<ReturnType<typeof readRegularFile>>;
   try {
-    text = await fs.readFile(file, "utf8");
+    got = await readRegularFile(file, MAX_SUBNET_FILE_BYTES);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new TwillError("ERR_SUBNET_FILE", `cannot read the subnet file ${file}: ${(e as Error).message}`, { cause: e, retryable: true });
   }
-  return parseSubnetFile(text);
+  if (!got.ok) return { warnings: [`the subnet file ${file} ${got.why}: not read`] };
+  return parseSubnetFile(got.text);
 }

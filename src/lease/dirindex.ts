@@ -4,7 +4,7 @@
  * 100,000 files.
  *
  *   <dir>/.subnets.index                        the index (outside subnets/:
- *   <dir>/.subnets.index.<pid>.<rand>.tmp       writing it changes nothing there)
+ *   <dir>/.subnets.index.<rand>.tmp             writing it changes nothing there)
  *
  * How it works:
  *  - Every entry is the name, stamp (inode, size, mtime, ctime) and read
@@ -23,15 +23,17 @@
  *    IPv4 is dotted, IPv6 is 32 hex digits (no parser needed), "" is absent.
  *    Leases whose name or backend type holds a tab or newline, and files that
  *    are not leases, are left out (read at the next start: they are rare).
- *  - Writes are temp file (O_EXCL, a random name) + rename: concurrent
- *    writers never see each other's partial file; the last rename wins.
+ *  - Writes are atomicfile.ts's writeAtomic (temp file with a random name,
+ *    O_EXCL|O_NOFOLLOW, mode 0644, fsync, rename): concurrent writers never
+ *    see each other's partial file; the last rename wins.
  *  - decodeIndex throws on anything it does not recognize (another version, a
  *    truncated file, a bad field): the caller ignores the index and rebuilds it.
  */
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
+import { writeAtomic } from "../atomicfile.js";
 import type { IP, Prefix } from "../net/ip.js";
+import { readRegularFile } from "../saferead.js";
 import { BytePool } from "./parse.js";
 import type { Lease, VxlanLeaseData } from "./types.js";
 
@@ -39,6 +41,8 @@ export const INDEX_NAME = ".subnets.index";
 const MAGIC = "twill-lease-index 1";
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const HEX32_RE = /^[0-9a-f]{32}$/;
+/** The biggest index read (100,000 leases take ~15 MB). */
+const MAX_INDEX_BYTES = 512 * 1024 * 1024;
 /** A temp file this old is a crashed writer's. */
 const STALE_TMP_MS = 60_000;
 
@@ -210,7 +214,9 @@ export async function decodeIndex(text: string, subnetsIno: number, tick: Tick):
 /** The index of `dir`, or undefined when there is none or it is not one (missing, corrupt, another version or directory). */
 export async function loadIndex(dir: string, subnetsIno: number, tick: Tick): Promise<Map<string, IndexEntry> | undefined> {
   try {
-    return await decodeIndex(await fs.readFile(path.join(dir, INDEX_NAME), "utf8"), subnetsIno, tick);
+    // Only a regular file (saferead.ts): a FIFO planted here must not hold the list.
+    const got = await readRegularFile(path.join(dir, INDEX_NAME), MAX_INDEX_BYTES);
+    return got.ok ? await decodeIndex(got.text, subnetsIno, tick) : undefined;
   } catch {
     return undefined; // a hint only: the caller reads the files and writes a new one
   }
@@ -218,15 +224,7 @@ export async function loadIndex(dir: string, subnetsIno: number, tick: Tick): Pr
 
 /** Writes the index of `dir` atomically; also removes temp files that crashed writers left. */
 export async function saveIndex(dir: string, text: string): Promise<void> {
-  const file = path.join(dir, INDEX_NAME);
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  try {
-    await fs.writeFile(tmp, text, { flag: "wx" });
-    await fs.rename(tmp, file);
-  } catch (e) {
-    await fs.rm(tmp, { force: true });
-    throw e;
-  }
+  await writeAtomic(path.join(dir, INDEX_NAME), text, 0o644);
   for (const name of await fs.readdir(dir)) {
     if (!name.startsWith(`${INDEX_NAME}.`) || !name.endsWith(".tmp")) continue;
     const st = await fs.stat(path.join(dir, name)).catch(() => undefined);
