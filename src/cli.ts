@@ -30,7 +30,7 @@ import { removeNftables } from "./net/nft.js";
 import { HOSTGW_DEVICE } from "./dataplane/types.js";
 import { openSource } from "./lease/open.js";
 import { formatMaps, formatStatus, nodeStatus } from "./status.js";
-import { bpfUnavailable, chooseDataplane, type DataplaneChoice } from "./dataplane/choose.js";
+import { bpfUnavailable, chooseDataplane, fsTypeOf, type DataplaneChoice } from "./dataplane/choose.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
@@ -100,10 +100,19 @@ async function run(o: Options): Promise<void> {
   process.exit(0);
 }
 
-/** Removes devices, links and pins; the subnet file and the lease stay (as with flannel). */
+/**
+ * Removes what twill created — its pins, tcx links and tc filters (only
+ * twill's: bpf/teardown.ts), devices and chains; the subnet file and the
+ * lease stay (as with flannel). --bpf-pin-dir must be on a bpffs, else
+ * nothing is removed and the error names the flag; `--dataplane kernel`
+ * skips the BPF part (a node that never ran bpf has no pins).
+ */
 async function teardown(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
-  await teardownBpf(o.bpfPinDir, undefined, log, o.bridge);
+  // --dataplane auto with no bpffs under the pin dir: there can be no pins there to remove (and nothing under it is touched).
+  const onBpffs = fsTypeOf(o.bpfPinDir, readFileSync("/proc/self/mountinfo", "utf8")) === "bpf";
+  if (o.dataplane === "bpf" || (o.dataplane === "auto" && onBpffs)) await teardownBpf(o.bpfPinDir, undefined, log);
+  else if (o.dataplane === "auto") log.info("--bpf-pin-dir is not on a bpffs: no BPF pins or links to remove", { pinDir: o.bpfPinDir });
   // The devices are flannel's names for vxlan devices: flannel.<VNI>, flannel-v6.<VNI>.
   // (and host-gw's hook veth on bpf, twill_host: its peer twill_net goes with it)
   const names = (await listLinks()).filter((l) => (l.kind === "vxlan" && /^flannel(-v6)?\.\d+$/.test(l.name)) || (l.kind === "veth" && l.name === HOSTGW_DEVICE)).map((l) => l.name);
@@ -116,7 +125,9 @@ async function teardown(o: Options): Promise<void> {
 const COMMANDS = `
 Commands:
   (none)      run the node daemon
-  teardown    remove the devices, BPF links and pins and flannel's iptables chains of this node
+  teardown    remove the devices, BPF links, tc filters and pins twill created and flannel's
+              iptables chains of this node (another tool's pins and filters stay); the BPF part
+              needs --bpf-pin-dir on a bpffs (--dataplane bpf: an error without one; auto: skipped)
   maps        the node's BPF maps as tables (--json: as JSON); needs --bpf-pin-dir
   status      this node's lease, each peer (subnet, public IP, VTEP MAC, path, packets and bytes)
               and any drift between the leases and the maps (bpf) or kernel tables (kernel);

@@ -3,7 +3,8 @@
  * and dataplane programmed), /metrics (Prometheus text), on
  * --healthz-ip:--healthz-port.
  *
- * How it works: the server is read-only and cannot stall the daemon.
+ * How it works: the server is read-only and cannot stall the daemon, and
+ * no client can starve the kubelet's probes.
  *  1) GET and HEAD only (405 with Allow otherwise); no request body is ever
  *     read: a request that announces one (Content-Length > 0 or
  *     Transfer-Encoding) is answered 413 and its connection closed, so a
@@ -13,9 +14,23 @@
  *     the headers must arrive within headersTimeoutMs and the whole request
  *     within requestTimeoutMs (slowloris: 408, then the socket is
  *     destroyed); an idle or unread socket is destroyed after idleTimeoutMs;
- *     keep-alive connections close after keepAliveTimeoutMs; beyond
- *     maxConnections, new sockets are dropped at accept.
- *  3) Nothing throws: malformed requests (clientError) get a status line
+ *     keep-alive connections close after keepAliveTimeoutMs.
+ *  3) Two connection pools, decided at accept (the path is not known yet):
+ *     connections from this host — the source address is the address they
+ *     reached, which is how the kubelet's probes of a host-network pod
+ *     arrive (the node IP, or 127.0.0.1) — have localConnections (16) slots
+ *     of their own; every other host shares maxConnections (64). A socket
+ *     beyond its pool's cap is destroyed at accept. So other hosts holding
+ *     every slot, or dripping headers, cannot keep a probe out.
+ *  4) /metrics has its own bound (metrics/gate.ts): at most metricsSlots (4)
+ *     scrapes in flight (503 with Retry-After beyond), one collection at a
+ *     time and at most one per metricsIntervalMs (1 s), shared by the
+ *     requests that wait for it; its connection is closed after the answer,
+ *     so a scraper never keeps a slot between scrapes. /healthz and /readyz
+ *     never wait for a scrape: they are answered from memory, in the turn
+ *     their request is parsed, while a scrape yields to the event loop
+ *     every few ms.
+ *  5) Nothing throws: malformed requests (clientError) get a status line
  *     and a destroyed socket; a failing /metrics collection is a 500; a
  *     server error after listening is logged, never an uncaught exception.
  * `port` 0 picks a free port; the returned server carries the bound `port`.
@@ -23,6 +38,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Metrics } from "./metrics.js";
+import { ScrapeGate, DEFAULT_SCRAPE_INTERVAL_MS, DEFAULT_SCRAPE_SLOTS } from "./metrics/gate.js";
 import { nullLogger, type Logger } from "./log.js";
 
 export interface HealthLimits {
@@ -32,7 +48,14 @@ export interface HealthLimits {
   readonly requestTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** Connections from other hosts, at once. */
   readonly maxConnections: number;
+  /** Connections from this host (the kubelet's probes), at once: a pool of their own. */
+  readonly localConnections: number;
+  /** /metrics requests in flight at once. */
+  readonly metricsSlots: number;
+  /** At most one metrics collection starts per this many ms. */
+  readonly metricsIntervalMs: number;
 }
 
 export const DEFAULT_LIMITS: HealthLimits = {
@@ -43,7 +66,19 @@ export const DEFAULT_LIMITS: HealthLimits = {
   idleTimeoutMs: 10000,
   keepAliveTimeoutMs: 5000,
   maxConnections: 64,
+  localConnections: 16,
+  metricsSlots: DEFAULT_SCRAPE_SLOTS,
+  metricsIntervalMs: DEFAULT_SCRAPE_INTERVAL_MS,
 };
+
+/** Whether a connection comes from this host: its source is the address it reached (or both are loopback). */
+export function fromThisHost(remote: string | undefined, local: string | undefined): boolean {
+  if (!remote || !local) return false;
+  const plain = (a: string) => a.replace(/^::ffff:/i, "");
+  const r = plain(remote), l = plain(local);
+  const loop = (a: string) => a === "::1" || a === "127.0.0.1";
+  return r === l || (loop(r) && loop(l));
+}
 
 export interface HealthServer extends Server {
   /** The bound port (useful with port 0). */
@@ -65,7 +100,7 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, state: { ready: () => boolean }, metrics: Metrics, log: Logger): void {
+function handle(req: IncomingMessage, res: ServerResponse, state: { ready: () => boolean }, scrapes: ScrapeGate, metrics: Metrics, log: Logger): void {
   const send = (status: number, body = "", headers: Record<string, string> = {}) => {
     if (res.headersSent || res.destroyed) return;
     res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "content-length": String(Buffer.byteLength(body)), ...headers }).end(body);
@@ -79,11 +114,13 @@ function handle(req: IncomingMessage, res: ServerResponse, state: { ready: () =>
     return send(ok ? 200 : 503, ok ? "ready\n" : "not ready\n");
   }
   if (path === "/metrics") {
-    metrics.registry.metrics().then(
-      (text) => send(200, text, { "content-type": metrics.registry.contentType }),
+    const text = scrapes.enter();
+    if (!text) return send(503, "too many /metrics requests at once\n", { "retry-after": "1", connection: "close" });
+    text.then(
+      (t) => send(200, t, { "content-type": metrics.registry.contentType, connection: "close" }),
       (e: unknown) => {
         log.warn("collecting metrics failed", { err: e });
-        send(500, "collecting metrics failed\n");
+        send(500, "collecting metrics failed\n", { connection: "close" });
       },
     );
     return;
@@ -96,6 +133,7 @@ export function startHealthServer(
 ): Promise<HealthServer> {
   const log = opts.log ?? nullLogger;
   const lim = { ...DEFAULT_LIMITS, ...opts.limits };
+  const scrapes = new ScrapeGate(() => metrics.registry.metrics(), lim.metricsSlots, lim.metricsIntervalMs);
   const server = createServer({
     maxHeaderSize: lim.maxHeaderBytes,
     headersTimeout: lim.headersTimeoutMs,
@@ -105,7 +143,7 @@ export function startHealthServer(
     connectionsCheckingInterval: Math.max(100, Math.min(1000, lim.headersTimeoutMs / 4)),
   }, (req, res) => {
     try {
-      handle(req, res, state, metrics, log);
+      handle(req, res, state, scrapes, metrics, log);
     } catch (e) {
       log.warn("health request failed", { path: req.url, err: e });
       if (!res.headersSent) res.writeHead(500).end();
@@ -113,7 +151,17 @@ export function startHealthServer(
     }
   });
   server.maxHeadersCount = lim.maxHeaderLines;
-  server.maxConnections = lim.maxConnections;
+  // The pools (header, 3): counted here, before Node's HTTP parser sees the socket.
+  const open = { local: 0, remote: 0 };
+  server.prependListener("connection", (socket: Socket) => {
+    const pool = fromThisHost(socket.remoteAddress, socket.localAddress) ? "local" : "remote";
+    if (open[pool] >= (pool === "local" ? lim.localConnections : lim.maxConnections)) {
+      socket.destroy();
+      return;
+    }
+    open[pool]++;
+    socket.once("close", () => { open[pool]--; });
+  });
   server.setTimeout(lim.idleTimeoutMs, (s: Socket) => s.destroy());
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
     if (err.code !== "ECONNRESET" && socket.writable) {

@@ -12,18 +12,21 @@
  * `attach` picks tcx or tc cls_bpf (bpf/tc.ts): "auto" tries tcx and falls
  * back to tc for good when the kernel does not know tcx. Attaching one way
  * removes twill's attachment of the other way on that hook, so switching
- * modes never leaves a program running twice.
+ * modes never leaves a program running twice (a tc filter only when it runs
+ * a twill_* program: bpf/tc.ts tcDetachOwned). Pin directories are created
+ * by bpf/pindir.ts makePinDir, which fails once instead of looping.
  * Re-asserting an attachment that is in place (every reconcile) costs four
  * calls: open the pin, read the link's info, read our program's id and tag,
  * close. The tag of the program the link runs is read from the kernel only
  * the first time that program id is met (ids are not reused while the
  * system runs, and a program's tag never changes).
  */
-import { mkdirSync, unlinkSync, readdirSync } from "node:fs";
+import { unlinkSync, readdirSync } from "node:fs";
+import { makePinDir } from "./pindir.js";
 import { dirname, join } from "node:path";
 import { TwillError } from "../errors.js";
 import { libbpf, check, closeFd, errnoName } from "./libbpf.js";
-import { tcAttach, tcDetach } from "./tc.js";
+import { tcAttach, tcDetachOwned } from "./tc.js";
 
 export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
@@ -112,7 +115,7 @@ export function attachTcx(progFd: number, ifindex: number, dir: Direction, pinPa
     throw e;
   }
   try {
-    mkdirSync(dirname(pinPath), { recursive: true });
+    makePinDir(dirname(pinPath));
     check(a.obj_pin(lfd, pinPath), "ERR_BPF_ATTACH", `pinning link at ${pinPath}`);
   } finally {
     closeFd(lfd);
@@ -182,7 +185,7 @@ export class Attacher {
     if (this.mode !== "tc") {
       try {
         const r = attachTcx(progFd, ifindex, dir, pinPath);
-        if (r !== "adopted") tcDetach(ifindex, dir); // a tc filter from an earlier mode
+        if (r !== "adopted") tcDetachOwned(ifindex, dir); // a tc filter from an earlier mode (twill's program only)
         if (this.mode === "auto") this.mode = "tcx";
         return r;
       } catch (e) {
@@ -199,6 +202,6 @@ export class Attacher {
   /** Removes twill's program from a hook, either kind. */
   detach(ifindex: number, dir: Direction, pinPath: string): void {
     detachPinned(pinPath);
-    tcDetach(ifindex, dir);
+    tcDetachOwned(ifindex, dir);
   }
 }

@@ -13,9 +13,12 @@
  * dataplane fills before it swaps the programs (the old programs keep the
  * old map until then, so forwarding never sees an empty one). A rejected program
  * throws ERR_BPF_VERIFIER quoting libbpf's log (which holds the verifier
- * log). The loaded object stays open while the caller uses its fds.
+ * log). The loaded object stays open while the caller uses its fds. The
+ * pin directory must be on a bpffs (ERR_INVALID_FLAG naming --bpf-pin-dir
+ * otherwise) and is created one level at a time (bpf/pindir.ts).
  */
-import { existsSync, mkdirSync, unlinkSync } from "node:fs";
+import { existsSync, unlinkSync } from "node:fs";
+import { makePinDir, requireBpffs } from "./pindir.js";
 import { join } from "node:path";
 import { TwillError } from "../errors.js";
 import { libbpf, openObject, takeLibbpfLog, closeFd, errnoName, type Ptr } from "./libbpf.js";
@@ -209,7 +212,8 @@ export function loadObject(objectPath: string, pinDir: string, opts: LoadOptions
   const a = libbpf();
   const capacity = opts.peerCapacity ?? DEFAULT_PEER_CAPACITY;
   const mapsDir = join(pinDir, "maps");
-  mkdirSync(mapsDir, { recursive: true });
+  requireBpffs(pinDir);
+  makePinDir(mapsDir);
   takeLibbpfLog();
   const obj = openObject(objectPath, mapsDir);
   let resized: Resize[] = [];

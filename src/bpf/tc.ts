@@ -9,7 +9,12 @@
  * program tag is adopted as is (no qdisc request: the filter implies its
  * qdisc), another program is swapped in atomically with BPF_TC_F_REPLACE.
  * The structs are libbpf 1.1's bpf_tc_hook and bpf_tc_opts, laid out by
- * hand (size_t sz first).
+ * hand (size_t sz first). A filter is twill's when it sits at twill's handle
+ * (0x7411) and priority (1) and runs a program named twill_*: teardown
+ * removes only those (tcDetachOwned); filters at other handles, priorities
+ * or of other kinds (u32, flower) are never touched, since bpf_tc_detach
+ * deletes by kind "bpf", handle and priority only. Attaching never
+ * replaces another tool's program found at twill's handle (ERR_BPF_ATTACH).
  */
 import { TwillError } from "../errors.js";
 import { libbpf, check, closeFd, errnoName, quietly } from "./libbpf.js";
@@ -52,12 +57,54 @@ export function tcAttach(progFd: number, ifindex: number, dir: Direction, samePr
   // Our filter in place (the common case, at every reconcile): one query, no qdisc request.
   const current = tcQuery(ifindex, dir);
   if (current && sameProg(current)) return "adopted";
+  if (current) {
+    // Never replace another tool's filter that happens to sit at twill's handle and priority.
+    const name = progNameById(current);
+    if (name !== undefined && !name.startsWith(PROG_PREFIX)) {
+      throw new TwillError("ERR_BPF_ATTACH", `attaching tc ${dir} on ifindex ${ifindex}: another program (${name}, id ${current}) holds twill's filter handle 0x${TC_HANDLE.toString(16)} priority ${TC_PRIORITY}; not replacing it`);
+    }
+  }
   const h = hook(ifindex, dir);
   // EEXIST (the qdisc is there, e.g. for the other direction) is fine: libbpf's complaint about it is demoted.
   const r = quietly(() => a.tc_hook_create(h));
   if (r < 0 && r !== -17) throw new TwillError("ERR_BPF_ATTACH", `creating the clsact qdisc on ifindex ${ifindex}: ${errnoName(r)}`);
   check(a.tc_attach(h, opts(progFd, current ? BPF_TC_F_REPLACE : 0)), "ERR_BPF_ATTACH", `attaching tc ${dir} on ifindex ${ifindex}`);
   return current ? "updated" : "created";
+}
+
+/** The name of a loaded program (the kernel keeps 15 characters), by id; undefined when it is gone. */
+export function progNameById(id: number): string | undefined {
+  const a = libbpf();
+  const fd = a.prog_by_id(id);
+  if (fd < 0) return undefined;
+  try {
+    // struct bpf_prog_info: name[BPF_OBJ_NAME_LEN] at offset 64.
+    const info = Buffer.alloc(96);
+    const len = new Uint32Array([info.length]);
+    if (a.get_info(fd, info, len) < 0) return undefined;
+    const name = info.subarray(64, 80);
+    const end = name.indexOf(0);
+    return name.toString("latin1", 0, end < 0 ? 16 : end);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Every program twill loads is named twill_* (bpf/twill.c). */
+export const PROG_PREFIX = "twill_";
+
+/**
+ * Removes the filter at twill's handle and priority only when it runs one of
+ * twill's programs (name twill_*): another tool's cls_bpf filter that happens
+ * to sit at the same handle and priority, and every other filter, stay.
+ * Returns what it found.
+ */
+export function tcDetachOwned(ifindex: number, dir: Direction): "removed" | "none" | "foreign" {
+  const id = tcQuery(ifindex, dir);
+  if (!id) return "none";
+  const name = progNameById(id);
+  if (name === undefined || !name.startsWith(PROG_PREFIX)) return "foreign";
+  return tcDetach(ifindex, dir) ? "removed" : "none";
 }
 
 /** Removes twill's filter from a hook; false when there was none. */

@@ -16,7 +16,9 @@
  * --iface-regex) append; from a variable they take one value, as flanneld.
  * Words that are not flags are the command and its arguments; "--" ends
  * the flags; -h is --help. Errors: ERR_INVALID_FLAG naming the flag (or
- * variable) and value.
+ * variable) and value. The node name is checked as Kubernetes checks one
+ * (config/nodename.ts) and the default --bpf-pin-dir is built from it with
+ * path.join under /sys/fs/bpf/twill; a given --bpf-pin-dir must be absolute.
  *
  * flanneld's whole flag set (main.go init(), v0.28) is here, klog's three
  * copied flags included. Variables follow flannel's flagutil.SetFlagsFromEnv:
@@ -35,9 +37,11 @@
  * --iptables-resync, which twill honours only in part (see its help).
  */
 import { hostname } from "node:os";
+import { isAbsolute, normalize } from "node:path";
 import { TwillError } from "../errors.js";
 import { formatIP, tryParseIP, type IP } from "../net/ip.js";
 import { translateRE2 } from "./re2.js";
+import { checkNodeName, defaultPinDir } from "./nodename.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 /** --dataplane: auto (bpf where it can run, else kernel: dataplane/choose.ts), bpf or kernel. */
@@ -98,6 +102,8 @@ export interface Options {
   readonly logLevel: LogLevel;
   readonly bridge: string;
   readonly teardown: boolean;
+  /** --allow-insecure-credentials: credentials may go to http:// etcd endpoints and API servers. */
+  readonly allowInsecureCredentials: boolean;
   /** `twill status` / `twill maps`: print JSON instead of tables. */
   readonly json: boolean;
   readonly help: boolean;
@@ -177,8 +183,8 @@ export const FLAGS: readonly FlagSpec[] = [
   fl("log_backtrace_at", "logBacktraceAt", "trace", undefined, "klog's stack trace at file:line: accepted, not honoured"),
   tw("lease-dir", "leaseDir", "string", undefined, "use the embedded lease store in this directory (config + subnets/) instead of etcd"),
   tw("dataplane", "dataplane", "enum", "auto", "how to forward: bpf (tc programs and maps), kernel (flannel's neigh/fdb/route), or auto: bpf when the process has CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN) and --bpf-pin-dir is on a bpffs, else kernel (said in the log, /metrics and twill status)", { values: ["auto", "bpf", "kernel"] }),
-  tw("bpf-pin-dir", "bpfPinDir", "string", undefined, "where BPF maps and programs are pinned", { defaultText: "/sys/fs/bpf/twill/<node-name>" }),
-  tw("node-name", "nodeName", "string", undefined, "this node's name", { env: "NODE_NAME", defaultText: "$NODE_NAME, else the hostname" }),
+  tw("bpf-pin-dir", "bpfPinDir", "string", undefined, "where BPF maps and programs are pinned: an absolute path on a bpffs mount (checked for --dataplane bpf and teardown)", { defaultText: "/sys/fs/bpf/twill/<node-name>" }),
+  tw("node-name", "nodeName", "string", undefined, "this node's name: a Kubernetes node name (lower-case letters, digits, '-' and '.', at most 253)", { env: "NODE_NAME", defaultText: "$NODE_NAME, else the hostname" }),
   tw("fast-path", "fastPath", "bool", "false", "bpf: send pod traffic between pod veths and the underlay in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),
   tw("encap", "encap", "enum", "bpf", "bpf: who encapsulates and decapsulates VXLAN over an IPv4 underlay: bpf (the tc programs write and strip the outer headers; the vxlan device stays as fallback and for GRO) or device (the kernel's vxlan driver, as twill 0.1 did)", { values: ["bpf", "device"] }),
   tw("bpf-attach", "bpfAttach", "enum", "auto", "bpf: attach programs as tcx links (kernel >= 6.6), tc cls_bpf filters, or auto (tcx when the kernel has it)", { values: ["auto", "tcx", "tc"] }),
@@ -186,6 +192,7 @@ export const FLAGS: readonly FlagSpec[] = [
   tw("reconcile-period", "reconcilePeriod", "seconds", "10", "seconds between full reconciles of the dataplane with the leases"),
   tw("log-level", "logLevel", "enum", undefined, "debug, info, warn or error", { values: ["debug", "info", "warn", "error"], defaultText: "from -v: info (0-1), debug (2 and above)" }),
   tw("bridge", "bridge", "string", "cni0", "the bridge local pods are attached to"),
+  tw("allow-insecure-credentials", "allowInsecureCredentials", "bool", "false", "send credentials over plain http:// anyway: --etcd-username/--etcd-password to an http:// etcd endpoint, a kubeconfig's token, basic auth or client certificate to an http:// API server (refused by default: anyone on the path reads them)"),
   tw("teardown", "teardown", "bool", "false", "remove the dataplane on exit (default: leave it forwarding)"),
   tw("json", "json", "bool", "false", "status, maps: print JSON instead of tables"),
   tw("help", "help", "bool", "false", "print this message (also -h)"),
@@ -279,7 +286,8 @@ export function parseFlags(argv: readonly string[], env: Record<string, string |
     const name = eq < 0 ? body : body.slice(0, eq);
     if (tok.startsWith("---") || name === "") throw flagError(`bad flag syntax ${JSON.stringify(tok)}`);
     const spec = BY_NAME.get(name === "h" ? "help" : name);
-    if (!spec) throw flagError(`unknown flag ${JSON.stringify(tok)} (see --help)`);
+    // The name only: the value of a mistyped flag may be a secret (--etcd-pasword=...).
+    if (!spec) throw flagError(`unknown flag ${JSON.stringify(tok.slice(0, tok.length - body.length) + name)} (see --help)`);
     given.add(spec.key);
     if (eq >= 0) set(spec, body.slice(eq + 1), `--${spec.name}`);
     else if (spec.type === "bool") set(spec, "true", `--${spec.name}`);
@@ -299,8 +307,15 @@ export function parseFlags(argv: readonly string[], env: Record<string, string |
   const warnings = flagWarnings(values, fromEnvOrFlag);
   if (!values.has("logLevel")) values.set("logLevel", levelFromV(values.get("v") as number));
   const nodeNameSource = given.has("nodeName") && values.has("nodeName") ? "flag" : values.has("nodeName") ? "NODE_NAME" : "hostname";
-  if (!values.has("nodeName")) values.set("nodeName", host());
-  if (!values.has("bpfPinDir")) values.set("bpfPinDir", `/sys/fs/bpf/twill/${values.get("nodeName")}`);
+  // The node name as Kubernetes takes it (config/nodename.ts): the hostname lower-cased, as the kubelet does.
+  if (!values.has("nodeName")) values.set("nodeName", checkNodeName(host().toLowerCase(), "--node-name (from the hostname; set --node-name or $NODE_NAME)"));
+  else checkNodeName(values.get("nodeName") as string, nodeNameSource === "flag" ? "--node-name" : "$NODE_NAME (--node-name)");
+  if (!values.has("bpfPinDir")) values.set("bpfPinDir", defaultPinDir(values.get("nodeName") as string));
+  else {
+    const dir = values.get("bpfPinDir") as string;
+    if (!isAbsolute(dir)) throw flagError(`invalid value ${JSON.stringify(dir)} for --bpf-pin-dir: not an absolute path`);
+    values.set("bpfPinDir", normalize(dir).replace(/(.)\/+$/, "$1"));
+  }
   const [command, ...args] = positional;
   return {
     ...(Object.fromEntries(values) as Omit<Options, "nodeNameSource" | "args">),

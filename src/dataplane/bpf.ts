@@ -36,7 +36,6 @@
  * upsert/remove write map entries; reconcile re-creates anything missing
  * (device, route, links, config) and makes the trie equal to the desired set.
  */
-import { rmSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { TwillError, errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -46,7 +45,7 @@ import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "
 import { BPF_ANY, type BpfMap, type MapSnapshot } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
-import { tcDetach } from "../bpf/tc.js";
+import { detachTwillFilters, removeTwillPins } from "../bpf/teardown.js";
 import {
   CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, setRemoteId, encodeStatKey, REMOTE, PeerKind, decodeLpmKey, decodeEp, decodeEpKey,
   encodeConfig, encodeLpmKey, encodePeer, decodeStatKey, type PeerValue, type FamilyConfigValue,
@@ -733,16 +732,17 @@ function withoutEvents(drift: readonly Drift[], keys: ReadonlySet<string>, remot
   return drift.filter((d) => !subjects.has(d.subject));
 }
 
-/** Removes links, pins and devices of a node; usable without a loaded object. */
-export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger, bridge = local?.bridge): Promise<void> {
-  for (const l of listPinnedLinks(join(pinDir, "links"))) detachPinned(l.path);
-  // tc cls_bpf filters (twill's handle only) on pod veths and the underlay, and
-  // to_pod's on the pod bridge's egress (the vxlan devices' go with the devices)
-  for (const l of await listLinks().catch(() => [])) {
-    tcDetach(l.ifindex, "ingress");
-    if (l.name === bridge) tcDetach(l.ifindex, "egress");
-  }
-  if (existsSync(pinDir)) rmSync(pinDir, { recursive: true, force: true });
+/**
+ * Removes twill's links, pins, tc filters and devices of a node, and nothing
+ * else (bpf/teardown.ts); usable without a loaded object. Throws
+ * ERR_INVALID_FLAG, having removed nothing, when `pinDir` is not on a bpffs.
+ */
+export async function teardownBpf(pinDir: string, local: LocalNode | undefined, log: Logger): Promise<void> {
+  const pins = removeTwillPins(pinDir);
+  if (pins.kept.length) log.info("left pins that are not twill's", { pinDir, kept: pins.kept });
+  // tc cls_bpf filters running twill's programs, on pod veths, the underlay and the bridge
+  // (the vxlan devices' go with the devices)
+  detachTwillFilters(await listLinks().catch(() => []));
   for (const lf of [local?.v4, local?.v6]) {
     if (!lf) continue;
     try {

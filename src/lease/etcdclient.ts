@@ -50,6 +50,7 @@
 import * as http from "node:http";
 import type { ClientHttp2Session } from "node:http2";
 import * as https from "node:https";
+import { redactURL } from "./credentials.js";
 import { grpcUnary, loadHttp2, onLines, onText, openSession, readAnswer, sendRequest } from "./http.js";
 
 /** An error answer from etcd: its gRPC code (5 not found, 7 permission denied, 14 unavailable, 16 unauthenticated). */
@@ -273,9 +274,9 @@ export class EtcdClient {
     return this.grpc === undefined ? undefined : this.grpc ? "grpc" : "gateway";
   }
 
-  /** The endpoints, as given. */
+  /** The endpoints, as given, without userinfo (for messages). */
   get endpoints(): string {
-    return this.o.endpoints.join(",");
+    return redactURL(this.o.endpoints.join(","));
   }
 
   // ---- kv and lease ------------------------------------------------------

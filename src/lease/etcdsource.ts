@@ -40,7 +40,10 @@
  *     is not newer than any later list, so still nothing is lost).
  *     The first watch() before any list() waits the same way for that list.
  *  4) Errors: every etcd failure is ERR_STORE (retryable), naming the
- *     endpoints, what was being done and etcd's message; a bad config is
+ *     endpoints (userinfo redacted; a password is never in a message or a
+ *     log line, and is refused over plain http:// without
+ *     --allow-insecure-credentials: credentials.ts), what was being done
+ *     and etcd's message; a bad config is
  *     ERR_INVALID_CONFIG; a bad lease value is returned (list) or
  *     delivered (watch) as an ERR_INVALID_LEASE, never thrown.
  *  5) etcd is reached through its JSON gateway by etcdclient.ts (no gRPC
@@ -67,6 +70,7 @@
 import { readFileSync } from "node:fs";
 import { posix } from "node:path";
 import { EtcdCallError, EtcdClient, isLeaseNotFound, type Compare, type EtcdClientOptions, type KeyValue, type TextKeyValue, type WatchEvent } from "./etcdclient.js";
+import { redactURL, refuseOverHttp } from "./credentials.js";
 import { TwillError, errorMessage, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
 import { chooseSubnet } from "./allocate.js";
@@ -88,6 +92,8 @@ export interface EtcdSourceOptions {
   /** --etcd-username / --etcd-password. */
   readonly username?: string;
   readonly password?: string;
+  /** --allow-insecure-credentials: send username/password to http:// endpoints anyway (refused otherwise). */
+  readonly allowInsecureCredentials?: boolean;
   /** --subnet-lease-renew-margin in minutes; default 60. */
   readonly renewMarginMinutes?: number;
   readonly onLog?: (level: EtcdLogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -232,7 +238,7 @@ export class EtcdSource implements LeaseSource {
 
   constructor(o: EtcdSourceOptions) {
     if (o.endpoints.length === 0) throw new TwillError("ERR_INVALID_FLAG", "--etcd-endpoints is empty");
-    this.endpoints = o.endpoints.join(",");
+    this.endpoints = redactURL(o.endpoints.join(",")); // for messages: no userinfo (credentials.ts)
     this.prefix = o.prefix ?? "/coreos.com/network";
     // flannel builds keys with Go's path.Join, which cleans the prefix ("//a/" → "/a")
     this.configKey = posix.join(this.prefix, "config");
@@ -253,8 +259,12 @@ export class EtcdSource implements LeaseSource {
     const options: EtcdClientOptions = {
       endpoints: o.endpoints, callTimeoutMs: o.callTimeoutMs ?? 15_000, ...this.credentials(o),
     };
-    // As Go's clientv3: authenticate only when both are set.
-    if (o.username && o.password) Object.assign(options, { username: o.username, password: o.password });
+    // As Go's clientv3: authenticate only when both are set; never over plain http unless allowed (credentials.ts).
+    if (o.username && o.password) {
+      const warn = refuseOverHttp(["--etcd-username/--etcd-password"], `--etcd-endpoints ${this.endpoints}`, !options.tls, o.allowInsecureCredentials === true);
+      if (warn) this.log("warn", warn);
+      Object.assign(options, { username: o.username, password: o.password });
+    }
     else if (o.username || o.password) this.log("warn", "--etcd-username and --etcd-password go together; connecting without authentication");
     this.client = new EtcdClient(options);
   }

@@ -33,6 +33,7 @@ import * as https from "node:https";
 import { readFile } from "node:fs/promises";
 import { onLines, onText, readAnswer, sendRequest } from "./http.js";
 import { TwillError, isTwillError } from "../errors.js";
+import { redactURL } from "./credentials.js";
 import { loadConnection, type KubeConfigOptions, type KubeConnection } from "./kubeconfig.js";
 import type { NodeLike } from "./kubenode.js";
 
@@ -158,9 +159,14 @@ export class KubeClient {
     return new KubeClient(await loadConnection(o));
   }
 
-  /** The API server URL in use. */
+  /** The API server URL in use, without userinfo (for messages). */
   get server(): string {
-    return this.c.server;
+    return redactURL(this.c.server);
+  }
+
+  /** Set when credentials go over plain http by --allow-insecure-credentials: the warning to log once. */
+  get insecureWarning(): string | undefined {
+    return this.c.insecureWarning;
   }
 
   async getNode(name: string): Promise<V1Node> {

@@ -22,12 +22,20 @@
  *  4) Tokens from a file (tokenFile, the service account's bound token,
  *     which the kubelet rotates) are re-read when older than a minute, as
  *     client-go does, and at once after a 401 (see kubeapi.ts).
+ *  5) Credentials (token, tokenFile, basic auth, a client certificate, or
+ *     userinfo in the server URL) are not sent to an http:// server unless
+ *     --allow-insecure-credentials is given (ERR_INVALID_FLAG naming them:
+ *     credentials.ts); the connection then carries the warning to log.
+ *     No message quotes a secret: URLs lose their userinfo, and a YAML
+ *     error is reported by line and column, never with js-yaml's excerpt
+ *     of the file (which could hold a token or a key).
  * Errors: ERR_INVALID_CONFIG "Cannot load <what>: <why>".
  */
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { TwillError } from "../errors.js";
+import { hasUserinfo, redactURL, refuseOverHttp } from "./credentials.js";
 
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -49,6 +57,8 @@ export interface KubeConnection {
   readonly basic?: { readonly username: string; readonly password: string };
   /** For messages: "kubeconfig /etc/kubeconfig", "the in-cluster config", ... */
   readonly origin: string;
+  /** Set when credentials go over plain http by --allow-insecure-credentials: the warning to log once. */
+  readonly insecureWarning?: string;
 }
 
 export interface KubeConfigOptions {
@@ -60,6 +70,8 @@ export interface KubeConfigOptions {
   readonly env?: Record<string, string | undefined>;
   /** Where the service account's files are; default SERVICE_ACCOUNT_DIR. */
   readonly serviceAccountDir?: string;
+  /** --allow-insecure-credentials (see 5). */
+  readonly allowInsecureCredentials?: boolean;
 }
 
 type Obj = Record<string, unknown>;
@@ -74,8 +86,26 @@ function str(o: Obj, field: string, at: string): string | undefined {
   return v;
 }
 
-/** The connection the flags and the environment select (see 1). */
+/** The connection the flags and the environment select (see 1), its credentials checked against its scheme (see 5). */
 export async function loadConnection(o: KubeConfigOptions): Promise<KubeConnection> {
+  const c = await selectConnection(o);
+  const what = credentialsOf(c);
+  const warning = refuseOverHttp(what, `the Kubernetes API server ${c.server} (${c.origin})`, c.server.startsWith("http:"), o.allowInsecureCredentials === true);
+  return warning ? { ...c, insecureWarning: warning } : c;
+}
+
+/** The credentials a connection sends, by name (never by value). */
+export function credentialsOf(c: KubeConnection): string[] {
+  const out: string[] = [];
+  if (c.token?.value !== undefined) out.push("a bearer token");
+  if (c.token?.file !== undefined) out.push(`the token of ${c.token.file}`);
+  if (c.basic) out.push("a username and password");
+  if (c.cert) out.push("a client certificate");
+  if (hasUserinfo(c.server)) out.push("the userinfo of the server URL");
+  return out;
+}
+
+async function selectConnection(o: KubeConfigOptions): Promise<KubeConnection> {
   const env = o.env ?? process.env;
   if (o.kubeconfigFile) return fromKubeconfig([o.kubeconfigFile], `kubeconfig ${o.kubeconfigFile}`, o.kubeApiUrl);
   if (o.kubeApiUrl) return { server: checkServer(o.kubeApiUrl, "--kube-api-url"), insecureSkipTLSVerify: false, origin: "--kube-api-url" };
@@ -87,7 +117,7 @@ export async function loadConnection(o: KubeConfigOptions): Promise<KubeConnecti
 
 function checkServer(url: string, what: string): string {
   const s = url.replace(/\/+$/, "");
-  if (!/^https?:\/\/[^/]/.test(s)) throw new TwillError("ERR_INVALID_CONFIG", `the Kubernetes API server ${JSON.stringify(url)} (${what}) is not an http:// or https:// URL`);
+  if (!/^https?:\/\/[^/]/.test(s)) throw new TwillError("ERR_INVALID_CONFIG", `the Kubernetes API server ${JSON.stringify(redactURL(url))} (${what}) is not an http:// or https:// URL`);
   return s;
 }
 
@@ -121,7 +151,7 @@ async function fromKubeconfig(files: readonly string[], origin: string, serverOv
       doc = load(readFileSync(file, "utf8"), { filename: file });
     } catch (e) {
       if (files.length > 1 && (e as NodeJS.ErrnoException).code === "ENOENT") continue; // KUBECONFIG may list missing files
-      throw fail((e as Error).message, e);
+      throw fail(yamlProblem(e), e);
     }
     if (doc === undefined || doc === null) continue;
     if (!isObj(doc)) throw fail(`${file} is not a kubeconfig (not a mapping)`);
@@ -199,4 +229,18 @@ function material(o: Obj, field: string, at: string, dir: string): Buffer | unde
   } catch (e) {
     throw new ConfigError(`${at}.${field}: ${(e as Error).message}`);
   }
+}
+
+/**
+ * A read or YAML error in words without the file's content: js-yaml's
+ * message quotes the lines around the error, which may hold a token or a
+ * key, so only its reason and position are kept (see 5).
+ */
+function yamlProblem(e: unknown): string {
+  const y = e as { name?: string; reason?: string; mark?: { line: number; column: number; name?: string | null } };
+  if (y?.name === "YAMLException") {
+    const at = y.mark ? ` at line ${y.mark.line + 1}, column ${y.mark.column + 1}` : "";
+    return `${y.mark?.name ?? "the file"} is not valid YAML: ${y.reason ?? "syntax error"}${at}`;
+  }
+  return (e as Error).message;
 }

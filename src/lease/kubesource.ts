@@ -66,6 +66,8 @@ export interface KubeSourceOptions {
   readonly kubeApiUrl?: string;
   /** --kubeconfig-file */
   readonly kubeconfigFile?: string;
+  /** --allow-insecure-credentials: a kubeconfig's credentials may go to an http:// API server. */
+  readonly allowInsecureCredentials?: boolean;
   /** --kube-annotation-prefix; default flannel.alpha.coreos.com. */
   readonly annotationPrefix?: string;
   /** Our node's name when known (--node-name, NODE_NAME), else the hostname. */
@@ -114,6 +116,7 @@ export class KubeSource implements LeaseSource {
       netConfigPath: o.netConfigPath,
       kubeApiUrl: o.kubeApiUrl,
       kubeconfigFile: o.kubeconfigFile,
+      allowInsecureCredentials: o.allowInsecureCredentials,
       annotationPrefix: o.kubeAnnotationPrefix,
       nodeName: o.nodeName,
       nodeNameSource: o.nodeNameSource,
@@ -125,7 +128,10 @@ export class KubeSource implements LeaseSource {
 
   private api(): Promise<KubeClient> {
     const o = this.opts;
-    return (this.client ??= KubeClient.create({ kubeApiUrl: o.kubeApiUrl, kubeconfigFile: o.kubeconfigFile }).catch((e) => {
+    return (this.client ??= KubeClient.create({ kubeApiUrl: o.kubeApiUrl, kubeconfigFile: o.kubeconfigFile, allowInsecureCredentials: o.allowInsecureCredentials }).then((c) => {
+      if (c.insecureWarning) this.log.warn(c.insecureWarning);
+      return c;
+    }, (e) => {
       this.client = undefined;
       throw e;
     }));

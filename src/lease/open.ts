@@ -28,7 +28,7 @@ export async function openSource(o: Options, log: Logger, argv: readonly string[
     const { EtcdSource } = await import("./etcdsource.js");
     return new EtcdSource({
       endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, cafile: o.etcdCafile, certfile: o.etcdCertfile, keyfile: o.etcdKeyfile,
-      username: o.etcdUsername, password: o.etcdPassword, renewMarginMinutes: o.subnetLeaseRenewMargin,
+      username: o.etcdUsername, password: o.etcdPassword, allowInsecureCredentials: o.allowInsecureCredentials, renewMarginMinutes: o.subnetLeaseRenewMargin,
       onLog: (level, msg, fields) => log[level](msg, fields),
     });
   }

@@ -443,7 +443,7 @@ describe("EtcdSource with a real etcd", () => {
     await ctl("user", "grant-role", "flannel", "flannel");
     await ctl("auth", "enable");
     etcd.etcdctlUser = "root:rootpw";
-    const s = source(t, prefix, { username: "flannel", password: "flannelpw" });
+    const s = source(t, prefix, { username: "flannel", password: "flannelpw", allowInsecureCredentials: true });
     const own = await s.acquire({ publicIP: parseIP("192.168.50.10"), backendData: vx(10) });
     assert.equal((await getKey(`${prefix}/subnets/${own.key}`))!.value, FLANNEL_LEASE("192.168.50.10", mac(10)));
     await s.list();
@@ -457,9 +457,9 @@ describe("EtcdSource with a real etcd", () => {
     assert.equal(s.listTransport, "grpc", "the token goes in gRPC's metadata too");
     await put(`${prefix}/subnets/10.244.221.0-24`, FLANNEL_LEASE("192.168.50.111", "aa:bb:cc:dd:ee:0c"));
     await rec.waitFor("put", "10.244.221.0-24");
-    await assert.rejects(source(t, prefix, { username: "flannel", password: "wrong" }).readConfig(),
+    await assert.rejects(source(t, prefix, { username: "flannel", password: "wrong", allowInsecureCredentials: true }).readConfig(),
       (e) => isTwillError(e, "ERR_STORE") && /authentication failed/.test(e.message));
-    await assert.rejects(source(t, "/elsewhere", { username: "flannel", password: "flannelpw" }).list(),
+    await assert.rejects(source(t, "/elsewhere", { username: "flannel", password: "flannelpw", allowInsecureCredentials: true }).list(),
       (e) => isTwillError(e, "ERR_STORE") && /permission denied/.test(e.message));
   });
 });

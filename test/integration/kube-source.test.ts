@@ -513,7 +513,8 @@ describe("auth and TLS", () => {
     writeFileSync(tokenFile, "t1\n");
     const kc = join(dir, `kubeconfig-${++files}`);
     fake.writeKubeconfig(kc, { tokenFile });
-    const src = new KubeSource({ netConfigPath: netConf(), kubeconfigFile: kc, nodeName: "n1", backoffMinMs: 50, backoffMaxMs: 200 });
+    // The fake serves plain http: the token goes there only with --allow-insecure-credentials.
+    const src = new KubeSource({ netConfigPath: netConf(), kubeconfigFile: kc, nodeName: "n1", backoffMinMs: 50, backoffMaxMs: 200, allowInsecureCredentials: true });
     sources.push(src);
     assert.deepEqual((await src.list()).leases.map((l) => l.key), ["10.244.1.0-24"]);
     const r = recorder();
@@ -558,8 +559,10 @@ describe("auth and TLS", () => {
     fake.addNode({ name: "n1", podCIDR: "10.244.1.0/24" });
     const kc = join(dir, `kubeconfig-${++files}.json`);
     fake.writeKubeconfig(kc, { json: true, token: "tok" });
-    assert.equal((await (await KubeClient.create({ kubeconfigFile: kc })).listNodes()).items.length, 1);
-    const c = await KubeClient.create({ env: { KUBECONFIG: `${join(dir, "missing")}:${kc}` } });
+    // Plain http: the token goes only with --allow-insecure-credentials.
+    await assert.rejects(KubeClient.create({ kubeconfigFile: kc }), (e) => isTwillError(e, "ERR_INVALID_FLAG") && /--allow-insecure-credentials/.test(e.message) && !e.message.includes("tok\""));
+    assert.equal((await (await KubeClient.create({ kubeconfigFile: kc, allowInsecureCredentials: true })).listNodes()).items.length, 1);
+    const c = await KubeClient.create({ env: { KUBECONFIG: `${join(dir, "missing")}:${kc}` }, allowInsecureCredentials: true });
     assert.equal((await c.getNode("n1")).metadata.name, "n1");
     for (const [field, value] of [["exec", { command: "aws", apiVersion: "client.authentication.k8s.io/v1" }], ["auth-provider", { name: "gcp" }]] as const) {
       const bad = join(dir, `kubeconfig-${++files}.json`);

@@ -139,19 +139,96 @@ test("a slowloris client (headers at 1 byte per second) is cut off by the header
   }, { headersTimeoutMs: 2000, requestTimeoutMs: 3000 });
 });
 
-test("connections beyond maxConnections are dropped; the ones within are served", async () => {
+/** A connection from 127.0.0.2 to the server on 127.0.0.1: "another host" for the pools (its source is not the address it reached). */
+async function holdFromElsewhere(port: number): Promise<Socket> {
+  const c = connect({ port, host: "127.0.0.1", localAddress: "127.0.0.2" });
+  c.on("error", () => {});
+  await once(c, "connect");
+  return c;
+}
+
+test("connections from other hosts beyond maxConnections are dropped; probes from this host keep a pool of their own", async () => {
+  await withServer(async (s, ready) => {
+    const held = await Promise.all(Array.from({ length: 4 }, () => holdFromElsewhere(s.port)));
+    await new Promise((r) => setTimeout(r, 100));
+    const over = await holdFromElsewhere(s.port);
+    let reply = "";
+    over.setEncoding("latin1");
+    over.on("data", (d: string) => (reply += d));
+    over.end("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    await once(over, "close");
+    assert.equal(reply, "", "the 5th connection from another host is closed without an answer");
+    // The kubelet's probes come from this host (source = the address they reach): still answered.
+    ready.value = true;
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await get(s.port, "/healthz")).status, 200);
+      assert.equal((await get(s.port, "/readyz")).status, 200);
+    }
+    held.forEach((c) => c.destroy());
+    await new Promise((r) => setTimeout(r, 100));
+    const again = await holdFromElsewhere(s.port);
+    again.end("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let text = "";
+    again.setEncoding("latin1");
+    again.on("data", (d: string) => (text += d));
+    await once(again, "close");
+    assert.match(text, /^HTTP\/1\.1 200/, "served again once slots are free");
+  }, { maxConnections: 4 });
+});
+
+test("this host's pool has its own cap", async () => {
   await withServer(async (s) => {
-    const held = await Promise.all(Array.from({ length: 4 }, async () => {
+    const held = await Promise.all(Array.from({ length: 2 }, async () => {
       const c = connect(s.port, "127.0.0.1");
       c.on("error", () => {});
       await once(c, "connect");
       return c;
     }));
     await new Promise((r) => setTimeout(r, 100));
-    const over = await get(s.port, "/healthz");
-    assert.equal(over.status, 0, "the 5th connection is closed without an answer");
+    assert.equal((await get(s.port, "/healthz")).status, 0, "the 3rd local connection is dropped");
     held.forEach((c) => c.destroy());
     await new Promise((r) => setTimeout(r, 100));
     assert.equal((await get(s.port, "/healthz")).status, 200);
-  }, { maxConnections: 4 });
+  }, { localConnections: 2 });
+});
+
+test("probes answer while other clients hold every /metrics slot; the next scrape gets 503 at once", async () => {
+  let release!: () => void;
+  const stalled = new Promise<void>((r) => (release = r));
+  let reads = 0;
+  const source = { stats: async () => { reads++; await stalled; return undefined; } };
+  const ready = { value: true };
+  const s = await startHealthServer("127.0.0.1", 0, { ready: () => ready.value }, createMetrics("test", "bpf", () => source), {});
+  try {
+    assert.equal(DEFAULT_LIMITS.metricsSlots, 4);
+    // Every /metrics slot held, from other hosts, by scrapes that cannot finish yet.
+    const scrapers = await Promise.all(Array.from({ length: DEFAULT_LIMITS.metricsSlots }, () => holdFromElsewhere(s.port)));
+    const replies = scrapers.map((c) => {
+      let t = "";
+      c.setEncoding("latin1");
+      c.on("data", (d: string) => (t += d));
+      c.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+      return { text: () => t, closed: once(c, "close") };
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(reads, 1, "the waiting scrapes share one collection");
+    const t0 = Date.now();
+    const fifth = await get(s.port, "/metrics");
+    assert.equal(fifth.status, 503);
+    assert.match(fifth.text, /retry-after: 1/i);
+    for (let i = 0; i < 5; i++) {
+      const t = Date.now();
+      assert.equal((await get(s.port, "/healthz")).status, 200);
+      assert.equal((await get(s.port, "/readyz")).status, 200);
+      assert.ok(Date.now() - t < 500, `probes answered in ${Date.now() - t} ms`);
+    }
+    assert.ok(Date.now() - t0 < 2000);
+    release();
+    await Promise.all(replies.map((r) => r.closed));
+    for (const r of replies) assert.match(r.text(), /^HTTP\/1\.1 200/, "the held scrapes complete, then their connections close");
+  } finally {
+    release();
+    s.closeAllConnections();
+    s.close();
+  }
 });
