@@ -139,14 +139,19 @@ describe("twill teardown removes only twill's", () => {
     }
   });
 
-  test("a --bpf-pin-dir that is not on a bpffs is refused, and nothing under it removed", async () => {
+  test("a --bpf-pin-dir that is not on a bpffs is refused (--dataplane bpf) or left alone (auto), and nothing under it removed", async () => {
     const dir = join(TMP, "pins");
     mkdirSync(join(dir, "maps"), { recursive: true });
     writeFileSync(join(dir, "maps", "twill_peers"), "not a pin");
-    const r = await ns(process.execPath, [TWILL, "teardown", "--bpf-pin-dir", dir, "--node-name", "pa-node"]);
+    const r = await ns(process.execPath, [TWILL, "teardown", "--dataplane", "bpf", "--bpf-pin-dir", dir, "--node-name", "pa-node"]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /ERR_INVALID_FLAG|--bpf-pin-dir/);
     assert.match(r.stderr, new RegExp(`"${dir}" for --bpf-pin-dir: not on a bpffs mount \\(it is on `));
+    assert.ok(existsSync(join(dir, "maps", "twill_peers")));
+    // auto (the default): there can be no pins off bpffs; the BPF part is skipped, said in the log
+    const a = await ns(process.execPath, [TWILL, "teardown", "--bpf-pin-dir", dir, "--node-name", "pa-node"]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.match(a.stderr, /--bpf-pin-dir is not on a bpffs: no BPF pins or links to remove/);
     assert.ok(existsSync(join(dir, "maps", "twill_peers")));
   });
 
