@@ -194,10 +194,12 @@ describe("bpf dataplane: drift is repaired", () => {
       (await run("bpftool", ["map", "lookup", "pinned", remotes, "key", "hex", ...key], { allowFail: true })).code === 0;
     await c.ok(await has(), `h1's twill_remotes has no entry for h2 (${n2.host.underlayIP})`);
 
+    // The counters first: reading them runs `twill maps` (a process), slow enough on a loaded
+    // machine for the 1 s reconcile to restore the entry before the ping if read after the delete.
+    const before = await tc.maps(n1);
     await afterReconcile(tc, n1);
     await run("bpftool", ["map", "delete", "pinned", remotes, "key", "hex", ...key]);
     const t0 = performance.now();
-    const before = await tc.maps(n1);
     // Unknown to BPF now: the vxlan driver decapsulates it, as stock flannel would.
     await c.ok(await reachable(from, to), "h2 -> h1 broke without h1's remotes entry (the kernel path must carry it)");
     const mid = await tc.maps(n1);
