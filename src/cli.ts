@@ -84,6 +84,7 @@ async function run(o: Options): Promise<void> {
     bridge: o.bridge,
     teardownOnExit: o.teardown,
     version: VERSION,
+    allowLinkLocalPublicIP: o.allowLinkLocalPublicIP,
   }, log);
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => void daemon.shutdown(sig));
   // SIGHUP: re-list the leases and reconcile now (what the periodic safety net does).
@@ -147,6 +148,7 @@ async function status(o: Options): Promise<never> {
       underlay: { iface: o.iface, ifaceRegex: o.ifaceRegex, ...(o.ifaceCanReach ? { canReach: o.ifaceCanReach } : {}), publicIP: o.publicIP, publicIPv6: o.publicIPv6 },
       dataplane: o.dataplane,
       dataplaneReason: o.dataplane === "kernel" ? "" : bpfUnavailable(o.bpfPinDir),
+      allowLinkLocalPublicIP: o.allowLinkLocalPublicIP,
     });
   } catch (e) {
     fail(e, 2);

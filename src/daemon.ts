@@ -22,8 +22,9 @@
  *    it; a lease that changed by event while the list ran keeps its event.
  *    A bad update of a known lease keeps its last good entry (also when a
  *    good update of it came earlier in the same batch). A lease refused for
- *    a conflict with another (first owner kept) is tried again, in key
- *    order, whenever a batch frees subnets.
+ *    a conflict with another (a subnet or a public IP; first owner kept) is
+ *    withdrawn (its old entries no longer say what it says) and tried again,
+ *    in key order, whenever a batch frees subnets or public IPs.
  * 5) Every --reconcile-period the dataplane observes itself and repairs its
  *    drift against `known` (the same diff `twill status` prints; cheap when
  *    nothing changed: the bpf dataplane keeps a shadow of what it wrote);
@@ -97,6 +98,8 @@ export interface DaemonOptions {
   readonly bridge: string;
   readonly teardownOnExit: boolean;
   readonly version: string;
+  /** --allow-link-local-public-ip: accept peers whose PublicIP(v6) is link-local. */
+  readonly allowLinkLocalPublicIP?: boolean;
 }
 
 
@@ -123,6 +126,8 @@ async function checkHostGwAddress(iface: string, ...ips: (IP | undefined)[]): Pr
 }
 /** flannel's ipStack (ipmatch.GetIPFamily) for interface selection. */
 const ipStack = (c: NetConfig): "ipv4" | "ipv6" | "dual" => (c.enableIPv4 && c.enableIPv6 ? "dual" : c.enableIPv6 ? "ipv6" : "ipv4");
+/** Refusals for a conflict with another lease (first owner kept): such a lease is tried again once the owner lets go. */
+const isConflict = (code: string): boolean => code === "ERR_LEASE_CONFLICT" || code === "ERR_PUBLIC_IP_CONFLICT";
 /** A full re-list of the leases every this many reconcile periods (the first one too). */
 const RELIST_EVERY = 30;
 const peerKey = (p: Peer): string => formatPrefix(p.subnet);
@@ -307,7 +312,11 @@ export class Daemon {
   }
 
   private rules(): PeerRules {
-    return { config: this.config!, own: this.own!, direct: this.direct, checkLength: this.store.kind !== "kube" };
+    return {
+      config: this.config!, own: this.own!, direct: this.direct, checkLength: this.store.kind !== "kube",
+      ownPublicIPs: [this.publicIP, this.publicIPv6, this.own?.publicIP, this.own?.publicIPv6],
+      allowLinkLocalPublicIP: this.opts.allowLinkLocalPublicIP ?? false,
+    };
   }
 
   /**
@@ -431,6 +440,7 @@ export class Daemon {
     // same batch must not make B clash with A.
     const ordered = [...latest.values()].sort((a, b) => (a.type === b.type ? 0 : a.type === "put" ? 1 : -1));
     const up: Peer[] = [], gone: Peer[] = [];
+    let freed = false;
     for (const e of ordered) {
       this.seq++;
       if (this.listing > 0) this.eventSeq.set(e.key, this.seq);
@@ -447,20 +457,26 @@ export class Daemon {
         const r = leasePeers(e.lease!, this.rules(), this.index);
         if (isRejected(r)) {
           this.reject(r.key, r.code, r.reason, e.lease);
-          if (r.code === "ERR_LEASE_CONFLICT") this.blocked.set(e.key, e.lease!);
+          if (!isConflict(r.code)) continue; // a bad update keeps the last good entries
+          // A conflict: another lease holds the subnet or public IP first. The
+          // old entries are no longer what this lease says: withdraw them (which
+          // frees what they held) and try the lease again once the owner lets go.
+          this.blocked.set(e.key, e.lease!);
+          if (old.length && this.setKnown(e.key, old, [], up, gone)) freed = true;
           continue;
         }
         next = r;
       }
-      this.setKnown(e.key, old, next, up, gone);
+      if (this.setKnown(e.key, old, next, up, gone)) freed = true;
     }
-    if (gone.length) this.unblock(up, gone);
+    if (freed) this.unblock(up, gone);
     await this.program(up, gone);
   }
 
   /**
-   * Subnets were freed: a lease held back by a conflict with them may fit
-   * now (the first owner left). Tried in key order, as a full list decides.
+   * Subnets or public IPs were freed: a lease held back by a conflict with
+   * them may fit now (the first owner left, or moved to another address).
+   * Tried in key order, as a full list decides.
    */
   private unblock(up: Peer[], gone: Peer[]): void {
     for (const key of [...this.blocked.keys()].sort()) {
@@ -476,20 +492,28 @@ export class Daemon {
    * Replaces one lease's peers in `known`, noting what changed in `up`/`gone`.
    * Peers equal to the known ones change nothing: the known objects stay and
    * the desired set keeps its identity, so a re-list that finds the leases
-   * as they were costs the dataplane no rebuild of its shadow.
+   * as they were costs the dataplane no rebuild of its shadow. True when
+   * it freed a subnet or a public IP (a conflict held back may fit now).
    */
-  private setKnown(key: string, old: readonly Peer[], next: readonly Peer[], up: Peer[], gone: Peer[]): void {
-    if (samePeers(old, next)) return;
+  private setKnown(key: string, old: readonly Peer[], next: readonly Peer[], up: Peer[], gone: Peer[]): boolean {
+    if (samePeers(old, next)) return false;
+    let freed = false;
     const nextBy = new Map(next.map((p) => [peerKey(p), p]));
-    for (const p of old) if (!nextBy.has(peerKey(p))) { gone.push(p); this.index.delete(p.subnet, key); }
+    for (const p of old) {
+      if (!nextBy.has(peerKey(p))) gone.push(p);
+      if (!nextBy.has(peerKey(p)) || !next.some((n) => ipEqual(n.publicIP, p.publicIP))) freed = true;
+      // Subnet and public IP: a peer kept with another public IP must free the old one.
+      this.index.deletePeer(p, key);
+    }
     for (const p of next) {
       const was = old.find((o) => peerKey(o) === peerKey(p));
       if (!was || !samePeer(was, p)) up.push(p);
-      this.index.add(p.subnet, key);
+      this.index.addPeer(p, key);
     }
     if (next.length) this.known.set(key, [...next]);
     else this.known.delete(key);
     if (old.length || next.length) this.desiredCache = undefined;
+    return freed;
   }
 
   /** All wanted peers (one array per change of `known`: the dataplane keys its shadow on it). */
@@ -523,8 +547,11 @@ export class Daemon {
         for (const p of upserts) this.pending.delete(peerKey(p));
       } catch (e) {
         if (e instanceof PeerProgramError) {
+          // Only the peers named failed (the kernel dataplane rolls back each alone): the rest are in.
           const failed = new Set(e.peers.map(peerKey));
-          for (const p of upserts) if (!failed.has(peerKey(p))) this.pending.delete(peerKey(p));
+          const done = upserts.filter((p) => !failed.has(peerKey(p)));
+          for (const p of done) this.pending.delete(peerKey(p));
+          if (done.length) this.metrics.leaseEvents.inc({ type: "upsert" }, done.length);
         }
         throw e;
       }
@@ -623,7 +650,7 @@ export class Daemon {
     // The leases a conflict holds back, as this list found them (an event since keeps its own verdict).
     const blocked = new Map<string, Lease>();
     for (const r of rejected) {
-      const l = r.code === "ERR_LEASE_CONFLICT" && !newer(r.key) ? leases.find((x) => x.key === r.key) : undefined;
+      const l = isConflict(r.code) && !newer(r.key) ? leases.find((x) => x.key === r.key) : undefined;
       if (l) blocked.set(r.key, l);
     }
     for (const [key, l] of this.blocked) if (newer(key)) blocked.set(key, l);

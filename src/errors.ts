@@ -18,6 +18,10 @@ export type ErrorCode =
   | "ERR_INVALID_CONFIG"
   | "ERR_INVALID_FLAG"
   | "ERR_LEASE_CONFLICT"
+  /** A lease's PublicIP(v6) is no address a peer can have (loopback, multicast, broadcast, unspecified, link-local, ours, inside the cluster network). */
+  | "ERR_INVALID_PUBLIC_IP"
+  /** A lease names a public IP another (earlier) lease already holds. */
+  | "ERR_PUBLIC_IP_CONFLICT"
   | "ERR_SUBNET_EXHAUSTED"
   | "ERR_LEASE_LOST"
   | "ERR_STORE"

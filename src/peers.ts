@@ -19,11 +19,21 @@
  * (routed via its PublicIP, no VTEP): one whose PublicIP is not on a
  * network of our underlay interface is rejected (ERR_PEER_UNREACHABLE), as
  * the kernel refuses flannel's host-gw route to it.
+ * A public IP must be one a peer can have (publicip.ts: not loopback,
+ * multicast, broadcast, unspecified, link-local unless allowed, not ours,
+ * not inside the cluster network: ERR_INVALID_PUBLIC_IP), and only one
+ * lease may claim it: flannel's acquire reuses the lease of its public IP,
+ * so a second lease naming the same address is stale or hostile. The index
+ * also holds the accepted public IPs with their lease key; the lease that
+ * comes later (in key order on a full list, by arrival for events) is
+ * rejected with ERR_PUBLIC_IP_CONFLICT and the first owner kept (the
+ * daemon holds it back and tries it again once the first lets go).
  */
 import type { NetConfig, Lease, VxlanLeaseData } from "./lease/types.js";
 import { formatIP, formatPrefix, prefixContains, prefixEqual, prefixOverlaps, ipEqual, type IP, type Prefix } from "./net/ip.js";
 import type { Peer } from "./dataplane/types.js";
 import type { ErrorCode } from "./errors.js";
+import { publicIPProblem, type PublicIPRules } from "./publicip.js";
 
 export interface Rejected { readonly key: string; readonly code: ErrorCode; readonly reason: string }
 
@@ -36,6 +46,10 @@ export interface PeerRules {
   readonly direct?: (ip: IP) => boolean;
   /** Require SubnetLen / IPv6SubnetLen (false for Kubernetes podCIDRs). */
   readonly checkLength?: boolean;
+  /** This node's own public IP(s): no peer may claim them. */
+  readonly ownPublicIPs?: readonly (IP | undefined)[];
+  /** --allow-link-local-public-ip: accept a link-local PublicIP(v6). */
+  readonly allowLinkLocalPublicIP?: boolean;
 }
 
 /** One (family, length) of a SubnetIndex: accepted prefixes by network key. */
@@ -67,6 +81,8 @@ export class SubnetIndex {
   private readonly slots: (Bucket | undefined)[] = [];
   /** The same buckets in the order they were made: `clash` reports the first hit in this order. */
   private readonly order: Bucket[] = [];
+  /** Accepted public IPs (by the netKey of the address) and the lease key that owns each. */
+  private readonly publicIPs = new Map<number | string, string>();
 
   private bucket(family: number, len: number, create = false): Bucket | undefined {
     const slot = family === 4 ? len : 33 + len;
@@ -85,6 +101,23 @@ export class SubnetIndex {
     const b = this.bucket(p.ip.family, p.len);
     const k = netKey(p.ip);
     if (b?.byNet.get(k)?.key === key) b.byNet.delete(k);
+  }
+  /** Adds an accepted peer: its subnet, and its public IP unless another lease owns it already. */
+  addPeer(p: Peer, key: string): void {
+    this.add(p.subnet, key);
+    const k = netKey(p.publicIP);
+    if (!this.publicIPs.has(k)) this.publicIPs.set(k, key);
+  }
+  /** Removes a peer of lease `key` (what another lease owns stays). */
+  deletePeer(p: Peer, key: string): void {
+    this.delete(p.subnet, key);
+    const k = netKey(p.publicIP);
+    if (this.publicIPs.get(k) === key) this.publicIPs.delete(k);
+  }
+  /** The key of another lease whose accepted peer has public IP `ip`, if any. */
+  publicIPOwner(ip: IP, key: string): string | undefined {
+    const owner = this.publicIPs.get(netKey(ip));
+    return owner !== undefined && owner !== key ? owner : undefined;
   }
   /** An accepted prefix of another lease that overlaps `p`, if any. */
   clash(p: Prefix, key: string): Prefix | undefined {
@@ -119,17 +152,22 @@ function views(l: Lease, c: NetConfig, own: OwnLease): FamilyView[] {
 }
 
 /** Why one family of a lease cannot be programmed, or undefined if it can. */
-function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean, hostGw: boolean, direct?: (ip: IP) => boolean): { code: ErrorCode; reason: string } | undefined {
+function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean, hostGw: boolean, ipRules: PublicIPRules, direct?: (ip: IP) => boolean): { code: ErrorCode; reason: string } | undefined {
   const s = v.subnet;
   // The subnet's text only for a rejection: formatting it for every lease is most of the cost of a large list.
   const at = () => formatPrefix(s);
   if (!v.network || !prefixContains(v.network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} is outside the network ${v.network ? formatPrefix(v.network) : "(none)"}` };
   if (checkLength && s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} has length ${s.len}, the network uses ${v.len}` };
-  if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `PublicIP${v.v6 ? "v6" : ""} is missing` };
+  const field = v.v6 ? "PublicIPv6" : "PublicIP";
+  if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `${field} is missing` };
+  const bad = publicIPProblem(v.publicIP, field, ipRules);
+  if (bad) return { code: "ERR_INVALID_PUBLIC_IP", reason: `${bad} (subnet ${at()})` };
   if (!v.data && !hostGw) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.v6 ? "V6" : ""}Data is missing` };
   if (v.own && prefixOverlaps(v.own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} is ours, but this lease gives PublicIP ${formatIP(v.publicIP)}` };
   const clash = index.clash(s, key);
   if (clash) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} overlaps the lease for ${formatPrefix(clash)}` };
+  const owner = index.publicIPOwner(v.publicIP, key);
+  if (owner !== undefined) return { code: "ERR_PUBLIC_IP_CONFLICT", reason: `${field} ${formatIP(v.publicIP)} of subnet ${at()} is already the public IP of lease ${owner}` };
   if (hostGw && !direct?.(v.publicIP)) {
     return { code: "ERR_PEER_UNREACHABLE", reason: `host-gw: PublicIP${v.v6 ? "v6" : ""} ${formatIP(v.publicIP)} of subnet ${at()} is not on a network of our underlay interface (host-gw needs every node on one L2 segment)` };
   }
@@ -147,10 +185,11 @@ export function leasePeers(l: Lease, rules: PeerRules, index: SubnetIndex): Peer
   const hostGw = type === "host-gw";
   const fams = views(l, rules.config, rules.own);
   const checkLength = rules.checkLength ?? true;
+  const ipRules: PublicIPRules = { own: rules.ownPublicIPs, networks: [rules.config.network, rules.config.ipv6Network], allowLinkLocal: rules.allowLinkLocalPublicIP ?? false };
   // A plain loop, no intermediate arrays: this runs once per lease of a full list.
   let rejected: Rejected | undefined;
   for (const v of fams) {
-    const p = check(v, l.key, index, checkLength, hostGw, rules.direct);
+    const p = check(v, l.key, index, checkLength, hostGw, ipRules, rules.direct);
     if (p) rejected = rejected ? { ...rejected, reason: `${rejected.reason}; ${p.reason}` } : { key: l.key, ...p };
   }
   if (rejected) return rejected;
@@ -179,7 +218,7 @@ export function leasesToPeers(leases: readonly Lease[], rules: PeerRules): { byK
       continue;
     }
     if (!r.length) continue;
-    for (const p of r) index.add(p.subnet, l.key);
+    for (const p of r) index.addPeer(p, l.key);
     byKey.set(l.key, r);
   }
   return { byKey, peers: [...byKey.values()].flat(), rejected, index };

@@ -90,6 +90,8 @@ export interface StatusOptions {
   readonly dataplane?: "auto" | "bpf" | "kernel";
   /** Why bpf cannot run here (dataplane/choose.ts), "" when it can: --dataplane auto then runs kernel, and status says so. */
   readonly dataplaneReason?: string;
+  /** --allow-link-local-public-ip, as the daemon has it: the same leases are rejected. */
+  readonly allowLinkLocalPublicIP?: boolean;
 }
 
 /** The device names twill and flannel use for a VNI. */
@@ -218,7 +220,11 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
     drift.push({ kind: "missing", subject: "own lease", detail: `${own.from} gives ${[own.v4, own.v6].filter(Boolean).map((p) => formatPrefix(p!)).join(" and ")}, but no lease holds it` });
   }
   const ownRef: OwnLease = { key: ownLease?.key ?? "", ...(own.v4 ? { subnet: own.v4 } : {}), ...(own.v6 ? { ipv6Subnet: own.v6 } : {}) };
-  const { byKey, rejected } = leasesToPeers(leases, { config, own: ownRef, direct: await readDirect(o, config), checkLength: (o.source as { kind?: string }).kind !== "kube" });
+  // The daemon's rules: our own public IPs (the underlay's, and our lease's) and the link-local flag included.
+  const { byKey, rejected } = leasesToPeers(leases, {
+    config, own: ownRef, direct: await readDirect(o, config), checkLength: (o.source as { kind?: string }).kind !== "kube",
+    ownPublicIPs: [underlay?.ipv4, underlay?.ipv6, ownLease?.publicIP, ownLease?.publicIPv6], allowLinkLocalPublicIP: o.allowLinkLocalPublicIP ?? false,
+  });
   const desired = [...byKey].flatMap(([lease, ps]) => ps.map((peer) => ({ peer, lease })));
 
   // The device's MAC is the VTEP MAC peers send to: it must be the one in our lease.

@@ -48,6 +48,8 @@ export interface StartEtcdOptions {
   readonly host?: string;
   /** etcd's --auth-token-ttl (simple tokens unused this long expire); etcd's default is 300. */
   readonly authTokenTTLSeconds?: number;
+  /** The start of the server's name and of its directory /tmp/<prefix><hex> (default $TWILL_TEST_PREFIX, else "et"). */
+  readonly prefix?: string;
 }
 
 /** A free TCP port on 127.0.0.1 (free now: the caller binds it soon after). */
@@ -105,7 +107,7 @@ export class EtcdServer {
   get running(): boolean { return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null; }
 
   static async start(opts: StartEtcdOptions = {}): Promise<EtcdServer> {
-    const prefix = "et" + randomBytes(2).toString("hex");
+    const prefix = (opts.prefix ?? process.env.TWILL_TEST_PREFIX ?? "et") + randomBytes(2).toString("hex");
     const dir = join("/tmp", prefix);
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     mkdirSync(dir, { recursive: true });

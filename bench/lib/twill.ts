@@ -80,7 +80,8 @@ export class TwillCluster {
 
   /** Makes the cluster, its lease directory and its nodes; `make` makes the (sub)class. */
   protected static async build<T extends TwillCluster>(o: TwillClusterOptions, make: (cluster: Cluster) => T): Promise<T> {
-    const prefix = o.prefix ?? randomPrefix("tw");
+    // TWILL_TEST_PREFIX: the start of every name a run makes (namespaces, pins, /tmp), so runs beside each other cannot collide.
+    const prefix = o.prefix ?? randomPrefix(process.env.TWILL_TEST_PREFIX ?? "tw");
     const pinRoot = `/sys/fs/bpf/${prefix}`;
     onCleanup(() => rmSync(pinRoot, { recursive: true, force: true }));
     const cluster = await Cluster.create({ ...o, prefix });

@@ -92,6 +92,8 @@ export interface Options {
   readonly bpfPinDir: string;
   readonly nodeName: string;
   readonly fastPath: boolean;
+  /** --allow-link-local-public-ip: accept peers whose PublicIP(v6) is link-local (169.254/16, fe80::/10). */
+  readonly allowLinkLocalPublicIP: boolean;
   /** bpf: who builds the VXLAN headers — the tc programs ("bpf") or the vxlan driver ("device"). */
   readonly encap: "bpf" | "device";
   readonly bpfAttach: "auto" | "tcx" | "tc";
@@ -186,6 +188,7 @@ export const FLAGS: readonly FlagSpec[] = [
   tw("bpf-pin-dir", "bpfPinDir", "string", undefined, "where BPF maps and programs are pinned: an absolute path on a bpffs mount (checked for --dataplane bpf and teardown)", { defaultText: "/sys/fs/bpf/twill/<node-name>" }),
   tw("node-name", "nodeName", "string", undefined, "this node's name: a Kubernetes node name (lower-case letters, digits, '-' and '.', at most 253)", { env: "NODE_NAME", defaultText: "$NODE_NAME, else the hostname" }),
   tw("fast-path", "fastPath", "bool", "false", "bpf: send pod traffic between pod veths and the underlay in eBPF, skipping the host's routing, the bridge and netfilter (iptables FORWARD/POSTROUTING rules do not see it)"),
+  tw("allow-link-local-public-ip", "allowLinkLocalPublicIP", "bool", "false", "accept a lease whose PublicIP (PublicIPv6) is link-local (169.254.0.0/16, fe80::/10); by default such a lease is rejected (ERR_INVALID_PUBLIC_IP) like a loopback, multicast or broadcast one"),
   tw("encap", "encap", "enum", "bpf", "bpf: who encapsulates and decapsulates VXLAN over an IPv4 underlay: bpf (the tc programs write and strip the outer headers; the vxlan device stays as fallback and for GRO) or device (the kernel's vxlan driver, as twill 0.1 did)", { values: ["bpf", "device"] }),
   tw("bpf-attach", "bpfAttach", "enum", "auto", "bpf: attach programs as tcx links (kernel >= 6.6), tc cls_bpf filters, or auto (tcx when the kernel has it)", { values: ["auto", "tcx", "tc"] }),
   tw("peer-capacity", "peerCapacity", "int", "131072", "bpf: how many entries the peers map holds: remote subnets, plus our own subnet and the cluster network (2 per address family); the per-peer maps are sized from it. Memory grows with the peers, not with this number. A peer beyond it is not programmed and is reported (ERR_CAPACITY). 65536 keeps twill 0.x's map sizes", { min: 16, max: 1048576 }),

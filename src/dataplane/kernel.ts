@@ -15,9 +15,13 @@
  *    Everything is written over netlink from the daemon itself
  *    (net/netlink/batch.ts): pipelined requests, no process, whatever the
  *    number of peers.
- * 3) upsert() is all-or-nothing per call: when a line fails, the entries the
- *    call already applied are deleted again (route, FDB, neigh) and the
- *    error names the peer. remove() deletes route, FDB, neigh, best effort.
+ * 3) upsert() is all-or-nothing per peer, not per call: every line of the
+ *    batch is tried; a peer with a line the kernel refuses (or that is not
+ *    valid here) has the entries this call applied for it deleted again
+ *    (route, FDB, neigh) and is reported in a PeerProgramError naming only
+ *    the failed peers (the daemon keeps them pending and retries them); the
+ *    other peers of the batch stay programmed. remove() deletes route, FDB,
+ *    neigh, best effort.
  * 4) reconcile() re-creates a missing device (keeping its MAC), observes
  *    what is programmed (routes, neighbours, FDB on the vxlan device; routes
  *    via the underlay inside the cluster network) and diffs it with the
@@ -150,19 +154,24 @@ function addEach(entries: readonly KernelEntry[]): { failures: { peer: Peer; mes
 }
 
 /**
- * Adds `entries` all or nothing: when any fails, what this call added is
- * deleted again and a PeerProgramError names the first failing peer.
+ * Adds `entries` all or nothing per peer: a peer any of whose lines fails
+ * keeps none of what this call added for it (flannel's rollback, for that
+ * peer only); the others stay. Returns the failures, one per failed peer.
  */
-function addAtomically(entries: readonly KernelEntry[]): void {
+function addPerPeer(entries: readonly KernelEntry[]): { peer: Peer; message: string }[] {
   const { failures, applied } = addEach(entries);
-  if (!failures.length) return;
-  deleteAll(deletesOf(applied));
-  const first = failures[0]!;
-  throw new PeerProgramError(
-    "ERR_NETLINK",
-    `adding peer ${subnetKey(first.peer)} failed, rolled back ${applied.length} entries of this batch: ${first.message}`,
-    [...new Set(entries.map((x) => x.peer))],
-  );
+  if (failures.length) {
+    const failed = new Set(failures.map((f) => f.peer));
+    deleteAll(deletesOf(applied.filter((e) => failed.has(e.peer))));
+  }
+  return failures;
+}
+
+/** One PeerProgramError naming the failed peers (the first five in the message). */
+function programError(what: string, failures: readonly { peer: Peer; message: string }[]): PeerProgramError {
+  const list = failures.slice(0, 5).map((x) => `${subnetKey(x.peer)} (${x.message})`).join("; ");
+  const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
+  return new PeerProgramError("ERR_NETLINK", `${what} could not program ${failures.length} peer${failures.length === 1 ? "" : "s"}, rolled back alone: ${list}${more}`, failures.map((x) => x.peer));
 }
 
 // ---- the dataplane -------------------------------------------------------------------------
@@ -220,9 +229,10 @@ export class KernelDataplane implements Dataplane {
 
   /**
    * Splits peers by family. Strict: every peer must belong to a family that
-   * is set up and be valid; otherwise (for best-effort removal) such peers are skipped.
+   * is set up and be valid; otherwise (for best-effort removal) such peers
+   * are skipped, and each is handed to `skipped` with why.
    */
-  private byPlane(peers: readonly Peer[], strict = true): Map<FamilyPlane, Peer[]> {
+  private byPlane(peers: readonly Peer[], strict = true, skipped?: (p: Peer, e: unknown) => void): Map<FamilyPlane, Peer[]> {
     if (!this.node) throw new TwillError("ERR_DATAPLANE", "the kernel dataplane is not set up");
     const out = new Map<FamilyPlane, Peer[]>(this.planes.map((f) => [f, []]));
     for (const p of peers) {
@@ -233,6 +243,7 @@ export class KernelDataplane implements Dataplane {
         out.get(f)!.push(p);
       } catch (e) {
         if (strict) throw e;
+        skipped?.(p, e);
       }
     }
     return out;
@@ -243,8 +254,13 @@ export class KernelDataplane implements Dataplane {
   }
 
   private async upsertNow(peers: readonly Peer[]): Promise<void> {
-    const groups = [...this.byPlane(peers)];
-    addAtomically(groups.flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p))));
+    // A peer that is not valid here fails alone, like one the kernel refuses.
+    const invalid: { peer: Peer; message: string }[] = [];
+    const valid = [...this.byPlane(peers, false, (peer, e) => invalid.push({ peer, message: errorMessage(e) }))];
+    const refused = addPerPeer(valid.flatMap(([f, ps]) => ps.flatMap((p) => f.entries(p))));
+    const failed = new Set(refused.map((x) => x.peer));
+    // What failed keeps its previous `last` (whatever of the old peer is left); the reconcile repairs it.
+    const groups = valid.map(([f, ps]) => [f, ps.filter((p) => !failed.has(p))] as const);
     // A subnet that changed hands (another VTEP MAC or public IP, or now
     // direct): the replaces above overwrote its route and neighbour, but the
     // old FDB entry is keyed by the old MAC, and a neighbour is left when the
@@ -262,6 +278,7 @@ export class KernelDataplane implements Dataplane {
       }
     }
     deleteAll(leftovers);
+    if (invalid.length || refused.length) throw programError("upsert", [...invalid, ...refused]);
   }
 
   remove(peers: readonly Peer[]): Promise<void> {
@@ -298,11 +315,7 @@ export class KernelDataplane implements Dataplane {
     deleteAll(deletesOf(applied.filter((e) => failedPeers.has(e.peer))));
     deleteAll(plans.flatMap((p) => p.after));
     const drift = [...deviceDrifts, ...plans.flatMap((p) => p.drift)];
-    if (failures.length > 0) {
-      const list = failures.slice(0, 5).map((x) => `${subnetKey(x.peer)} (${x.message})`).join("; ");
-      const more = failures.length > 5 ? ` and ${failures.length - 5} more` : "";
-      throw new PeerProgramError("ERR_NETLINK", `reconcile could not program ${failures.length} peers: ${list}${more}`, failures.map((x) => x.peer));
-    }
+    if (failures.length > 0) throw programError("reconcile", failures);
     return { ...driftCounts(drift), drift };
   }
 

@@ -85,6 +85,11 @@ export interface Dataplane {
   readonly kind: "bpf" | "kernel";
   /** Creates or adopts the devices (and programs); returns the VTEP of each family. */
   setup(local: LocalNode): Promise<{ v4?: DeviceInfo; v6?: DeviceInfo }>;
+  /**
+   * Adds or changes peers. A peer it could not program is named in a
+   * PeerProgramError's `peers` (the daemon keeps it pending and retries it);
+   * the kernel dataplane rolls back only that peer's entries, the rest stay.
+   */
   upsert(peers: readonly Peer[]): Promise<void>;
   remove(peers: readonly Peer[]): Promise<void>;
   /**

@@ -17,9 +17,9 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { KernelDataplane } from "../../src/dataplane/kernel.js";
-import type { LocalFamily, LocalNode, Peer } from "../../src/dataplane/types.js";
+import { PeerProgramError, type LocalFamily, type LocalNode, type Peer } from "../../src/dataplane/types.js";
 import { errorCode, errorMessage } from "../../src/errors.js";
-import { formatIP, parseIP, parsePrefix, type IP } from "../../src/net/ip.js";
+import { formatIP, formatPrefix, parseIP, parsePrefix, type IP } from "../../src/net/ip.js";
 import { bridgePorts, ensureAddress, ensureVxlan, findUnderlay, getLink, readSysctl, sysctl } from "../../src/net/link.js";
 
 export interface PeerJSON {
@@ -74,6 +74,8 @@ export interface StepResult {
   value?: unknown;
   code?: string;
   message?: string;
+  /** A PeerProgramError's peers (their subnets): the ones that failed and were rolled back. */
+  failedPeers?: string[];
 }
 
 export interface DriverOutput {
@@ -117,7 +119,8 @@ async function main(): Promise<void> {
       const value = await runStep(dp, input, s, vni, logs);
       results.push({ op: s.op, ok: true, ms: performance.now() - t0, value: plain(value) });
     } catch (e) {
-      results.push({ op: s.op, ok: false, ms: performance.now() - t0, code: errorCode(e), message: errorMessage(e) });
+      const failedPeers = e instanceof PeerProgramError ? e.peers.map((p) => formatPrefix(p.subnet)) : undefined;
+      results.push({ op: s.op, ok: false, ms: performance.now() - t0, code: errorCode(e), message: errorMessage(e), ...(failedPeers && { failedPeers }) });
     }
   }
   process.stdout.write(JSON.stringify({ logs, results } satisfies DriverOutput) + "\n");

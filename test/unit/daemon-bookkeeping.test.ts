@@ -18,8 +18,8 @@ import { parseNetConfig } from "../../src/config/netconf.js";
 import { parseLease } from "../../src/lease/parse.js";
 import type { Lease, NetConfig } from "../../src/lease/types.js";
 import type { LeaseEvent, LeaseSource, ListResult } from "../../src/lease/source.js";
-import type { Dataplane, Peer, SyncResult } from "../../src/dataplane/types.js";
-import { formatPrefix } from "../../src/net/ip.js";
+import { PeerProgramError, type Dataplane, type Peer, type SyncResult } from "../../src/dataplane/types.js";
+import { formatIP, formatPrefix } from "../../src/net/ip.js";
 
 const CONFIG = parseNetConfig(JSON.stringify({ Network: "10.0.0.0/8", SubnetLen: 24, Backend: { Type: "vxlan", VNI: 1 } }));
 const hex = (n: number): string => n.toString(16).padStart(2, "0");
@@ -207,4 +207,65 @@ test("a re-list applied during start, after the start's repair took the desired 
   assert.deepEqual([...d.known.keys()].sort(), [key(1), key(2)]);
   const written = new Set([...dp.upserts, ...dp.reconciled.flat()]);
   assert.deepEqual(["10.0.1.0/24", "10.0.2.0/24"].filter((s) => !written.has(s)), [], `upserts ${JSON.stringify(dp.upserts)}, reconciles ${JSON.stringify(dp.reconciled)}`);
+});
+
+test("one public IP, two leases: by events the second is held back until the first lets go; a re-list keeps key order", async () => {
+  const lines: string[] = [];
+  const { d, source, dp, started } = daemon([], createLogger("info", {}, (l) => lines.push(l)));
+  await started;
+  const withIP = (i: number, ip: string): Lease => ({ ...lease(i), publicIP: parseLease(key(i), JSON.stringify({ PublicIP: ip, BackendType: "x" })).publicIP! });
+  const a = withIP(21, "172.20.0.1"), b = withIP(20, "172.20.0.1"); // b's key sorts first, but a arrives first
+  await d.apply([put(a)]);
+  await d.apply([put(b)]);
+  assert.deepEqual([...d.known.keys()], [a.key]);
+  assert.ok(!dp.upserts.includes("10.0.20.0/24"));
+  const line = lines.find((l) => l.includes('"msg":"lease rejected"') && l.includes(b.key))!;
+  assert.match(line, /"code":"ERR_PUBLIC_IP_CONFLICT"/);
+  assert.match(line, /PublicIP 172\.20\.0\.1 of subnet 10\.0\.20\.0\/24 is already the public IP of lease 10\.0\.21\.0-24/);
+  // A full list decides in key order: b (the earlier key) is the first owner now, a is rejected and removed.
+  const relist = d.resync(false);
+  source.answer([a, b]);
+  await relist;
+  assert.deepEqual([...d.known.keys()], [b.key]);
+  assert.ok(dp.removes.includes("10.0.21.0/24") && dp.upserts.includes("10.0.20.0/24"));
+  // b moves to another public IP: a, held back, takes the freed one at once (no event of its own).
+  await d.apply([put(withIP(20, "172.20.0.2"))]);
+  assert.deepEqual([...d.known.keys()].sort(), [b.key, a.key].sort());
+  // b claims a's address: b is withdrawn (its entry no longer says what b says), a stays; b comes back once a goes.
+  await d.apply([put(withIP(20, "172.20.0.1"))]);
+  assert.deepEqual([...d.known.keys()], [a.key]);
+  await d.apply([del(21)]);
+  assert.deepEqual([...d.known.keys()], [b.key]);
+  assert.equal(formatIP(d.known.get(b.key)![0]!.publicIP), "172.20.0.1");
+});
+
+test("a lease naming this node's own public IP is rejected (ERR_INVALID_PUBLIC_IP)", async () => {
+  const lines: string[] = [];
+  const { d, started } = daemon([], createLogger("info", {}, (l) => lines.push(l)));
+  await started;
+  Object.assign(d, { publicIP: OWN.publicIP });
+  const mine = { ...lease(30), publicIP: OWN.publicIP! };
+  await d.apply([put(mine)]);
+  assert.equal(d.known.has(mine.key), false);
+  assert.ok(lines.some((l) => l.includes(mine.key) && l.includes('"code":"ERR_INVALID_PUBLIC_IP"') && l.includes("is this node's own public IP")), lines.join("\n"));
+});
+
+test("a PeerProgramError naming one peer of a batch leaves only that peer pending; it is retried with the next batch", async () => {
+  const { d, dp, started } = daemon([]);
+  await started;
+  let refuse = true;
+  dp.upsert = async (peers: readonly Peer[]): Promise<void> => {
+    const bad = peers.filter((p) => refuse && formatPrefix(p.subnet) === "10.0.41.0/24");
+    for (const p of peers) if (!bad.includes(p)) dp.upserts.push(formatPrefix(p.subnet));
+    if (bad.length) throw new PeerProgramError("ERR_NETLINK", "refused", bad);
+  };
+  await (d as unknown as { serialize(fn: () => Promise<void>): Promise<void> }).serialize(() => d.apply([put(lease(40)), put(lease(41)), put(lease(42))]));
+  const pending = () => (d as unknown as { pending: Map<string, unknown> }).pending;
+  assert.deepEqual([...pending().keys()], ["10.0.41.0/24"]);
+  assert.deepEqual(dp.upserts, ["10.0.40.0/24", "10.0.42.0/24"]);
+  assert.equal(d.known.size, 3, "the leases are known: the failed peer is still wanted");
+  refuse = false;
+  await d.apply([put(lease(43))]);
+  assert.equal(pending().size, 0);
+  assert.deepEqual(dp.upserts.slice(2).sort(), ["10.0.41.0/24", "10.0.43.0/24"]);
 });

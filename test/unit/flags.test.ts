@@ -146,3 +146,11 @@ test("--peer-capacity: the loader's default, ranged, from TWILL_PEER_CAPACITY", 
   assert.throws(() => parseFlags(["--peer-capacity=8"], {}, () => "h"), (e) => isTwillError(e, "ERR_INVALID_FLAG") && /--peer-capacity/.test(e.message));
   assert.throws(() => parseFlags(["--peer-capacity=lots"], {}, () => "h"), (e) => isTwillError(e, "ERR_INVALID_FLAG"));
 });
+
+test("--allow-link-local-public-ip: off by default; the flag or TWILL_ALLOW_LINK_LOCAL_PUBLIC_IP turns it on", () => {
+  assert.equal(parse([]).allowLinkLocalPublicIP, false);
+  assert.equal(parse(["--allow-link-local-public-ip"]).allowLinkLocalPublicIP, true);
+  assert.equal(parse(["--allow-link-local-public-ip=false"], { TWILL_ALLOW_LINK_LOCAL_PUBLIC_IP: "true" }).allowLinkLocalPublicIP, false);
+  assert.equal(parse([], { TWILL_ALLOW_LINK_LOCAL_PUBLIC_IP: "true" }).allowLinkLocalPublicIP, true);
+  assert.match(usage(), /--allow-link-local-public-ip/);
+});

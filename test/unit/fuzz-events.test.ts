@@ -16,7 +16,10 @@
  *  - no two table entries overlap (the index never lets a clash in);
  *  - every table entry is a peer of a live lease, as that lease says now
  *    (unless its update failed and waits for the retry);
- *  - every live lease that overlaps no other live lease, and is not
+ *  - no two table entries share a public IP (the index never lets a second
+ *    lease claim one), unless one of them waits for a retry;
+ *  - every live lease that overlaps no other live lease, shares no public
+ *    IP with one (the pools are small: conflicts are common), and is not
  *    waiting for a retry, is in the table.
  * Seeds: a fixed list in `make test` (each a reproducible run); set
  * TWILL_FUZZ_SEED=<n> to run one more seed (printed) — a random one with
@@ -184,6 +187,13 @@ async function run(seed: number): Promise<void> {
         assert.ok(!prefixOverlaps(entries[i]!.subnet, entries[j]!.subnet), `table entries overlap: ${formatPrefix(entries[i]!.subnet)} ${formatPrefix(entries[j]!.subnet)} ${where(k)}`);
       }
     }
+    const owners = new Map<string, string>();
+    for (const p of entries) {
+      const s = formatPrefix(p.subnet), ip = formatIP(p.publicIP);
+      if (d.pending.has(s)) continue;
+      assert.ok(!owners.has(ip), `table entries ${owners.get(ip)} and ${s} share the public IP ${ip} ${where(k)}`);
+      owners.set(ip, s);
+    }
     const wanted = [...live.values()].flatMap((l) => peersOf(l).map((p) => ({ ...p, key: l.key })));
     for (const p of entries) {
       const s = formatPrefix(p.subnet);
@@ -198,7 +208,8 @@ async function run(seed: number): Promise<void> {
     for (const l of live.values()) {
       const mine = peersOf(l);
       const clash = [...live.values()].some((o) => o.key !== l.key && [o.subnet, o.ipv6Subnet].some((a) => a && [l.subnet, l.ipv6Subnet].some((b) => b && prefixOverlaps(a, b))));
-      if (clash || mine.some((p) => d.pending.has(p.subnet))) continue;
+      const sharesIP = [...live.values()].some((o) => o.key !== l.key && peersOf(o).some((a) => mine.some((b) => a.ip === b.ip)));
+      if (clash || sharesIP || mine.some((p) => d.pending.has(p.subnet))) continue;
       for (const p of mine) {
         const e = dp.table.get(p.subnet);
         assert.ok(e && formatIP(e.publicIP) === p.ip && e.vtepMAC === p.mac, `live lease ${l.key} (no overlap) is not programmed as it says: ${p.subnet} ${where(k)}`);

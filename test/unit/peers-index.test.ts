@@ -129,8 +129,10 @@ test("leasesToPeers decides alike on a list in key order and the same list shuff
     enableIPv4: true, enableIPv6: true, network: parsePrefix("10.0.0.0/8"), subnetLen: 24, ipv6Network: parsePrefix("fc00::/48"), ipv6SubnetLen: 64,
     backend: { type: "vxlan", vni: 1, port: 8472, directRouting: false, mtu: 0, gbp: false, learning: false }, enableNFTables: false,
   };
+  // Each lease its own public IPs (one public IP claimed by two leases is a conflict of its own, tested in publicip.test).
+  let n = 0;
   const lease = (v4: string, v6: string, key = `${v4.replace("/", "-")}&${v6.replace("/", "-")}`): Lease => ({
-    key, subnet: parsePrefix(v4), ipv6Subnet: parsePrefix(v6), publicIP: parseIP("100.64.0.1"), publicIPv6: parseIP("2001:db8::1"),
+    key, subnet: parsePrefix(v4), ipv6Subnet: parsePrefix(v6), publicIP: parseIP(`100.64.0.${++n}`), publicIPv6: parseIP(`2001:db8::${n.toString(16)}`),
     backendType: "vxlan", backendData: { vni: 1, vtepMAC: "0a:00:00:00:00:01" }, backendV6Data: { vni: 1, vtepMAC: "0a:00:00:00:00:02" },
   });
   const leases: Lease[] = [];
@@ -149,7 +151,7 @@ test("leasesToPeers decides alike on a list in key order and the same list shuff
   assert.deepEqual(b.peers, a.peers);
   assert.deepEqual(b.rejected, a.rejected);
   assert.deepEqual(a.rejected.map((x) => `${x.key} ${x.code} ${x.reason}`), [
-    "0-ours ERR_LEASE_CONFLICT subnet 10.0.0.0/24 is ours, but this lease gives PublicIP 100.64.0.1",
+    "0-ours ERR_LEASE_CONFLICT subnet 10.0.0.0/24 is ours, but this lease gives PublicIP 100.64.0.53",
     "10.0.0.0-24&fc00:0:0:0::-64 ERR_LEASE_CONFLICT subnet 10.0.0.0/24 is ours, but this lease gives PublicIP 100.64.0.1",
     "dup-v4 ERR_LEASE_CONFLICT subnet 10.0.3.0/24 overlaps the lease for 10.0.3.0/24",
     "dup-v6 ERR_LEASE_CONFLICT subnet fc00:0:0:7::/64 overlaps the lease for fc00:0:0:7::/64",
