@@ -50,6 +50,20 @@ const reachable = async (from: string, to: string, waitS = 0.3): Promise<boolean
  */
 const broken = async (from: string, to: string): Promise<boolean> => !(await reachable(from, to, 0.2));
 
+/**
+ * Runs `fn` with the node's daemon stopped (SIGSTOP): the break a test makes
+ * stays broken while it is checked (the dataplane forwards meanwhile, as
+ * with a controller down), then the daemon resumes and repairs it.
+ */
+async function paused(n: TwillNode, fn: () => Promise<void>): Promise<void> {
+  n.proc!.kill("SIGSTOP");
+  try {
+    await fn();
+  } finally {
+    n.proc!.kill("SIGCONT");
+  }
+}
+
 /** Polls `cond` every 20 ms; returns the ms it took, or throws after `limitMs`. */
 async function within(limitMs: number, what: string, cond: () => Promise<boolean>): Promise<number> {
   const t0 = performance.now();
@@ -170,11 +184,13 @@ describe("bpf dataplane: drift is repaired", () => {
     const from = n1.host.pods[0]!.netns, to = n2.host.pods[0]!.ip;
 
     await afterReconcile(tc, n1);
-    await deletePeerEntry(n1, s2);
+    await paused(n1, async () => {
+      await deletePeerEntry(n1, s2);
+      const [present, isBroken] = await Promise.all([hasPeerEntry(n1, s2), broken(from, to)]);
+      await c.ok(!present, `h1 still has ${s2} after bpftool delete`);
+      await c.ok(isBroken, "h1 -> h2 still works without h2's map entry");
+    });
     const t0 = performance.now();
-    const [present, isBroken] = await Promise.all([hasPeerEntry(n1, s2), broken(from, to)]);
-    await c.ok(!present, `h1 still has ${s2} after bpftool delete`);
-    await c.ok(isBroken, "h1 -> h2 still works without h2's map entry");
 
     await c.within(REPAIR_LIMIT_MS, "h2's entry back in h1's map", () => hasPeerEntry(n1, s2));
     const ms = performance.now() - t0;
@@ -198,12 +214,14 @@ describe("bpf dataplane: drift is repaired", () => {
     // machine for the 1 s reconcile to restore the entry before the ping if read after the delete.
     const before = await tc.maps(n1);
     await afterReconcile(tc, n1);
-    await run("bpftool", ["map", "delete", "pinned", remotes, "key", "hex", ...key]);
+    await paused(n1, async () => {
+      await run("bpftool", ["map", "delete", "pinned", remotes, "key", "hex", ...key]);
+      // Unknown to BPF now: the vxlan driver decapsulates it, as stock flannel would.
+      await c.ok(await reachable(from, to), "h2 -> h1 broke without h1's remotes entry (the kernel path must carry it)");
+      const mid = await tc.maps(n1);
+      await c.ok(tc.counter(mid, "rx_unknown") > tc.counter(before, "rx_unknown"), "h2's VXLAN not counted as rx_unknown on h1");
+    });
     const t0 = performance.now();
-    // Unknown to BPF now: the vxlan driver decapsulates it, as stock flannel would.
-    await c.ok(await reachable(from, to), "h2 -> h1 broke without h1's remotes entry (the kernel path must carry it)");
-    const mid = await tc.maps(n1);
-    await c.ok(tc.counter(mid, "rx_unknown") > tc.counter(before, "rx_unknown"), "h2's VXLAN not counted as rx_unknown on h1");
     await c.within(REPAIR_LIMIT_MS, "h2's entry back in h1's twill_remotes", has);
     const ms = performance.now() - t0;
     const back = await tc.maps(n1);
@@ -373,12 +391,16 @@ describe("kernel dataplane: hand-deleted route, neighbour, FDB entry and device 
     const want = { h2: await entries(n2), h3: await entries(n3) };
     await c.ok(complete(want.h2) && complete(want.h3), `h1's entries not complete before: ${JSON.stringify(want)}`);
     await afterReconcile(tc, n1);
-    await run(cmd[0], cmd[1], { netns: n1.host.netns });
+    // The daemon paused while the break is made and seen: on a loaded machine the 1 s reconcile
+    // could otherwise repair it before the check saw it broken. The repair is timed from the resume.
+    await paused(n1, async () => {
+      await run(cmd[0], cmd[1], { netns: n1.host.netns });
+      const [gone, dev, isBroken] = await Promise.all([entries(n2), link(n1, "flannel.1"), broken(from, to)]);
+      if (missing === "device") await c.ok(dev === undefined, "flannel.1 still there");
+      else await c.ok(gone[missing] === undefined, `${what}: the ${missing} entry is still there`);
+      await c.ok(isBroken, `${what}: h1 -> h2 still works`);
+    });
     const t0 = performance.now();
-    const [gone, dev, isBroken] = await Promise.all([entries(n2), link(n1, "flannel.1"), broken(from, to)]);
-    if (missing === "device") await c.ok(dev === undefined, "flannel.1 still there");
-    else await c.ok(gone[missing] === undefined, `${what}: the ${missing} entry is still there`);
-    await c.ok(isBroken, `${what}: h1 -> h2 still works`);
 
     await c.within(REPAIR_LIMIT_MS, `${what}: entries back and h1 -> h2 reachable`, async () =>
       complete(await entries(n2)) && complete(await entries(n3)) && (await reachable(from, to)));
