@@ -38,21 +38,12 @@ import type { LeaseEvent, LeaseSource, ListResult } from "../../src/lease/source
 import { PeerProgramError, type Dataplane, type Peer, type SyncResult } from "../../src/dataplane/types.js";
 import { formatIP, formatPrefix, ipEqual, prefixOverlaps } from "../../src/net/ip.js";
 import { leasesToPeers } from "../../src/peers.js";
+import { mulberry32 } from "../lib/prng.js";
 
 /** Fixed seeds run by `make test`; add any seed that ever failed. */
 const SEEDS = [1, 2, 3, 7, 42, 1337, 99991, 20261202];
 const STEPS = Number(process.env.TWILL_FUZZ_STEPS ?? 400);
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const CONFIG: NetConfig = parseNetConfig(JSON.stringify({ Network: "10.0.0.0/8", EnableIPv6: true, IPv6Network: "fc00::/48", Backend: { Type: "vxlan", VNI: 1 } }));
 /** Our own lease, outside the fuzzed /21. */

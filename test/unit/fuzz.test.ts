@@ -42,6 +42,7 @@ import { peerEntries } from "../../src/dataplane/kerneldiff.js";
 import { checkOp, describe } from "../../src/net/netlink/ops.js";
 import type { Lease, NetConfig } from "../../src/lease/types.js";
 import type { Peer } from "../../src/dataplane/types.js";
+import { mulberry32 } from "../lib/prng.js";
 
 /** Fixed seeds run by `make test`; add any seed that ever failed. */
 const SEEDS = [1, 2, 3, 0x5eed];
@@ -52,16 +53,6 @@ let SEED = SEEDS[0]!;
 
 /* ---- the PRNG and generic generators ---- */
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 let rnd = mulberry32(SEED);
 const int = (n: number) => Math.floor(rnd() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
