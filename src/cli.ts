@@ -30,7 +30,8 @@ import { removeNftables } from "./net/nft.js";
 import { HOSTGW_DEVICE } from "./dataplane/types.js";
 import { openSource } from "./lease/open.js";
 import { formatMaps, formatStatus, nodeStatus } from "./status.js";
-import { bpfUnavailable, chooseDataplane, fsTypeOf, type DataplaneChoice } from "./dataplane/choose.js";
+import { bpfUnavailable, chooseDataplane, type DataplaneChoice } from "./dataplane/choose.js";
+import { isOnBpffs } from "./bpf/pindir.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const OBJECT_PATH = process.env.TWILL_BPF_OBJECT ?? join(root, "build", "bpf", "twill.o");
@@ -111,8 +112,7 @@ async function run(o: Options): Promise<void> {
 async function teardown(o: Options): Promise<void> {
   const log = createLogger(o.logLevel, { node: o.nodeName });
   // --dataplane auto with no bpffs under the pin dir: there can be no pins there to remove (and nothing under it is touched).
-  const onBpffs = fsTypeOf(o.bpfPinDir, readFileSync("/proc/self/mountinfo", "utf8")) === "bpf";
-  if (o.dataplane === "bpf" || (o.dataplane === "auto" && onBpffs)) await teardownBpf(o.bpfPinDir, undefined, log);
+  if (o.dataplane === "bpf" || (o.dataplane === "auto" && isOnBpffs(o.bpfPinDir))) await teardownBpf(o.bpfPinDir, undefined, log);
   else if (o.dataplane === "auto") log.info("--bpf-pin-dir is not on a bpffs: no BPF pins or links to remove", { pinDir: o.bpfPinDir });
   // The devices are flannel's names for vxlan devices: flannel.<VNI>, flannel-v6.<VNI>.
   // (and host-gw's hook veth on bpf, twill_host: its peer twill_net goes with it)

@@ -45,7 +45,7 @@ import koffi from "koffi";
 import { TwillError, errorCode, errorMessage } from "./errors.js";
 import type { Logger } from "./log.js";
 import { formatPrefix, formatIP, ipEqual, makePrefix, prefixContainsIP, prefixEqual, type IP, type Prefix } from "./net/ip.js";
-import { findUnderlay, getAddrs, getLink } from "./net/link.js";
+import { findUnderlay, getAddrs, getLink, type AddrEntry } from "./net/link.js";
 import { randomMAC } from "./lease/mac.js";
 import type { Lease, NetConfig, VxlanBackend } from "./lease/types.js";
 import type { LeaseEvent, LeaseSource, ListResult } from "./lease/source.js";
@@ -116,8 +116,8 @@ function checkVxlanOptions(be: VxlanBackend, dataplane: "bpf" | "kernel"): void 
  * interface (a node behind NAT cannot be a next hop): the same check, with
  * flannel's words.
  */
-async function checkHostGwAddress(iface: string, ...ips: (IP | undefined)[]): Promise<void> {
-  const mine = (await getAddrs(iface)).map((a) => a.local);
+function checkHostGwAddress(iface: string, addrs: readonly AddrEntry[], ...ips: (IP | undefined)[]): void {
+  const mine = addrs.map((a) => a.local);
   for (const ip of ips) {
     if (ip && !mine.some((m) => ipEqual(m, ip))) {
       throw new TwillError("ERR_INVALID_CONFIG", `host-gw: the PublicIP ${formatIP(ip)} differs from the addresses of ${iface}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
@@ -230,7 +230,9 @@ export class Daemon {
     const be = config.backend;
     const hostGw = be.type === "host-gw";
     if (be.type === "vxlan") checkVxlanOptions(be, o.dataplane);
-    if (hostGw) await checkHostGwAddress(underlay.name, this.publicIP, this.publicIPv6);
+    // The underlay's addresses: host-gw's NAT check and the "direct" rule read them.
+    const addrs = hostGw || (be.type === "vxlan" && be.directRouting) ? await getAddrs(underlay.name) : [];
+    if (hostGw) checkHostGwAddress(underlay.name, addrs, this.publicIP, this.publicIPv6);
     const vni = be.type === "vxlan" ? be.vni : 0;
     const dev4 = hostGw ? HOSTGW_DEVICE : `flannel.${vni}`, dev6 = hostGw ? HOSTGW_DEVICE : `flannel-v6.${vni}`;
     const { leases } = await this.store.list();
@@ -251,7 +253,7 @@ export class Daemon {
     if (hostGw || be.directRouting) {
       // flannel's rule: a peer is direct when the route to it has no gateway,
       // i.e. its public IP is on one of the underlay interface's own subnets.
-      const onLink = (await getAddrs(underlay.name)).filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
+      const onLink = addrs.filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
       this.direct = (ip: IP) => onLink.some((p) => prefixContainsIP(p, ip));
     }
     this.log.info("acquired lease", { key: this.own.key, source: this.store.kind, publicIP: this.own.publicIP && formatIP(this.own.publicIP) });
@@ -646,11 +648,13 @@ export class Daemon {
       if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
     }
     const { byKey, rejected, index } = leasesToPeers(leases, this.rules());
-    for (const r of rejected) this.reject(r.key, r.code, r.reason, leases.find((l) => l.key === r.key));
+    // The rejected leases by key (one pass over the list, not one search per rejection).
+    const leaseOf = rejected.length ? new Map(leases.map((l) => [l.key, l])) : undefined;
+    for (const r of rejected) this.reject(r.key, r.code, r.reason, leaseOf!.get(r.key));
     // The leases a conflict holds back, as this list found them (an event since keeps its own verdict).
     const blocked = new Map<string, Lease>();
     for (const r of rejected) {
-      const l = isConflict(r.code) && !newer(r.key) ? leases.find((x) => x.key === r.key) : undefined;
+      const l = isConflict(r.code) && !newer(r.key) ? leaseOf!.get(r.key) : undefined;
       if (l) blocked.set(r.key, l);
     }
     for (const [key, l] of this.blocked) if (newer(key)) blocked.set(key, l);

@@ -22,6 +22,11 @@ import { fsTypeOf } from "../dataplane/choose.js";
 
 const readMountinfo = (): string => readFileSync("/proc/self/mountinfo", "utf8");
 
+/** Whether `pinDir` lies on a bpffs mount. */
+export function isOnBpffs(pinDir: string, mountinfo: () => string = readMountinfo): boolean {
+  return fsTypeOf(pinDir, mountinfo()) === "bpf";
+}
+
 /** Throws ERR_INVALID_FLAG unless `pinDir` lies on a bpffs mount. */
 export function requireBpffs(pinDir: string, mountinfo: () => string = readMountinfo, flag = "--bpf-pin-dir"): void {
   let type: string | undefined;

@@ -309,10 +309,8 @@ export class KernelDataplane implements Dataplane {
     const plans = await Promise.all([...groups].map(([f, ps]) => f.diff(ps)));
     deleteAll(plans.flatMap((p) => p.before));
     const work = plans.flatMap((p) => p.work);
-    const { failures, applied } = addEach(work.flatMap((w) => w.entries));
     // A peer that failed in one table keeps nothing of this round (flannel's all-or-nothing per peer).
-    const failedPeers = new Set(failures.map((f) => f.peer));
-    deleteAll(deletesOf(applied.filter((e) => failedPeers.has(e.peer))));
+    const failures = addPerPeer(work.flatMap((w) => w.entries));
     deleteAll(plans.flatMap((p) => p.after));
     const drift = [...deviceDrifts, ...plans.flatMap((p) => p.drift)];
     if (failures.length > 0) throw programError("reconcile", failures);

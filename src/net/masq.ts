@@ -91,7 +91,6 @@ export function isOwnPid(pid: number): boolean {
 }
 
 /** Runs a firewall tool (iptables, nft), remembering its pid (isOwnPid); never throws: the exit code says. */
-const exec = (cmd: string, args: string[], input?: string) => execTracked(cmd, args, input);
 export function execTracked(cmd: string, args: string[], input?: string): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     const c = execFile(cmd, args, { timeout: 15000 }, (err, _out, stderr) =>
@@ -150,11 +149,11 @@ export function forwardRules(network: Prefix): string[][] {
 
 async function ensureChain(f: Family, table: string, chain: string, rules: string[][], from: string, jumpComment: string[]): Promise<void> {
   const text = [`*${table}`, `:${chain} - [0:0]`, ...rules.map((r) => `-A ${chain} ${r.join(" ")}`), "COMMIT", ""].join("\n");
-  const r = await exec(bin(f, "-restore"), ["--noflush", "-w", "5"], text);
+  const r = await execTracked(bin(f, "-restore"), ["--noflush", "-w", "5"], text);
   if (r.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "-restore")} (${table}/${chain}): ${r.stderr.trim()}`);
   const jump = (op: string) => ["-w", "5", "-t", table, op, from, ...unquote(jumpComment), "-j", chain];
-  if ((await exec(bin(f, ""), jump("-C"))).code !== 0) {
-    const i = await exec(bin(f, ""), jump("-A"));
+  if ((await execTracked(bin(f, ""), jump("-C"))).code !== 0) {
+    const i = await execTracked(bin(f, ""), jump("-A"));
     if (i.code !== 0) throw new TwillError("ERR_NETLINK", `${bin(f, "")} -A ${from} -j ${chain}: ${i.stderr.trim()}`);
   }
 }
@@ -179,8 +178,8 @@ export async function ensureForward(network: Prefix): Promise<void> {
 export async function removeRules(f: Family): Promise<void> {
   for (const [table, from, chain, comment] of [["nat", "POSTROUTING", "FLANNEL-POSTRTG", COMMENT], ["filter", "FORWARD", "FLANNEL-FWD", FWD_COMMENT]] as const) {
     const jump = ["-w", "5", "-t", table, "-D", from, ...unquote(comment), "-j", chain];
-    while ((await exec(bin(f, ""), jump)).code === 0) { /* remove every copy */ }
-    await exec(bin(f, ""), ["-w", "5", "-t", table, "-F", chain]);
-    await exec(bin(f, ""), ["-w", "5", "-t", table, "-X", chain]);
+    while ((await execTracked(bin(f, ""), jump)).code === 0) { /* remove every copy */ }
+    await execTracked(bin(f, ""), ["-w", "5", "-t", table, "-F", chain]);
+    await execTracked(bin(f, ""), ["-w", "5", "-t", table, "-X", chain]);
   }
 }
