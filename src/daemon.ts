@@ -58,7 +58,7 @@ import { chooseIptablesMode, ensureForward, ensureMasq, iptablesMode, removeRule
 import { ensureNftables, removeNftables, NFT_CHAINS, NFT_TABLES, type NftFamily } from "./net/nft.js";
 import { ensureBlackhole } from "./net/blackhole.js";
 import { watchFirewall, type FirewallWatch } from "./net/firewall-watch.js";
-import { HOSTGW_DEVICE, PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
+import { deviceNames, PeerProgramError, type Dataplane, type LocalFamily, type LocalNode, type Peer } from "./dataplane/types.js";
 import { BpfDataplane } from "./dataplane/bpf.js";
 import { KernelDataplane } from "./dataplane/kernel.js";
 
@@ -234,7 +234,7 @@ export class Daemon {
     const addrs = hostGw || (be.type === "vxlan" && be.directRouting) ? await getAddrs(underlay.name) : [];
     if (hostGw) checkHostGwAddress(underlay.name, addrs, this.publicIP, this.publicIPv6);
     const vni = be.type === "vxlan" ? be.vni : 0;
-    const dev4 = hostGw ? HOSTGW_DEVICE : `flannel.${vni}`, dev6 = hostGw ? HOSTGW_DEVICE : `flannel-v6.${vni}`;
+    const { v4: dev4, v6: dev6 } = deviceNames(be);
     const { leases } = await this.store.list();
     const old = leases.find((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
     const mac4 = old?.backendData?.vtepMAC ?? (await getLink(dev4))?.mac ?? randomMAC();

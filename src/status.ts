@@ -32,7 +32,7 @@ import { bpfImage, diffBpf, type BpfObserved } from "./dataplane/bpfdiff.js";
 import { diffKernel, type KernelTables } from "./dataplane/kerneldiff.js";
 import { observeKernel } from "./dataplane/kernel.js";
 import { deviceDrift, type Drift } from "./dataplane/drift.js";
-import { HOSTGW_DEVICE, type Peer } from "./dataplane/types.js";
+import { deviceNames, type Peer } from "./dataplane/types.js";
 import { readSubnetFile } from "./subnetfile.js";
 import {
   compareIP, formatIP, formatPrefix, makePrefix, parsePrefix, prefixContainsIP, type Family, type IP, type Prefix,
@@ -94,9 +94,6 @@ export interface StatusOptions {
   readonly allowLinkLocalPublicIP?: boolean;
 }
 
-/** The device names twill and flannel use for a VNI. */
-const deviceNames = (c: NetConfig): { v4: string; v6: string } =>
-  c.backend.type === "host-gw" ? { v4: HOSTGW_DEVICE, v6: HOSTGW_DEVICE } : { v4: `flannel.${c.backend.vni}`, v6: `flannel-v6.${c.backend.vni}` };
 
 const sortKey = (a: { prefix: Prefix }, b: { prefix: Prefix }): number =>
   a.prefix.ip.family - b.prefix.ip.family || compareIP(a.prefix.ip, b.prefix.ip) || a.prefix.len - b.prefix.len;
@@ -164,7 +161,7 @@ async function ownSubnets(o: StatusOptions, c: NetConfig, bpfEntries: readonly P
     const v4 = local.find((p) => p.ip.family === 4), v6 = local.find((p) => p.ip.family === 6);
     return { ...(v4 ? { v4 } : {}), ...(v6 ? { v6 } : {}), from: "the LOCAL entries of twill_peers" };
   }
-  const dev = deviceNames(c);
+  const dev = deviceNames(c.backend);
   const out: { v4?: Prefix; v6?: Prefix; from: string } = { from: "the vxlan device's address" };
   for (const { family, network } of familyOf(c)) {
     const a = (await getAddrs(family === 4 ? dev.v4 : dev.v6).catch(() => [])).find((x) => x.family === family && x.scope !== "link" && prefixContainsIP(network, x.local));
@@ -185,7 +182,7 @@ async function readDirect(o: StatusOptions, c: NetConfig): Promise<(ip: IP) => b
 export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   const config = await o.source.readConfig();
   const { leases, errors } = await o.source.list();
-  const dev = deviceNames(config);
+  const dev = deviceNames(config.backend);
   const fams = familyOf(config);
   const mainDev = config.enableIPv4 ? dev.v4 : dev.v6;
   const pinned = existsSync(join(o.pinDir, "maps", "twill_peers"));

@@ -134,13 +134,17 @@ function peerDiffs(p: Peer, v: PeerValue): string[] {
 }
 
 
-/** The drift of a diff: what it found in the maps, and the missing peers as Peers until read. */
-class RepairDrift {
+/** A diff's repair; its drift is what it found in the maps, with the missing peers kept as Peers until read. */
+class Repair implements BpfRepair {
   private list?: readonly Drift[];
   constructor(
     private readonly head: readonly Drift[],
     private readonly missing: readonly (Peer | MissingEntry)[],
     private readonly tail: readonly Drift[],
+    readonly writeSlots: number[],
+    readonly deleteAt: number[],
+    readonly writeRemotes: number[],
+    readonly deleteRemotesAt: number[],
   ) {}
   get drift(): readonly Drift[] {
     return (this.list ??= [...this.head, ...this.missing.map((m) => (m instanceof MissingEntry ? m : new MissingEntry(m, undefined, PeerKind.Vxlan))), ...this.tail]);
@@ -240,14 +244,5 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     if (!found[first] || !image.remoteSlotsAll(r, (s) => found[s] === 1)) continue;
     remoteDrift.push(new MissingRemote(image.remoteIP(r)!));
   }
-  const d = new RepairDrift(drift, missing, remoteDrift);
-  return {
-    get drift() {
-      return d.drift;
-    },
-    get counts() {
-      return d.counts;
-    },
-    writeSlots, deleteAt, writeRemotes, deleteRemotesAt,
-  };
+  return new Repair(drift, missing, remoteDrift, writeSlots, deleteAt, writeRemotes, deleteRemotesAt);
 }

@@ -13,6 +13,7 @@ import { TwillError, type ErrorCode } from "../errors.js";
 import type { IP, Prefix } from "../net/ip.js";
 import type { DataplaneStats } from "../peerstats.js";
 import type { Drift } from "./drift.js";
+import type { Backend } from "../lease/types.js";
 
 /** One remote subnet and how to reach it. */
 export interface Peer {
@@ -51,6 +52,10 @@ export interface LocalFamily {
  */
 export const HOSTGW_DEVICE = "twill_host";
 export const HOSTGW_PEER_DEVICE = "twill_net";
+
+/** The device names of a backend: flannel's flannel.<VNI> / flannel-v6.<VNI>, or host-gw's hook device. */
+export const deviceNames = (be: Backend): { v4: string; v6: string } =>
+  be.type === "host-gw" ? { v4: HOSTGW_DEVICE, v6: HOSTGW_DEVICE } : { v4: `flannel.${be.vni}`, v6: `flannel-v6.${be.vni}` };
 
 export interface LocalNode {
   /** flannel's backend: "vxlan" (the default) or "host-gw" (every peer direct, no VXLAN device). */
