@@ -27,7 +27,9 @@
  *    in key order, whenever a batch frees subnets or public IPs.
  * 5) Every --reconcile-period the dataplane observes itself and repairs its
  *    drift against `known` (the same diff `twill status` prints; cheap when
- *    nothing changed: the bpf dataplane keeps a shadow of what it wrote);
+ *    nothing changed: the bpf dataplane keeps a shadow of what it wrote and
+ *    reads the maps back only when the shadow or the kernel's entry counts
+ *    moved; the re-list's reconcile reads everything back);
  *    then freed malloc memory goes back to the kernel (releaseFreedMemory).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
@@ -577,12 +579,12 @@ export class Daemon {
    * compares, and leaves out of its repair whatever an event wrote
    * meanwhile; the kernel dataplane orders its own calls). One at a time.
    */
-  private async repair(): Promise<void> {
+  private async repair(full = false): Promise<void> {
     if (this.reconciling || this.stopped) return;
     this.reconciling = true;
     const pendingBefore = new Map(this.pending);
     try {
-      const r = await this.metrics.reconcile(() => this.dp!.reconcile(this.desired()));
+      const r = await this.metrics.reconcile(() => this.dp!.reconcile(this.desired(), { full }));
       // What was pending when it began is in the dataplane now (unless an event replaced it meanwhile).
       for (const [k, v] of pendingBefore) if (this.pending.get(k) === v) this.pending.delete(k);
       if (r.drift.length > 0 && this.ready) this.log.warn("reconcile repaired drift", { added: r.added, updated: r.updated, removed: r.removed, drift: r.drift });
@@ -605,7 +607,7 @@ export class Daemon {
   /** Re-lists the leases (outside the work queue); full = then repair the dataplane against them. */
   private async resync(full: boolean): Promise<void> {
     await this.relist(full);
-    if (full) await this.repair();
+    if (full) await this.repair(true);
   }
 
   /**

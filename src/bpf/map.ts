@@ -12,6 +12,8 @@
  * naming the map, its capacity and what did not fit; every other failure
  * is ERR_BPF_MAP. A missing key is `undefined`, never an exception.
  */
+import { readFileSync } from "node:fs";
+import { release } from "node:os";
 import { TwillError } from "../errors.js";
 import { libbpf, check, closeFd, errnoName, numPossibleCpus } from "./libbpf.js";
 
@@ -28,6 +30,12 @@ const BATCH = 4096;
 
 /** True when a failed update means "the map is full". */
 const isFull = (ret: number): boolean => ret === -ENOSPC || ret === -E2BIG;
+
+/** True on kernels (6.4 and later) whose map memlock counts an LPM trie's and a non-preallocated hash's entries (BpfMap.memlock). */
+export function memlockTracksEntries(kernel = release()): boolean {
+  const [maj = 0, min = 0] = kernel.split(/[.-]/).map(Number);
+  return maj > 6 || (maj === 6 && min >= 4);
+}
 
 /** A whole map at one moment (BpfMap.snapshot). */
 export interface MapSnapshot {
@@ -47,6 +55,19 @@ export class BpfMap {
     readonly maxEntries: number,
     readonly type: number,
   ) {}
+
+  /**
+   * The kernel's memory use of the map, from /proc/self/fdinfo (one small
+   * procfs read, no map walk). Since Linux 6.4 (map_mem_usage) it follows
+   * the number of entries of an LPM trie and of a hash map without
+   * preallocation, so an entry added or deleted behind our back changes it;
+   * memlockTracksEntries() says whether this kernel does that.
+   */
+  memlock(): number {
+    const m = /^memlock:\s*(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${this.fd}`, "latin1"));
+    if (!m) throw new TwillError("ERR_BPF_MAP", `no memlock in the fdinfo of ${this.name}`);
+    return Number(m[1]);
+  }
 
   /** Bytes a lookup returns: per-CPU maps hold one 8-byte-aligned value per possible CPU. */
   get lookupSize(): number {

@@ -42,7 +42,7 @@ import type { Logger } from "../log.js";
 import { formatIP, formatPrefix, nthIP, type Prefix } from "../net/ip.js";
 import { ensureHookVeth, ensureVxlan, ensureAddress, getLink, deleteLink, sysctl, listLinks, routeReplace } from "../net/link.js";
 import { loadObject, mapInfo, openPinnedMaps, type Loaded, type MapName } from "../bpf/loader.js";
-import { BPF_ANY, type BpfMap, type MapSnapshot } from "../bpf/map.js";
+import { BPF_ANY, memlockTracksEntries, type BpfMap, type MapSnapshot } from "../bpf/map.js";
 import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { detachTwillFilters, removeTwillPins } from "../bpf/teardown.js";
@@ -53,7 +53,7 @@ import {
 import { PodWatcher, type Port } from "./podwatch.js";
 import { probeBpfEncap } from "../bpf/probe.js";
 import { readDataplaneStatsSliced, readPeerEntries, readStatTable, type DataplaneStats } from "../peerstats.js";
-import { HOSTGW_DEVICE, HOSTGW_PEER_DEVICE, PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type SyncResult } from "./types.js";
+import { HOSTGW_DEVICE, HOSTGW_PEER_DEVICE, PeerProgramError, type Dataplane, type DeviceInfo, type LocalFamily, type LocalNode, type Peer, type ReconcileOptions, type SyncResult } from "./types.js";
 import { diffBpf, yieldToEvents, type BpfRepair } from "./bpfdiff.js";
 import { BpfImage, KEY_SIZE, keyString, REMOTE_KEY_SIZE, VALUE_SIZE, type Pause, type Stream } from "./bpfimage.js";
 import { deviceDrift, driftCounts, type Drift } from "./drift.js";
@@ -95,13 +95,22 @@ export class BpfDataplane implements Dataplane {
    * The shadow: what the maps should hold, with the exact bytes written
    * (bpfimage.ts), adopted from the pinned map at start, kept in step by
    * upsert/remove and brought to the desired set by reconcile when handed a
-   * new one (`imageOf`), so a reconcile that finds nothing to do dumps each
-   * map once and compares bytes.
+   * new one (`imageOf`), so a reconcile that finds nothing to do need not
+   * read the maps (see reconcile).
    */
   private image = new BpfImage();
   private imageOf?: readonly Peer[];
-  /** The maps as the last reconcile that found them as wanted saw them, and the shadow's version then. */
-  private lastClean?: { peers: MapSnapshot; remotes: MapSnapshot; version: number };
+  /**
+   * The maps when the last reconcile left them as wanted: the shadow's
+   * version then, both maps' memlock (their entry counts, on kernels where
+   * it tracks them) and, when that reconcile read them, their dumps.
+   */
+  private lastClean?: { version: number; peersMem: number; remotesMem: number; peers?: MapSnapshot; remotes?: MapSnapshot };
+  /** The pod ports of the last port sync; a full reconcile sets pruneEndpoints (twill_endpoints is then read whatever the ports did). */
+  private livePorts?: Set<number>;
+  private pruneEndpoints = false;
+  /** Whether this kernel's map memlock follows the entries (memlockTracksEntries). */
+  private readonly memTracks = memlockTracksEntries();
   /** While a reconcile brings the shadow to the desired set: the trie keys events wrote meanwhile. */
   private touched?: Set<string>;
   /** Likewise the twill_remotes keys events wrote. */
@@ -142,6 +151,7 @@ export class BpfDataplane implements Dataplane {
       this.image = new BpfImage();
       this.image.adopt(snap.bytes, snap.count);
       this.imageOf = undefined;
+      this.lastClean = undefined;
     }
     await this.ensureBase();
     // from_pod runs on every pod veth in every mode: it learns where each
@@ -342,6 +352,11 @@ export class BpfDataplane implements Dataplane {
       const ifindex = Number(l.name.slice("from_pod-".length));
       if (!live.has(ifindex) || !l.info || l.info.ifindex === 0) detachPinned(l.path);
     }
+    // Endpoints of vanished ports: read the map only when a port went since the last look (or a full reconcile asks).
+    const lost = !this.livePorts || [...this.livePorts].some((i) => !live.has(i));
+    this.livePorts = live;
+    if (!lost && !this.pruneEndpoints) return;
+    this.pruneEndpoints = false;
     for (const [k, v] of this.maps.twill_endpoints.entries()) {
       if (!live.has(decodeEp(v).ifindex)) this.maps.twill_endpoints.delete(k);
     }
@@ -580,16 +595,40 @@ export class BpfDataplane implements Dataplane {
    * the shadow is built (streamWriter): the kernel fills the maps on the
    * thread pool while the rest is encoded, and the repair skips what was
    * streamed.
+   * A reconcile with nothing to do reads neither map: when the desired set,
+   * the shadow's version and both maps' entry counts (their memlock, one
+   * procfs read each) are those the last reconcile left, the maps are as it
+   * left them, barring a value rewritten in place by hand — which the
+   * `full` reconcile of every re-list (and SIGHUP) finds. On kernels before
+   * 6.4 (memlock does not count entries) every reconcile reads them.
    */
-  async reconcile(desired: readonly Peer[]): Promise<SyncResult> {
+  async reconcile(desired: readonly Peer[], opts: ReconcileOptions = {}): Promise<SyncResult> {
     try {
-      return await this.repair(desired);
+      return await this.repair(desired, opts.full === true);
     } finally {
       this.image.clearSent(); // whatever happened, the next reconcile trusts no mark
     }
   }
 
-  private async repair(desired: readonly Peer[]): Promise<SyncResult> {
+  /** Both maps' memlock now (see lastClean). */
+  private memNow(): { peersMem: number; remotesMem: number } {
+    return { peersMem: this.maps.twill_peers.memlock(), remotesMem: this.maps.twill_remotes.memlock() };
+  }
+
+  /**
+   * True when a reconcile need not read the maps: the desired set and the
+   * shadow are those of the last reconcile that left the maps as wanted, no
+   * event wrote since (the shadow's version), and the kernel counts the same
+   * entries in both maps (an entry deleted or added by hand changes that).
+   */
+  private unchanged(desired: readonly Peer[]): boolean {
+    const c = this.lastClean;
+    if (!this.memTracks || !c || this.imageOf !== desired || c.version !== this.image.version) return false;
+    const m = this.memNow();
+    return m.peersMem === c.peersMem && m.remotesMem === c.remotesMem;
+  }
+
+  private async repair(desired: readonly Peer[], full: boolean): Promise<SyncResult> {
     const image = this.image;
     // From the moment `desired` was taken: an event written while the base
     // is checked is as new as one written during the diff (the desired set
@@ -604,7 +643,9 @@ export class BpfDataplane implements Dataplane {
     try {
       base = await this.ensureBase();
       // A pod's link removed by hand makes no netlink event: the pod watcher re-checks its ports now.
+      if (full) this.pruneEndpoints = true;
       this.watcher?.kick();
+      if (!full && this.unchanged(desired)) return { ...driftCounts(base), drift: base };
       seen = {
         peers: await this.maps.twill_peers.snapshotAsync(image.size, yieldToEvents),
         remotes: await this.maps.twill_remotes.snapshotAsync(image.remoteCount, yieldToEvents),
@@ -612,7 +653,7 @@ export class BpfDataplane implements Dataplane {
       await this.syncImage(desired, touched, yieldToEvents, stream);
       // Nothing changed since the last reconcile that found the maps as wanted (same shadow, same bytes in both maps): nothing to compare.
       const c = this.lastClean;
-      if (c && c.version === image.version && seen.peers.bytes.equals(c.peers.bytes) && seen.remotes.bytes.equals(c.remotes.bytes)) {
+      if (c?.peers && c.remotes && c.version === image.version && seen.peers.bytes.equals(c.peers.bytes) && seen.remotes.bytes.equals(c.remotes.bytes)) {
         return { ...driftCounts(base), drift: base };
       }
       this.lastClean = undefined;
@@ -668,8 +709,9 @@ export class BpfDataplane implements Dataplane {
       throw this.programError(peers, slots.length, first);
     }
     const wrote = deleted + slots.length + remotes.length + gone + (stream?.handed ?? 0) > 0;
-    // The maps as this reconcile found them, when they were as wanted and no event came in meanwhile; after writes the next reconcile compares once more.
-    if (!wrote && touched.size === 0 && touchedR.size === 0) this.lastClean = { ...seen, version: image.version };
+    // The maps are as wanted now, unless an event came in meanwhile (then the next reconcile reads them again).
+    // When nothing was written they are the dumps just read, kept for kernels whose memlock does not count entries.
+    if (touched.size === 0 && touchedR.size === 0) this.lastClean = { version: image.version, ...this.memNow(), ...(wrote ? {} : seen) };
     if (touched.size > 0 || touchedR.size > 0) {
       const drift = [...base, ...withoutEvents(r.drift, touched, touchedR)];
       return { ...driftCounts(drift), drift };

@@ -102,7 +102,7 @@ export interface Dataplane {
    * `twill status` uses) and repairs it: adds missing, fixes changed, sweeps
    * stale. Peers it could not program are in a PeerProgramError's `peers`.
    */
-  reconcile(desired: readonly Peer[]): Promise<SyncResult>;
+  reconcile(desired: readonly Peer[], opts?: ReconcileOptions): Promise<SyncResult>;
   /** The drift a reconcile would repair now; writes nothing. */
   check(desired: readonly Peer[]): Promise<readonly Drift[]>;
   /** Stops background work; the dataplane stays programmed and forwarding. */
@@ -114,6 +114,16 @@ export interface Dataplane {
    * when the dataplane keeps no counters (kernel); undefined before setup().
    */
   stats?(): DataplaneStats | undefined | Promise<DataplaneStats | undefined>;
+}
+
+export interface ReconcileOptions {
+  /**
+   * Read everything back, even what the dataplane can tell is unchanged
+   * since its last reconcile (the re-list every RELIST_EVERY periods and
+   * SIGHUP ask for this): the one check that finds a value rewritten in
+   * place by hand.
+   */
+  readonly full?: boolean;
 }
 
 /**

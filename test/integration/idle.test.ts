@@ -4,7 +4,8 @@
  * inotify), none spawns `ip`, `bridge` or `iptables`. And it does not
  * re-read what events already track: the pod bridge's ports follow link
  * events, so no reconcile dumps the links; re-asserting an attachment that
- * is in place does not look the programs up by id. Counted, not timed:
+ * is in place does not look the programs up by id, and a reconcile that
+ * finds nothing changed reads no map back. Counted, not timed:
  * strace follows the daemon's whole process tree for 10 s and records every
  * execve, bpf(2) and netlink send.
  *
@@ -63,5 +64,9 @@ describe("an idle node (2 hosts, bpf, one with the fast path)", () => {
     assert.deepEqual(execs, [], "no process started");
     assert.deepEqual(linkDumps, [], "no reconcile dumped the links (the pod watcher follows link events)");
     assert.equal(byCommand.get("BPF_PROG_GET_FD_BY_ID") ?? 0, 0, "no attachment in place made the daemon look a program up by id");
+    // Nothing changed, so a reconcile reads no map back (the shadow and the maps' entry counts say so). Only the
+    // re-list every 30 periods reads both maps (one batch each at this size): at most one falls in 10 s.
+    const mapReads = (byCommand.get("BPF_MAP_LOOKUP_BATCH") ?? 0) + (byCommand.get("BPF_MAP_GET_NEXT_KEY") ?? 0);
+    assert.ok(mapReads <= 2, `the idle reconciles read no map back (${mapReads} map reads in ${reconciles} reconciles)`);
   });
 });
