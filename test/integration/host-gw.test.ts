@@ -78,7 +78,12 @@ for (const [name, netConfig] of [["IPv4", V4], ["dual stack", DUAL]] as const) {
       let f: string[] = [];
       await waitFor(async () => (f = await tc.allPairs()).length === 0, { timeoutMs: 10_000, intervalMs: 500, what: "all pairs" }).catch(() => undefined);
       f.push(...(await tc.allPairsTcp()));
-      if (dual) f.push(...(await tc.allPairs({ v6: true })), ...(await tc.allPairsTcp({ v6: true, port: 7002 })));
+      if (dual) {
+        // The same grace as IPv4 (a pod's IPv6 address may still be in duplicate address detection on a loaded machine).
+        let f6: string[] = [];
+        await waitFor(async () => (f6 = await tc.allPairs({ v6: true })).length === 0, { timeoutMs: 10_000, intervalMs: 500, what: "all pairs (IPv6)" }).catch(() => undefined);
+        f.push(...f6, ...(await tc.allPairsTcp({ v6: true, port: 7002 })));
+      }
       if (f.length) assert.fail(`${f.join("\n")}\n${await tc.diagnostics()}`);
     });
 
