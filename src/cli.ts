@@ -90,12 +90,16 @@ async function run(o: Options): Promise<void> {
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => void daemon.shutdown(sig));
   // SIGHUP: re-list the leases and reconcile now (what the periodic safety net does).
   process.on("SIGHUP", () => void daemon.resyncNow());
-  try {
-    await daemon.start();
-  } catch (e) {
-    log.error("start failed", { err: e });
+  // A signal during start: shutdown() stops the daemon (done resolves) whether or not the start has returned.
+  const failed = await Promise.race([
+    daemon.start().then(() => undefined, (e: unknown) => e ?? new Error("start failed")),
+    daemon.done.then(() => undefined),
+  ]);
+  // What failed on the way out after a signal is not a failed start.
+  if (failed !== undefined && !daemon.stopRequested) {
+    log.error("start failed", { err: failed });
     await daemon.stop().catch(() => {});
-    fail(e, 1);
+    fail(failed, 1);
   }
   const lost = await daemon.done;
   if (lost) fail(lost, 1);

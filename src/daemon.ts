@@ -130,6 +130,8 @@ function checkHostGwAddress(iface: string, addrs: readonly AddrEntry[], ...ips: 
 const ipStack = (c: NetConfig): "ipv4" | "ipv6" | "dual" => (c.enableIPv4 && c.enableIPv6 ? "dual" : c.enableIPv6 ? "ipv6" : "ipv4");
 /** Refusals for a conflict with another lease (first owner kept): such a lease is tried again once the owner lets go. */
 const isConflict = (code: string): boolean => code === "ERR_LEASE_CONFLICT" || code === "ERR_PUBLIC_IP_CONFLICT";
+/** How long a SIGTERM during start waits for the start to reach its next step before stopping anyway. */
+const START_STOP_WAIT_MS = 5000;
 /** A full re-list of the leases every this many reconcile periods (the first one too). */
 const RELIST_EVERY = 30;
 const peerKey = (p: Peer): string => formatPrefix(p.subnet);
@@ -202,6 +204,9 @@ export class Daemon {
   private server?: Server;
   private queue: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** A SIGTERM/SIGINT came: start() stops at its next step, shutdown() waits for it (`starting`) and then stops. */
+  private stopping = false;
+  private starting?: Promise<void>;
   /** Resolves when the daemon stops by itself (lease lost); carries the reason. */
   readonly done: Promise<TwillError | undefined>;
   private finish!: (e: TwillError | undefined) => void;
@@ -212,13 +217,27 @@ export class Daemon {
     this.done = new Promise((r) => (this.finish = r));
   }
 
+  /**
+   * Starts the daemon; resolves when it is ready, or early when a signal
+   * asked it to stop meanwhile (shutdown() then stops it).
+   */
   async start(): Promise<void> {
+    this.starting = this.startSteps();
+    try {
+      await this.starting;
+    } finally {
+      this.starting = undefined;
+    }
+  }
+
+  private async startSteps(): Promise<void> {
     const o = this.opts;
     if (o.healthzPort > 0) {
       this.server = await startHealthServer(o.healthzIP, o.healthzPort, { ready: () => this.ready }, this.metrics, { log: this.log });
       this.log.info("serving /healthz, /readyz, /metrics", { address: `${o.healthzIP}:${o.healthzPort}` });
     }
     const config = (this.config = await this.store.readConfig());
+    if (this.stopping) return;
     // flannel's main.go: the node-public-ip(v6) annotations (Kubernetes) override --public-ip(v6) before the interface is chosen.
     const stored = (await this.store.storedPublicIPs?.()) ?? {};
     if (stored.v4 || stored.v6) this.log.info("public address from our node's annotations", { publicIP: stored.v4 && formatIP(stored.v4), publicIPv6: stored.v6 && formatIP(stored.v6) });
@@ -238,6 +257,7 @@ export class Daemon {
     const vni = be.type === "vxlan" ? be.vni : 0;
     const { v4: dev4, v6: dev6 } = deviceNames(be);
     const { leases } = await this.store.list();
+    if (this.stopping) return;
     const old = leases.find((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
     const mac4 = old?.backendData?.vtepMAC ?? (await getLink(dev4))?.mac ?? randomMAC();
     // The bpf dataplane carries both families on one device (one collect-metadata
@@ -252,6 +272,7 @@ export class Daemon {
       backendData: config.enableIPv4 && !hostGw ? { vni, vtepMAC: mac4 } : undefined,
       backendV6Data: config.enableIPv6 && !hostGw ? { vni, vtepMAC: mac6 } : undefined,
     });
+    if (this.stopping) return;
     if (hostGw || be.directRouting) {
       // flannel's rule: a peer is direct when the route to it has no gateway,
       // i.e. its public IP is on one of the underlay interface's own subnets.
@@ -291,6 +312,7 @@ export class Daemon {
       ? new BpfDataplane({ objectPath: o.objectPath, pinDir: o.pinDir, fastPath: o.fastPath, encap: o.encap, attach: o.bpfAttach, log: this.log, peerCapacity: o.peerCapacity })
       : new KernelDataplane({ log: (m: string) => this.log.info(m) });
     const devs = await this.dp.setup(local);
+    if (this.stopping) return;
     const mtu = mtus.subnetFile;
     await writeSubnetFile(o.subnetFile, {
       network: config.network, subnet: this.own.subnet, ipv6Network: config.ipv6Network, ipv6Subnet: this.own.ipv6Subnet,
@@ -298,6 +320,7 @@ export class Daemon {
     });
     await this.prepareFirewall();
     await this.ensureRules();
+    if (this.stopping) return;
     // Rules are re-checked (iptables runs) only when someone changed the firewall, not on a timer.
     this.firewall = await watchFirewall((reason) => void this.serialize(async () => {
       this.log.debug("firewall changed; checking our rules", { reason });
@@ -309,6 +332,7 @@ export class Daemon {
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
     dataplaneUp();
     await synced;
+    if (this.stopping) return;
     this.ready = true;
     if (o.markReady && this.store.markReady) await this.store.markReady();
     this.timer = setInterval(() => void this.period(), o.reconcileSeconds * 1000);
@@ -734,8 +758,21 @@ export class Daemon {
   /** Stops on SIGTERM/SIGINT. */
   async shutdown(signal: string): Promise<void> {
     this.log.info("stopping; the dataplane keeps forwarding", { signal, teardown: this.opts.teardownOnExit });
+    this.stopping = true;
+    // A start under way stops at its next step; what it made by then is stopped (or torn down) with the rest.
+    // A step that does not end (a source that never answers) is not waited for beyond START_STOP_WAIT_MS.
+    if (this.starting) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.starting.catch(() => {}), new Promise<void>((r) => (timer = setTimeout(r, START_STOP_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
     await this.stop();
     this.finish(undefined);
+  }
+
+  /** A signal asked the daemon to stop (start() may return early). */
+  get stopRequested(): boolean {
+    return this.stopping;
   }
 }
 

@@ -124,6 +124,17 @@ async function child(scenario: string): Promise<void> {
     process.stdin.on("end", () => fw.stop());
     return;
   }
+  if (scenario === "exit-explicit" || scenario === "exit-throw") {
+    // A subscription left open (no stop()): the process must still exit at once, by process.exit or by an uncaught exception.
+    const { watchLinks } = await import("../../src/net/netlink/link-events.js");
+    watchLinks(() => {}, () => {});
+    out({ ready: true });
+    setTimeout(() => {
+      if (scenario === "exit-explicit") process.exit(0);
+      throw new Error("boom (on purpose)");
+    }, 200);
+    return;
+  }
   throw new Error(`unknown scenario ${scenario}`);
 }
 
@@ -298,6 +309,21 @@ if (CHILD) {
       c.p.kill("SIGKILL");
       rmSync(trace, { force: true });
       sh("ip", "-n", NS, "link", "set", "v1", "master", "br0");
+    }
+  });
+
+  test("a process with a netlink subscription still open exits at once (process.exit, uncaught exception)", async () => {
+    for (const [scenario, code] of [["exit-explicit", 0], ["exit-throw", 1]] as const) {
+      const c = startChild(scenario);
+      try {
+        await c.next((x) => x.ready, "ready", 15_000);
+        const t0 = Date.now();
+        const got = await Promise.race([c.exited, new Promise<string>((res) => setTimeout(() => res("still running 5 s later"), 5000))]);
+        assert.equal(got, code, `${scenario}: ${got} (the poll() in flight held the exit)`);
+        console.log(`${scenario}: exited ${code} ${Date.now() - t0} ms after ready`);
+      } finally {
+        c.p.kill("SIGKILL");
+      }
     }
   });
 

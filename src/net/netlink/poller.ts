@@ -13,6 +13,11 @@
  * 3) Registering or unregistering writes the eventfd, so the poll returns
  *    and is re-armed with the new set; with no fd left it is not re-armed,
  *    which lets the process exit.
+ * 4) On process exit (process.exit, an uncaught exception) the poll is
+ *    woken through the eventfd and never re-armed: node waits for its
+ *    worker threads while it exits, and a poll still waiting would hold
+ *    the process alive for ever (seen: a SIGTERM while the daemon was
+ *    still starting, so its watchers were never stopped).
  * The pollfd array is a Buffer handed to poll() as `void *`, so poll writes
  * `revents` into it directly.
  */
@@ -29,6 +34,8 @@ class Poller {
   private readonly handlers = new Map<number, Handler>();
   private efd = -1;
   private inFlight = false;
+  private exiting = false;
+  private exitHook = false;
 
   register(fd: number, onReadable: Handler): void {
     this.handlers.set(fd, onReadable);
@@ -57,8 +64,18 @@ class Poller {
     libc().write(this.eventfd(), one, 8);
   }
 
+  /** The process is exiting: the poll in flight returns now and is not armed again (see 4). */
+  private onExit = (): void => {
+    this.exiting = true;
+    if (this.inFlight) this.wake();
+  };
+
   private arm(): void {
-    if (this.inFlight || this.handlers.size === 0) return;
+    if (this.inFlight || this.handlers.size === 0 || this.exiting) return;
+    if (!this.exitHook) {
+      process.once("exit", this.onExit);
+      this.exitHook = true;
+    }
     const fds = [this.eventfd(), ...this.handlers.keys()];
     const pfd = Buffer.alloc(8 * fds.length);
     fds.forEach((fd, i) => {
