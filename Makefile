@@ -12,7 +12,7 @@ BPF_OBJS     := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
 TS_SRCS      := $(shell find src test scripts bench sim -name '*.ts' 2>/dev/null)
 STAMP        := build/.deps
 
-.PHONY: all build deps test test-unit test-integration demo demo-down bench bench-quick clean distclean image image-test
+.PHONY: all build deps test test-unit test-integration demo demo-down bench bench-quick bench-soak clean distclean image image-test
 
 all: build
 
@@ -57,6 +57,10 @@ bench: build
 
 bench-quick: build
 	bash bench/run.sh quick
+
+# The chaos soak alone (30 min; not part of make test): SOAK_ARGS="--soak-minutes 5 --seed 42 --no-publish".
+bench-soak: build
+	bash bench/run.sh soak $(SOAK_ARGS)
 
 # The container image, with buildah from bases made here (scripts/image.sh):
 # no Docker daemon and no Docker Hub needed. IMAGE=... names it.

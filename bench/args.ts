@@ -5,6 +5,7 @@
  *       [--reps N] [--seconds S] [--workloads tcp1,tcp4,latency,udp64] [--perf-profile|--no-perf-profile]
  *       [--peers 1000,10000] [--cp-reps N]
  *       [--no-dataplane] [--no-control-plane] [--publish|--no-publish] [--out DIR]
+ *   node dist/bench/main.js --profile soak [--soak-minutes M] [--seed N] [--publish|--no-publish] [--out DIR]
  *   node dist/bench/main.js --report DIR     (re-render DIR/report.md and charts from DIR/results.json)
  *
  * How it works: argv is checked once here and turned into typed Options;
@@ -27,10 +28,19 @@ export interface Options {
   readonly out?: string;
   /** Only re-render the report of this results directory. */
   readonly report?: string;
+  /** The soak profile's PRNG seed (faults and lease events); random when not given. */
+  readonly seed?: number;
 }
 
 export const USAGE = `usage: node dist/bench/main.js [options]
-  --profile quick|full     quick: a first look (~4 min); full: the real run (~30 min). Default full.
+  --profile quick|full|soak
+                           quick: a first look (~4 min); full: the real run (~30 min). Default full.
+                           soak: the chaos soak alone (bench/soak/): 4 nodes (bpf --fast-path, bpf, kernel,
+                           a stock-flannel-style node) with leases in etcd under 200 lease events/s (bad
+                           leases mixed in), pods pinging every pair every 10 ms, while controllers are
+                           SIGKILLed and restarted, etcd restarted, flannel.1 and the tcx links deleted by
+                           hand; reports pings lost, repair times, RSS over time, maps vs leases.
+                           30 min by default (+ ~1 min set-up); not part of make test.
   --hosts real|bare|both   what the hosts carry: real = a Kubernetes node's iptables (flannel's rules and
                            kube-proxy's for 500 Services; the targets are measured here), bare = nothing
                            but the daemons' own rules, both = real then bare. Default: full both, quick real.
@@ -45,11 +55,15 @@ export const USAGE = `usage: node dist/bench/main.js [options]
   --cp-reps N              timed control-plane runs per dataplane and peer count
   --no-dataplane           skip the traffic workloads
   --no-control-plane       skip programming peers
-  --soak-minutes M         bpf's soak at 200 lease events/s on 10,000 peers (full 30, quick 1)
+  --soak-minutes M         bpf's soak at 200 lease events/s on 10,000 peers (full 30, quick 1);
+                           with --profile soak: the chaos soak's length (default 30)
+  --seed N                 --profile soak: the seed of its fault schedule and lease events (default random,
+                           printed and in the report; the same seed replays the same run)
   --idle-seconds S         each idle-node window: CPU/RSS, then processes under strace (full 60, quick 10)
   --no-controller          skip the controller part (idle node, start-up, scale, soak, /metrics scrape)
   --publish / --no-publish copy the report to bench/LATEST.md and bench/latest-*.svg after a complete run
-                           into the default results directory (default: full yes, quick no)
+                           into the default results directory (default: full yes, quick no); the soak
+                           profile publishes to bench/LATEST-soak.md (default: yes when it runs >= 30 min)
   --out DIR                results root (default bench/results)
   --report DIR             only re-render DIR/report.md and its charts from DIR/results.json
 `;
@@ -72,6 +86,7 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
   let controller = true;
   let out: string | undefined;
   let report: string | undefined;
+  let seed: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
@@ -84,7 +99,7 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
       case "-h": case "--help": return "help";
       case "--profile": {
         const p = value();
-        if (p !== "quick" && p !== "full") throw new Error(`Cannot use --profile ${p}: want quick or full`);
+        if (p !== "quick" && p !== "full" && p !== "soak") throw new Error(`Cannot use --profile ${p}: want quick, full or soak`);
         profileName = p;
         break;
       }
@@ -117,6 +132,7 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
       case "--no-control-plane": controlPlane = false; break;
       case "--no-controller": controller = false; break;
       case "--soak-minutes": over.soakSeconds = intArg(flag, value(), 1, 24 * 60) * 60; break;
+      case "--seed": seed = intArg(flag, value(), 0, 2 ** 32 - 1); break;
       case "--idle-seconds": over.idleSeconds = intArg(flag, value(), 1, 3600); break;
       case "--publish": over.publish = true; break;
       case "--no-publish": over.publish = false; break;
@@ -134,9 +150,13 @@ export function parseArgs(argv: readonly string[]): Options | "help" {
     ...(over.cpReps !== undefined ? { cpReps: over.cpReps } : {}),
     ...(over.soakSeconds !== undefined ? { soakSeconds: over.soakSeconds } : {}),
     ...(over.idleSeconds !== undefined ? { idleSeconds: over.idleSeconds } : {}),
-    ...(over.publish !== undefined ? { publish: over.publish } : {}),
+    ...(over.publish !== undefined ? { publish: over.publish } : profileName === "soak" ? { publish: (over.soakSeconds ?? base.soakSeconds) >= 1800 } : {}),
     ...(over.hosts !== undefined ? { hosts: over.hosts } : {}),
     ...(over.perfProfile !== undefined ? { perfProfile: over.perfProfile } : {}),
   };
-  return { profile, modes, workloads, dataplane, controlPlane, controller, ...(out !== undefined ? { out } : {}), ...(report !== undefined ? { report } : {}) };
+  if (seed !== undefined && profileName !== "soak") throw new Error("Cannot use --seed: only the soak profile takes a seed");
+  return {
+    profile, modes, workloads, dataplane, controlPlane, controller,
+    ...(out !== undefined ? { out } : {}), ...(report !== undefined ? { report } : {}), ...(seed !== undefined ? { seed } : {}),
+  };
 }

@@ -27,6 +27,8 @@
  * Everything is created under one random per-run prefix ("bq" + 4 hex;
  * testbeds add a host-profile letter and a mode letter) and removed at the end, on failure and on Ctrl-C (test/lib's cleanup
  * handlers sweep every namespace, process, pin and directory it made).
+ * `--profile soak` runs only the chaos soak (bench/soak/index.ts), with
+ * its own results directory, report and bench/LATEST-soak.md.
  * Exit codes: 0 done (whatever the targets say), 1 the run failed, 2 bad
  * usage or missing tools.
  */
@@ -52,6 +54,8 @@ import { controllerTargets, renderController, runController } from "./controller
 import { pointLatest, publish, readResults, timestampDir, writeJson, type RunResults } from "./results.js";
 import { evaluateTargets } from "./targets.js";
 import { buildTestbed, type Testbed, type TestbedFacts } from "./testbed.js";
+import { isSoakDir, renderSoakDir, runSoakProfile } from "./soak/index.js";
+import { randomSeed } from "./soak/prng.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MODE_LETTERS = "klmnopqrs";
@@ -89,6 +93,22 @@ function writeReport(r: RunResults): ReturnType<typeof writeBaseReport> {
   return { ...base, markdown: parts.filter(Boolean).join("\n") + "\n" };
 }
 
+/** The chaos soak alone (--profile soak). */
+async function soak(opts: Options): Promise<number> {
+  if (process.getuid?.() !== 0) usageError("needs root (network namespaces, BPF)");
+  const missing = ["ip", "nsenter", "bpftool", "curl", "etcd", "etcdctl", "ping", "bridge"].filter((t) => !has(t));
+  if (missing.length) usageError(`missing tools: ${missing.join(", ")} (make deps installs them)`);
+  const t0 = performance.now();
+  const log = (line: string): void => {
+    process.stderr.write(`[soak ${((performance.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${line}\n`);
+  };
+  const seed = opts.seed ?? randomSeed();
+  return runSoakProfile({ seconds: opts.profile.soakSeconds, seed, rate: 200, pingIntervalMs: 10 }, {
+    root: ROOT, publish: opts.profile.publish, commandLine: ["node", "dist/bench/main.js", ...process.argv.slice(2)].join(" "),
+    ...(opts.out !== undefined ? { out: opts.out } : {}),
+  }, log);
+}
+
 async function main(): Promise<number> {
   let opts: Options;
   try {
@@ -101,6 +121,10 @@ async function main(): Promise<number> {
   } catch (e) {
     usageError((e as Error).message);
   }
+  if (opts.report !== undefined && isSoakDir(opts.report)) {
+    process.stdout.write(`${renderSoakDir(opts.report)}\n`);
+    return 0;
+  }
   if (opts.report !== undefined) {
     const r = readResults(opts.report);
     const { markdown, charts } = writeReport(r);
@@ -109,6 +133,7 @@ async function main(): Promise<number> {
     process.stdout.write(`${join(opts.report, "report.md")}\n`);
     return 0;
   }
+  if (opts.profile.name === "soak") return soak(opts);
   const { strace, perf } = preflight(opts);
   const started = new Date();
   const t0 = performance.now();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs twill's benchmark: `bench/run.sh quick|full [more options]`
-# (make bench-quick / make bench). Needs root and a built tree (make build).
+# Runs twill's benchmark: `bench/run.sh quick|full|soak [more options]`
+# (make bench-quick / make bench / make bench-soak). Needs root and a built tree (make build).
 # Everything it creates is named with a per-run prefix and removed at the
 # end, on failure and on Ctrl-C; results go to bench/results/<timestamp>/.
 set -euo pipefail

@@ -49,6 +49,7 @@ import type { Logger } from "./log.js";
 import { formatPrefix, formatIP, ipEqual, makePrefix, prefixContainsIP, prefixEqual, type IP, type Prefix } from "./net/ip.js";
 import { findUnderlay, getAddrs, getLink, type AddrEntry } from "./net/link.js";
 import { randomMAC } from "./lease/mac.js";
+import { holdsSubnets } from "./lease/allocate.js";
 import type { Lease, NetConfig, VxlanBackend } from "./lease/types.js";
 import type { LeaseEvent, LeaseSource, ListResult } from "./lease/source.js";
 import { isRejected, leasePeers, leasesToPeers, ownLeaseIntact, SubnetIndex, type PeerRules } from "./peers.js";
@@ -192,6 +193,14 @@ export class Daemon {
   private periods = 0;
   private reconciling = false;
   private index = new SubnetIndex();
+  /**
+   * Events that arrive before the start's list is applied (the watch starts
+   * first): applied right after it. Checked earlier, against an index that
+   * holds none of the listed leases, a lease conflicting with a listed one
+   * (a subnet or public IP it already owns) would pass and stay programmed
+   * beside it. Undefined once the first list is applied.
+   */
+  private early: LeaseEvent[] | undefined = [];
   private direct: (ip: IP) => boolean = () => false;
   /** Leases refused for a conflict with another live lease (first owner kept), by key: tried again when subnets are freed. */
   private blocked = new Map<string, Lease>();
@@ -258,15 +267,19 @@ export class Daemon {
     const { v4: dev4, v6: dev6 } = deviceNames(be);
     const { leases } = await this.store.list();
     if (this.stopping) return;
-    const old = leases.find((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
+    const previous = await readSubnetFile(o.subnetFile);
+    const prev = previous ? { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet } : undefined;
+    // The lease acquire will reuse: when several name our address (another writer can plant one), the
+    // one holding our subnet file's subnet(s) — so the device keeps our VTEP MAC, not a planted lease's.
+    const ours = leases.filter((l) => ownLeaseIntact(l, this.publicIP, this.publicIPv6));
+    const old = ours.find((l) => holdsSubnets(l, prev)) ?? ours[0];
     const mac4 = old?.backendData?.vtepMAC ?? (await getLink(dev4))?.mac ?? randomMAC();
     // The bpf dataplane carries both families on one device (one collect-metadata
     // device per UDP port): one VTEP MAC for both.
     const mac6 = o.dataplane === "bpf" && config.enableIPv4 ? mac4 : old?.backendV6Data?.vtepMAC ?? (await getLink(dev6))?.mac ?? randomMAC();
-    const previous = await readSubnetFile(o.subnetFile);
     this.own = await this.store.acquire({
       publicIP: this.publicIP, publicIPv6: this.publicIPv6,
-      previous: previous ? { subnet: previous.subnet, ipv6Subnet: previous.ipv6Subnet } : undefined,
+      previous: prev,
       // host-gw: flannel's lease is {"BackendType":"host-gw"} with no backend data.
       backendType: be.type,
       backendData: config.enableIPv4 && !hostGw ? { vni, vtepMAC: mac4 } : undefined,
@@ -450,6 +463,10 @@ export class Daemon {
 
   /** Applies a batch of lease events, lease by lease; the last event of a key wins. */
   private async apply(events: readonly LeaseEvent[]): Promise<void> {
+    if (this.early) {
+      this.early.push(...events);
+      return;
+    }
     // Per key, the last event; but a key whose last event is an unparsable
     // put keeps the last good state, which may be an earlier event of this
     // same batch (a good put, or a delete): that one is applied, the bad
@@ -699,6 +716,7 @@ export class Daemon {
       this.desiredCache = undefined;
       this.metrics.leases.set({ state: "own" }, 1);
       this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
+      await this.applyEarly();
       return;
     }
     const up: Peer[] = [], gone: Peer[] = [];
@@ -713,6 +731,14 @@ export class Daemon {
     this.metrics.leases.set({ state: "rejected" }, rejected.length + errors.length);
     this.forgetReports(leases, errors);
     await this.program(up, gone);
+    await this.applyEarly();
+  }
+
+  /** The events held back until the first list was applied (see `early`), in the order they came. */
+  private async applyEarly(): Promise<void> {
+    const early = this.early;
+    this.early = undefined;
+    if (early?.length) await this.apply(early);
   }
 
   private reject(key: string, code: string, reason: string, lease?: Lease): void {

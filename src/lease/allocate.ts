@@ -7,7 +7,11 @@
  *     an IPv6-only network — flannel matches on PublicIP alone, so a node
  *     whose IPv6 changed keeps its lease). If it no longer fits the config
  *     (wrong length, outside SubnetMin..SubnetMax, family mismatch) it is
- *     returned in `stale` for the caller to delete, as flannel does.
+ *     returned in `stale` for the caller to delete, as flannel does. When
+ *     several leases name our address (flannel takes the first; another
+ *     writer of the store can plant one), the one holding the subnet(s) of
+ *     our subnet file is ours: a planted lease sorting first must not move
+ *     a restarting node to its subnet and VTEP MAC.
  *  b) previous: the subnet(s) from our subnet file, if they fit the config
  *     and no lease overlaps them (flannel checks only the IPv4 key; we check
  *     every family).
@@ -20,7 +24,7 @@
  * FREE_CANDIDATES), not leases × candidates nor one step per taken subnet.
  */
 import { TwillError } from "../errors.js";
-import { compareIP, formatPrefix, fromBig, prefixOverlaps, toBig, bits, ipEqual, type Family, type IP, type Prefix } from "../net/ip.js";
+import { compareIP, formatPrefix, fromBig, prefixEqual, prefixOverlaps, toBig, bits, ipEqual, type Family, type IP, type Prefix } from "../net/ip.js";
 import { formatLeaseKey, type LeaseSubnets } from "./parse.js";
 import type { Lease, NetConfig } from "./types.js";
 
@@ -132,6 +136,14 @@ export function freeSubnets(r: SubnetRange, f: Family, leases: readonly LeaseSub
   return out;
 }
 
+/** Whether lease `l` holds exactly the subnet(s) of `prev` (our subnet file's), family by family; false without `prev`. */
+export function holdsSubnets(l: LeaseSubnets, prev: LeaseSubnets | undefined): boolean {
+  return !!prev && FAMILIES.every((fam) => {
+    const a = subnetOf(l, fam), b = subnetOf(prev, fam);
+    return a && b ? prefixEqual(a, b) : !a && !b;
+  });
+}
+
 function isOurs(l: Lease, f: Family, ip: IP): boolean {
   const theirs = f === 4 ? l.publicIP : l.publicIPv6;
   return !!theirs && ipEqual(theirs, ip);
@@ -148,11 +160,11 @@ export function chooseSubnet(input: ChooseSubnetInput): SubnetChoice {
   const [f, ip] = config.enableIPv4 && input.publicIP ? [4 as const, input.publicIP] : [6 as const, input.publicIPv6];
   const mine = ip ? leases.filter((l) => isOurs(l, f, ip)) : [];
   const stale = mine.filter((l) => !fitsConfig(config, l));
-  const reuse = mine.find((l) => fitsConfig(config, l));
+  const prev = input.previous;
+  const reuse = mine.find((l) => fitsConfig(config, l) && holdsSubnets(l, prev)) ?? mine.find((l) => fitsConfig(config, l));
   if (reuse) return done("reuse", reuse, { lease: reuse, stale });
 
   // b) the subnet(s) we had before
-  const prev = input.previous;
   if (prev && fitsConfig(config, prev) && !leases.some((l) => leasesOverlap(l, prev))) {
     return done("previous", { ...(prev.subnet && { subnet: prev.subnet }), ...(prev.ipv6Subnet && { ipv6Subnet: prev.ipv6Subnet }) }, { stale });
   }

@@ -41,6 +41,16 @@ test("reuses the lease whose PublicIP is ours", () => {
   assert.deepEqual(c.stale, []);
 });
 
+test("several leases name our PublicIP: the one holding our previous subnet is ours (a planted one sorting first is not)", () => {
+  const planted = lease("10.244.238.0-24", "192.168.0.1"), ours = lease("10.244.3.0-24", "192.168.0.1");
+  const leases = [...v4leases(1, 2), planted, ours];
+  const c = chooseSubnet({ config: V4CONF, leases, publicIP: ME, previous: { subnet: parsePrefix("10.244.3.0/24") }, random: () => 0 });
+  assert.equal(c.kind, "reuse");
+  assert.equal(c.lease, ours);
+  // without a subnet file, flannel's rule: the first one
+  assert.equal(chooseSubnet({ config: V4CONF, leases, publicIP: ME, random: () => 0 }).lease, planted);
+});
+
 test("a lease with our IP that no longer fits the config is stale; a new subnet is picked", () => {
   const leases = [lease("10.244.7.0-25", "192.168.0.1"), lease("10.9.0.0-24", "192.168.0.1")];
   const c = chooseSubnet({ config: V4CONF, leases, publicIP: ME, random: () => 0 });

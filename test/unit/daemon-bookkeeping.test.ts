@@ -132,6 +132,21 @@ test("an event that arrives while a re-list is under way wins over the list, and
   assert.equal(d.eventSeq.size, 0);
 });
 
+test("an event that arrives before the start's list is checked against the listed leases: a second claim on a public IP is not programmed", async () => {
+  // The watch starts before the first list: a batch can be applied first. Checked then, against an index
+  // holding none of the listed leases, a lease naming lease 1's public IP would pass and stay beside it.
+  const { d, source, dp } = fresh();
+  const started = d.resync(true);
+  const claim = parseLease(key(50), JSON.stringify({ PublicIP: "172.16.0.1", PublicIPv6: null, BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: "02:5c:00:00:00:32" } }));
+  await d.apply([put(claim), put(lease(11))]);
+  source.answer(range(1, 10).map((i) => lease(i)));
+  await started;
+  assert.ok(d.known.has(key(1)), "the listed owner of 172.16.0.1 was dropped");
+  assert.ok(!d.known.has(key(50)), "a second lease with 172.16.0.1 is programmed beside the first");
+  assert.ok(d.known.has(key(11)), "an honest lease put before the list was applied is lost");
+  assert.ok(!dp.upserts.includes("10.0.50.0/24"));
+});
+
 test("overlapping re-lists keep the sequence numbers until the last one is applied", async () => {
   const { d, source, started } = daemon(range(1, 10).map((i) => lease(i)));
   await started;
