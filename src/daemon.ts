@@ -690,7 +690,8 @@ export class Daemon {
       const ownNow = leases.find((l) => l.key === this.own!.key);
       if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
     }
-    const { byKey, rejected, index } = leasesToPeers(leases, this.rules());
+    // First owner kept: what `known` holds now claims its subnets and addresses before the leases this list adds.
+    const { byKey, rejected, index } = leasesToPeers(leases, this.rules(), this.known.size ? (key) => this.known.has(key) : undefined);
     // The rejected leases by key (one pass over the list, not one search per rejection).
     const leaseOf = rejected.length ? new Map(leases.map((l) => [l.key, l])) : undefined;
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leaseOf!.get(r.key));

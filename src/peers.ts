@@ -9,7 +9,9 @@
  * be ours (a lease claiming our subnet with another public IP is a
  * conflict, never a route to ourselves), and it must not overlap a lease
  * accepted before it. `leasesToPeers` visits leases in key order, so every
- * node decides alike on a full list; `leasePeers` checks one lease against a
+ * node decides alike on a fresh full list; given the keys a node accepted
+ * before (a re-list), those go first, so a conflict keeps its first owner
+ * rather than whichever key sorts first; `leasePeers` checks one lease against a
  * SubnetIndex of the others, for events. The index answers "does anything
  * overlap this prefix" with one map lookup per distinct prefix length, so
  * 10,000 leases cost 10,000 lookups, not 50 million comparisons. Keys are
@@ -202,8 +204,10 @@ export const NO_VTEP = "00:00:00:00:00:00";
 
 export const isRejected = (r: Peer[] | Rejected): r is Rejected => !Array.isArray(r);
 
-/** All peers of a full list, by lease key, in key order (the same decision on every node). */
-export function leasesToPeers(leases: readonly Lease[], rules: PeerRules): { byKey: Map<string, Peer[]>; peers: Peer[]; rejected: Rejected[]; index: SubnetIndex } {
+/** All peers of a full list, by lease key: `incumbent` leases first, then key order (the same decision on every node that starts now). */
+export function leasesToPeers(
+  leases: readonly Lease[], rules: PeerRules, incumbent?: (key: string) => boolean,
+): { byKey: Map<string, Peer[]>; peers: Peer[]; rejected: Rejected[]; index: SubnetIndex } {
   const byKey = new Map<string, Peer[]>();
   const rejected: Rejected[] = [];
   const index = new SubnetIndex();
@@ -211,16 +215,23 @@ export function leasesToPeers(leases: readonly Lease[], rules: PeerRules): { byK
   let inOrder = true;
   for (let i = 1; i < leases.length && inOrder; i++) inOrder = leases[i - 1]!.key <= leases[i]!.key;
   const sorted = inOrder ? leases : [...leases].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  for (const l of sorted) {
+  const take = (l: Lease): void => {
     const r = leasePeers(l, rules, index);
     if (isRejected(r)) {
       rejected.push(r);
-      continue;
+      return;
     }
-    if (!r.length) continue;
+    if (!r.length) return;
     for (const p of r) index.addPeer(p, l.key);
     byKey.set(l.key, r);
-  }
+  };
+  // The first owner keeps what it holds: the leases accepted before this list (incumbent) claim their
+  // subnets and public IPs first, then the others in key order (a re-list must not hand a node's
+  // address to a newer lease that merely sorts first).
+  if (incumbent) {
+    for (const l of sorted) if (incumbent(l.key)) take(l);
+    for (const l of sorted) if (!incumbent(l.key)) take(l);
+  } else for (const l of sorted) take(l);
   return { byKey, peers: [...byKey.values()].flat(), rejected, index };
 }
 

@@ -5,7 +5,9 @@
  * How it works:
  * 1) The desired set is computed exactly as the daemon does: the leases from
  *    the lease source, through leasesToPeers, with the node's own lease left
- *    out. The own lease is found with the daemon's rule (findOwnLease): it
+ *    out; as on the daemon's re-list, leases the node holds now (bpf: their
+ *    subnet's entry names their public IP) keep a contested subnet or
+ *    address (the kernel dataplane: key order). The own lease is found with the daemon's rule (findOwnLease): it
  *    holds the subnet in the node's subnet file (else the LOCAL entry of the
  *    maps, else the vxlan device address) and names this node's public IP.
  * 2) The dataplane is found by what exists on the node: pinned maps under
@@ -217,11 +219,15 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
     drift.push({ kind: "missing", subject: "own lease", detail: `${own.from} gives ${[own.v4, own.v6].filter(Boolean).map((p) => formatPrefix(p!)).join(" and ")}, but no lease holds it` });
   }
   const ownRef: OwnLease = { key: ownLease?.key ?? "", ...(own.v4 ? { subnet: own.v4 } : {}), ...(own.v6 ? { ipv6Subnet: own.v6 } : {}) };
-  // The daemon's rules: our own public IPs (the underlay's, and our lease's) and the link-local flag included.
+  // The daemon's rules: our own public IPs (the underlay's, and our lease's) and the link-local flag included;
+  // and, as a re-list does, the leases the node holds (bpf: an entry of their subnet with their public IP) keep what they hold.
+  const held = entries && new Set(entries.filter((e) => e.remote).map((e) => `${e.prefix} ${e.remote}`));
+  const holds = (l: Lease): boolean => ([[l.subnet, l.publicIP], [l.ipv6Subnet, l.publicIPv6]] as const).some(([s, ip]) => !!s && !!ip && held!.has(`${formatPrefix(s)} ${formatIP(ip)}`));
+  const byLeaseKey = held && new Map(leases.map((l) => [l.key, l]));
   const { byKey, rejected } = leasesToPeers(leases, {
     config, own: ownRef, direct: await readDirect(o, config), checkLength: (o.source as { kind?: string }).kind !== "kube",
     ownPublicIPs: [underlay?.ipv4, underlay?.ipv6, ownLease?.publicIP, ownLease?.publicIPv6], allowLinkLocalPublicIP: o.allowLinkLocalPublicIP ?? false,
-  });
+  }, byLeaseKey && ((key) => holds(byLeaseKey.get(key)!)));
   const desired = [...byKey].flatMap(([lease, ps]) => ps.map((peer) => ({ peer, lease })));
 
   // The device's MAC is the VTEP MAC peers send to: it must be the one in our lease.

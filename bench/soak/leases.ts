@@ -22,8 +22,9 @@
  * public IP is the later one both by arrival and in key order, and twill's
  * rule (the first owner keeps the address) must reject it on every path.
  * (A bad key sorting *before* the honest one — e.g. 10.244.202.0/24 against
- * 10.244.3.0/24 — makes the bad lease the first owner on every full
- * re-list: see the soak report's notes.)
+ * 10.244.3.0/24 — made the bad lease the owner on every full re-list until
+ * re-lists kept the leases a node holds first; a node's first list after a
+ * restart still decides by key order: see the soak report's notes.)
  *
  * How it works: `Churn` is a seeded generator of events. Each event picks a
  * slot: 15 % of the time one of the bad pool (put its bad lease when absent,

@@ -85,9 +85,9 @@ export function renderSoak(r: SoakResults): SoakReport {
       `Bad leases (15 % of events, 10.244.50–99.0/24, one kind per slot): ${BAD_KINDS.join(", ")} ` +
       `(own-node names a real node's public IP; public-ip-conflict claims the public IP of the anchor lease 10.244.10.0/24, which is never changed). ` +
       `Every bad key sorts after the real nodes' and the anchor's (keys compare as strings), so the first owner of a conflicting public IP is the honest lease both by arrival and in key order. ` +
-      `(Not exercised here, found with an earlier layout of this soak: a bad key sorting *before* the honest one — 10.244.202.0/24 naming h3's address against h3's 10.244.3.0/24 — ` +
-      `owns the address on every full re-list, since twill decides a public-IP conflict by key order on a full list and by arrival for events: each etcd reconnect and each periodic re-list ` +
-      `removed h3 from the other nodes for seconds, until an event put it back.)`, "");
+      `(Found with an earlier layout of this soak, where a bad key sorted *before* the honest one — 10.244.202.0/24 naming h3's address against h3's 10.244.3.0/24: ` +
+      `a full re-list decided a public-IP conflict by key order, so each etcd reconnect and periodic re-list removed h3 from the other nodes for seconds. ` +
+      `Fixed since: a re-list keeps the leases a node holds first. A node's first list after a restart still decides by key order.)`, "");
     if (ch.errors.length) L.push(`First write errors: ${ch.errors.map((e) => `\`${e}\``).join("; ")}`, "");
   } else L.push("The churn did not run to its end.", "");
 

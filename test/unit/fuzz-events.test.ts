@@ -3,7 +3,8 @@
  * leases go through the daemon's apply() (the watch's path), with the
  * dataplane failing now and then, and the dataplane's table is checked
  * against a model of the leases after every batch; at the end a re-list
- * must leave the table exactly what leasesToPeers says of the live leases.
+ * must leave the table exactly what leasesToPeers says of the live leases
+ * (the leases the daemon held before it first: first owner kept).
  *
  * How it works: a Daemon is driven without start() as in
  * daemon-bookkeeping.test.ts (fake source and dataplane; the fake dataplane
@@ -108,6 +109,7 @@ interface Internals {
   config: NetConfig;
   own: Lease;
   ready: boolean;
+  known: Map<string, Peer[]>;
   pending: Map<string, { peer: Peer; remove: boolean }>;
   apply(events: readonly LeaseEvent[]): Promise<void>;
   resync(full: boolean): Promise<void>;
@@ -216,10 +218,12 @@ async function run(seed: number): Promise<void> {
     for (let k = 0; k < STEPS; k++) await step(k);
     // A re-list (no failures now): the table is then exactly what the full-list rules say.
     dp.failRate = 0;
+    // The leases the daemon holds before the re-list keep what they hold (first owner kept); the others follow in key order.
+    const holders = new Set(d.known.keys());
     const relist = d.resync(true);
     source.answer([...live.values()]);
     await relist;
-    const { peers } = leasesToPeers([OWN, ...live.values()], rules);
+    const { peers } = leasesToPeers([OWN, ...live.values()], rules, (k) => holders.has(k));
     const want = peers.map((p) => `${formatPrefix(p.subnet)} ${formatIP(p.publicIP)} ${p.vtepMAC}`).sort();
     const have = [...dp.table.values()].map((p) => `${formatPrefix(p.subnet)} ${formatIP(p.publicIP)} ${p.vtepMAC}`).sort();
     assert.deepEqual(have, want, `after a re-list the table is not what the leases say ${where(STEPS)}`);
