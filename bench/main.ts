@@ -55,7 +55,7 @@ import { pointLatest, publish, readResults, timestampDir, writeJson, type RunRes
 import { evaluateTargets } from "./targets.js";
 import { buildTestbed, type Testbed, type TestbedFacts } from "./testbed.js";
 import { isSoakDir, renderSoakDir, runSoakProfile } from "./soak/index.js";
-import { randomSeed } from "./soak/prng.js";
+import { randomSeed } from "./lib/prng.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MODE_LETTERS = "klmnopqrs";

@@ -17,7 +17,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Etcd3 } from "etcd3";
 import { Churn, ETCD_PREFIX, type ChurnEvent } from "./leases.js";
-import { mulberry32 } from "./prng.js";
+import { mulberry32 } from "../lib/prng.js";
 
 export interface ChurnInput {
   readonly endpoint: string;

@@ -35,7 +35,7 @@ import type { SoakCluster, SoakNode } from "./cluster.js";
 import { PROBE_SLOT, etcdKey, expectedPeer, probeLease, slotPrefix } from "./leases.js";
 import { problems, type NodeBaseline } from "./nodestate.js";
 import type { PingPair } from "./pings.js";
-import { pick, type Rand } from "./prng.js";
+import { pick, type Rand } from "../lib/prng.js";
 
 export const FAULT_KINDS = ["sigkill", "etcd-restart", "vxlan-delete", "tc-detach"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];

@@ -37,7 +37,7 @@
  * back from etcd — decided from the key's role here, not by twill's code.
  */
 import { DEFAULT_NET_CONFIG } from "../lib/twill.js";
-import type { Rand } from "./prng.js";
+import type { Rand } from "../lib/prng.js";
 
 export const ETCD_PREFIX = "/coreos.com/network";
 export const NET_CONFIG = DEFAULT_NET_CONFIG;

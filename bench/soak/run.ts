@@ -35,7 +35,7 @@ import { compareWithEtcd } from "./final.js";
 import { ANCHOR_SLOT, anchorLease, etcdKey } from "./leases.js";
 import { baseline, problems, realPeers, type NodeBaseline } from "./nodestate.js";
 import { pingAllPairs, type PingPair } from "./pings.js";
-import { between, mulberry32, shuffled } from "./prng.js";
+import { between, mulberry32, shuffled } from "../lib/prng.js";
 import { sampleRss } from "./rss.js";
 import type { SoakOptions, SoakResults } from "./types.js";
 

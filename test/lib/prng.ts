@@ -1,13 +1,4 @@
 /**
- * The fuzz tests' seeded PRNG (mulberry32): a seed replays a run exactly.
+ * The fuzz tests' seeded PRNG: the benchmark's (bench/lib/prng.ts), one copy for both.
  */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from "../../bench/lib/prng.js";

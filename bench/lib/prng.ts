@@ -1,7 +1,8 @@
 /**
- * The soak's seeded PRNG (mulberry32): one seed replays the same fault
- * schedule and the same lease events. (The tests have their own copy in
- * test/lib/prng.ts; the benchmark imports nothing from test/.)
+ * One seeded PRNG (mulberry32) for the soak (one seed replays the same
+ * fault schedule and lease events) and the fuzz tests (a seed replays a
+ * run exactly; test/lib/prng.ts re-exports it, as test/lib/twill.ts does
+ * bench/lib/twill.ts: the benchmark imports nothing from test/).
  *
  * How it works: a 32-bit state advanced by a constant and mixed; each call
  * returns a float in [0, 1). `pick` and `between` are the two draws the
