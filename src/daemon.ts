@@ -691,7 +691,7 @@ export class Daemon {
       if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
     }
     // First owner kept: what `known` holds now claims its subnets and addresses before the leases this list adds.
-    const { byKey, rejected, index } = leasesToPeers(leases, this.rules(), this.known.size ? (key) => this.known.has(key) : undefined);
+    const { byKey, rejected, index } = leasesToPeers(leases, this.rules(), this.known.size ? (l) => this.known.has(l.key) : undefined);
     // The rejected leases by key (one pass over the list, not one search per rejection).
     const leaseOf = rejected.length ? new Map(leases.map((l) => [l.key, l])) : undefined;
     for (const r of rejected) this.reject(r.key, r.code, r.reason, leaseOf!.get(r.key));

@@ -206,7 +206,7 @@ export const isRejected = (r: Peer[] | Rejected): r is Rejected => !Array.isArra
 
 /** All peers of a full list, by lease key: `incumbent` leases first, then key order (the same decision on every node that starts now). */
 export function leasesToPeers(
-  leases: readonly Lease[], rules: PeerRules, incumbent?: (key: string) => boolean,
+  leases: readonly Lease[], rules: PeerRules, incumbent?: (l: Lease) => boolean,
 ): { byKey: Map<string, Peer[]>; peers: Peer[]; rejected: Rejected[]; index: SubnetIndex } {
   const byKey = new Map<string, Peer[]>();
   const rejected: Rejected[] = [];
@@ -229,8 +229,8 @@ export function leasesToPeers(
   // subnets and public IPs first, then the others in key order (a re-list must not hand a node's
   // address to a newer lease that merely sorts first).
   if (incumbent) {
-    for (const l of sorted) if (incumbent(l.key)) take(l);
-    for (const l of sorted) if (!incumbent(l.key)) take(l);
+    for (const l of sorted) if (incumbent(l)) take(l);
+    for (const l of sorted) if (!incumbent(l)) take(l);
   } else for (const l of sorted) take(l);
   return { byKey, peers: [...byKey.values()].flat(), rejected, index };
 }

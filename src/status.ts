@@ -222,12 +222,11 @@ export async function nodeStatus(o: StatusOptions): Promise<NodeStatus> {
   // The daemon's rules: our own public IPs (the underlay's, and our lease's) and the link-local flag included;
   // and, as a re-list does, the leases the node holds (bpf: an entry of their subnet with their public IP) keep what they hold.
   const held = entries && new Set(entries.filter((e) => e.remote).map((e) => `${e.prefix} ${e.remote}`));
-  const holds = (l: Lease): boolean => ([[l.subnet, l.publicIP], [l.ipv6Subnet, l.publicIPv6]] as const).some(([s, ip]) => !!s && !!ip && held!.has(`${formatPrefix(s)} ${formatIP(ip)}`));
-  const byLeaseKey = held && new Map(leases.map((l) => [l.key, l]));
+  const holds = held && ((l: Lease): boolean => ([[l.subnet, l.publicIP], [l.ipv6Subnet, l.publicIPv6]] as const).some(([s, ip]) => !!s && !!ip && held.has(`${formatPrefix(s)} ${formatIP(ip)}`)));
   const { byKey, rejected } = leasesToPeers(leases, {
     config, own: ownRef, direct: await readDirect(o, config), checkLength: (o.source as { kind?: string }).kind !== "kube",
     ownPublicIPs: [underlay?.ipv4, underlay?.ipv6, ownLease?.publicIP, ownLease?.publicIPv6], allowLinkLocalPublicIP: o.allowLinkLocalPublicIP ?? false,
-  }, byLeaseKey && ((key) => holds(byLeaseKey.get(key)!)));
+  }, holds);
   const desired = [...byKey].flatMap(([lease, ps]) => ps.map((peer) => ({ peer, lease })));
 
   // The device's MAC is the VTEP MAC peers send to: it must be the one in our lease.

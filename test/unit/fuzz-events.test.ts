@@ -223,7 +223,7 @@ async function run(seed: number): Promise<void> {
     const relist = d.resync(true);
     source.answer([...live.values()]);
     await relist;
-    const { peers } = leasesToPeers([OWN, ...live.values()], rules, (k) => holders.has(k));
+    const { peers } = leasesToPeers([OWN, ...live.values()], rules, (l) => holders.has(l.key));
     const want = peers.map((p) => `${formatPrefix(p.subnet)} ${formatIP(p.publicIP)} ${p.vtepMAC}`).sort();
     const have = [...dp.table.values()].map((p) => `${formatPrefix(p.subnet)} ${formatIP(p.publicIP)} ${p.vtepMAC}`).sort();
     assert.deepEqual(have, want, `after a re-list the table is not what the leases say ${where(STEPS)}`);
