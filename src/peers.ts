@@ -9,7 +9,7 @@
  * be ours (a lease claiming our subnet with another public IP is a
  * conflict, never a route to ourselves), and it must not overlap a lease
  * accepted before it. `leasesToPeers` visits leases in key order, so every
- * node decides alike on a fresh full list; given the keys a node accepted
+ * node decides alike on a fresh full list; given the leases a node accepted
  * before (a re-list), those go first, so a conflict keeps its first owner
  * rather than whichever key sorts first; `leasePeers` checks one lease against a
  * SubnetIndex of the others, for events. The index answers "does anything
@@ -27,7 +27,8 @@
  * lease may claim it: flannel's acquire reuses the lease of its public IP,
  * so a second lease naming the same address is stale or hostile. The index
  * also holds the accepted public IPs with their lease key; the lease that
- * comes later (in key order on a full list, by arrival for events) is
+ * comes later (by arrival for events; on a full list after the leases the
+ * node already holds, then in key order) is
  * rejected with ERR_PUBLIC_IP_CONFLICT and the first owner kept (the
  * daemon holds it back and tries it again once the first lets go).
  */
