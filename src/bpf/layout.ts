@@ -144,9 +144,24 @@ function putAddr16(buf: Buffer, at: number, b: Uint8Array): void {
 }
 
 export function encodeLpmKey(p: Prefix, buf: Buffer = Buffer.alloc(LPM_KEY.size), at = 0): Buffer {
+  const b = p.ip.bytes;
+  if (b.length === 4) {
+    // IPv4, flat: a first start runs this once per peer, mostly before V8 has optimised it (each nested call costs there).
+    const o = at + K_ADDR;
+    buf[at + K_PREFIXLEN] = LPM_FAMILY_BITS + p.len;
+    buf[at + K_PREFIXLEN + 1] = buf[at + K_PREFIXLEN + 2] = buf[at + K_PREFIXLEN + 3] = 0;
+    buf[at + K_FAMILY] = 4;
+    buf[at + K_FAMILY + 1] = buf[at + K_FAMILY + 2] = buf[at + K_FAMILY + 3] = 0;
+    buf[o] = b[0]!;
+    buf[o + 1] = b[1]!;
+    buf[o + 2] = b[2]!;
+    buf[o + 3] = b[3]!;
+    for (let i = 4; i < 16; i++) buf[o + i] = 0;
+    return buf;
+  }
   put32(buf, at + K_PREFIXLEN, LPM_FAMILY_BITS + p.len);
   put32(buf, at + K_FAMILY, p.ip.family);
-  putAddr16(buf, at + K_ADDR, p.ip.bytes);
+  putAddr16(buf, at + K_ADDR, b);
   return buf;
 }
 export function decodeLpmKey(buf: Buffer): Prefix {
@@ -169,6 +184,35 @@ export function encodePeer(v: PeerValue, buf: Buffer = Buffer.alloc(PEER.size), 
 }
 /** encodePeer without a PeerValue object (once per peer on the hot path). */
 export function encodePeerFields(kind: PeerKind, remote: IP | undefined, vtepMAC: string | undefined, vni: number, id: number, buf: Buffer, at: number): Buffer {
+  if (remote?.bytes.length === 4 && vtepMAC?.length === 17) {
+    // A VXLAN peer on an IPv4 underlay, flat (see encodeLpmKey); a MAC that is not "xx:xx:xx:xx:xx:xx" takes the general path.
+    const b = remote.bytes, r = at + P_REMOTE, m = at + P_MAC;
+    buf[r] = b[0]!;
+    buf[r + 1] = b[1]!;
+    buf[r + 2] = b[2]!;
+    buf[r + 3] = b[3]!;
+    for (let i = 4; i < 16; i++) buf[r + i] = 0;
+    let bad = 0;
+    for (let i = 0, c = 0; i < 6; i++, c += 3) {
+      const hi = vtepMAC.charCodeAt(c), lo = vtepMAC.charCodeAt(c + 1);
+      const h = hi < 128 ? HEX[hi]! : -1, l = lo < 128 ? HEX[lo]! : -1;
+      bad |= h | l | (i < 5 && vtepMAC.charCodeAt(c + 2) !== 58 ? -1 : 0);
+      buf[m + i] = (h << 4) | l;
+    }
+    if (bad >= 0) {
+      buf[at + P_RFAMILY] = 4;
+      buf[at + P_KIND] = kind;
+      buf[at + P_VNI] = vni;
+      buf[at + P_VNI + 1] = vni >>> 8;
+      buf[at + P_VNI + 2] = vni >>> 16;
+      buf[at + P_VNI + 3] = vni >>> 24;
+      buf[at + P_ID] = id;
+      buf[at + P_ID + 1] = id >>> 8;
+      buf[at + P_ID + 2] = id >>> 16;
+      buf[at + P_ID + 3] = id >>> 24;
+      return buf;
+    }
+  }
   putAddr16(buf, at + P_REMOTE, remote?.bytes ?? NO_BYTES);
   buf[at + P_RFAMILY] = remote?.family ?? 0;
   if (vtepMAC) putMAC(buf, at + P_MAC, vtepMAC);
@@ -256,8 +300,21 @@ export function encodeEpKey(ip: IP): Buffer {
 const E_FAMILY = off(EP_KEY, "family"), E_ADDR = off(EP_KEY, "addr");
 /** Writes the twill_ep_key of `ip` into `buf` at `at` (address zero-filled to 16 bytes). */
 export function encodeEpKeyAt(ip: IP, buf: Buffer, at: number): Buffer {
+  const b = ip.bytes;
+  if (b.length === 4) {
+    // IPv4, flat (see encodeLpmKey).
+    const o = at + E_ADDR;
+    buf[at + E_FAMILY] = 4;
+    buf[at + E_FAMILY + 1] = buf[at + E_FAMILY + 2] = buf[at + E_FAMILY + 3] = 0;
+    buf[o] = b[0]!;
+    buf[o + 1] = b[1]!;
+    buf[o + 2] = b[2]!;
+    buf[o + 3] = b[3]!;
+    for (let i = 4; i < 16; i++) buf[o + i] = 0;
+    return buf;
+  }
   put32(buf, at + E_FAMILY, ip.family);
-  putAddr16(buf, at + E_ADDR, ip.bytes);
+  putAddr16(buf, at + E_ADDR, b);
   return buf;
 }
 export function decodeEpKey(buf: Buffer): IP {

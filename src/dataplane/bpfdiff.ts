@@ -206,6 +206,7 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
   }
   // A peer's Peer stands for its MissingEntry until the drift is read; our own and cluster entries (a few) get theirs now.
   const missing: (Peer | MissingEntry)[] = [];
+  const seenWrites = writeSlots.length > 0;
   for (let slot = 0; slot < image.top; slot++) {
     if (pause && ++i % SLICE === 0) await pause();
     if (found[slot] || !image.live[slot]) continue;
@@ -214,7 +215,7 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     missing.push(p ?? new MissingEntry(undefined, image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!));
   }
   // In slot order: the missing ones are; the seen ones come in the dump's order (sorted only when they break it).
-  if (!ascending(writeSlots)) writeSlots.sort((a, b) => a - b);
+  if (seenWrites && !ascending(writeSlots)) writeSlots.sort((a, b) => a - b);
 
   const remoteDrift: Drift[] = [];
   const writeRemotes: number[] = [], deleteRemotesAt: number[] = [];

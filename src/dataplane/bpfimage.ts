@@ -66,6 +66,16 @@ export function sameBytes(a: Buffer, ai: number, b: Buffer, bi: number, n: numbe
   return true;
 }
 
+/**
+ * A copy of `a` with room for `cap` items (holes past its length): one
+ * allocation, where filling slot after slot would grow it step by step.
+ */
+function grownArray<T>(a: Array<T | undefined>, cap: number): Array<T | undefined> {
+  const b = new Array<T | undefined>(cap);
+  for (let i = 0; i < a.length; i++) b[i] = a[i];
+  return b;
+}
+
 /** A grown copy of a typed array. */
 function grownTo<T extends Uint8Array | Int32Array | Uint32Array>(a: T, cap: number, fill?: number): T {
   const b = new (a.constructor as new (n: number) => T)(cap);
@@ -178,6 +188,8 @@ export class BpfImage {
     this.vals.copy(vals);
     this.keys = keys;
     this.vals = vals;
+    this.peer = grownArray(this.peer, cap);
+    this.prefix = grownArray(this.prefix, cap);
     this.kind = grownTo(this.kind, cap);
     this.exact = grownTo(this.exact, cap);
     this.live = grownTo(this.live, cap);
@@ -290,6 +302,56 @@ export class BpfImage {
     return slot;
   }
 
+  /**
+   * setPeer for the key encoded at slot `top`: what newSlot, setPeer and
+   * setRemote do for a key new to the image, with as few calls as can be —
+   * a first start runs this once per peer, mostly before V8 has optimised
+   * anything, where every call costs. A key the image has already goes the
+   * general way.
+   */
+  private appendPeer(p: Peer, exact: boolean): void {
+    const slot = this.top, at = slot * KEY_SIZE;
+    if (this.index.findOrAdd(this.keys, at, slot) >= 0) {
+      this.setPeer(this.keys, at, p, undefined, exact);
+      return;
+    }
+    this.top++;
+    const kind = p.direct ? PeerKind.Direct : PeerKind.Vxlan;
+    encodePeerFields(kind, p.publicIP, p.vtepMAC, p.vni, exact ? this.nextId++ : 0, this.vals, slot * VALUE_SIZE);
+    this.sentSlot[slot] = 0;
+    this.live[slot] = 1;
+    this.mark[slot] = this.gen;
+    this.peer[slot] = p; // (a slot at the top has never held an own prefix)
+    this.kind[slot] = kind;
+    this.exact[slot] = exact ? 1 : 0;
+    this.version++;
+    // Its underlay address: a new remote at rtop, unless the address is known (or a freed remote is to be reused).
+    const r = this.rtop;
+    if (this.rfree.length || r >= this.rfirst.length) return this.setRemote(slot, p.publicIP);
+    const rat = r * REMOTE_KEY_SIZE;
+    encodeEpKeyAt(p.publicIP, this.rkeys, rat);
+    const had = this.rindex.findOrAdd(this.rkeys, rat, r);
+    if (had >= 0) {
+      this.remoteOf[slot] = had;
+      this.addBehind(had, slot);
+      return;
+    }
+    this.rtop++;
+    this.rfirst[r] = slot;
+    this.sentRemote[r] = 0;
+    this.remoteOf[slot] = r;
+  }
+
+  /** Puts `slot` behind remote r (its first slot, or one more). */
+  private addBehind(r: number, slot: number): void {
+    if (this.rfirst[r]! < 0) this.rfirst[r] = slot;
+    else {
+      let more = this.rmore.get(r);
+      if (!more) this.rmore.set(r, (more = []));
+      more.push(slot);
+    }
+  }
+
   /** Sets a LOCAL or CLUSTER entry (id 0, no remote). */
   setOwn(prefix: Prefix, kind: PeerKind): number {
     const slot = this.place(encodeLpmKey(prefix, this.scratchKey, 0), 0);
@@ -371,12 +433,7 @@ export class BpfImage {
     }
     this.remoteOf[slot] = next;
     if (next < 0) return;
-    if (this.rfirst[next]! < 0) this.rfirst[next] = slot;
-    else {
-      let more = this.rmore.get(next);
-      if (!more) this.rmore.set(next, (more = []));
-      more.push(slot);
-    }
+    this.addBehind(next, slot);
     touched?.add(keyString(this.rkeys, next * REMOTE_KEY_SIZE, REMOTE_KEY_SIZE));
   }
 
@@ -412,13 +469,14 @@ export class BpfImage {
       sentTop = this.top;
       sentRtop = this.rtop;
     };
-    let i = 0;
-    for (const p of d.peers) {
+    const peers = d.peers, n = peers.length;
+    for (let i = 0; i < n; i++) {
+      const p = peers[i]!;
       if (stream && this.top - sentTop >= stream.every) flush();
-      if (o.pause && ++i % SLICE === 0) await o.pause();
+      if (o.pause && (i + 1) % SLICE === 0) await o.pause();
       // The key is encoded where a new entry would keep it (setPeer then copies nothing).
       const c = this.nextSlot();
-      this.grow(c + 1);
+      if (c >= this.kind.length) this.grow(c + 1);
       const at = c * KEY_SIZE;
       encodeLpmKey(p.subnet, this.keys, at);
       if (keep?.size && keep.has(keyString(this.keys, at, KEY_SIZE))) {
@@ -426,7 +484,8 @@ export class BpfImage {
         if (s >= 0) this.mark[s] = this.gen;
         continue;
       }
-      this.setPeer(this.keys, at, p, undefined, o.exact);
+      if (c === this.top) this.appendPeer(p, o.exact);
+      else this.setPeer(this.keys, at, p, undefined, o.exact);
     }
     flush();
     for (let s = 0; s < this.top; s++) {

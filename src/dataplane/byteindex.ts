@@ -68,6 +68,32 @@ export class ByteIndex {
     }
   }
 
+  /**
+   * The slot of the key at buf[at..] if it is in the index; otherwise adds
+   * `slot` for it (its key must be in the arena by the time anything else
+   * reads it) and returns -1. One hash, one probe: a first start does this
+   * once per peer for each map.
+   */
+  findOrAdd(buf: Buffer, at: number, slot: number): number {
+    if ((this.filled + 1) * 2 > this.table.length) this.rehash(Math.max(16, this.live * 4));
+    const h = this.hash(buf, at);
+    const t = this.table, mask = t.length - 1;
+    let tomb = -1;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const s = t[i]!;
+      if (s === EMPTY) {
+        if (tomb >= 0) i = tomb;
+        else this.filled++;
+        t[i] = slot;
+        this.live++;
+        return -1;
+      }
+      if (s === TOMB) {
+        if (tomb < 0) tomb = i;
+      } else if (this.same(buf, at, s)) return s;
+    }
+  }
+
   /** Makes room for `n` keys without a rehash on the way. */
   reserve(n: number): void {
     if ((n + this.filled - this.live) * 2 > this.table.length) this.rehash(n * 2);

@@ -1,7 +1,8 @@
 /**
  * ByteIndex (src/dataplane/byteindex.ts) against a Map of the same keys:
  * random adds and removes over a small key space (so tombstones are reused
- * and the table rehashes many times), every key looked up after each step.
+ * and the table rehashes many times), every key looked up after each step;
+ * keys go in by add() and by findOrAdd() (the first start's one-probe insert).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -35,8 +36,13 @@ test("ByteIndex finds exactly the keys a Map holds, through removes, reuse and r
         arena = next;
       }
       key.copy(arena, slot * size);
-      index.add(slot);
+      // Both ways in: add() after a miss, and findOrAdd() (one probe), which must miss here too.
+      if (rand(2) === 0) index.add(slot);
+      else assert.equal(index.findOrAdd(key, 0, slot), -1, `step ${step}: findOrAdd of a new key ${k}`);
       model.set(hex, slot);
+    } else if (rand(3) === 0) {
+      // findOrAdd of a key that is there returns its slot and adds nothing.
+      assert.equal(index.findOrAdd(key, 0, top + 1000), have);
     } else if (rand(2) === 0) {
       index.remove(have);
       model.delete(hex);
