@@ -192,7 +192,7 @@ export class BpfMap {
    * snapshot() through dumpAsync(): the entries interleaved afterwards in
    * slices of BATCH, with `pause` between.
    */
-  async snapshotAsync(expect?: number, pause?: () => Promise<void>): Promise<MapSnapshot> {
+  async snapshotAsync(expect?: number, pause?: () => Promise<void> | undefined): Promise<MapSnapshot> {
     const ks = this.keySize, vs = this.lookupSize;
     const { keys, values, count } = await this.dumpAsync(expect);
     const bytes = Buffer.allocUnsafe(count * (ks + vs));

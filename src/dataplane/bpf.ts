@@ -657,8 +657,9 @@ export class BpfDataplane implements Dataplane {
         return { ...driftCounts(base), drift: base };
       }
       this.lastClean = undefined;
-      r = await diffBpf(image, seen, yieldToEvents);
+      // The streamed batches first: one that failed unmarks its entries, which the repair must then write.
       if (stream) await stream.done();
+      r = await diffBpf(image, seen, yieldToEvents, { unsent: true });
     } finally {
       this.touched = this.touchedRemotes = undefined;
     }
@@ -695,10 +696,14 @@ export class BpfDataplane implements Dataplane {
     const remotes = r.writeRemotes.filter((x) => !image.isRemoteSent(x) && !byEventR(image.rkeys, x * REMOTE_KEY_SIZE) && image.remoteFirst(x) >= 0);
     const rb = this.remotesBatch(remotes);
     const what = (i: number) => `peer ${formatPrefix(decodeLpmKey(keys.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE)))}`;
-    const [{ failed, first }] = await Promise.all([
+    // Both batches run to their end; the trie's failure names the peers (it wins over twill_remotes' when both fail).
+    const [trie, remoteWrite] = await Promise.allSettled([
       this.track(this.writeTrieAsync(keys, vals, slots.length, what)),
       rb && this.track(this.maps.twill_remotes.updateBatchAsync(rb.keys, rb.vals, remotes.length, rb.what)),
     ]);
+    if (trie.status === "rejected") throw trie.reason;
+    const { failed, first } = trie.value;
+    if (!failed.length && remoteWrite.status === "rejected") throw remoteWrite.reason;
     if (!this.swept || deleted) {
       this.sweepStats(image.liveIds());
       this.swept = true;
@@ -706,7 +711,7 @@ export class BpfDataplane implements Dataplane {
     if (failed.length) {
       const peers = failed.map((i) => image.peer[slots[i]!]).filter((p): p is Peer => p !== undefined);
       if (!peers.length) throw first;
-      throw this.programError(peers, slots.length, first);
+      throw this.programError(peers, desired.length, first);
     }
     const wrote = deleted + slots.length + remotes.length + gone + (stream?.handed ?? 0) > 0;
     // The maps are as wanted now, unless an event came in meanwhile (then the next reconcile reads them again).

@@ -70,11 +70,16 @@ const kindName = (k: number): string => KIND_NAME[k] ?? `kind ${k}`;
 /** The longest a reconcile holds the event loop between two yields. */
 const SLICE_MS = 2;
 let sliceStart = performance.now();
-/** Yields (setImmediate) once SLICE_MS have passed since the last yield; otherwise returns at once. */
-export const yieldToEvents: Pause = async () => {
-  if (performance.now() - sliceStart < SLICE_MS) return;
-  await new Promise<void>((r) => setImmediate(r));
-  sliceStart = performance.now();
+/**
+ * Yields (setImmediate) once SLICE_MS have passed since the last yield:
+ * returns the promise to await then, and nothing before (a loop awaits
+ * only when it must; an await costs even when there is nothing to wait for).
+ */
+export const yieldToEvents: Pause = () => {
+  if (performance.now() - sliceStart < SLICE_MS) return undefined;
+  return new Promise<void>((r) => setImmediate(r)).then(() => {
+    sliceStart = performance.now();
+  });
 };
 
 /** A drift whose words are made when read (and by JSON.stringify): a first start has 100,000 that nobody prints. */
@@ -134,12 +139,35 @@ function peerDiffs(p: Peer, v: PeerValue): string[] {
 }
 
 
-/** A diff's repair; its drift is what it found in the maps, with the missing peers kept as Peers until read. */
+/**
+ * The missing trie entries of a diff, kept as the slots' Peers at the
+ * moment of the diff (copied in one go: a first start has 100,000) and
+ * listed in slot order only when read.
+ */
+class Missing {
+  constructor(
+    readonly count: number,
+    private readonly missed: Uint8Array,
+    private readonly peers: ReadonlyArray<Peer | undefined>,
+    private readonly own: ReadonlyMap<number, MissingEntry>,
+  ) {}
+  list(): MissingEntry[] {
+    const out: MissingEntry[] = [];
+    for (let s = 0; s < this.missed.length; s++) {
+      if (!this.missed[s]) continue;
+      const p = this.peers[s];
+      out.push(p ? new MissingEntry(p, undefined, PeerKind.Vxlan) : this.own.get(s)!);
+    }
+    return out;
+  }
+}
+
+/** A diff's repair; its drift is what it found in the maps, with the missing entries made only when read. */
 class Repair implements BpfRepair {
   private list?: readonly Drift[];
   constructor(
     private readonly head: readonly Drift[],
-    private readonly missing: readonly (Peer | MissingEntry)[],
+    private readonly missing: Missing,
     private readonly tail: readonly Drift[],
     readonly writeSlots: number[],
     readonly deleteAt: number[],
@@ -147,13 +175,15 @@ class Repair implements BpfRepair {
     readonly deleteRemotesAt: number[],
   ) {}
   get drift(): readonly Drift[] {
-    return (this.list ??= [...this.head, ...this.missing.map((m) => (m instanceof MissingEntry ? m : new MissingEntry(m, undefined, PeerKind.Vxlan))), ...this.tail]);
+    return (this.list ??= [...this.head, ...this.missing.list(), ...this.tail]);
   }
   get counts(): { added: number; updated: number; removed: number } {
     const h = driftCounts(this.head), t = driftCounts(this.tail);
-    return { added: h.added + this.missing.length + t.added, updated: h.updated + t.updated, removed: h.removed + t.removed };
+    return { added: h.added + this.missing.count + t.added, updated: h.updated + t.updated, removed: h.removed + t.removed };
   }
 }
+
+/** Awaits `pause` every SLICE steps when it asks to (it returns a promise only when it is time to yield). */
 
 /** Whether `a` is in ascending order. */
 function ascending(a: readonly number[]): boolean {
@@ -161,8 +191,14 @@ function ascending(a: readonly number[]): boolean {
   return true;
 }
 
-/** Compares the maps with the image; returns the drift and its repair. Writes nothing. */
-export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause): Promise<BpfRepair> {
+/**
+ * Compares the maps with the image; returns the drift and its repair.
+ * Writes nothing. `unsent`: the repair leaves out slots and remotes the
+ * image marks as sent (streamed to the map after the dump was read: a
+ * first start's), which are still counted and listed as drift.
+ */
+export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause, o: { unsent?: boolean } = {}): Promise<BpfRepair> {
+  const unsent = o.unsent === true;
   const drift: Drift[] = [];
   const writeSlots: number[] = [], deleteAt: number[] = [];
   const found = new Uint8Array(image.top);
@@ -172,7 +208,10 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
   const bytes = seen.peers.bytes;
   let i = 0;
   for (let n = 0; n < seen.peers.count; n++) {
-    if (pause && ++i % SLICE === 0) await pause();
+    if (pause && ++i % SLICE === 0) {
+      const w = pause();
+      if (w) await w;
+    }
     const o = n * stride;
     const slot = image.slotOf(bytes, o);
     if (slot >= 0 && image.exact[slot] && sameBytes(bytes, o + KEY_SIZE, image.vals, slot * VALUE_SIZE, VALUE_SIZE)) {
@@ -205,15 +244,11 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     writeSlots.push(slot);
   }
   // A peer's Peer stands for its MissingEntry until the drift is read; our own and cluster entries (a few) get theirs now.
-  const missing: (Peer | MissingEntry)[] = [];
   const seenWrites = writeSlots.length > 0;
-  for (let slot = 0; slot < image.top; slot++) {
-    if (pause && ++i % SLICE === 0) await pause();
-    if (found[slot] || !image.live[slot]) continue;
-    writeSlots.push(slot);
-    const p = image.peer[slot];
-    missing.push(p ?? new MissingEntry(undefined, image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!));
-  }
+  const missed = new Uint8Array(image.top), ownSlots: number[] = [];
+  const missingCount = image.scanMissing(found, missed, writeSlots, ownSlots, unsent);
+  const own = new Map(ownSlots.map((slot) => [slot, new MissingEntry(undefined, image.prefix[slot] ?? decodeLpmKey(image.keys.subarray(slot * KEY_SIZE, (slot + 1) * KEY_SIZE)), image.kind[slot]!)]));
+  const missing = new Missing(missingCount, missed, missingCount ? image.peer.slice(0, image.top) : [], own);
   // In slot order: the missing ones are; the seen ones come in the dump's order (sorted only when they break it).
   if (seenWrites && !ascending(writeSlots)) writeSlots.sort((a, b) => a - b);
 
@@ -223,7 +258,10 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
   const rstride = REMOTE_KEY_SIZE + REMOTE.size;
   const rbytes = seen.remotes.bytes;
   for (let n = 0; n < seen.remotes.count; n++) {
-    if (pause && ++i % SLICE === 0) await pause();
+    if (pause && ++i % SLICE === 0) {
+      const w = pause();
+      if (w) await w;
+    }
     const o = n * rstride;
     const r = image.remoteOfKey(rbytes, o);
     if (r < 0) {
@@ -236,13 +274,9 @@ export async function diffBpf(image: BpfImage, seen: BpfObserved, pause?: Pause)
     const first = image.remoteFirst(r);
     if (image.exact[first] && remoteIdAt(rbytes, o + REMOTE_KEY_SIZE) !== image.idAt(first)) writeRemotes.push(r);
   }
-  for (let r = 0; r < image.remoteTop; r++) {
-    if (pause && ++i % SLICE === 0) await pause();
-    const first = image.remoteFirst(r);
-    if (first < 0 || remoteSeen[r]) continue;
-    writeRemotes.push(r);
+  for (const r of image.scanRemotes(remoteSeen, found, writeRemotes, unsent)) {
     // A missing peer entry behind it already says it (a vanished peer is one drift, not two).
-    if (!found[first] || !image.remoteSlotsAll(r, (s) => found[s] === 1)) continue;
+    if (!image.remoteSlotsAll(r, (s) => found[s] === 1)) continue;
     remoteDrift.push(new MissingRemote(image.remoteIP(r)!));
   }
   return new Repair(drift, missing, remoteDrift, writeSlots, deleteAt, writeRemotes, deleteRemotesAt);
