@@ -42,6 +42,7 @@
  *    SIGTERM stops the controller and leaves the dataplane forwarding
  *    (unless --teardown).
  */
+import { youngGenerationGrowing } from "./heap.js";
 import type { Server } from "node:http";
 import koffi from "koffi";
 import { TwillError, errorCode, errorMessage } from "./errors.js";
@@ -231,7 +232,8 @@ export class Daemon {
    * asked it to stop meanwhile (shutdown() then stops it).
    */
   async start(): Promise<void> {
-    this.starting = this.startSteps();
+    // The start keeps most of what it allocates (every lease, peer and map entry): a young generation free to grow meanwhile (heap.ts).
+    this.starting = youngGenerationGrowing(() => this.startSteps());
     try {
       await this.starting;
     } finally {
@@ -241,6 +243,9 @@ export class Daemon {
 
   private async startSteps(): Promise<void> {
     const o = this.opts;
+    // How long each part of the start took, in the "ready" line (ms since startSteps began).
+    const t0 = performance.now(), at = (): number => Math.round(performance.now() - t0);
+    const startMs: Record<string, number> = {};
     if (o.healthzPort > 0) {
       this.server = await startHealthServer(o.healthzIP, o.healthzPort, { ready: () => this.ready }, this.metrics, { log: this.log });
       this.log.info("serving /healthz, /readyz, /metrics", { address: `${o.healthzIP}:${o.healthzPort}` });
@@ -292,6 +297,7 @@ export class Daemon {
       const onLink = addrs.filter((a) => a.scope !== "link").map((a) => makePrefix(a.local, a.prefixLen));
       this.direct = (ip: IP) => onLink.some((p) => prefixContainsIP(p, ip));
     }
+    startMs.leaseAcquired = at();
     this.log.info("acquired lease", { key: this.own.key, source: this.store.kind, publicIP: this.own.publicIP && formatIP(this.own.publicIP) });
 
     // A source may hand back the MAC our node already published (Kubernetes
@@ -342,6 +348,7 @@ export class Daemon {
       // nftables: flannel's own tables are what to watch (nftables always has events).
       ? { backend: "nft", tables: Object.values(NFT_TABLES), chains: [...NFT_CHAINS] }
       : iptablesMode() === "default" ? {} : { backend: iptablesMode() as "legacy" | "nft" });
+    startMs.dataplaneSetUp = at();
     this.log.info("dataplane set up", { dataplane: o.dataplane, fastPath: o.fastPath, devices: devs, mtu });
     dataplaneUp();
     await synced;
@@ -349,7 +356,8 @@ export class Daemon {
     this.ready = true;
     if (o.markReady && this.store.markReady) await this.store.markReady();
     this.timer = setInterval(() => void this.period(), o.reconcileSeconds * 1000);
-    this.log.info("ready", { peers: this.known.size });
+    startMs.ready = at();
+    this.log.info("ready", { peers: this.known.size, startMs });
   }
 
   private rules(): PeerRules {
@@ -628,7 +636,8 @@ export class Daemon {
       const r = await this.metrics.reconcile(() => this.dp!.reconcile(this.desired(), { full }));
       // What was pending when it began is in the dataplane now (unless an event replaced it meanwhile).
       for (const [k, v] of pendingBefore) if (this.pending.get(k) === v) this.pending.delete(k);
-      if (r.drift.length > 0 && this.ready) this.log.warn("reconcile repaired drift", { added: r.added, updated: r.updated, removed: r.removed, drift: r.drift });
+      // (ready first: a first start's drift is every peer, listed only if read)
+      if (this.ready && r.drift.length > 0) this.log.warn("reconcile repaired drift", { added: r.added, updated: r.updated, removed: r.removed, drift: r.drift });
       this.metrics.leases.set({ state: "peer" }, this.known.size);
     } catch (e) {
       if (e instanceof PeerProgramError) for (const p of e.peers) if (!this.pending.has(peerKey(p))) this.pending.set(peerKey(p), { peer: p, remove: false });

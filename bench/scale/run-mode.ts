@@ -43,7 +43,7 @@ const mib = (b: number | undefined): string => (b === undefined ? "?" : `${(b / 
 
 const DRIVER = join(ROOT, "dist", "bench", "scale", "driver.js");
 const BULK = join(ROOT, "dist", "bench", "lib", "etcd-bulk.js");
-const READY_POLL_MS = 50;
+const READY_PROBE = join(ROOT, "dist", "bench", "scale", "readyprobe.js");
 /** "Keeps up": thresholds, also printed with the table. */
 export const KEEPS_UP = { maxConvergenceLagMs: 1000, minRateFraction: 0.95, p50Factor: 2, p50SlackMs: 10, p99Factor: 2, p99SlackMs: 100 } as const;
 
@@ -84,23 +84,46 @@ function driver(c: Ctx, input: Omit<DriverInput, "mode" | "endpoint" | "pinDir">
   return runDriver(c.n, { mode: c.mode, endpoint: c.etcd.endpoint, pinDir: c.n.pinDir, ...input }, timeoutMs);
 }
 
-/** Spawns the daemon and waits for /readyz; the daemon's pid is the node process nsenter became. */
+/**
+ * Spawns the daemon and waits for /readyz; the daemon's pid is the node
+ * process nsenter became. /readyz is asked by one probe process in the
+ * node's namespace (readyprobe.ts: every 10 ms, no process per poll),
+ * started before the daemon; the clock starts when the daemon is spawned
+ * and stops when the probe reports ready.
+ */
 export async function startDaemon(tc: TwillCluster, n: TwillNode, peers: number): Promise<{ readyMs: number; readyLogMs?: number; pid: number }> {
   writeFileSync(n.logFile, `--- start ${new Date().toISOString()}\n`, { flag: "a" });
-  const t0 = Date.now();
-  // bin/twill itself, as people run it: its #! line carries node's flags (a `node bin/twill` would drop them).
-  const [entry, ...args] = tc.args(n);
-  const proc = (n.proc = spawnIn(n.host.netns, entry!, args, { logFile: n.logFile }));
-  const timeoutMs = 120_000 + peers * 20;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) {
-      throw new Error(`twill exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${tc.log(n).slice(-3000)}`);
+  const probe = spawnIn(n.host.netns, process.execPath, [READY_PROBE, String(n.healthzPort), "10"]);
+  try {
+    let probeOut = "";
+    let readyAt = 0;
+    probe.stdout!.on("data", (b: Buffer) => {
+      probeOut += b.toString("utf8");
+      if (!readyAt && probeOut.includes("ready\n")) readyAt = Date.now();
+    });
+    await waitFor(() => probeOut.includes("probing"), { timeoutMs: 30_000, intervalMs: 5, what: "the readiness probe to start" });
+    const t0 = Date.now();
+    // bin/twill itself, as people run it: its #! line carries node's flags (a `node bin/twill` would drop them).
+    const [entry, ...args] = tc.args(n);
+    const proc = (n.proc = spawnIn(n.host.netns, entry!, args, { logFile: n.logFile }));
+    const timeoutMs = 120_000 + peers * 20;
+    while (!readyAt) {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        throw new Error(`twill exited (${proc.exitCode ?? proc.signalCode}) before it was ready:\n${tc.log(n).slice(-3000)}`);
+      }
+      if (probe.exitCode !== null && !readyAt) throw new Error(`the readiness probe exited (${probe.exitCode}) without seeing ready`);
+      if (Date.now() - t0 > timeoutMs) throw new Error(`twill not ready after ${timeoutMs} ms:\n${tc.log(n).slice(-3000)}`);
+      await sleep(5);
     }
-    if ((await tc.http(n, "/readyz")).startsWith("ready")) break;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`twill not ready after ${timeoutMs} ms:\n${tc.log(n).slice(-3000)}`);
-    await sleep(READY_POLL_MS);
+    return { ...readyTimes(tc, n, t0, readyAt), pid: daemonPid(proc.pid!) };
+  } finally {
+    if (probe.exitCode === null) probe.kill("SIGKILL");
   }
-  const readyMs = Date.now() - t0;
+}
+
+/** The ready time the probe saw, and the daemon's own "ready" log line's. */
+function readyTimes(tc: TwillCluster, n: TwillNode, t0: number, readyAt: number): { readyMs: number; readyLogMs?: number } {
+  const readyMs = readyAt - t0;
   let readyLogMs: number | undefined;
   for (const line of tc.log(n).split("\n")) {
     if (!line.includes('"msg":"ready"')) continue;
@@ -111,7 +134,7 @@ export async function startDaemon(tc: TwillCluster, n: TwillNode, peers: number)
       /* not one of the daemon's JSON lines */
     }
   }
-  return { readyMs, readyLogMs, pid: daemonPid(proc.pid!) };
+  return { readyMs, ...(readyLogMs !== undefined ? { readyLogMs } : {}) };
 }
 
 async function bpfEntries(c: Ctx): Promise<number> {

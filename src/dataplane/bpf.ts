@@ -556,10 +556,13 @@ export class BpfDataplane implements Dataplane {
     for (let c = 0; c < COUNTERS.length; c++) m.delete(encodeStatKey({ peerId: id, counter: c }));
   }
 
-  /** Deletes the counters of every id not in `live` (a walk of the stats map: only after entries were deleted). */
-  private sweepStats(live: Set<number>): void {
+  /** Deletes the counters of every id not in `live()` (a walk of the stats map: only after entries were deleted; an empty one asks nothing). */
+  private sweepStats(live: () => Set<number>): void {
     const m = this.maps.twill_stats;
-    for (const k of m.keys()) if (!live.has(decodeStatKey(k).peerId)) m.delete(k);
+    const keys = m.keys();
+    if (!keys.length) return;
+    const ids = live();
+    for (const k of keys) if (!ids.has(decodeStatKey(k).peerId)) m.delete(k);
   }
 
   /** Makes the shadow the desired set (when handed a new one), leaving alone what events wrote meanwhile (`keep`). */
@@ -705,7 +708,7 @@ export class BpfDataplane implements Dataplane {
     const { failed, first } = trie.value;
     if (!failed.length && remoteWrite.status === "rejected") throw remoteWrite.reason;
     if (!this.swept || deleted) {
-      this.sweepStats(image.liveIds());
+      this.sweepStats(() => image.liveIds());
       this.swept = true;
     }
     if (failed.length) {
