@@ -143,20 +143,24 @@ function putAddr16(buf: Buffer, at: number, b: Uint8Array): void {
   for (let i = n; i < 16; i++) buf[at + i] = 0;
 }
 
+/** The family word (4, little-endian) at `famAt` and an IPv4 address zero-filled to 16 bytes at `addrAt`: stores only, no nested call (the keys' IPv4 case). */
+function putV4FamilyAddr(buf: Buffer, famAt: number, addrAt: number, b: Uint8Array): void {
+  buf[famAt] = 4;
+  buf[famAt + 1] = buf[famAt + 2] = buf[famAt + 3] = 0;
+  buf[addrAt] = b[0]!;
+  buf[addrAt + 1] = b[1]!;
+  buf[addrAt + 2] = b[2]!;
+  buf[addrAt + 3] = b[3]!;
+  for (let i = 4; i < 16; i++) buf[addrAt + i] = 0;
+}
+
 export function encodeLpmKey(p: Prefix, buf: Buffer = Buffer.alloc(LPM_KEY.size), at = 0): Buffer {
   const b = p.ip.bytes;
   if (b.length === 4) {
     // IPv4, flat: a first start runs this once per peer, mostly before V8 has optimised it (each nested call costs there).
-    const o = at + K_ADDR;
     buf[at + K_PREFIXLEN] = LPM_FAMILY_BITS + p.len;
     buf[at + K_PREFIXLEN + 1] = buf[at + K_PREFIXLEN + 2] = buf[at + K_PREFIXLEN + 3] = 0;
-    buf[at + K_FAMILY] = 4;
-    buf[at + K_FAMILY + 1] = buf[at + K_FAMILY + 2] = buf[at + K_FAMILY + 3] = 0;
-    buf[o] = b[0]!;
-    buf[o + 1] = b[1]!;
-    buf[o + 2] = b[2]!;
-    buf[o + 3] = b[3]!;
-    for (let i = 4; i < 16; i++) buf[o + i] = 0;
+    putV4FamilyAddr(buf, at + K_FAMILY, at + K_ADDR, b);
     return buf;
   }
   put32(buf, at + K_PREFIXLEN, LPM_FAMILY_BITS + p.len);
@@ -302,15 +306,7 @@ const E_FAMILY = off(EP_KEY, "family"), E_ADDR = off(EP_KEY, "addr");
 export function encodeEpKeyAt(ip: IP, buf: Buffer, at: number): Buffer {
   const b = ip.bytes;
   if (b.length === 4) {
-    // IPv4, flat (see encodeLpmKey).
-    const o = at + E_ADDR;
-    buf[at + E_FAMILY] = 4;
-    buf[at + E_FAMILY + 1] = buf[at + E_FAMILY + 2] = buf[at + E_FAMILY + 3] = 0;
-    buf[o] = b[0]!;
-    buf[o + 1] = b[1]!;
-    buf[o + 2] = b[2]!;
-    buf[o + 3] = b[3]!;
-    for (let i = 4; i < 16; i++) buf[o + i] = 0;
+    putV4FamilyAddr(buf, at + E_FAMILY, at + E_ADDR, b); // IPv4, flat (see encodeLpmKey)
     return buf;
   }
   put32(buf, at + E_FAMILY, ip.family);

@@ -26,10 +26,8 @@ const MiB = 2 ** 20;
 
 const dir = mkdtempSync(join(tmpdir(), "twD"));
 after(() => rmSync(dir, { recursive: true, force: true }));
-const preload = join(dir, "young.mjs");
-writeFileSync(preload, `
-import { getHeapSpaceStatistics } from "node:v8";
-process.on("exit", () => {
+/** The workload (source text): many objects that survive a few scavenges, which makes V8 grow a young generation it may grow. */
+const WORK = `() => {
   const keep = [];
   for (let r = 0; r < 150; r++) {
     const a = [];
@@ -37,6 +35,12 @@ process.on("exit", () => {
     keep.push(a);
     if (keep.length > 4) keep.shift();
   }
+}`;
+const preload = join(dir, "young.mjs");
+writeFileSync(preload, `
+import { getHeapSpaceStatistics } from "node:v8";
+process.on("exit", () => {
+  (${WORK})();
   const s = getHeapSpaceStatistics().find((x) => x.space_name === "new_space");
   process.stderr.write("\\nnew_space " + s.space_size + "\\n");
 });
@@ -72,15 +76,7 @@ const growing = join(dir, "growing.mjs");
 writeFileSync(growing, `
 import { getHeapSpaceStatistics } from "node:v8";
 import { capYoungGeneration, youngGenerationGrowing } from ${JSON.stringify(HEAP)};
-const work = () => {
-  const keep = [];
-  for (let r = 0; r < 150; r++) {
-    const a = [];
-    for (let i = 0; i < 20000; i++) a.push({ i, s: "x" + i });
-    keep.push(a);
-    if (keep.length > 4) keep.shift();
-  }
-};
+const work = ${WORK};
 const size = () => getHeapSpaceStatistics().find((x) => x.space_name === "new_space").space_size;
 capYoungGeneration(process.execArgv.join(" "));
 const mode = process.argv[2];
