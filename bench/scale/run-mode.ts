@@ -11,7 +11,7 @@
  *    initial peers in one transaction per 5,000 (bench/lib/etcd-bulk.ts).
  * 2) Read kernel memory, spawn the daemon (`nsenter … bin/twill
  *    --etcd-endpoints …`, the flags TwillCluster gives every node, the
- *    daemon's default 10 s reconcile period), poll /readyz every 50 ms; the
+ *    daemon's default 10 s reconcile period), /readyz asked every 10 ms (readyprobe.ts); the
  *    daemon turns ready after its first full sync. Then kernel memory again,
  *    the daemon's RSS, the peers map's bytes_memlock, and the programmed
  *    counts (which must equal the number of peers).

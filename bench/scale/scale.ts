@@ -27,7 +27,7 @@ export function methodNotes(o: ScaleOptions): string[] {
   return [
     `Leases: flannel's etcd keys and JSON (Network 10.0.0.0/8, SubnetLen 24), written with the etcd3 client; a real etcd in the router namespace, ` +
       `the node in its own namespace reaching it over the underlay. ${OWN_GAP} free subnets are left after the initial peers for the node's own lease.`,
-    `Start → programmed: daemon spawned (nsenter … bin/twill --etcd-endpoints …, node's flags from its #! line) until /readyz says ready (polled every 50 ms; ` +
+    `Start → programmed: daemon spawned (nsenter … bin/twill --etcd-endpoints …, node's flags from its #! line) until /readyz says ready (asked every 10 ms by one probe process in the node's namespace, readyprobe.ts; ` +
       `the daemon is ready after its first full sync); then the programmed entries are counted (bpf: twill_peers entries of kind vxlan; ` +
       `kernel: routes, permanent neighbours and FDB entries on flannel.1) and must equal the peers.`,
     `Lease → dataplane: a driver inside the node's namespace puts one new lease (etcd3 client) and times it from just before the put until ` +

@@ -9,7 +9,7 @@
  * cluster (and, for etcd, a fresh etcd in its router namespace); the leases
  * are written before the daemon starts (directory: one file per lease;
  * etcd: one transaction per 5,000), as /24s of 10.0.0.0/8 or, past 65,000
- * peers, /26s. The daemon is spawned and /readyz polled every 50 ms
+ * peers, /26s. The daemon is spawned and /readyz asked every 10 ms by one probe process
  * (run-mode.ts startDaemon); then the programmed peers are counted and must
  * equal the leases. Daemons run with --reconcile-period 1, so in the cell
  * (etcd, eventsAt) the lease → dataplane events that follow (one at a time,

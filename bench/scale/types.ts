@@ -40,7 +40,7 @@ export interface LatencyResult extends Percentiles {
 }
 
 export interface StartResult {
-  /** Daemon spawned → /readyz answered "ready" (polled every 50 ms). */
+  /** Daemon spawned → /readyz answered "ready" (asked every 10 ms by readyprobe.ts). */
   readonly readyMs: number;
   /** Daemon spawned → its "ready" log line (ms resolution). */
   readonly readyLogMs?: number;
