@@ -15,8 +15,8 @@
  *    to the event loop every SLICE entries of the dumps once it has run
  *    SLICE_MS, so lease events are not held up by a reconcile of a large
  *    map; its two scans of the whole image (BpfImage.scanMissing,
- *    scanRemotes: a bitmap test per slot) run without yielding, a
- *    millisecond at 100,000 once optimised.
+ *    scanRemotes: a byte test per slot) run without yielding (the whole
+ *    diff of a 100,000-peer first start measured 7-9 ms).
  * 2) An observed entry whose bytes equal the shadow's is fine without being
  *    decoded. Otherwise it is decoded and compared by what matters to the
  *    packet path (kind, remote, VTEP MAC, VNI): a peer id that differs is

@@ -502,8 +502,7 @@ export class BpfImage {
    * The diff's two scans of the whole image (bpfdiff.ts). Small functions
    * of their own: V8 optimises them at once, where a loop in the diff's
    * big async function runs interpreted until that function is compiled —
-   * at 100,000 slots the difference is milliseconds. They do not yield:
-   * a scan of 100,000 slots is a millisecond once optimised.
+   * at 100,000 slots the difference is milliseconds. They do not yield.
    */
 
   /**
