@@ -42,7 +42,6 @@
  *    SIGTERM stops the controller and leaves the dataplane forwarding
  *    (unless --teardown).
  */
-import { youngGenerationGrowing } from "./heap.js";
 import type { Server } from "node:http";
 import koffi from "koffi";
 import { TwillError, errorCode, errorMessage } from "./errors.js";
@@ -232,8 +231,7 @@ export class Daemon {
    * asked it to stop meanwhile (shutdown() then stops it).
    */
   async start(): Promise<void> {
-    // The start keeps most of what it allocates (every lease, peer and map entry): a young generation free to grow meanwhile (heap.ts).
-    this.starting = youngGenerationGrowing(() => this.startSteps());
+    this.starting = this.startSteps();
     try {
       await this.starting;
     } finally {
