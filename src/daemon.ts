@@ -30,7 +30,8 @@
  *    nothing changed: the bpf dataplane keeps a shadow of what it wrote and
  *    reads the maps back only when the shadow or the kernel's entry counts
  *    moved; the re-list's reconcile reads everything back);
- *    then freed malloc memory goes back to the kernel (releaseFreedMemory).
+ *    then freed malloc memory goes back to the kernel (releaseFreedMemory;
+ *    skipped while the RSS is no higher than right after the last one).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
  *    flannel's iptables rules are checked at start and then only when the
@@ -192,6 +193,8 @@ export class Daemon {
   private listing = 0;
   private periods = 0;
   private reconciling = false;
+  /** The RSS right after the last releaseFreedMemory (-1: none yet). */
+  private rssAfterTrim = -1;
   private index = new SubnetIndex();
   /**
    * Events that arrive before the start's list is applied (the watch starts
@@ -642,8 +645,11 @@ export class Daemon {
       if (!this.stopped) this.count(e, "reconcile failed; will retry at the next event or reconcile");
     } finally {
       this.reconciling = false;
-      // A reconcile (and the re-list before it) frees what it read: give it back.
-      releaseFreedMemory();
+      // A reconcile (and the re-list before it) frees what it read: give it back
+      // (unless nothing new became resident since the last time: an idle node skips
+      // the call and the page faults malloc takes when it reuses trimmed pages).
+      const rss = process.memoryUsage.rss();
+      if (rss > this.rssAfterTrim && releaseFreedMemory()) this.rssAfterTrim = process.memoryUsage.rss();
     }
   }
 

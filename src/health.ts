@@ -11,10 +11,14 @@
  *     slow body cannot hold a socket.
  *  2) Limits (HealthLimits, defaults below): headers at most 8 KiB (431,
  *     answered by Node's parser before any handler runs), 50 header lines;
- *     the headers must arrive within headersTimeoutMs and the whole request
- *     within requestTimeoutMs (slowloris: 408, then the socket is
- *     destroyed); an idle or unread socket is destroyed after idleTimeoutMs;
- *     keep-alive connections close after keepAliveTimeoutMs.
+ *     the headers must arrive within headersTimeoutMs (slowloris: 408, then
+ *     the socket is destroyed; a timer per open connection, armed at accept
+ *     and after each answer for the keep-alive wait plus headersTimeoutMs —
+ *     not Node's server-wide check, which wakes the event loop every
+ *     interval even with no connection: it stays only as a 30 s backstop,
+ *     which also holds the whole request to requestTimeoutMs); an idle or
+ *     unread socket is destroyed after idleTimeoutMs; keep-alive
+ *     connections close after keepAliveTimeoutMs.
  *  3) Two connection pools, decided at accept (the path is not known yet):
  *     connections from this host — the source address is the address they
  *     reached, which is how the kubelet's probes of a host-network pod
@@ -95,6 +99,37 @@ const CLIENT_ERRORS: Record<string, string> = {
   ERR_HTTP_REQUEST_TIMEOUT: "408 Request Timeout",
 };
 
+/** Node's default connectionsCheckingInterval: its server-wide check, kept only as a backstop. */
+const BACKSTOP_CHECK_MS = 30_000;
+const TIMED_OUT = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/**
+ * One connection's slowloris deadline: a request's headers must be in by
+ * then, or the socket is told 408 and destroyed (as Node's own check does).
+ * Armed at accept and after each answer (the keep-alive wait, then the
+ * headers), cleared while a request is answered and on close: a timer
+ * exists only while a connection is open, so an idle server never wakes.
+ */
+class Deadline {
+  private timer?: NodeJS.Timeout;
+  constructor(private readonly socket: Socket) {}
+  arm(ms: number): void {
+    this.clear();
+    if (this.socket.destroyed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const s = this.socket;
+      if (s.destroyed) return;
+      if (s.writable) s.end(TIMED_OUT);
+      setTimeout(() => s.destroy(), 1000).unref(); // if the peer never reads
+    }, ms).unref();
+  }
+  clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
 function hasBody(req: IncomingMessage): boolean {
   const len = req.headers["content-length"];
   return req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
@@ -134,15 +169,24 @@ export function startHealthServer(
   const log = opts.log ?? nullLogger;
   const lim = { ...DEFAULT_LIMITS, ...opts.limits };
   const scrapes = new ScrapeGate(() => metrics.registry.metrics(), lim.metricsSlots, lim.metricsIntervalMs);
+  const deadlines = new WeakMap<Socket, Deadline>();
   const server = createServer({
     maxHeaderSize: lim.maxHeaderBytes,
     headersTimeout: lim.headersTimeoutMs,
     requestTimeout: lim.requestTimeoutMs,
     keepAliveTimeout: lim.keepAliveTimeoutMs,
-    // How often Node checks headersTimeout/requestTimeout (default 30 s).
-    connectionsCheckingInterval: Math.max(100, Math.min(1000, lim.headersTimeoutMs / 4)),
+    // Node's own check of headersTimeout/requestTimeout is a timer that wakes the
+    // loop every interval, connections or not: here only a backstop at Node's
+    // default period. The deadlines that bite are per connection (below).
+    connectionsCheckingInterval: BACKSTOP_CHECK_MS,
   }, (req, res) => {
     try {
+      const d = deadlines.get(req.socket);
+      if (d) {
+        // Headers in: no deadline while the request is answered; the next request on this connection gets a new one.
+        d.clear();
+        res.once("finish", () => d.arm(lim.keepAliveTimeoutMs + lim.headersTimeoutMs));
+      }
       handle(req, res, state, scrapes, metrics, log);
     } catch (e) {
       log.warn("health request failed", { path: req.url, err: e });
@@ -160,7 +204,13 @@ export function startHealthServer(
       return;
     }
     open[pool]++;
-    socket.once("close", () => { open[pool]--; });
+    const d = new Deadline(socket);
+    deadlines.set(socket, d);
+    d.arm(lim.headersTimeoutMs);
+    socket.once("close", () => {
+      open[pool]--;
+      d.clear();
+    });
   });
   server.setTimeout(lim.idleTimeoutMs, (s: Socket) => s.destroy());
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {

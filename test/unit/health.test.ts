@@ -106,6 +106,10 @@ test("a slowloris client (headers at 1 byte per second) is cut off by the header
   assert.equal(DEFAULT_LIMITS.headersTimeoutMs, 5000);
   // A shorter timeout than the default keeps the test quick; the mechanism is the same.
   await withServer(async (s) => {
+    // Node's server-wide check runs only every 30 s here (an idle server must not wake every second):
+    // the cut-off below within the 2 s headers timeout is the per-connection deadline's.
+    const every = (s as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval;
+    assert.ok(every >= 30_000, `Node's check every ${every} ms`);
     const slow: Socket = connect(s.port, "127.0.0.1");
     slow.on("error", () => {});
     await once(slow, "connect");
@@ -137,6 +141,35 @@ test("a slowloris client (headers at 1 byte per second) is cut off by the header
     assert.ok(i < 6, `it sent only ${i} bytes`);
     assert.equal((await get(s.port, "/healthz")).status, 200, "still serving");
   }, { headersTimeoutMs: 2000, requestTimeoutMs: 3000 });
+});
+
+test("after an answer, a keep-alive client that drips its next request is cut off too (keep-alive wait + headers timeout)", async () => {
+  await withServer(async (s) => {
+    const c: Socket = connect(s.port, "127.0.0.1");
+    c.on("error", () => {});
+    await once(c, "connect");
+    let reply = "";
+    c.setEncoding("latin1");
+    c.on("data", (d: string) => (reply += d));
+    c.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    while (!reply.includes("ok\n")) await once(c, "data");
+    assert.match(reply, /^HTTP\/1\.1 200/);
+    // Now one byte every 300 ms: each resets the socket's idle timer, none completes the headers.
+    const next = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(100);
+    let i = 0;
+    const drip = setInterval(() => {
+      if (!c.destroyed && c.writable) c.write(next[i++ % next.length]!);
+    }, 300);
+    const t0 = Date.now();
+    try {
+      await once(c, "close");
+    } finally {
+      clearInterval(drip);
+    }
+    const took = Date.now() - t0;
+    assert.ok(took >= 2000 && took < 4500, `cut off ${took} ms after the answer (keep-alive 1000 + headers 1500 ms)`);
+    assert.match(reply.slice(reply.indexOf("ok\n") + 3), /^HTTP\/1\.1 408/, "told why");
+  }, { headersTimeoutMs: 1500, requestTimeoutMs: 3000, keepAliveTimeoutMs: 1000, idleTimeoutMs: 10_000 });
 });
 
 /** A connection from 127.0.0.2 to the server on 127.0.0.1: "another host" for the pools (its source is not the address it reached). */
