@@ -31,7 +31,8 @@
  *    reads the maps back only when the shadow or the kernel's entry counts
  *    moved; the re-list's reconcile reads everything back);
  *    then freed malloc memory goes back to the kernel (releaseFreedMemory;
- *    skipped while the RSS is no higher than right after the last one).
+ *    skipped when no lease event came and nothing was re-listed since the
+ *    last one).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
  *    flannel's iptables rules are checked at start and then only when the
@@ -193,8 +194,8 @@ export class Daemon {
   private listing = 0;
   private periods = 0;
   private reconciling = false;
-  /** The RSS right after the last releaseFreedMemory (-1: none yet). */
-  private rssAfterTrim = -1;
+  /** `seq` (lease events seen) at the last releaseFreedMemory (-1: none yet). */
+  private trimmedAt = -1;
   private index = new SubnetIndex();
   /**
    * Events that arrive before the start's list is applied (the watch starts
@@ -646,10 +647,13 @@ export class Daemon {
     } finally {
       this.reconciling = false;
       // A reconcile (and the re-list before it) frees what it read: give it back
-      // (unless nothing new became resident since the last time: an idle node skips
-      // the call and the page faults malloc takes when it reuses trimmed pages).
-      const rss = process.memoryUsage.rss();
-      if (rss > this.rssAfterTrim && releaseFreedMemory()) this.rssAfterTrim = process.memoryUsage.rss();
+      // (unless no lease event came and nothing was re-listed since the last time:
+      // an idle node skips the call, and the page faults malloc takes when it
+      // reuses trimmed pages).
+      if (full || this.seq !== this.trimmedAt) {
+        releaseFreedMemory();
+        this.trimmedAt = this.seq;
+      }
     }
   }
 

@@ -368,14 +368,19 @@ export class EtcdSource implements LeaseSource {
   /** `old` brought up to now from the keys changed since; undefined when that cannot tell (see 6). */
   private async changedSince(old: Snapshot): Promise<Snapshot | undefined> {
     let page: { revision: bigint; clusterId: string; total: number } | undefined;
-    const changed: Entry[] = [];
+    const kvs: TextKeyValue[] = [];
     for await (const p of this.client.scan(this.subnetsKey, this.subnetsEnd, { minModRevision: old.revision + 1n, pageSize: 0 })) {
       page ??= p;
-      for (const kv of p.kvs) changed.push(this.entry(kv));
+      for (const kv of p.kvs) kvs.push(kv);
     }
     if (!page || page.clusterId !== old.clusterId || page.revision < old.revision) return undefined;
+    // Counted before anything is parsed: when keys were deleted the full read that follows parses
+    // each changed value once (a churning store's re-list: nearly every key changed since the last).
+    let addedCount = 0;
+    for (const kv of kvs) if (!old.byKey.has(kv.key.slice(this.subnetsPrefix.length))) addedCount++;
+    if (old.byKey.size + addedCount !== page.total) return undefined; // keys were deleted: which, only a full read says
+    const changed = kvs.map((kv) => this.entry(kv));
     const added = changed.filter((e) => !old.byKey.has(e.key));
-    if (old.byKey.size + added.length !== page.total) return undefined; // keys were deleted: which, only a full read says
     const at = performance.now();
     if (changed.length === 0) {
       this.counts.changeLists++;

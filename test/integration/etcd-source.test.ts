@@ -394,6 +394,16 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(third, await fresh());
     assert.ok(!third.leases.some((l) => l.key === "10.244.105.0-24"));
     assert.deepEqual(s.counts, { fullLists: 2, changeLists: 2, parsed: 16 }, "a delete: read in full, nothing parsed again");
+
+    // A change and a delete (a churning store's re-list): the changes are read first, the delete
+    // makes the full read; the changed values are parsed there, once.
+    await lease(2, 1);
+    await lease(3, 1);
+    await etcd.etcdctl(["del", `${prefix}/subnets/10.244.106.0-24`]);
+    const fourth = await s.list();
+    assert.deepEqual(fourth, await fresh());
+    assert.equal(fourth.leases.find((l) => l.key === "10.244.102.0-24")!.backendData!.vtepMAC, mac(52));
+    assert.deepEqual(s.counts, { fullLists: 3, changeLists: 2, parsed: 18 }, "a change and a delete: each changed value parsed once");
   });
 
   test("where gRPC cannot be spoken (an HTTP/1.1 proxy in front of etcd), lists use the gateway, with the same result", async (t) => {
