@@ -112,7 +112,15 @@ const TIMED_OUT = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-
  */
 class Deadline {
   private timer?: NodeJS.Timeout;
+  /** Requests being answered (pipelined ones overlap): no deadline while any is. */
+  private answering = 0;
   constructor(private readonly socket: Socket) {}
+  /** A request's headers came in (+1), or its answer ended (-1: armed for `ms` once none is left). */
+  busy(delta: 1 | -1, ms = 0): void {
+    this.answering += delta;
+    if (this.answering > 0) this.clear();
+    else this.arm(ms);
+  }
   arm(ms: number): void {
     this.clear();
     if (this.socket.destroyed) return;
@@ -183,9 +191,9 @@ export function startHealthServer(
     try {
       const d = deadlines.get(req.socket);
       if (d) {
-        // Headers in: no deadline while the request is answered; the next request on this connection gets a new one.
-        d.clear();
-        res.once("finish", () => d.arm(lim.keepAliveTimeoutMs + lim.headersTimeoutMs));
+        // Headers in: no deadline while a request is answered; once none is, the next request gets one.
+        d.busy(+1);
+        res.once("close", () => d.busy(-1, lim.keepAliveTimeoutMs + lim.headersTimeoutMs));
       }
       handle(req, res, state, scrapes, metrics, log);
     } catch (e) {
