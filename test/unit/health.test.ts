@@ -39,6 +39,26 @@ async function withServer(f: (s: HealthServer, ready: { value: boolean }) => Pro
   }
 }
 
+/** A raw connection to the server; reply() is everything it was sent so far. */
+async function rawClient(port: number): Promise<{ socket: Socket; reply: () => string }> {
+  const socket = connect(port, "127.0.0.1");
+  socket.on("error", () => {});
+  await once(socket, "connect");
+  let text = "";
+  socket.setEncoding("latin1");
+  socket.on("data", (d: string) => (text += d));
+  return { socket, reply: () => text };
+}
+
+/** Writes `text` one byte every `ms` (from the start again at its end) while the socket is open. */
+function dripper(socket: Socket, text: string, ms: number): { stop(): void; sent(): number } {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (!socket.destroyed && socket.writable) socket.write(text[i++ % text.length]!);
+  }, ms);
+  return { stop: () => clearInterval(timer), sent: () => i };
+}
+
 test("port 0 binds a free port on the given address; the server reports it", async () => {
   await withServer(async (s) => {
     assert.ok(s.port > 0);
@@ -110,17 +130,8 @@ test("a slowloris client (headers at 1 byte per second) is cut off by the header
     // the cut-off below within the 2 s headers timeout is the per-connection deadline's.
     const every = (s as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval;
     assert.ok(every >= 30_000, `Node's check every ${every} ms`);
-    const slow: Socket = connect(s.port, "127.0.0.1");
-    slow.on("error", () => {});
-    await once(slow, "connect");
-    let reply = "";
-    slow.setEncoding("latin1");
-    slow.on("data", (d: string) => (reply += d));
-    const request = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(100);
-    let i = 0;
-    const drip = setInterval(() => {
-      if (!slow.destroyed && slow.writable) slow.write(request[i++ % request.length]!);
-    }, 1000);
+    const { socket: slow, reply } = await rawClient(s.port);
+    const drip = dripper(slow, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(100), 1000);
     const t0 = Date.now();
     const closed = once(slow, "close");
     try {
@@ -133,42 +144,33 @@ test("a slowloris client (headers at 1 byte per second) is cut off by the header
       }
       await closed;
     } finally {
-      clearInterval(drip);
+      drip.stop();
     }
     const took = Date.now() - t0;
     assert.ok(took >= 1500 && took < 5000, `cut off after ${took} ms (headers timeout 2000 ms)`);
-    assert.match(reply, /^HTTP\/1\.1 408/, "told why");
-    assert.ok(i < 6, `it sent only ${i} bytes`);
+    assert.match(reply(), /^HTTP\/1\.1 408/, "told why");
+    assert.ok(drip.sent() < 6, `it sent only ${drip.sent()} bytes`);
     assert.equal((await get(s.port, "/healthz")).status, 200, "still serving");
   }, { headersTimeoutMs: 2000, requestTimeoutMs: 3000 });
 });
 
 test("after an answer, a keep-alive client that drips its next request is cut off too (keep-alive wait + headers timeout)", async () => {
   await withServer(async (s) => {
-    const c: Socket = connect(s.port, "127.0.0.1");
-    c.on("error", () => {});
-    await once(c, "connect");
-    let reply = "";
-    c.setEncoding("latin1");
-    c.on("data", (d: string) => (reply += d));
+    const { socket: c, reply } = await rawClient(s.port);
     c.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    while (!reply.includes("ok\n")) await once(c, "data");
-    assert.match(reply, /^HTTP\/1\.1 200/);
+    while (!reply().includes("ok\n")) await once(c, "data");
+    assert.match(reply(), /^HTTP\/1\.1 200/);
     // Now one byte every 300 ms: each resets the socket's idle timer, none completes the headers.
-    const next = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(100);
-    let i = 0;
-    const drip = setInterval(() => {
-      if (!c.destroyed && c.writable) c.write(next[i++ % next.length]!);
-    }, 300);
+    const drip = dripper(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + "a".repeat(100), 300);
     const t0 = Date.now();
     try {
       await once(c, "close");
     } finally {
-      clearInterval(drip);
+      drip.stop();
     }
     const took = Date.now() - t0;
     assert.ok(took >= 2000 && took < 4500, `cut off ${took} ms after the answer (keep-alive 1000 + headers 1500 ms)`);
-    assert.match(reply.slice(reply.indexOf("ok\n") + 3), /^HTTP\/1\.1 408/, "told why");
+    assert.match(reply().slice(reply().indexOf("ok\n") + 3), /^HTTP\/1\.1 408/, "told why");
   }, { headersTimeoutMs: 1500, requestTimeoutMs: 3000, keepAliveTimeoutMs: 1000, idleTimeoutMs: 10_000 });
 });
 
