@@ -115,11 +115,14 @@ class Deadline {
   /** Requests being answered (pipelined ones overlap): no deadline while any is. */
   private answering = 0;
   constructor(private readonly socket: Socket) {}
-  /** A request's headers came in (+1), or its answer ended (-1: armed for `ms` once none is left). */
-  busy(delta: 1 | -1, ms = 0): void {
-    this.answering += delta;
-    if (this.answering > 0) this.clear();
-    else this.arm(ms);
+  /** A request's headers came in: no deadline until its answer ends. */
+  begin(): void {
+    this.answering++;
+    this.clear();
+  }
+  /** A request's answer ended: armed for `ms` once no other is being answered. */
+  end(ms: number): void {
+    if (--this.answering === 0) this.arm(ms);
   }
   arm(ms: number): void {
     this.clear();
@@ -192,8 +195,8 @@ export function startHealthServer(
       const d = deadlines.get(req.socket);
       if (d) {
         // Headers in: no deadline while a request is answered; once none is, the next request gets one.
-        d.busy(+1);
-        res.once("close", () => d.busy(-1, lim.keepAliveTimeoutMs + lim.headersTimeoutMs));
+        d.begin();
+        res.once("close", () => d.end(lim.keepAliveTimeoutMs + lim.headersTimeoutMs));
       }
       handle(req, res, state, scrapes, metrics, log);
     } catch (e) {
