@@ -35,7 +35,7 @@ import { randomPrefix } from "../lib/cluster.js";
 import { TwillCluster, type BpfState, type TwillNode } from "../lib/twill.js";
 import { ping, pingStream, tcpTransfer, type PingStreamResult } from "../lib/traffic.js";
 import { onCleanup, runJson } from "../lib/exec.js";
-import { DEFAULT_OBJECT, lastRunLog, linkProgs, mbps, stalls, startOn, tcpStream, type LinkProg } from "../lib/upgrade.js";
+import { DEFAULT_OBJECT, lastRunLog, linkProgs, describeStalls, mbps, stalls, startOn, tcpStream, type LinkProg } from "../lib/upgrade.js";
 import { buildRevision, revisionUnavailable, type RevisionBuild } from "../lib/released.js";
 import { delta, moved, type Count } from "../lib/counters.js";
 import { withDiagnostics } from "../lib/diagnostics.js";
@@ -162,7 +162,7 @@ describe(`hitless upgrade from the released version (${RELEASED})`, () => {
     assert.ok(upgradedAt[1]! + 500 < streamEndMs, `h2 was upgraded at ${upgradedAt[1]} ms, after the TCP stream (ended ${streamEndMs} ms)`);
     assert.ok(r1.sent > 400 && r2.sent > 400, `too few pings: ${r1.sent}, ${r2.sent}`);
     assert.deepEqual([r1.lost, r2.lost], [0, 0], `pings lost: h1->h2 ${r1.lostSeqs}, h2->h1 ${r2.lostSeqs}`);
-    assert.deepEqual(st.stalled, [], `the TCP stream stalled (100 ms intervals with < 5% of the median ${st.medianBytes} bytes)`);
+    assert.deepEqual(st.stalled, [], `the TCP stream stalled (100 ms intervals with < 5% of the median ${st.medianBytes} bytes): ${describeStalls(stream, st)}`);
 
     for (const [i, n] of c.nodes.entries()) {
       const name = n.host.name;

@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { TwillCluster, type BpfState } from "../lib/twill.js";
 import { pingStream, type PingStreamResult } from "../lib/traffic.js";
 import {
-  DEFAULT_OBJECT, buildObject, growEndpointValue, reorderEndpointValue, lastRunLog, linkProgs, mbps, stalls, startOn, tcpStream, type LinkProg,
+  DEFAULT_OBJECT, buildObject, growEndpointValue, reorderEndpointValue, lastRunLog, linkProgs, describeStalls, mbps, stalls, startOn, tcpStream, type LinkProg,
 } from "../lib/upgrade.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -69,7 +69,7 @@ describe("hitless upgrade and rollback", () => {
   test("a build with other programs replaces them atomically, and rolls back, with no ping lost and no TCP stall", async () => {
     const [a, b] = [tc.nodes[0]!.host.pods[0]!, tc.nodes[1]!.host.pods[0]!];
     const base = await snapshot();
-    const streamSeconds = 12;
+    const streamSeconds = 16;
     const s1 = pingStream(a.netns, b.ip, 10);
     const s2 = pingStream(b.netns, a.ip, 10);
     const tcp = await tcpStream(a.netns, b.netns, b.ip, { seconds: streamSeconds, bitrate: "300M" });
@@ -111,7 +111,7 @@ describe("hitless upgrade and rollback", () => {
     assert.ok(tBack + 500 < streamEndMs, `the rollback finished at ${tBack} ms, after the TCP stream (ended ${streamEndMs} ms)`);
     assert.ok(r1.sent > 300 && r2.sent > 300, `too few pings: ${r1.sent}, ${r2.sent}`);
     assert.deepEqual([r1.lost, r2.lost], [0, 0], `pings lost: h1->h2 ${r1.lostSeqs}, h2->h1 ${r2.lostSeqs}`);
-    assert.deepEqual(st.stalled, [], `the TCP stream stalled (100 ms intervals with < 5% of the median ${st.medianBytes} bytes)`);
+    assert.deepEqual(st.stalled, [], `the TCP stream stalled (100 ms intervals with < 5% of the median ${st.medianBytes} bytes): ${describeStalls(stream, st)}`);
 
     for (const [i, n] of tc.nodes.entries()) {
       const name = n.host.name;

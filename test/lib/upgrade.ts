@@ -15,6 +15,15 @@
  *    (bpftool prog show), so a test can tell which build is attached.
  * 4) tcpStream runs iperf3: the server (receiver) in one namespace with
  *    `-i 0.1 --json`, so its intervals say what arrived in each 100 ms.
+ *    Both ends run at real-time priority (SCHED_RR, chrt): the stream is a
+ *    probe of the dataplane, and on this 2-core machine two daemons booting
+ *    at once (node's start-up, each in its own session's autogroup) once
+ *    kept the sender off the CPU for ~170 ms — measured with perf sched: a
+ *    120 ms scheduling delay of iperf3 while the pings, the same path, were
+ *    answered within 42 ms. A dataplane that holds or drops packets still
+ *    shows as a stall whatever the probe's priority; a starved probe no
+ *    longer does. The sender's own intervals are kept, so a stall's report
+ *    says whether the sender was running then.
  */
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -104,6 +113,8 @@ export interface StreamInterval { startS: number; endS: number; bytes: number }
 export interface StreamResult {
   /** What the receiver got in each interval (iperf3 server, -i 0.1). */
   intervals: StreamInterval[];
+  /** What the sender wrote in each of its intervals (iperf3 client, -i 0.1): one longer than 100 ms is a sender that was not running. */
+  sent: StreamInterval[];
   /** Retransmitted segments the sender counted. */
   retransmits: number;
   bytes: number;
@@ -115,6 +126,12 @@ export interface TcpStream {
   stop(): Promise<void>;
 }
 
+/** chrt's arguments for the stream's two ends: round-robin real-time priority 10 (see the top of this file). */
+const PROBE_PRIORITY = ["--rr", "10"];
+
+const toInterval = (i: { sum: { start: number; end: number; bytes: number } }): StreamInterval =>
+  ({ startS: i.sum.start, endS: i.sum.end, bytes: i.sum.bytes });
+
 /**
  * Starts a `seconds`-long iperf3 TCP stream from `fromNetns` to `toIP` (a
  * server started in `toNetns`), paced at `bitrate` so it does not starve the
@@ -122,25 +139,29 @@ export interface TcpStream {
  */
 export async function tcpStream(fromNetns: string, toNetns: string, toIP: string, o: { seconds: number; bitrate: string }): Promise<TcpStream> {
   const port = String(20000 + Math.floor(Math.random() * 20000));
-  const server = spawnIn(toNetns, "iperf3", ["-s", "-1", "-p", port, "-i", "0.1", "--json"]);
+  const server = spawnIn(toNetns, "chrt", [...PROBE_PRIORITY, "iperf3", "-s", "-1", "-p", port, "-i", "0.1", "--json"]);
   const serverOut: Buffer[] = [];
   server.stdout?.on("data", (b: Buffer) => serverOut.push(b));
   const serverExit = new Promise<void>((resolve) => (server.exitCode !== null ? resolve() : server.once("exit", () => resolve())));
   await waitFor(async () => (await run("ss", ["-Hltn", `sport = :${port}`], { netns: toNetns })).stdout.trim() !== "",
     { timeoutMs: 10000, intervalMs: 50, what: `iperf3 server listening on ${toNetns}:${port}` });
   const startedAtMs = Date.now();
-  const client = run("iperf3", ["-c", toIP, "-p", port, "-t", String(o.seconds), "-i", "0.1", "-b", o.bitrate, "--json"],
+  const client = run("chrt", [...PROBE_PRIORITY, "iperf3", "-c", toIP, "-p", port, "-t", String(o.seconds), "-i", "0.1", "-b", o.bitrate, "--json"],
     { netns: fromNetns, timeoutMs: (o.seconds + 30) * 1000 });
   const done = (async (): Promise<StreamResult> => {
     const c = await client;
     await Promise.race([serverExit, new Promise((r) => setTimeout(r, 5000))]);
-    const sent = JSON.parse(c.stdout) as { end: { sum_sent: { retransmits?: number } } };
+    const sent = JSON.parse(c.stdout) as {
+      intervals: Array<{ sum: { start: number; end: number; bytes: number } }>;
+      end: { sum_sent: { retransmits?: number } };
+    };
     const got = JSON.parse(Buffer.concat(serverOut).toString("utf8")) as {
       intervals: Array<{ sum: { start: number; end: number; bytes: number } }>;
       end: { sum_received: { bytes: number } };
     };
     return {
-      intervals: got.intervals.map((i) => ({ startS: i.sum.start, endS: i.sum.end, bytes: i.sum.bytes })),
+      intervals: got.intervals.map(toInterval),
+      sent: sent.intervals.map(toInterval),
       retransmits: sent.end.sum_sent.retransmits ?? 0,
       bytes: got.end.sum_received.bytes,
       startedAtMs,
@@ -174,6 +195,20 @@ export function stalls(r: StreamResult): StallReport {
     medianBytes, min, minShare: min.bytes / medianBytes, minPairShare,
     stalled: full.filter((i) => i.bytes < 0.05 * medianBytes),
   };
+}
+
+/**
+ * Each stalled interval with what the sender wrote around it, for an
+ * assertion's message: a sender interval much longer than 100 ms means the
+ * sender was not running (a starved probe), one of ~100 ms with few bytes
+ * means it was running and blocked (the path held its data).
+ */
+export function describeStalls(r: StreamResult, st: StallReport): string {
+  const span = (i: StreamInterval): string => `${i.startS.toFixed(3)}–${i.endS.toFixed(3)} s`;
+  return st.stalled.map((i) => {
+    const around = r.sent.filter((s) => s.endS > i.startS - 0.1 && s.startS < i.endS + 0.1);
+    return `received ${i.bytes} B in ${span(i)}; the sender wrote ${around.map((s) => `${s.bytes} B in ${span(s)}`).join(", ") || "nothing it reported"}`;
+  }).join("; ");
 }
 
 /** Mbit/s of `bytes` over `seconds`. */
