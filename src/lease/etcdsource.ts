@@ -66,6 +66,14 @@
  *     acquire starts from the last list when it is under SNAPSHOT_REUSE_MS
  *     old (the daemon lists right before it acquires): its transaction's
  *     compares fail if anything changed since, and it then lists again.
+ *     The kept list holds no lease the watch has replaced: an event for a
+ *     key after the list's revision marks its entry stale and drops the
+ *     parsed lease (the caller holds the event's; under churn the kept list
+ *     would otherwise hold a second copy of every lease changed since, ~20
+ *     MiB at 100,000 leases). The next list reads a stale key again: a
+ *     changed one is among the changes; one deleted since makes the count
+ *     differ (a full read); one the changes do not show (its event came after
+ *     them) makes a full read too. A stale entry is never reused.
  */
 import { readFileSync } from "node:fs";
 import { posix } from "node:path";
@@ -132,8 +140,11 @@ interface Entry {
   readonly modRevision: string;
   /** The etcd lease the key is attached to ("0": none). */
   readonly etcdLease: string;
-  readonly lease?: Lease;
-  readonly error?: TwillError;
+  /** Dropped (with error) when a watch event changed or deleted the key after the list (see 6, stale). */
+  lease?: Lease;
+  error?: TwillError;
+  /** A watch event changed or deleted the key after the list's revision: the next list must read it again. */
+  stale?: true;
 }
 
 /** Every key under subnets/ at one revision, in key order (see 6). */
@@ -144,6 +155,8 @@ interface Snapshot {
   readonly at: number;
   readonly entries: readonly Entry[];
   readonly byKey: ReadonlyMap<string, Entry>;
+  /** How many entries are stale (markStale): such a snapshot is not a list's answer until read again. */
+  stale: number;
 }
 
 type WatchEnd =
@@ -299,6 +312,13 @@ export class EtcdSource implements LeaseSource {
     return { tls: true, ...(ca && { ca }), ...(cert && { cert }), ...(key && { key }) };
   }
 
+  /** Parsed leases the kept list holds (see 6), for tests and debugging. */
+  get keptLeases(): number {
+    let n = 0;
+    for (const e of this.snap?.entries ?? []) if (e.lease) n++;
+    return n;
+  }
+
   /** How lists reach etcd: "grpc", "gateway" (where gRPC cannot be spoken), undefined before the first. */
   get listTransport(): "grpc" | "gateway" | undefined {
     return this.client.scanTransport;
@@ -340,7 +360,11 @@ export class EtcdSource implements LeaseSource {
     return this.result(s);
   }
 
-  /** The leases and errors of a snapshot; our own lease carries its expiry when it is attached to our etcd lease. */
+  /**
+   * The leases and errors of a snapshot; our own lease carries its expiry when it is attached to our etcd lease.
+   * Taken in the same run of microtasks as the snapshot was read in, so no watch event (an I/O callback) has
+   * marked an entry stale in between.
+   */
   private result(s: Snapshot): ListResult {
     const leases: Lease[] = [];
     const errors: ListResult["errors"] = [];
@@ -383,16 +407,23 @@ export class EtcdSource implements LeaseSource {
     const added = changed.filter((e) => !old.byKey.has(e.key));
     const at = performance.now();
     if (changed.length === 0) {
+      if (old.stale > 0) return undefined; // an event's key not among the changes: it changed after this read
       this.counts.changeLists++;
       return { ...old, revision: page.revision, at };
     }
     const now = new Map(changed.map((e) => [e.key, e]));
-    const kept = old.entries.map((e) => now.get(e.key) ?? e);
+    let missed = false;
+    const kept = old.entries.map((e) => {
+      const c = now.get(e.key);
+      if (!c && e.stale) missed = true;
+      return c ?? e;
+    });
+    if (missed) return undefined;
     const entries = added.length === 0 ? kept : merge(kept, added.sort(byKey));
     const map = new Map(old.byKey);
     for (const e of changed) map.set(e.key, e);
     this.counts.changeLists++;
-    return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: map };
+    return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: map, stale: 0 };
   }
 
   /** Every key, in pages; a value whose key and mod_revision are in `old` is not parsed again. */
@@ -406,11 +437,11 @@ export class EtcdSource implements LeaseSource {
           const known = old?.clusterId === p.clusterId ? old.byKey : undefined;
           for (const kv of p.kvs) {
             const was = known?.get(kv.key.slice(this.subnetsPrefix.length));
-            entries.push(was && was.modRevision === kv.modRevision ? was : this.entry(kv));
+            entries.push(was && !was.stale && was.modRevision === kv.modRevision ? was : this.entry(kv));
           }
         }
         this.counts.fullLists++;
-        return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])) };
+        return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), stale: 0 };
       } catch (e) {
         // etcd compacted the revision the pages are read at: read again at the current one
         const compacted = e instanceof EtcdCallError && /compacted/.test(e.message);
@@ -480,7 +511,7 @@ export class EtcdSource implements LeaseSource {
       });
       for (let attempt = 0; attempt < MAX_TRIES; attempt++) {
         // The first attempt may start from a recent list (see 6), unless it would delete leases on its word.
-        let snap = attempt === 0 && this.snap && performance.now() - this.snap.at < SNAPSHOT_REUSE_MS ? this.snap : undefined;
+        let snap = attempt === 0 && this.snap && this.snap.stale === 0 && performance.now() - this.snap.at < SNAPSHOT_REUSE_MS ? this.snap : undefined;
         let choice = snap && choose(snap);
         if (!snap || !choice || choice.stale.length > 0) {
           snap = await this.snapshot();
@@ -739,12 +770,28 @@ export class EtcdSource implements LeaseSource {
 
   private toEvent(ev: WatchEvent): LeaseEvent {
     const key = this.leaseKey(ev.kv);
+    this.markStale(key, ev.kv.modRevision);
     if (ev.type === "delete") return { type: "delete", key };
     try {
       return { type: "put", key, lease: this.parse(key, ev.kv) };
     } catch (e) {
       return { type: "put", key, error: this.storeError(`parsing lease ${key}`, e) };
     }
+  }
+
+  /**
+   * A watch event changed or deleted `key` at `modRevision`: if that is
+   * after the kept list, its entry lets go of the parsed lease (the event's
+   * lease is the caller's now; see 6) and is read again by the next list.
+   */
+  private markStale(key: string, modRevision: string): void {
+    const snap = this.snap;
+    const e = snap?.byKey.get(key);
+    if (!snap || !e || e.stale || !/^[1-9][0-9]*$/.test(modRevision) || BigInt(modRevision) <= snap.revision) return;
+    e.lease = undefined;
+    e.error = undefined;
+    e.stale = true;
+    snap.stale++;
   }
 
   // ---- closing -----------------------------------------------------------

@@ -406,6 +406,58 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(s.counts, { fullLists: 3, changeLists: 2, parsed: 18 }, "a change and a delete: each changed value parsed once");
   });
 
+  test("the kept list lets go of every lease a watch event replaced or deleted; the next list reads those keys again, and only those", async (t) => {
+    const prefix = await network();
+    const lease = (i: number, gen = 0) => put(`${prefix}/subnets/10.244.${160 + i}.0-24`, FLANNEL_LEASE(`192.168.72.${i}`, mac(i + gen * 50)));
+    for (let i = 1; i <= 6; i++) await lease(i);
+    const s = source(t, prefix);
+    const fresh = async () => {
+      const f = new EtcdSource({ endpoints: [etcd.endpoint], prefix });
+      try {
+        return await f.list();
+      } finally {
+        await f.close();
+      }
+    };
+    await s.list();
+    assert.equal(s.keptLeases, 6);
+    const rec = new Recorder(s);
+    t.after(rec.stop);
+
+    // a change: the event's lease is the caller's, the kept list no longer holds the old one
+    await lease(1, 1);
+    await rec.waitFor("put", "10.244.161.0-24");
+    assert.equal(rec.events.find((e) => e.key === "10.244.161.0-24")!.lease!.backendData!.vtepMAC, mac(51));
+    assert.equal(s.keptLeases, 5);
+    const parsed = s.counts.parsed;
+    const second = await s.list();
+    assert.deepEqual(second, await fresh());
+    assert.equal(second.leases.find((l) => l.key === "10.244.161.0-24")!.backendData!.vtepMAC, mac(51));
+    assert.equal(s.counts.parsed, parsed + 1, "the changed key read again, nothing else");
+    assert.equal(s.keptLeases, 6);
+
+    // a change and a delete: both let go; the delete makes the next list a full read, which parses only the changed key
+    await lease(2, 1);
+    await etcd.etcdctl(["del", `${prefix}/subnets/10.244.163.0-24`]);
+    await rec.waitFor("delete", "10.244.163.0-24");
+    assert.equal(s.keptLeases, 4);
+    const full = s.counts.fullLists;
+    const third = await s.list();
+    assert.deepEqual(third, await fresh());
+    assert.ok(!third.leases.some((l) => l.key === "10.244.163.0-24"));
+    assert.equal(s.counts.fullLists, full + 1);
+    assert.equal(s.counts.parsed, parsed + 2);
+    assert.equal(s.keptLeases, 5);
+
+    // a new key: nothing kept to let go of; read with the changes
+    await lease(7);
+    await rec.waitFor("put", "10.244.167.0-24");
+    assert.equal(s.keptLeases, 5);
+    assert.deepEqual(await s.list(), await fresh());
+    assert.equal(s.keptLeases, 6);
+    assert.deepEqual(rec.errors, []);
+  });
+
   test("where gRPC cannot be spoken (an HTTP/1.1 proxy in front of etcd), lists use the gateway, with the same result", async (t) => {
     const prefix = await network();
     for (let i = 1; i <= 7; i++) await put(`${prefix}/subnets/10.244.${140 + i}.0-24`, FLANNEL_LEASE(`192.168.71.${i}`, mac(i)));
