@@ -66,14 +66,22 @@
  *     acquire starts from the last list when it is under SNAPSHOT_REUSE_MS
  *     old (the daemon lists right before it acquires): its transaction's
  *     compares fail if anything changed since, and it then lists again.
- *     The kept list holds no lease the watch has replaced: an event for a
- *     key after the list's revision marks its entry stale and drops the
- *     parsed lease (the caller holds the event's; under churn the kept list
- *     would otherwise hold a second copy of every lease changed since, ~20
- *     MiB at 100,000 leases). The next list reads a stale key again: a
- *     changed one is among the changes; one deleted since makes the count
- *     differ (a full read); one the changes do not show (its event came after
- *     them) makes a full read too. A stale entry is never reused.
+ *     The watch keeps the kept list current (`adopt`): an event for a key
+ *     of the list, after the list's revision, replaces its entry by the
+ *     event's (the same parsed lease the caller holds, at the event's
+ *     mod_revision) or, for a delete, leaves a tombstone. So under churn
+ *     the kept list holds no second copy of the leases changed since (~20
+ *     MiB at 100,000 leases), and the next list still trusts no event: it
+ *     reads every key changed since the list's revision, re-uses an entry
+ *     only where etcd's mod_revision is the entry's, and counts: the
+ *     entries that are not tombstones plus the keys it did not know must
+ *     be etcd's count, else a full read. A missed put is a changed key; a
+ *     missed delete, a count that differs; a tombstone of a key the changes
+ *     do not show is dropped (deleted since the list, not re-created); and a
+ *     churning store's re-list (puts and deletes) needs no full read, and
+ *     parses only what no event brought. Events arrive in revision order,
+ *     so a tombstone newer than a read cannot hide an older delete from the
+ *     count. acquire captures the chosen key's mod_revision when it chooses.
  */
 import { readFileSync } from "node:fs";
 import { posix } from "node:path";
@@ -137,14 +145,13 @@ interface Own {
 interface Entry {
   /** The lease key (the etcd key without the subnets/ prefix). */
   readonly key: string;
-  readonly modRevision: string;
+  modRevision: string;
   /** The etcd lease the key is attached to ("0": none). */
-  readonly etcdLease: string;
-  /** Dropped (with error) when a watch event changed or deleted the key after the list (see 6, stale). */
+  etcdLease: string;
   lease?: Lease;
   error?: TwillError;
-  /** A watch event changed or deleted the key after the list's revision: the next list must read it again. */
-  stale?: true;
+  /** A delete event after the list's revision (a tombstone; see 6): the key is gone. */
+  gone?: true;
 }
 
 /** Every key under subnets/ at one revision, in key order (see 6). */
@@ -155,8 +162,8 @@ interface Snapshot {
   readonly at: number;
   readonly entries: readonly Entry[];
   readonly byKey: ReadonlyMap<string, Entry>;
-  /** How many entries are stale (markStale): such a snapshot is not a list's answer until read again. */
-  stale: number;
+  /** How many entries are tombstones (`gone`). */
+  gone: number;
 }
 
 type WatchEnd =
@@ -362,14 +369,14 @@ export class EtcdSource implements LeaseSource {
 
   /**
    * The leases and errors of a snapshot; our own lease carries its expiry when it is attached to our etcd lease.
-   * Taken in the same run of microtasks as the snapshot was read in, so no watch event (an I/O callback) has
-   * marked an entry stale in between.
+   * A tombstone is not a lease.
    */
   private result(s: Snapshot): ListResult {
     const leases: Lease[] = [];
     const errors: ListResult["errors"] = [];
     const own = this.own;
     for (const e of s.entries) {
+      if (e.gone) continue;
       if (!e.lease) errors.push({ key: e.key, error: e.error! });
       else if (own && e.key === own.lease.key && e.etcdLease === own.leaseId) leases.push({ ...e.lease, expiration: own.expiresAt });
       else leases.push(e.lease);
@@ -400,30 +407,37 @@ export class EtcdSource implements LeaseSource {
     if (!page || page.clusterId !== old.clusterId || page.revision < old.revision) return undefined;
     // Counted before anything is parsed: when keys were deleted the full read that follows parses
     // each changed value once (a churning store's re-list: nearly every key changed since the last).
+    const known = (kv: TextKeyValue): Entry | undefined => {
+      const e = old.byKey.get(kv.key.slice(this.subnetsPrefix.length));
+      return e && !e.gone ? e : undefined;
+    };
     let addedCount = 0;
-    for (const kv of kvs) if (!old.byKey.has(kv.key.slice(this.subnetsPrefix.length))) addedCount++;
-    if (old.byKey.size + addedCount !== page.total) return undefined; // keys were deleted: which, only a full read says
-    const changed = kvs.map((kv) => this.entry(kv));
-    const added = changed.filter((e) => !old.byKey.has(e.key));
+    for (const kv of kvs) if (!known(kv)) addedCount++;
+    if (old.byKey.size - old.gone + addedCount !== page.total) return undefined; // keys were deleted: which, only a full read says
+    // An entry an event brought is re-used where etcd has the same mod_revision (see 6).
+    const changed = kvs.map((kv) => {
+      const e = known(kv);
+      return e && e.modRevision === kv.modRevision ? e : this.entry(kv);
+    });
     const at = performance.now();
-    if (changed.length === 0) {
-      if (old.stale > 0) return undefined; // an event's key not among the changes: it changed after this read
+    if (changed.length === 0 && old.gone === 0) {
       this.counts.changeLists++;
       return { ...old, revision: page.revision, at };
     }
     const now = new Map(changed.map((e) => [e.key, e]));
-    let missed = false;
-    const kept = old.entries.map((e) => {
-      const c = now.get(e.key);
-      if (!c && e.stale) missed = true;
-      return c ?? e;
-    });
-    if (missed) return undefined;
-    const entries = added.length === 0 ? kept : merge(kept, added.sort(byKey));
     const map = new Map(old.byKey);
+    const kept: Entry[] = [];
+    for (const e of old.entries) {
+      const c = now.get(e.key);
+      if (c) kept.push(c);
+      else if (!e.gone) kept.push(e);
+      else map.delete(e.key); // deleted since the list and not re-created
+    }
+    const added = changed.filter((e) => !old.byKey.has(e.key));
+    const entries = added.length === 0 ? kept : merge(kept, added.sort(byKey));
     for (const e of changed) map.set(e.key, e);
     this.counts.changeLists++;
-    return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: map, stale: 0 };
+    return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: map, gone: 0 };
   }
 
   /** Every key, in pages; a value whose key and mod_revision are in `old` is not parsed again. */
@@ -437,11 +451,11 @@ export class EtcdSource implements LeaseSource {
           const known = old?.clusterId === p.clusterId ? old.byKey : undefined;
           for (const kv of p.kvs) {
             const was = known?.get(kv.key.slice(this.subnetsPrefix.length));
-            entries.push(was && !was.stale && was.modRevision === kv.modRevision ? was : this.entry(kv));
+            entries.push(was && !was.gone && was.modRevision === kv.modRevision ? was : this.entry(kv));
           }
         }
         this.counts.fullLists++;
-        return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), stale: 0 };
+        return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0 };
       } catch (e) {
         // etcd compacted the revision the pages are read at: read again at the current one
         const compacted = e instanceof EtcdCallError && /compacted/.test(e.message);
@@ -511,12 +525,14 @@ export class EtcdSource implements LeaseSource {
       });
       for (let attempt = 0; attempt < MAX_TRIES; attempt++) {
         // The first attempt may start from a recent list (see 6), unless it would delete leases on its word.
-        let snap = attempt === 0 && this.snap && this.snap.stale === 0 && performance.now() - this.snap.at < SNAPSHOT_REUSE_MS ? this.snap : undefined;
+        let snap = attempt === 0 && this.snap && performance.now() - this.snap.at < SNAPSHOT_REUSE_MS ? this.snap : undefined;
         let choice = snap && choose(snap);
         if (!snap || !choice || choice.stale.length > 0) {
           snap = await this.snapshot();
           choice = choose(snap);
         }
+        // What the choice saw, taken now: a watch event may update the kept list's entry during the awaits below (see 6).
+        const chosenRevision = snap.byKey.get(choice.key)?.modRevision ?? "0";
         for (const l of choice.stale) {
           this.log("info", "deleting our lease that does not fit the network config", { key: l.key });
           await this.call(`deleting ${this.subnetsPrefix}${l.key}`, () => this.client.deleteRange(utf8(this.subnetsPrefix + l.key)));
@@ -533,7 +549,7 @@ export class EtcdSource implements LeaseSource {
         };
         const key = utf8(this.subnetsPrefix + lease.key);
         const compare: Compare[] = choice.kind === "reuse"
-          ? [{ key, target: "MOD", result: "EQUAL", value: snap.byKey.get(choice.key)?.modRevision ?? "0" }]
+          ? [{ key, target: "MOD", result: "EQUAL", value: chosenRevision }]
           : [
             { key, target: "CREATE", result: "EQUAL", value: "0" },
             { key: this.subnetsKey, rangeEnd: this.subnetsEnd, target: "MOD", result: "LESS", value: (snap.revision + 1n).toString() },
@@ -770,28 +786,40 @@ export class EtcdSource implements LeaseSource {
 
   private toEvent(ev: WatchEvent): LeaseEvent {
     const key = this.leaseKey(ev.kv);
-    this.markStale(key, ev.kv.modRevision);
-    if (ev.type === "delete") return { type: "delete", key };
-    try {
-      return { type: "put", key, lease: this.parse(key, ev.kv) };
-    } catch (e) {
-      return { type: "put", key, error: this.storeError(`parsing lease ${key}`, e) };
+    let out: LeaseEvent;
+    if (ev.type === "delete") out = { type: "delete", key };
+    else {
+      try {
+        out = { type: "put", key, lease: this.parse(key, ev.kv) };
+      } catch (e) {
+        out = { type: "put", key, error: this.storeError(`parsing lease ${key}`, e) };
+      }
     }
+    this.adopt(ev.kv, out);
+    return out;
   }
 
   /**
-   * A watch event changed or deleted `key` at `modRevision`: if that is
-   * after the kept list, its entry lets go of the parsed lease (the event's
-   * lease is the caller's now; see 6) and is read again by the next list.
+   * Keeps the kept list current (see 6): an event for one of its keys after
+   * its revision replaces the entry by the event's lease (or error), at the
+   * event's mod_revision, or makes it a tombstone.
    */
-  private markStale(key: string, modRevision: string): void {
+  private adopt(kv: KeyValue, ev: LeaseEvent): void {
     const snap = this.snap;
-    const e = snap?.byKey.get(key);
-    if (!snap || !e || e.stale || !/^[1-9][0-9]*$/.test(modRevision) || BigInt(modRevision) <= snap.revision) return;
-    e.lease = undefined;
-    e.error = undefined;
-    e.stale = true;
-    snap.stale++;
+    const e = snap?.byKey.get(ev.key);
+    if (!snap || !e || !/^[1-9][0-9]*$/.test(kv.modRevision) || BigInt(kv.modRevision) <= snap.revision) return;
+    if (ev.type === "delete") {
+      if (!e.gone) snap.gone++;
+      e.gone = true;
+      e.lease = e.error = undefined;
+      return;
+    }
+    if (e.gone) snap.gone--;
+    e.gone = undefined;
+    e.modRevision = kv.modRevision;
+    e.etcdLease = kv.lease;
+    e.lease = ev.lease;
+    e.error = ev.error;
   }
 
   // ---- closing -----------------------------------------------------------
