@@ -12,7 +12,12 @@
  * Phases:
  * - "events": one new lease after the other; each put waits until the
  *   previous one is in the dataplane. Latency = from just before the put
- *   is sent to the first moment the dataplane shows the peer.
+ *   is sent to the first moment the dataplane shows the peer. That
+ *   includes etcd's commit (its WAL fsync: a p50 of ~3-5 ms and a p99 of
+ *   ~12-14 ms on this VM's disk), so each sample also has `eventMs`: from
+ *   the moment this process's own watch on the subnets prefix received the
+ *   event (etcd sends it to every watcher at once, after the commit) to the
+ *   dataplane showing it — the node's part, from the lease event on.
  * - "churn": open loop at a fixed pace (every intervalMs, whether earlier
  *   writes have finished or not): even events put a lease that is not
  *   there, odd ones delete one that is (the ring of leases.ts, so the run
@@ -24,7 +29,7 @@
  */
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Etcd3 } from "etcd3";
+import { Etcd3, type Watcher } from "etcd3";
 import { BpfProbe } from "./bpfprobe.js";
 import { RouteProbe } from "./routeprobe.js";
 import { now, type Probe, type Want } from "./probe.js";
@@ -62,6 +67,8 @@ export interface Sample {
   readonly latencyMs: number;
   /** Send → etcd acknowledged the write. */
   readonly ackMs: number;
+  /** This process's watch received the event → first seen in the dataplane (negative: the node was first). */
+  readonly eventMs?: number;
   /** Send time relative to the phase's start. */
   readonly atMs: number;
 }
@@ -80,17 +87,70 @@ export interface DriverOutput {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-async function events(client: Etcd3, probe: Probe, peers: readonly number[], gap?: readonly [number, number]): Promise<Sample[]> {
+/**
+ * When this process's own watch on the subnets prefix received each key's
+ * latest put and delete: the moment the lease event existed for any watcher.
+ */
+class EventClock {
+  private readonly at = new Map<string, { put?: number; delete?: number }>();
+  private readonly waiters = new Set<() => void>();
+  private constructor(private readonly watcher: Watcher) {}
+
+  static async start(client: Etcd3): Promise<EventClock> {
+    const w = await client.watch().prefix(`${ETCD_PREFIX}/subnets/`).create();
+    const c = new EventClock(w);
+    const mark = (op: "put" | "delete") => (kv: { key: Buffer }) => {
+      const t = now();
+      const key = kv.key.toString("utf8");
+      c.at.set(key, { ...c.at.get(key), [op]: t });
+      for (const wake of [...c.waiters]) wake();
+    };
+    w.on("put", mark("put"));
+    w.on("delete", mark("delete"));
+    return c;
+  }
+
+  /** When the watch received `op` of `key` at or after `since` (waits up to timeoutMs; undefined if it never did). */
+  async when(key: string, op: "put" | "delete", since: number, timeoutMs = 10_000): Promise<number | undefined> {
+    const get = (): number | undefined => {
+      const t = this.at.get(key)?.[op];
+      return t !== undefined && t >= since ? t : undefined;
+    };
+    const t = get();
+    if (t !== undefined) return t;
+    return new Promise((resolve) => {
+      const done = (v: number | undefined): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(v);
+      };
+      const check = (): void => {
+        const v = get();
+        if (v !== undefined) done(v);
+      };
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      this.waiters.add(check);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.watcher.cancel().catch(() => {});
+  }
+}
+
+async function events(client: Etcd3, clock: EventClock, probe: Probe, peers: readonly number[], gap?: readonly [number, number]): Promise<Sample[]> {
   const samples: Sample[] = [];
   const t00 = now();
   for (const [k, i] of peers.entries()) {
     if (gap) await sleep(gap[0] + Math.random() * (gap[1] - gap[0]));
     const seen = probe.expect(leasePrefix(i), { present: true, remote: leasePublicIP(i) });
     const t0 = now();
+    const event = clock.when(etcdKey(i), "put", t0);
     await client.put(etcdKey(i)).value(leaseValue(i));
     const ack = now();
     const t1 = await seen;
-    samples.push({ k, op: "put", peer: i, latencyMs: t1 - t0, ackMs: ack - t0, atMs: t0 - t00 });
+    const te = await event;
+    samples.push({ k, op: "put", peer: i, latencyMs: t1 - t0, ackMs: ack - t0, atMs: t0 - t00, ...(te !== undefined ? { eventMs: t1 - te } : {}) });
   }
   return samples;
 }
@@ -104,7 +164,7 @@ function quiet<T>(p: Promise<T>): Promise<T> {
 /** Which churn events are timed: one in `every`; for an even `every`, alternately a put (even k) and a delete (odd k). */
 export const sampled = (k: number, every: number): boolean => k % every === Math.floor(k / every) % 2;
 
-async function churn(client: Etcd3, probe: Probe, c: NonNullable<DriverInput["churn"]>): Promise<Omit<DriverOutput, "phase" | "durationMs">> {
+async function churn(client: Etcd3, clock: EventClock, probe: Probe, c: NonNullable<DriverInput["churn"]>): Promise<Omit<DriverOutput, "phase" | "durationMs">> {
   const total = c.events;
   const final = new Map<string, Want>();
   const timed: Promise<Sample>[] = [];
@@ -119,14 +179,15 @@ async function churn(client: Etcd3, probe: Probe, c: NonNullable<DriverInput["ch
     final.set(leasePrefix(i), want);
     const seen = sampled(k, c.sampleEvery) ? quiet(probe.expect(leasePrefix(i), want, c.timeoutMs)) : undefined;
     const t0 = now();
+    const event = seen ? clock.when(etcdKey(i), put ? "put" : "delete", t0, c.timeoutMs) : undefined;
     maxLag = Math.max(maxLag, t0 - due);
     lastSent = t0;
     const write: Promise<unknown> = put ? client.put(etcdKey(i)).value(leaseValue(i)).exec() : client.delete().key(etcdKey(i)).exec();
     const w = write.then(() => now());
     writes.push(quiet(w));
     if (seen) {
-      timed.push(quiet(Promise.all([seen, w]).then(([t1, ack]): Sample =>
-        ({ k, op: put ? "put" : "delete", peer: i, latencyMs: t1 - t0, ackMs: ack - t0, atMs: t0 - start }))));
+      timed.push(quiet(Promise.all([seen, w, event]).then(([t1, ack, te]): Sample =>
+        ({ k, op: put ? "put" : "delete", peer: i, latencyMs: t1 - t0, ackMs: ack - t0, atMs: t0 - start, ...(te !== undefined ? { eventMs: t1 - te } : {}) }))));
     }
   }
   const converged = probe.converge(final, c.timeoutMs);
@@ -199,17 +260,20 @@ async function main(input: DriverInput): Promise<DriverOutput | ScrapeOutput> {
   }
   const client = new Etcd3({ hosts: input.endpoint });
   const probe: Probe = input.mode === "bpf" ? new BpfProbe(input.pinDir) : await RouteProbe.start();
+  let clock: EventClock | undefined;
   try {
     await client.get(`${ETCD_PREFIX}/config`).string(); // connect before timing anything
+    clock = await EventClock.start(client);
     const t0 = now();
     if (input.phase === "events") {
-      const samples = await events(client, probe, input.events ?? [], input.gapMs);
+      const samples = await events(client, clock, probe, input.events ?? [], input.gapMs);
       return { phase: "events", samples, durationMs: now() - t0 };
     }
     if (!input.churn) throw new Error("Cannot run phase churn: the input has no churn section");
-    const r = await churn(client, probe, input.churn);
+    const r = await churn(client, clock, probe, input.churn);
     return { phase: "churn", ...r, durationMs: now() - t0 };
   } finally {
+    await clock?.close();
     await probe.close();
     client.close();
   }

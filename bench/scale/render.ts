@@ -76,9 +76,13 @@ export function renderMarkdown(r: ScaleResult, heading = "##"): string {
     const bits: string[] = [];
     if (m.start?.readyLogMs !== undefined) bits.push(`ready per the daemon's log after ${ms(m.start.readyLogMs, 0)}`);
     if (m.start?.programmed.routes !== undefined) bits.push(`kernel entries ${m.start.programmed.routes} routes / ${m.start.programmed.neighbours} neighbours / ${m.start.programmed.fdb} FDB`);
-    if (m.events) bits.push(`etcd acknowledged a put in ${ms(m.events.etcdAckP50Ms, 2)} (median)`);
+    if (m.events) {
+      bits.push(`etcd acknowledged a put in ${ms(m.events.etcdAckP50Ms, 2)} (median)` +
+        (m.events.fromEvent ? `; from the event (the driver's own watch received it) p50/p99 ${ms(m.events.fromEvent.p50, 2)}/${ms(m.events.fromEvent.p99, 2)}` : ""));
+    }
     if (m.churn) {
       bits.push(`churn puts p50/p99 ${ms(m.churn.puts?.p50, 2)}/${ms(m.churn.puts?.p99, 2)}, deletes ${ms(m.churn.deletes?.p50, 2)}/${ms(m.churn.deletes?.p99, 2)}, ` +
+        (m.churn.latency.fromEvent ? `from the event p50/p99 ${ms(m.churn.latency.fromEvent.p50, 2)}/${ms(m.churn.latency.fromEvent.p99, 2)}, ` : "") +
         `${m.churn.latency.n} timed of ${m.churn.sent} sent, worst send lateness ${ms(m.churn.maxSendLagMs, 1)}; p99 first/second half ` +
         `${ms(m.churn.criteria.firstHalfP99Ms, 1)}/${ms(m.churn.criteria.secondHalfP99Ms, 1)}; keeps up: ` +
         Object.entries(m.churn.criteria).filter(([, v]) => typeof v === "boolean").map(([k, v]) => `${k} ${v ? "yes" : "NO"}`).join(", "));

@@ -60,10 +60,14 @@ interface Ctx {
   readonly log: Log;
 }
 
+/** The samples' event → dataplane times (driver.ts `eventMs`), where the driver's watch saw the event. */
+export const eventMs = (samples: readonly Sample[]): number[] => samples.flatMap((s) => (s.eventMs === undefined ? [] : [s.eventMs]));
+
 function latency(samples: readonly Sample[]): LatencyResult | undefined {
   const p = percentiles(samples.map((s) => s.latencyMs));
   const ack = percentiles(samples.map((s) => s.ackMs));
-  return p && ack ? { ...p, etcdAckP50Ms: ack.p50 } : undefined;
+  const fromEvent = percentiles(eventMs(samples));
+  return p && ack ? { ...p, etcdAckP50Ms: ack.p50, ...(fromEvent ? { fromEvent } : {}) } : undefined;
 }
 
 /** Runs the load driver (driver.ts) in the node's namespace; its one JSON line, or a thrown sentence. */

@@ -15,7 +15,10 @@
  * (etcd, eventsAt) the lease → dataplane events that follow (one at a time,
  * 1–50 ms apart, so they land at every point of the reconcile cycle) meet
  * a full reconcile of eventsAt peers about once a second; the daemon's
- * /metrics says how long its reconciles took. Above 65,536 peers the bpf
+ * /metrics says how long its reconciles took. Each event is timed twice
+ * (driver.ts): from the put sent, and from the moment the driver's own
+ * etcd watch received the event — after etcd's commit (its WAL fsync, a p99
+ * of ~12 ms on this VM's disk), so the second is the node's part. Above 65,536 peers the bpf
  * node needs --peer-capacity (passed when `twill --help` lists it; otherwise
  * the cell says so), and the kernel cells stop at kernelMaxPeers (the
  * kernel takes minutes per 50,000 routes: see the control-plane table).
@@ -30,7 +33,7 @@ import { ROOT, TWILL, TwillCluster } from "../lib/twill.js";
 import { percentiles, type Percentiles } from "../stats.js";
 import { ETCD_PREFIX, MAX_INDEX, NET_CONFIG, OWN_GAP, WIDE_NET_CONFIG, leaseKey, leaseValue, putOps } from "./leases.js";
 import { rssBytes } from "./memory.js";
-import { runDriver, startDaemon } from "./run-mode.js";
+import { eventMs, runDriver, startDaemon } from "./run-mode.js";
 import { programmedCounts } from "./state.js";
 import type { DriverOutput } from "./driver.js";
 import type { ScaleMode } from "./types.js";
@@ -54,8 +57,12 @@ export interface StartupCell {
   readonly readyMs?: number;
   readonly programmed?: number;
   readonly rssBytes?: number;
-  /** Lease → dataplane (ms), one event at a time, reconciles every second. */
+  /** Put sent → dataplane (ms), one event at a time, reconciles every second; includes etcd's commit. */
   readonly events?: Percentiles;
+  /** The same events from the moment the driver's own etcd watch received them (etcd committed them) → dataplane: the node's part. */
+  readonly fromEvent?: Percentiles;
+  /** Put sent → etcd acknowledged it. */
+  readonly etcdAck?: Percentiles;
   /** Full reconciles the daemon ran by the end of the events, and their mean duration (its /metrics). */
   readonly reconciles?: { readonly count: number; readonly meanMs: number };
   readonly skipped?: string;
@@ -105,6 +112,8 @@ async function cell(source: LeaseSourceId, mode: ScaleMode, peers: number, o: St
       const events = Array.from({ length: o.events }, (_, k) => peers + OWN_GAP + 1 + k);
       const r = await runDriver<DriverOutput>(n, { mode, endpoint: etcd.endpoint, pinDir: n.pinDir, phase: "events", events, gapMs: [1, 50] }, 120_000 + o.events * 1000);
       out.events = percentiles(r.samples.map((x) => x.latencyMs));
+      out.fromEvent = percentiles(eventMs(r.samples));
+      out.etcdAck = percentiles(r.samples.map((x) => x.ackMs));
       const count = await tc.metric(n, "twill_reconcile_duration_seconds_count");
       const sum = await tc.metric(n, "twill_reconcile_duration_seconds_sum");
       out.reconciles = { count, meanMs: count ? (sum / count) * 1000 : NaN };
@@ -131,7 +140,9 @@ export async function runStartup(o: StartupOptions): Promise<StartupCell[]> {
         else if (c.error) o.log(`${what}: FAILED: ${c.error}`);
         else {
           o.log(`${what}: ready in ${c.readyMs} ms, RSS ${((c.rssBytes ?? 0) / 2 ** 20).toFixed(1)} MiB` +
-            (c.events ? `; ${c.events.n} events p50 ${c.events.p50.toFixed(2)} ms p99 ${c.events.p99.toFixed(2)} ms max ${c.events.max.toFixed(2)} ms, ${c.reconciles?.count} reconciles of ${c.reconciles?.meanMs.toFixed(1)} ms` : ""));
+            (c.events ? `; ${c.events.n} events p50 ${c.events.p50.toFixed(2)} ms p99 ${c.events.p99.toFixed(2)} ms max ${c.events.max.toFixed(2)} ms` +
+              (c.fromEvent ? ` (from the event: p50 ${c.fromEvent.p50.toFixed(2)} ms p99 ${c.fromEvent.p99.toFixed(2)} ms max ${c.fromEvent.max.toFixed(2)} ms)` : "") +
+              `, ${c.reconciles?.count} reconciles of ${c.reconciles?.meanMs.toFixed(1)} ms` : ""));
         }
       }
     }

@@ -37,6 +37,8 @@ export interface ScaleOptions {
 export interface LatencyResult extends Percentiles {
   /** Median time until etcd acknowledged the write (part of every latency). */
   readonly etcdAckP50Ms: number;
+  /** From the moment the driver's own etcd watch received the event (etcd committed it) to the dataplane: the node's part. */
+  readonly fromEvent?: Percentiles;
 }
 
 export interface StartResult {
