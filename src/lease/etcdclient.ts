@@ -92,6 +92,10 @@ export interface ScanOptions {
   /** Only keys changed at or after this revision (etcd's min_mod_revision); the
    * pages then hold just those keys, and `total` still counts every key in the range. */
   readonly minModRevision?: bigint;
+  /** Keys and mod_revisions only, no values (etcd's keys_only): a value reads as "". */
+  readonly keysOnly?: boolean;
+  /** Read at this revision (default: the newest; every later page is read at the first page's). */
+  readonly revision?: bigint;
 }
 
 /** One page of a scan. */
@@ -195,6 +199,7 @@ interface RangeQuery {
   readonly limit: number;
   readonly revision?: bigint;
   readonly minModRevision?: bigint;
+  readonly keysOnly?: boolean;
 }
 
 /** One page of a range read, from either transport. */
@@ -294,12 +299,12 @@ export class EtcdClient {
   async *scan(key: Buffer, rangeEnd: Buffer, o: ScanOptions = {}): AsyncGenerator<ScanPage, void, undefined> {
     const limit = o.pageSize ?? 10_000;
     const ask = (from: Buffer, revision?: bigint): Promise<RangePage> => {
-      const p = this.rangePage({ key: from, rangeEnd, limit, revision, minModRevision: o.minModRevision });
+      const p = this.rangePage({ key: from, rangeEnd, limit, revision, minModRevision: o.minModRevision, keysOnly: o.keysOnly });
       p.catch(() => undefined); // awaited below, or dropped with the scan
       return p;
     };
     try {
-      let next = ask(key);
+      let next = ask(key, o.revision);
       let at: { revision: bigint; clusterId: string; total: number } | undefined;
       for (;;) {
         const page = await next;
@@ -331,6 +336,7 @@ export class EtcdClient {
       key: b64(q.key), range_end: b64(q.rangeEnd), ...(q.limit > 0 && { limit: String(q.limit) }),
       ...(q.revision !== undefined && { revision: q.revision.toString() }),
       ...(q.minModRevision !== undefined && { min_mod_revision: q.minModRevision.toString() }),
+      ...(q.keysOnly && { keys_only: true }),
     });
     this.grpc ??= false; // the gateway answers where gRPC did not
     const kvs = r.kvs === undefined ? [] : Array.isArray(r.kvs) ? (r.kvs as unknown[]) : [];
@@ -552,7 +558,7 @@ function putVarint(out: number[], v: bigint): void {
   out.push(Number(v));
 }
 
-/** RangeRequest: key = 1, range_end = 2, limit = 3, revision = 4, min_mod_revision = 10 (zero fields left out). */
+/** RangeRequest: key = 1, range_end = 2, limit = 3, revision = 4, keys_only = 8, min_mod_revision = 10 (zero fields left out). */
 export function encodeRange(q: RangeQuery): Buffer {
   const out: number[] = [];
   const bytesField = (field: number, b: Buffer) => {
@@ -569,6 +575,7 @@ export function encodeRange(q: RangeQuery): Buffer {
   bytesField(2, q.rangeEnd);
   intField(3, BigInt(q.limit));
   intField(4, q.revision ?? 0n);
+  intField(8, q.keysOnly ? 1n : 0n);
   intField(10, q.minModRevision ?? 0n);
   return Buffer.from(out);
 }

@@ -85,7 +85,7 @@
  */
 import { readFileSync } from "node:fs";
 import { posix } from "node:path";
-import { EtcdCallError, EtcdClient, isLeaseNotFound, type Compare, type EtcdClientOptions, type KeyValue, type TextKeyValue, type WatchEvent } from "./etcdclient.js";
+import { EtcdCallError, EtcdClient, isLeaseNotFound, type Compare, type EtcdClientOptions, type KeyValue, type ScanOptions, type TextKeyValue, type WatchEvent } from "./etcdclient.js";
 import { redactURL, refuseOverHttp } from "./credentials.js";
 import { TwillError, errorMessage, isTwillError } from "../errors.js";
 import { parseNetConfig } from "../config/netconf.js";
@@ -253,8 +253,8 @@ export class EtcdSource implements LeaseSource {
   private listed: { seq: number; revision: bigint } | undefined;
   private readonly listListeners = new Set<(seq: number, revision: bigint) => void>();
   private readonly watches = new Set<WatchControl>();
-  /** What lists did, for tests and debugging: full reads, reads of the changes only, values parsed. */
-  readonly counts = { fullLists: 0, changeLists: 0, parsed: 0 };
+  /** What lists did, for tests and debugging: full reads, reads of the changes only (and of those, how many also read values), values parsed. */
+  readonly counts = { fullLists: 0, changeLists: 0, changeValueReads: 0, parsed: 0 };
 
   constructor(o: EtcdSourceOptions) {
     if (o.endpoints.length === 0) throw new TwillError("ERR_INVALID_FLAG", "--etcd-endpoints is empty");
@@ -398,27 +398,42 @@ export class EtcdSource implements LeaseSource {
 
   /** `old` brought up to now from the keys changed since; undefined when that cannot tell (see 6). */
   private async changedSince(old: Snapshot): Promise<Snapshot | undefined> {
-    let page: { revision: bigint; clusterId: string; total: number } | undefined;
-    const kvs: TextKeyValue[] = [];
-    for await (const p of this.client.scan(this.subnetsKey, this.subnetsEnd, { minModRevision: old.revision + 1n, pageSize: 0 })) {
-      page ??= p;
-      for (const kv of p.kvs) kvs.push(kv);
-    }
+    const since = { minModRevision: old.revision + 1n, pageSize: 0 };
+    // Keys and mod_revisions first (etcd's keys_only): what the watch brought needs no value.
+    const { page, kvs: keys } = await this.readAll({ ...since, keysOnly: true });
     if (!page || page.clusterId !== old.clusterId || page.revision < old.revision) return undefined;
-    // Counted before anything is parsed: when keys were deleted the full read that follows parses
+    // Counted before anything is read or parsed: when keys were deleted, the full read that follows parses
     // each changed value once (a churning store's re-list: nearly every key changed since the last).
-    const known = (kv: TextKeyValue): Entry | undefined => {
-      const e = old.byKey.get(kv.key.slice(this.subnetsPrefix.length));
+    const known = (key: string): Entry | undefined => {
+      const e = old.byKey.get(key.slice(this.subnetsPrefix.length));
       return e && !e.gone ? e : undefined;
     };
     let addedCount = 0;
-    for (const kv of kvs) if (!known(kv)) addedCount++;
+    for (const kv of keys) if (!known(kv.key)) addedCount++;
     if (old.byKey.size - old.gone + addedCount !== page.total) return undefined; // keys were deleted: which, only a full read says
-    // An entry an event brought is re-used where etcd has the same mod_revision (see 6).
-    const changed = kvs.map((kv) => {
-      const e = known(kv);
-      return e && e.modRevision === kv.modRevision ? e : this.entry(kv);
-    });
+    // An entry an event brought is re-used where etcd has the same mod_revision (see 6); the others' values are read, at the same revision.
+    const current = (kv: TextKeyValue): Entry | undefined => {
+      const e = known(kv.key);
+      return e && e.modRevision === kv.modRevision ? e : undefined;
+    };
+    let values: Map<string, TextKeyValue> | undefined;
+    if (keys.some((kv) => !current(kv))) {
+      try {
+        const r = await this.readAll({ ...since, revision: page.revision });
+        values = new Map(r.kvs.map((kv) => [kv.key, kv]));
+      } catch (e) {
+        if (e instanceof EtcdCallError && /compacted/.test(e.message)) return undefined; // read in full at the current revision
+        throw e;
+      }
+      this.counts.changeValueReads++;
+    }
+    const changed: Entry[] = [];
+    for (const kv of keys) {
+      const e = current(kv);
+      const v = e ? undefined : values?.get(kv.key);
+      if (!e && (!v || v.modRevision !== kv.modRevision)) return undefined; // (not at one revision: cannot happen)
+      changed.push(e ?? this.entry(v!));
+    }
     const at = performance.now();
     if (changed.length === 0 && old.gone === 0) {
       this.counts.changeLists++;
@@ -438,6 +453,17 @@ export class EtcdSource implements LeaseSource {
     for (const e of changed) map.set(e.key, e);
     this.counts.changeLists++;
     return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: map, gone: 0 };
+  }
+
+  /** A scan of the subnets prefix, its pages joined (the first page's header, every page's kvs). */
+  private async readAll(o: ScanOptions): Promise<{ page?: { revision: bigint; clusterId: string; total: number }; kvs: TextKeyValue[] }> {
+    let page: { revision: bigint; clusterId: string; total: number } | undefined;
+    const kvs: TextKeyValue[] = [];
+    for await (const p of this.client.scan(this.subnetsKey, this.subnetsEnd, o)) {
+      page ??= p;
+      for (const kv of p.kvs) kvs.push(kv);
+    }
+    return { page, kvs };
   }
 
   /** Every key, in pages; a value whose key and mod_revision are in `old` is not parsed again. */

@@ -376,7 +376,7 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(first.errors.map((e) => e.key), ["10.244.99.0-24"]);
     assert.deepEqual(first, await fresh(), "3 pages of 5 read as one");
     assert.equal(s.listTransport, "grpc");
-    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 0, parsed: 13 });
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 0, changeValueReads: 0, parsed: 13 });
 
     await lease(13);
     await lease(14);
@@ -385,15 +385,15 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(second, await fresh());
     assert.equal(second.leases.find((l) => l.key === "10.244.101.0-24")!.backendData!.vtepMAC, mac(51));
     assert.deepEqual(second.leases.map((l) => l.key), second.leases.map((l) => l.key).sort(), "key order");
-    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 1, parsed: 16 }, "only the 3 changed keys read and parsed");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 1, changeValueReads: 1, parsed: 16 }, "only the 3 changed keys read and parsed");
     assert.deepEqual(await s.list(), second);
-    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 2, parsed: 16 }, "nothing changed: nothing parsed");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 2, changeValueReads: 1, parsed: 16 }, "nothing changed: no value read, nothing parsed");
 
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.105.0-24`]);
     const third = await s.list();
     assert.deepEqual(third, await fresh());
     assert.ok(!third.leases.some((l) => l.key === "10.244.105.0-24"));
-    assert.deepEqual(s.counts, { fullLists: 2, changeLists: 2, parsed: 16 }, "a delete: read in full, nothing parsed again");
+    assert.deepEqual(s.counts, { fullLists: 2, changeLists: 2, changeValueReads: 1, parsed: 16 }, "a delete: read in full, nothing parsed again");
 
     // A change and a delete (a churning store's re-list): the changes are read first, the delete
     // makes the full read; the changed values are parsed there, once.
@@ -403,7 +403,7 @@ describe("EtcdSource with a real etcd", () => {
     const fourth = await s.list();
     assert.deepEqual(fourth, await fresh());
     assert.equal(fourth.leases.find((l) => l.key === "10.244.102.0-24")!.backendData!.vtepMAC, mac(52));
-    assert.deepEqual(s.counts, { fullLists: 3, changeLists: 2, parsed: 18 }, "a change and a delete: each changed value parsed once");
+    assert.deepEqual(s.counts, { fullLists: 3, changeLists: 2, changeValueReads: 1, parsed: 18 }, "a change and a delete: each changed value parsed once");
   });
 
   test("the watch keeps the kept list current: it holds the events' own leases, and a churned store's next list parses and re-reads nothing the events brought", async (t) => {
@@ -435,7 +435,7 @@ describe("EtcdSource with a real etcd", () => {
     const second = await s.list();
     assert.deepEqual(second, await fresh());
     assert.equal(second.leases.find((l) => l.key === "10.244.161.0-24"), eventLease("10.244.161.0-24"), "one copy: the event's lease is the list's");
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 1, parsed: 0 });
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 1, changeValueReads: 0, parsed: 0 }, "keys and mod_revisions read, no value");
 
     // a change and a delete (churn): the delete is a tombstone, so the next list reads only the changes and parses nothing
     await lease(2, 1);
@@ -445,7 +445,7 @@ describe("EtcdSource with a real etcd", () => {
     const third = await s.list();
     assert.deepEqual(third, await fresh());
     assert.ok(!third.leases.some((l) => l.key === "10.244.163.0-24"));
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 2, parsed: 0 });
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 2, changeValueReads: 0, parsed: 0 });
 
     // deleted and created again: the put after the delete is adopted; a new key (not in the kept list) is read with the changes
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.164.0-24`]);
@@ -455,7 +455,7 @@ describe("EtcdSource with a real etcd", () => {
     const fourth = await s.list();
     assert.deepEqual(fourth, await fresh());
     assert.equal(fourth.leases.find((l) => l.key === "10.244.164.0-24"), eventLease("10.244.164.0-24"));
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 3, parsed: 1 }, "only the new key parsed");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 3, changeValueReads: 1, parsed: 1 }, "only the new key's value read and parsed");
     assert.equal(s.keptLeases, 6);
 
     // what no event told the kept list still shows: a delete while the watch is stopped makes the count differ, a full read
@@ -464,7 +464,7 @@ describe("EtcdSource with a real etcd", () => {
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.165.0-24`]);
     await lease(6, 2);
     assert.deepEqual(await s.list(), await fresh());
-    assert.deepEqual(since(), { fullLists: 1, changeLists: 3, parsed: 2 }, "the missed put parsed; the missed delete found by a full read");
+    assert.deepEqual(since(), { fullLists: 1, changeLists: 3, changeValueReads: 1, parsed: 2 }, "the missed put parsed; the missed delete found by a full read");
     assert.deepEqual(rec.errors, []);
   });
 

@@ -79,6 +79,8 @@ const pb = {
 test("gRPC Range messages: the request's fields, and every field of a reply that is read, exactly (big IDs, unknown fields, truncation)", () => {
   const req = encodeRange({ key: Buffer.from("/a/"), rangeEnd: Buffer.from("/a0"), limit: 10_000, revision: 1234567890123n, minModRevision: 5n });
   assert.deepEqual([...req], [...pb.bytes(1, Buffer.from("/a/")), ...pb.bytes(2, Buffer.from("/a0")), ...pb.int(3, 10_000n), ...pb.int(4, 1234567890123n), ...pb.int(10, 5n)]);
+  const keys = encodeRange({ key: Buffer.from("/a/"), rangeEnd: Buffer.from("/a0"), limit: 0, minModRevision: 5n, keysOnly: true });
+  assert.deepEqual([...keys], [...pb.bytes(1, Buffer.from("/a/")), ...pb.bytes(2, Buffer.from("/a0")), ...pb.int(8, 1n), ...pb.int(10, 5n)], "keys_only is field 8, a bool");
   assert.deepEqual([...encodeRange({ key: Buffer.from("k"), rangeEnd: Buffer.from("l"), limit: 0 })], [...pb.bytes(1, Buffer.from("k")), ...pb.bytes(2, Buffer.from("l"))], "zero fields are left out");
 
   const value = `{"PublicIP":"192.168.1.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}`;
