@@ -80,6 +80,15 @@ describe("EtcdSource with a real etcd", () => {
     return s;
   }
   const put = (key: string, value: string, ...flags: string[]) => etcd.etcdctl(["put", ...flags, key, value]);
+  /** What a source that never listed before says (one page). */
+  async function freshList(prefix: string): Promise<ListResult> {
+    const f = new EtcdSource({ endpoints: [etcd.endpoint], prefix });
+    try {
+      return await f.list();
+    } finally {
+      await f.close();
+    }
+  }
 
   /** A key's value and etcd lease id (decimal; etcdctl's JSON has it as a number too big for a double). */
   async function getKey(key: string): Promise<{ value: string; lease: bigint } | undefined> {
@@ -362,15 +371,7 @@ describe("EtcdSource with a real etcd", () => {
     for (let i = 1; i <= 12; i++) await lease(i);
     await put(`${prefix}/subnets/10.244.99.0-24`, `{"PublicIP":"192.168.70.999"}`); // not a lease: an error entry
     const s = source(t, prefix, { listPageSize: 5 });
-    /** What a source that never listed before says (one page). */
-    const fresh = async () => {
-      const f = new EtcdSource({ endpoints: [etcd.endpoint], prefix });
-      try {
-        return await f.list();
-      } finally {
-        await f.close();
-      }
-    };
+    const fresh = () => freshList(prefix);
     const first = await s.list();
     assert.equal(first.leases.length, 12);
     assert.deepEqual(first.errors.map((e) => e.key), ["10.244.99.0-24"]);
@@ -411,14 +412,7 @@ describe("EtcdSource with a real etcd", () => {
     const lease = (i: number, gen = 0) => put(`${prefix}/subnets/10.244.${160 + i}.0-24`, FLANNEL_LEASE(`192.168.72.${i}`, mac(i + gen * 50)));
     for (let i = 1; i <= 6; i++) await lease(i);
     const s = source(t, prefix);
-    const fresh = async () => {
-      const f = new EtcdSource({ endpoints: [etcd.endpoint], prefix });
-      try {
-        return await f.list();
-      } finally {
-        await f.close();
-      }
-    };
+    const fresh = () => freshList(prefix);
     const eventLease = (key: string) => [...rec.events].reverse().find((e) => e.key === key)!.lease!;
     await s.list();
     assert.equal(s.keptLeases, 6);
