@@ -180,12 +180,16 @@ test("a file swapped between a lease and a FIFO or symlink while lists run: neve
     await fs.mkdir(sub);
     for (let i = 1; i <= 20; i++) await fs.writeFile(path.join(sub, `10.244.${i}.0-24`), HONEST);
     await fs.writeFile(path.join(dir, "outside"), V4("02:00:00:00:00:99"));
-    // A shell swaps subnets/10.244.100.0-24 (dotfiles are staged and ignored) as fast as it can.
-    const swapper = execFile("sh", ["-c", `cd ${JSON.stringify(sub)} && while :; do
+    // A shell swaps subnets/10.244.100.0-24 (dotfiles are staged and ignored) as fast as it can, until
+    // the stop file exists: it then ends between two swaps (a killed shell could leave an mv running
+    // that puts a file back while the directory is being removed).
+    const stop = path.join(dir, "stop");
+    const swapper = execFile("sh", ["-c", `cd ${JSON.stringify(sub)} && while [ ! -e ${JSON.stringify(stop)} ]; do
       printf '%s' '${HONEST}' > .r && mv -f .r 10.244.100.0-24
       mkfifo .f && mv -f .f 10.244.100.0-24
       ln -s ../outside .l && mv -f .l 10.244.100.0-24
     done`]);
+    const swapperDone = new Promise<void>((resolve) => swapper.once("exit", () => resolve()));
     try {
       const seen = new Set<string>();
       const t0 = performance.now();
@@ -210,7 +214,8 @@ test("a file swapped between a lease and a FIFO or symlink while lists run: neve
       console.log(`seen: ${[...seen].join("; ")}`);
       assert.ok(seen.size >= 2, [...seen].join("; "));
     } finally {
-      swapper.kill();
+      await fs.writeFile(stop, "");
+      await swapperDone;
     }
   });
 });
