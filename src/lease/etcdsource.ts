@@ -54,8 +54,11 @@
  *  6) Lists read only what changed. The last list is kept (every lease,
  *     parsed, with its mod_revision, at its revision R). The next list asks
  *     for the keys changed since (min_mod_revision R+1) in one request,
- *     whose count says how many keys there are now: when that equals the
- *     kept keys plus the new ones, no key was deleted, and the kept list
+ *     keys and mod_revisions only (keys_only; the values of those no entry
+ *     has at that mod_revision are read in a second request at the same
+ *     revision, only when there are any), whose count says how many keys
+ *     there are now: when that equals the kept (live) keys plus the new
+ *     ones, no key was deleted, and the kept list
  *     with the changes applied IS the store at the new revision. Otherwise
  *     (a delete, or etcd is another cluster now: its cluster ID changed)
  *     the list is read in full, in pages (etcdclient.ts scan), and a value
@@ -422,7 +425,7 @@ export class EtcdSource implements LeaseSource {
         const r = await this.readAll({ ...since, revision: page.revision });
         values = new Map(r.kvs.map((kv) => [kv.key, kv]));
       } catch (e) {
-        if (e instanceof EtcdCallError && /compacted/.test(e.message)) return undefined; // read in full at the current revision
+        if (isCompacted(e)) return undefined; // read in full at the current revision
         throw e;
       }
       this.counts.changeValueReads++;
@@ -484,8 +487,7 @@ export class EtcdSource implements LeaseSource {
         return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0 };
       } catch (e) {
         // etcd compacted the revision the pages are read at: read again at the current one
-        const compacted = e instanceof EtcdCallError && /compacted/.test(e.message);
-        if (!compacted || attempt >= SCAN_TRIES) throw e;
+        if (!isCompacted(e) || attempt >= SCAN_TRIES) throw e;
         this.log("debug", "a list was cut short by a compaction; reading it again", { attempt });
       }
     }
@@ -860,6 +862,9 @@ export class EtcdSource implements LeaseSource {
     this.client.close();
   }
 }
+
+/** etcd refused a read at a revision it has compacted away. */
+const isCompacted = (e: unknown): boolean => e instanceof EtcdCallError && /compacted/.test(e.message);
 
 /** Two key-ordered lists as one. */
 function merge(a: readonly Entry[], b: readonly Entry[]): Entry[] {
