@@ -29,8 +29,8 @@
 import type { BpfMap } from "./bpf/map.js";
 import { TwillError } from "./errors.js";
 import { numPossibleCpus } from "./bpf/libbpf.js";
-import { COUNTERS, LPM_KEY, PEER, PeerKind, STAT_KEY, decodeLpmKey, decodePeer, sumStats, type CounterName } from "./bpf/layout.js";
-import { formatIP, formatPrefix } from "./net/ip.js";
+import { COUNTERS, LPM_KEY, PEER, PeerKind, STAT_KEY, decodePeer, lpmKeyText, sumStats, type CounterName } from "./bpf/layout.js";
+import { formatIP } from "./net/ip.js";
 import { breather, runAtOnce, sortSteps, type Breathe, type Steps } from "./metrics/slices.js";
 import { StatRows } from "./metrics/statrows.js";
 
@@ -74,7 +74,7 @@ export function readPeerEntries(m: BpfMap): PeerEntry[] {
 function peerEntry(key: Buffer, value: Buffer): PeerEntry {
   const p = decodePeer(value);
   return {
-    prefix: formatPrefix(decodeLpmKey(key)), kind: KINDS[p.kind] ?? String(p.kind),
+    prefix: lpmKeyText(key), kind: KINDS[p.kind] ?? String(p.kind),
     ...(p.remote ? { remote: formatIP(p.remote) } : {}), ...(p.vtepMAC ? { vtepMAC: p.vtepMAC } : {}), vni: p.vni, id: p.id,
   };
 }
@@ -103,7 +103,7 @@ class PeerView implements PeerEntry {
   }
 
   get prefix(): string {
-    return (this.decodedPrefix ??= formatPrefix(decodeLpmKey(this.key())));
+    return (this.decodedPrefix ??= lpmKeyText(this.keys, this.i * LPM_KEY.size));
   }
 
   get remote(): string | undefined {
@@ -331,14 +331,16 @@ export function* rankSteps(bytes: Float64Array, subnet: (i: number) => string, l
     let j = i + 1;
     while (j < n && bytes[order[j]!] === bytes[order[i]!]) j++;
     if (j - i > 1) {
-      // Each name once, not in the comparator.
-      const run: Array<{ k: number; name: string }> = [];
-      for (let r = i; r < j; r++) {
-        if (((r - i) & 511) === 511) yield;
-        run.push({ k: order[r]!, name: subnet(order[r]!) });
+      // Each name once, not in the comparator; the run's positions sorted by name (no object per peer).
+      const names = new Array<string>(j - i), at = new Array<number>(j - i);
+      for (let r = 0; r < j - i; r++) {
+        if ((r & 511) === 511) yield;
+        names[r] = subnet(order[i + r]!);
+        at[r] = r;
       }
-      yield* sortSteps(run, (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      for (let r = 0; r < run.length; r++) order[i + r] = run[r]!.k;
+      yield* sortSteps(at, (a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
+      const run = order.slice(i, j);
+      for (let r = 0; r < at.length; r++) order[i + r] = run[at[r]!]!;
     }
     i = j;
   }

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { STRUCTS, COUNTERS, PeerKind, encodeLpmKey, decodeLpmKey, encodePeer, decodePeer, encodeConfig, decodeConfig } from "../../src/bpf/layout.js";
+import { STRUCTS, COUNTERS, LPM_KEY, PeerKind, encodeLpmKey, decodeLpmKey, lpmKeyText, encodePeer, decodePeer, encodeConfig, decodeConfig } from "../../src/bpf/layout.js";
 import { parsePrefix, parseIP, formatPrefix, formatIP } from "../../src/net/ip.js";
 
 interface BtfType { id: number; kind: string; name?: string; size?: number; type_id?: number; nr_elems?: number; members?: { name: string; type_id: number; bits_offset: number }[]; values?: { name: string; val: number }[] }
@@ -50,6 +50,24 @@ test("peer kinds match enum twill_peer_kind", () => {
   for (const v of e.values!) {
     const ts = v.name.replace(/^TWILL_PEER_/, "").toLowerCase().replace(/^./, (c) => c.toUpperCase());
     assert.equal((PeerKind as unknown as Record<string, number>)[ts], v.val, v.name);
+  }
+});
+
+test("lpmKeyText writes what formatPrefix(decodeLpmKey()) writes, for any key bytes", () => {
+  // Keys as the map may hold them (host bits set, prefix lengths past the family's, family words other than 4 and 6), at an offset in a larger buffer.
+  let seed = 12345;
+  const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const buf = Buffer.alloc(LPM_KEY.size * 3);
+  for (let i = 0; i < 5000; i++) {
+    const at = rnd(3) * LPM_KEY.size;
+    for (let b = 0; b < LPM_KEY.size; b++) buf[at + b] = rnd(256);
+    buf.writeUInt32LE([0, 31, 32, 40, 56, 64, 65, 96, 160, 161, 200, rnd(2 ** 31)][rnd(12)]! + (rnd(4) === 0 ? rnd(40) : 0), at);
+    buf.writeUInt32LE([4, 6, 0, 5, rnd(2 ** 31)][rnd(5)]!, at + 4);
+    const key = Buffer.from(buf.subarray(at, at + LPM_KEY.size));
+    assert.equal(lpmKeyText(buf, at), formatPrefix(decodeLpmKey(key)), key.toString("hex"));
+  }
+  for (const pfx of ["10.244.3.0/24", "0.0.0.0/0", "255.255.255.255/32", "10.0.0.0/8", "fc00:0:0:3::/64", "::/0"]) {
+    assert.equal(lpmKeyText(encodeLpmKey(parsePrefix(pfx))), pfx);
   }
 });
 
