@@ -54,6 +54,7 @@ import { randomMAC } from "./lease/mac.js";
 import { holdsSubnets } from "./lease/allocate.js";
 import type { Lease, NetConfig, VxlanBackend } from "./lease/types.js";
 import type { LeaseEvent, LeaseSource, ListResult } from "./lease/source.js";
+import { heapCompactor } from "./heapcompact.js";
 import { isRejected, leasePeers, leasesToPeers, ownLeaseIntact, SubnetIndex, type PeerRules } from "./peers.js";
 import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { flannelMTU } from "./config/netconf.js";
@@ -169,6 +170,8 @@ export const releaseFreedMemory: () => boolean = (() => {
 })();
 
 export class Daemon {
+  /** Compacts V8's old generation while it is fragmented (heapcompact.ts), checked every period. */
+  private readonly compact = heapCompactor();
   private readonly store: LeaseSource & { markReady?(): Promise<void> };
   private readonly metrics: Metrics;
   private dp?: Dataplane;
@@ -621,6 +624,9 @@ export class Daemon {
   private async period(): Promise<void> {
     if (this.periods++ % RELIST_EVERY === RELIST_EVERY - 1) await this.resync(true);
     else await this.repair();
+    const was = this.compact.compacting;
+    this.compact();
+    if (this.compact.compacting !== was) this.log.debug(this.compact.compacting ? "old space fragmented: full collections compact" : "old space compact again: full collections do not compact");
   }
 
   /**
