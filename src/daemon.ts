@@ -624,9 +624,8 @@ export class Daemon {
   private async period(): Promise<void> {
     if (this.periods++ % RELIST_EVERY === RELIST_EVERY - 1) await this.resync(true);
     else await this.repair();
-    const was = this.compact.compacting;
     this.compact();
-    if (this.compact.compacting !== was) this.log.debug(this.compact.compacting ? "old space fragmented: full collections compact" : "old space compact again: full collections do not compact");
+    if (this.compact.compacting) this.log.debug("V8's old space is fragmented: full collections compact until the next period");
   }
 
   /**
