@@ -32,7 +32,9 @@
  *    moved; the re-list's reconcile reads everything back);
  *    then freed malloc memory goes back to the kernel (releaseFreedMemory;
  *    skipped when no lease event came and nothing was re-listed since the
- *    last one).
+ *    last one), and when V8's old space is fragmented the full collections
+ *    until the next period compact it (heapcompact.ts: at most one such
+ *    period a minute).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
  *    flannel's iptables rules are checked at start and then only when the
