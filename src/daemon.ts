@@ -627,7 +627,10 @@ export class Daemon {
     if (this.periods++ % RELIST_EVERY === RELIST_EVERY - 1) await this.resync(true);
     else await this.repair();
     this.compact();
-    if (this.compact.compacting) this.log.debug("V8's old space is fragmented: full collections compact until the next period");
+    if (this.compact.compacting) {
+      this.metrics.heapCompactions.inc();
+      this.log.debug("V8's old space is fragmented: full collections compact until the next period");
+    }
   }
 
   /**

@@ -219,6 +219,10 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     name: "twill_drift_repairs_total", help: "Dataplane entries a full reconcile found wrong and repaired, by kind: added (missing), updated (different from the lease), removed (no lease backs it).",
     labelNames: ["kind"], registers,
   });
+  const heapCompactions = new client.Counter({
+    name: "twill_heap_compaction_windows_total", help: "Reconcile periods whose full collections compacted V8's old space, opened when it was fragmented (at most one a minute; heapcompact.ts).",
+    registers,
+  });
   for (const result of ["ok", "error"]) reconciles.inc({ result }, 0);
   for (const kind of ["added", "updated", "removed"]) repairs.inc({ kind }, 0);
 
@@ -240,6 +244,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     reconciles,
     reconcileSeconds,
     repairs,
+    heapCompactions,
     /** Runs one full reconcile: counts it, times it (failed ones too) and counts the repairs. */
     async reconcile(fn: () => Promise<SyncResult>): Promise<SyncResult> {
       const end = reconcileSeconds.startTimer();

@@ -129,6 +129,7 @@ test("a bpf node's /metrics: per-peer series, datapath totals, map occupancy; va
   assert.equal(v("twill_reconcile_duration_seconds_count"), 2, "failed reconciles are timed too");
   assert.equal(v("twill_drift_repairs_total", { kind: "added" }), 2);
   assert.equal(v("twill_drift_repairs_total", { kind: "updated" }), 0);
+  assert.equal(v("twill_heap_compaction_windows_total"), 0, "the counter exists from the start");
   assert.equal(v("twill_build_info", { version: "1.2.3", dataplane: "bpf" }), 1);
   for (const f of fams.values()) {
     assert.ok(f.help && f.help.length > 10, `${f.name} has help text`);
@@ -141,6 +142,8 @@ test("a bpf node's /metrics: per-peer series, datapath totals, map occupancy; va
   await new Promise((r) => setImmediate(r));
   await m.registry.metrics();
   assert.equal(src.reads, 2);
+  m.heapCompactions.inc();
+  assert.equal(sampleValue(parsePrometheusText(await m.registry.metrics()), "twill_heap_compaction_windows_total", {}), 1);
 });
 
 test("more peers than the cap: the busiest by name, the rest as peer_subnet=\"other\"", async () => {
