@@ -626,8 +626,7 @@ export class Daemon {
   private async period(): Promise<void> {
     if (this.periods++ % RELIST_EVERY === RELIST_EVERY - 1) await this.resync(true);
     else await this.repair();
-    this.compact();
-    if (this.compact.compacting) {
+    if (this.compact()) {
       this.metrics.heapCompactions.inc();
       this.log.debug("V8's old space is fragmented: full collections compact until the next period");
     }
