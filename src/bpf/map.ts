@@ -11,6 +11,15 @@
  * is full (ENOSPC from the LPM trie, E2BIG from a hash) is ERR_CAPACITY,
  * naming the map, its capacity and what did not fit; every other failure
  * is ERR_BPF_MAP. A missing key is `undefined`, never an exception.
+ * 4) Dumps and batch updates that may be long run on libuv's thread pool
+ * (koffi's `.async`) through onThreadPool(), which keeps every argument
+ * referenced until the call returns: koffi hands the C side the Buffers'
+ * memory and keeps no reference of its own, so a Buffer that only the
+ * call's argument list held could be collected while the call waited in
+ * the pool's queue (seen: libbpf reading a collected bpf_map_batch_opts as
+ * garbage, refusing the batch with EINVAL, and the map's batch writes then
+ * switched off for the life of the process). The batch options are one
+ * read-only Buffer, BATCH_OPTS, that lives as long as the module.
  */
 import { readFileSync } from "node:fs";
 import { release } from "node:os";
@@ -161,15 +170,12 @@ export class BpfMap {
     const want = Math.max(64, Math.min(this.maxEntries, Math.ceil(expect * 1.25) + 64));
     const keys = Buffer.alloc(want * ks), values = Buffer.alloc(want * vs);
     const token = Buffer.alloc(Math.max(ks, 8));
-    const opts = batchOpts();
     const n = new Uint32Array(1);
     const kparts: Buffer[] = [], vparts: Buffer[] = [];
     let count = 0;
     for (let first = true; ; first = false) {
       n[0] = want;
-      const r = await new Promise<number>((resolve, reject) => {
-        libbpf().lookup_batch.async(this.fd, first ? null : token, token, keys, values, n, opts, (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
-      });
+      const r = await onThreadPool(libbpf().lookup_batch, this.fd, first ? null : token, token, keys, values, n, BATCH_OPTS);
       if (r < 0 && r !== -ENOENT) {
         if (first && NO_BATCH.has(-r)) {
           this.batchLookup = false;
@@ -227,12 +233,11 @@ export class BpfMap {
       const values = Buffer.alloc(BATCH * vs);
       // The batch token is a key for the generic ops, a bucket number for hashes.
       const token = Buffer.alloc(Math.max(this.keySize, 8));
-      const opts = batchOpts();
-      const n = new Uint32Array(1);
+        const n = new Uint32Array(1);
       let first = true;
       for (;;) {
         n[0] = BATCH;
-        const r = libbpf().lookup_batch(this.fd, first ? null : token, token, keys, values, n, opts);
+        const r = libbpf().lookup_batch(this.fd, first ? null : token, token, keys, values, n, BATCH_OPTS);
         if (r < 0 && r !== -ENOENT) {
           if (first && NO_BATCH.has(-r)) {
             this.batchLookup = false;
@@ -273,11 +278,10 @@ export class BpfMap {
     const keys = Buffer.alloc(BATCH * this.keySize);
     const values = Buffer.alloc(BATCH * this.lookupSize);
     const token = Buffer.alloc(Math.max(this.keySize, 8));
-    const opts = batchOpts();
     const n = new Uint32Array(1);
     for (let first = true; ; first = false) {
       n[0] = BATCH;
-      const r = libbpf().lookup_batch(this.fd, first ? null : token, token, keys, values, n, opts);
+      const r = libbpf().lookup_batch(this.fd, first ? null : token, token, keys, values, n, BATCH_OPTS);
       if (r < 0 && r !== -ENOENT) check(r, "ERR_BPF_MAP", `dumping ${this.name}`);
       if (n[0]! > 0) await chunk(keys, values, n[0]!);
       if (r === -ENOENT) return;
@@ -294,7 +298,7 @@ export class BpfMap {
     if (count === 0) return;
     if (!this.batchUpdate) return this.updateRest(0, keys, values, count, what);
     const n = new Uint32Array([count]);
-    this.afterBatch(libbpf().update_batch(this.fd, keys, values, n, batchOpts()), n[0]!, keys, values, count, what);
+    this.afterBatch(libbpf().update_batch(this.fd, keys, values, n, BATCH_OPTS), n[0]!, keys, values, count, what);
   }
 
   /**
@@ -306,9 +310,7 @@ export class BpfMap {
     if (count === 0) return;
     if (!this.batchUpdate) return this.updateRest(0, keys, values, count, what);
     const n = new Uint32Array([count]);
-    const r = await new Promise<number>((resolve, reject) => {
-      libbpf().update_batch.async(this.fd, keys, values, n, batchOpts(), (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
-    });
+    const r = await onThreadPool(libbpf().update_batch, this.fd, keys, values, n, BATCH_OPTS);
     this.afterBatch(r, n[0]!, keys, values, count, what);
   }
 
@@ -364,9 +366,29 @@ function interleave(keys: Buffer, values: Buffer, ks: number, vs: number, from: 
   }
 }
 
-/** struct bpf_map_batch_opts: sz, elem_flags, flags. */
-function batchOpts(): Buffer {
+/** struct bpf_map_batch_opts: sz, elem_flags, flags — one for every call (libbpf only reads it), never collected (see 4). */
+const BATCH_OPTS = ((): Buffer => {
   const opts = Buffer.alloc(24);
   opts.writeBigUInt64LE(24n, 0);
   return opts;
+})();
+
+/** A koffi function's asynchronous form: the arguments, then a node-style callback. */
+interface AsyncCallable {
+  async(...args: unknown[]): void;
+}
+
+/**
+ * Calls `fn(...args)` on libuv's thread pool and resolves with its return
+ * value. `args` stays referenced by the callback until the call has
+ * returned (see 4): koffi keeps no reference to the Buffers it hands to C.
+ */
+export function onThreadPool(fn: AsyncCallable, ...args: unknown[]): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    fn.async(...args, (err: unknown, res: number) => {
+      args.length = 0; // the arguments are referenced until here
+      if (err) reject(err);
+      else resolve(res);
+    });
+  });
 }
