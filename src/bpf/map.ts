@@ -17,8 +17,8 @@
  * memory and keeps no reference of its own, so a Buffer that only the
  * call's argument list held could be collected while the call waited in
  * the pool's queue (seen: libbpf reading a collected bpf_map_batch_opts as
- * garbage, refusing the batch with EINVAL, and the map's batch writes then
- * switched off for the life of the process). The batch options are one
+ * garbage and refusing the batch with EINVAL: none of its entries was
+ * written, and the caller had to write them again). The batch options are one
  * read-only Buffer, BATCH_OPTS, that lives as long as the module.
  */
 import { readFileSync } from "node:fs";
@@ -233,7 +233,7 @@ export class BpfMap {
       const values = Buffer.alloc(BATCH * vs);
       // The batch token is a key for the generic ops, a bucket number for hashes.
       const token = Buffer.alloc(Math.max(this.keySize, 8));
-        const n = new Uint32Array(1);
+      const n = new Uint32Array(1);
       let first = true;
       for (;;) {
         n[0] = BATCH;
@@ -383,7 +383,7 @@ interface AsyncCallable {
  * value. `args` stays referenced by the callback until the call has
  * returned (see 4): koffi keeps no reference to the Buffers it hands to C.
  */
-export function onThreadPool(fn: AsyncCallable, ...args: unknown[]): Promise<number> {
+function onThreadPool(fn: AsyncCallable, ...args: unknown[]): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     fn.async(...args, (err: unknown, res: number) => {
       args.length = 0; // the arguments are referenced until here
