@@ -3,7 +3,8 @@
  * process in a benchmark cluster's router namespace:
  *
  *   nsenter --net=/run/netns/<router> node dist/bench/scale/kubeapi-serve.js '<json>'
- *   json: {"host":"192.168.50.1","port":6443,"nodes":[{"name":…,"podCIDR":…,"internalIP":…,"annotations":{…}}]}
+ *   json: {"host":"192.168.50.1","port":6443,"nodes":[{"name":…,"podCIDR":…,"internalIP":…,"annotations":{…}}],
+ *          "tls":{"cert":"<PEM>","key":"<PEM>"},"tokens":["…"]}      (both optional: https, bearer tokens)
  *
  * How it works: loads the server module at run time (it is another
  * engineer's, being moved out of test/; a missing module is reported, not
@@ -16,15 +17,15 @@ interface Server { readonly url: string; addNode(init: unknown): unknown }
 type ServerModule = Record<string, unknown>;
 
 async function main(): Promise<void> {
-  const input = JSON.parse(process.argv[2] ?? "{}") as { host: string; port: number; nodes: unknown[] };
+  const input = JSON.parse(process.argv[2] ?? "{}") as { host: string; port: number; nodes: unknown[]; tls?: { cert: string; key: string }; tokens?: string[] };
   const url = new URL("../../sim/kubeapi.js", import.meta.url);
   const where = existsSync(url) ? url.href : undefined;
   if (!where) throw new Error("Cannot start the fake Kubernetes API: dist/sim/kubeapi.js is not built (sim/kubeapi.ts)");
   const mod = (await import(where)) as ServerModule;
   const cls = Object.values(mod).find((v) => typeof v === "function" && typeof (v as { start?: unknown }).start === "function") as
-    { start(o: { host: string; port: number }): Promise<Server> } | undefined;
+    { start(o: { host: string; port: number; tls?: { cert: string; key: string }; tokens?: string[] }): Promise<Server> } | undefined;
   if (!cls) throw new Error(`Cannot start the fake Kubernetes API: ${where} exports no class with a static start()`);
-  const server = await cls.start({ host: input.host, port: input.port });
+  const server = await cls.start({ host: input.host, port: input.port, ...(input.tls && { tls: input.tls }), ...(input.tokens && { tokens: input.tokens }) });
   for (const n of input.nodes) await server.addNode(n);
   process.stdout.write(JSON.stringify({ listening: server.url }) + "\n");
 }
