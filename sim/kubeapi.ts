@@ -4,6 +4,12 @@
  * the v1 API's JSON for what twill uses.
  *
  *   GET   /api/v1/nodes                          NodeList {metadata.resourceVersion, items}
+ *   GET   /api/v1/nodes?limit=N[&continue=T]     one page of a list, by name, as the real API pages
+ *                                                one: metadata.continue (an opaque token) and
+ *                                                remainingItemCount while more remain; every page
+ *                                                of a list is of the same snapshot (its first page's
+ *                                                resourceVersion); a token whose snapshot is gone
+ *                                                (expireLists(), or compacted) gets a 410 Expired
  *   GET   /api/v1/nodes?watch=true&resourceVersion=N
  *                                                a chunked stream, one JSON watch event per
  *                                                line: {"type":"ADDED|MODIFIED|DELETED","object":Node};
@@ -68,6 +74,8 @@ export interface FailRule {
   readonly path?: RegExp;
   /** Only watch requests (true) or only non-watch requests (false). */
   readonly watch?: boolean;
+  /** Only requests with this query parameter (e.g. "continue": the pages of a list after the first). */
+  readonly query?: string;
   readonly status: number;
   /** How many matching requests fail; default 1. */
   count?: number;
@@ -162,6 +170,11 @@ export class FakeKube {
   private uid = 0;
 
   private clientCA = false;
+  /** Called with every request as it arrives, before it is answered (a test's hook: change things between two pages). */
+  onRequest?: (r: RecordedRequest) => void;
+  /** The snapshots of paged lists still being read, by id (a continue token names one and where to go on). */
+  private readonly lists = new Map<number, { rv: number; items: Json[] }>();
+  private listId = 0;
 
   private constructor(private readonly server: Server, readonly url: string) {}
 
@@ -350,6 +363,13 @@ export class FakeKube {
     this.history.length = 0;
   }
 
+  /** Forgets the snapshots of paged lists: their continue tokens get 410 Expired. Returns how many there were. */
+  expireLists(): number {
+    const n = this.lists.size;
+    this.lists.clear();
+    return n;
+  }
+
   /** compact(), and every open watch gets the 410 ERROR event and ends (the client must re-list). */
   expireWatches(): number {
     this.compact();
@@ -427,18 +447,21 @@ export class FakeKube {
     }
     const method = req.method ?? "GET";
     const watch = query.watch === "true" || query.watch === "1";
-    this.requests.push({ method, path: url.pathname, query, ...(contentType && { contentType }), ...(body !== undefined && { body }) });
+    const recorded: RecordedRequest = { method, path: url.pathname, query, ...(contentType && { contentType }), ...(body !== undefined && { body }) };
+    this.requests.push(recorded);
+    this.onRequest?.(recorded);
     if (this.clientCA && !(req.socket as TLSSocket).authorized) return this.fail(res, 401, "Unauthorized");
     if (this.tokens && !this.tokens.some((t) => req.headers.authorization === `Bearer ${t}`)) return this.fail(res, 401, "Unauthorized");
 
-    const rule = this.failRules.find((r) => (!r.method || r.method === method) && (!r.path || r.path.test(url.pathname)) && (r.watch === undefined || r.watch === watch));
+    const rule = this.failRules.find((r) => (!r.method || r.method === method) && (!r.path || r.path.test(url.pathname)) && (r.watch === undefined || r.watch === watch) &&
+      (r.query === undefined || url.searchParams.has(r.query)));
     if (rule) {
       if (--rule.count! <= 0) this.failRules.splice(this.failRules.indexOf(rule), 1);
       return this.fail(res, rule.status, `injected failure ${rule.status}`);
     }
 
     let m: RegExpExecArray | null;
-    if (method === "GET" && url.pathname === "/api/v1/nodes") return watch ? this.watchNodes(res, query) : this.listNodes(res);
+    if (method === "GET" && url.pathname === "/api/v1/nodes") return watch ? this.watchNodes(res, query) : this.listNodes(res, query);
     if ((m = /^\/api\/v1\/nodes\/([^/]+)(\/status)?$/.exec(url.pathname))) {
       const name = decodeURIComponent(m[1]!);
       const n = this.nodes.get(name);
@@ -455,12 +478,44 @@ export class FakeKube {
     return this.fail(res, 404, `the server could not find the requested resource (${method} ${url.pathname})`);
   }
 
-  private listNodes(res: ServerResponse): void {
-    const items = [...this.nodes.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1)).map((n) => {
-      const { kind: _k, apiVersion: _a, ...rest } = n; // items of a typed list carry no kind/apiVersion
-      return rest;
-    });
-    this.send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata: { resourceVersion: String(this.rv) }, items });
+  private listNodes(res: ServerResponse, query: Record<string, string>): void {
+    const limit = query.limit === undefined ? 0 : Number(query.limit);
+    if (!Number.isInteger(limit) || limit < 0) return this.fail(res, 400, `invalid limit: ${JSON.stringify(query.limit)}`);
+    let list: { rv: number; items: Json[] }, id: number, start = 0;
+    if (query.continue) {
+      let t: { id?: unknown; start?: unknown };
+      try {
+        t = JSON.parse(Buffer.from(query.continue, "base64url").toString("utf8"));
+      } catch {
+        return this.fail(res, 400, "continue key is not valid: not a token of this server");
+      }
+      if (typeof t.id !== "number" || typeof t.start !== "number") return this.fail(res, 400, "continue key is not valid: incorrect encoded start resourceVersion");
+      const kept = this.lists.get(t.id);
+      if (!kept || kept.rv < this.compactedRv) {
+        this.lists.delete(t.id);
+        return this.fail(res, 410, "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.");
+      }
+      list = kept;
+      id = t.id;
+      start = t.start;
+    } else {
+      const items = [...this.nodes.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1)).map((n) => {
+        const { kind: _k, apiVersion: _a, ...rest } = n; // items of a typed list carry no kind/apiVersion
+        return clone(rest);
+      });
+      list = { rv: this.rv, items };
+      id = ++this.listId;
+    }
+    const end = limit > 0 ? Math.min(start + limit, list.items.length) : list.items.length;
+    const more = end < list.items.length;
+    if (more) this.lists.set(id, list);
+    else this.lists.delete(id);
+    const metadata: Json = { resourceVersion: String(list.rv) };
+    if (more) {
+      metadata.continue = Buffer.from(JSON.stringify({ id, start: end })).toString("base64url");
+      metadata.remainingItemCount = list.items.length - end;
+    }
+    this.send(res, 200, { kind: "NodeList", apiVersion: "v1", metadata, items: list.items.slice(start, end) });
   }
 
   private watchNodes(res: ServerResponse, query: Record<string, string>): void {

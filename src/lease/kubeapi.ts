@@ -21,9 +21,22 @@
  *     and a strategic merge of status.conditions merges by "type" (a JSON
  *     merge patch would replace the whole list).
  *  4) Answers are checked once, here, into the fields twill reads (toNode):
- *     the name, resourceVersion, creationTimestamp, annotations and
- *     podCIDR(s) of a node, so
- *     the watch cache holds small objects, not whole Nodes.
+ *     the name, resourceVersion, creationTimestamp, the annotations under
+ *     the annotation prefix (`keepAnnotations`: flannel's; a real Node
+ *     carries others, often JSON — CSI, kubeadm, cloud — that twill never
+ *     reads) and podCIDR(s) of a node, so the watch cache holds small
+ *     objects, not whole Nodes (a real one is 5-20 KB of JSON: managed
+ *     fields, images, conditions).
+ *  5) A list is read in pages of LIST_PAGE nodes (limit + continue, as
+ *     client-go's pager), each reduced by toNode before the next is asked
+ *     for, so listing a cluster of 10,000 nodes never holds more than one
+ *     page of JSON (a single answer would be ~100 MB of text and several
+ *     times that parsed). Every page of one list comes from the same
+ *     snapshot (the API server guarantees it), so the list's
+ *     resourceVersion is the one to watch from. A continue token that
+ *     expired (410: the snapshot was compacted away, a list slower than
+ *     etcd's compaction) starts the list again; after LIST_RESTARTS such
+ *     restarts the whole list is asked for at once.
  * Errors: ERR_STORE "Kubernetes API: <call>: HTTP <status>: <message>",
  * retryable for network failures, 429 and 5xx; a KubeHttpError (with the
  * status) is the cause, which apiStatus() reads.
@@ -64,7 +77,13 @@ export interface NodeWatchHandlers {
   end(error?: Error): void;
 }
 
-export type KubeClientOptions = KubeConfigOptions;
+export interface KubeClientOptions extends KubeConfigOptions {
+  /**
+   * Keep only the annotations whose key starts with this (the kube
+   * annotation prefix: the only ones twill reads); default: all of them.
+   */
+  readonly keepAnnotations?: string;
+}
 
 /** An HTTP error answer; `message` is the v1 Status message when there is one. */
 export class KubeHttpError extends Error {
@@ -103,14 +122,25 @@ function bad(what: string, v: unknown): Error {
   return new Error(`unexpected answer (${what}): ${JSON.stringify(v)?.slice(0, 200)}`);
 }
 
-/** The fields of a Node that twill reads; throws on a malformed one. */
-export function toNode(v: unknown): V1Node {
+/** The string annotations of `a` whose key starts with `keep` (all when undefined). */
+function pickAnnotations(a: Obj, keep: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of Object.keys(a)) {
+    const v = a[k];
+    if (typeof v === "string" && (keep === undefined || k.startsWith(keep))) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * The fields of a Node that twill reads; throws on a malformed one.
+ * `keepAnnotations`: only the annotations under this prefix are kept.
+ */
+export function toNode(v: unknown, keepAnnotations?: string): V1Node {
   if (!isObj(v) || !isObj(v.metadata) || typeof v.metadata.name !== "string") throw bad("not a Node", v);
   const m = v.metadata;
   const spec = isObj(v.spec) ? v.spec : {};
-  const annotations = isObj(m.annotations)
-    ? Object.fromEntries(Object.entries(m.annotations).filter((e): e is [string, string] => typeof e[1] === "string"))
-    : undefined;
+  const annotations = isObj(m.annotations) ? pickAnnotations(m.annotations, keepAnnotations) : undefined;
   return {
     metadata: {
       name: m.name as string,
@@ -137,13 +167,20 @@ function statusMessage(text: string): string {
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
+/** Nodes per list request (client-go's pager asks for 500 at a time). */
+export const LIST_PAGE = 500;
+/** Paged lists started again after a continue token expired, before one list of everything. */
+const LIST_RESTARTS = 2;
+
+/** A page after the first answered 410: the list's snapshot is gone (compacted), the list must start again. */
+class ContinueExpired extends Error {}
 
 export class KubeClient {
   private readonly agent: http.Agent;
   private token: { value: string; readAt: number } | undefined;
   private readonly streams = new Set<http.ClientRequest>();
 
-  private constructor(private readonly c: KubeConnection) {
+  private constructor(private readonly c: KubeConnection, private readonly keep?: string) {
     const tls: https.AgentOptions = {
       keepAlive: true,
       rejectUnauthorized: !c.insecureSkipTLSVerify,
@@ -156,7 +193,7 @@ export class KubeClient {
   }
 
   static async create(o: KubeClientOptions): Promise<KubeClient> {
-    return new KubeClient(await loadConnection(o));
+    return new KubeClient(await loadConnection(o), o.keepAnnotations);
   }
 
   /** The API server URL in use, without userinfo (for messages). */
@@ -170,15 +207,42 @@ export class KubeClient {
   }
 
   async getNode(name: string): Promise<V1Node> {
-    return this.call(`get node ${name}`, async () => toNode(await this.json("GET", `/api/v1/nodes/${encodeURIComponent(name)}`)));
+    return this.call(`get node ${name}`, async () => toNode(await this.json("GET", `/api/v1/nodes/${encodeURIComponent(name)}`), this.keep));
   }
 
+  /** Every node, read in pages (see 5). */
   async listNodes(): Promise<V1NodeList> {
     return this.call("list nodes", async () => {
-      const r = await this.json("GET", "/api/v1/nodes");
-      if (!isObj(r) || !Array.isArray(r.items) || !isObj(r.metadata) || typeof r.metadata.resourceVersion !== "string") throw bad("not a NodeList", r);
-      return { resourceVersion: r.metadata.resourceVersion, items: r.items.map(toNode) };
+      for (let expired = 0; ; expired++) {
+        try {
+          return await this.listPages(expired < LIST_RESTARTS ? LIST_PAGE : 0);
+        } catch (e) {
+          if (!(e instanceof ContinueExpired)) throw e;
+        }
+      }
     });
+  }
+
+  /** One list, `limit` nodes per request (0: all in one); ContinueExpired when a page after the first gets 410. */
+  private async listPages(limit: number): Promise<V1NodeList> {
+    const items: V1Node[] = [];
+    let token = "", resourceVersion = "";
+    do {
+      const q = new URLSearchParams(limit > 0 ? { limit: String(limit), ...(token && { continue: token }) } : {}).toString();
+      let r: unknown;
+      try {
+        r = await this.json("GET", `/api/v1/nodes${q ? `?${q}` : ""}`);
+      } catch (e) {
+        if (token && e instanceof KubeHttpError && e.status === 410) throw new ContinueExpired();
+        throw e;
+      }
+      if (!isObj(r) || !Array.isArray(r.items) || !isObj(r.metadata) || typeof r.metadata.resourceVersion !== "string") throw bad("not a NodeList", r);
+      // Each page is reduced to what twill reads before the next is asked for: only one page's JSON is alive at a time.
+      for (const item of r.items) items.push(toNode(item, this.keep));
+      resourceVersion = r.metadata.resourceVersion;
+      token = typeof r.metadata.continue === "string" ? r.metadata.continue : "";
+    } while (token && limit > 0);
+    return { resourceVersion, items };
   }
 
   /** The spec.nodeName of a pod ("" when unscheduled). */
@@ -193,7 +257,7 @@ export class KubeClient {
   /** A strategic merge patch of nodes/<name>/status (see 3). */
   async patchNodeStatus(name: string, body: object): Promise<V1Node> {
     return this.call(`patch node ${name} status`, async () =>
-      toNode(await this.json("PATCH", `/api/v1/nodes/${encodeURIComponent(name)}/status`, JSON.stringify(body), "application/strategic-merge-patch+json")));
+      toNode(await this.json("PATCH", `/api/v1/nodes/${encodeURIComponent(name)}/status`, JSON.stringify(body), "application/strategic-merge-patch+json"), this.keep));
   }
 
   /** Watches all nodes from `resourceVersion` (see 2); returns cancel(). */
@@ -269,7 +333,7 @@ export class KubeClient {
         return h.event("BOOKMARK", { metadata: { name: "", resourceVersion: rv } });
       }
       if (ev.type !== "ADDED" && ev.type !== "MODIFIED" && ev.type !== "DELETED") throw bad("watch event type", ev.type);
-      h.event(ev.type, toNode(ev.object));
+      h.event(ev.type, toNode(ev.object, this.keep));
     } catch (e) {
       finish(e as Error);
     }

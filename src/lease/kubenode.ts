@@ -49,6 +49,8 @@ export interface NodeLike {
 
 /** The full annotation names, as flannel's newAnnotations builds them. */
 export interface AnnotationNames {
+  /** What every name below starts with ("flannel.alpha.coreos.com/"): annotations without it are never read. */
+  readonly prefix: string;
   readonly kubeSubnetManager: string;
   readonly backendType: string;
   readonly backendData: string;
@@ -82,6 +84,7 @@ export function annotationNames(prefix: string = DEFAULT_ANNOTATION_PREFIX): Ann
     throw new TwillError("ERR_INVALID_FLAG", `invalid value ${show(prefix)} for --kube-annotation-prefix: want an FQDN with at most one slash, like flannel.alpha.coreos.com`);
   }
   return {
+    prefix: p,
     kubeSubnetManager: `${p}kube-subnet-manager`,
     backendType: `${p}backend-type`,
     backendData: `${p}backend-data`,

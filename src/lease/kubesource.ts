@@ -128,7 +128,9 @@ export class KubeSource implements LeaseSource {
 
   private api(): Promise<KubeClient> {
     const o = this.opts;
-    return (this.client ??= KubeClient.create({ kubeApiUrl: o.kubeApiUrl, kubeconfigFile: o.kubeconfigFile, allowInsecureCredentials: o.allowInsecureCredentials }).then((c) => {
+    return (this.client ??= KubeClient.create({
+      kubeApiUrl: o.kubeApiUrl, kubeconfigFile: o.kubeconfigFile, allowInsecureCredentials: o.allowInsecureCredentials, keepAnnotations: this.names.prefix,
+    }).then((c) => {
       if (c.insecureWarning) this.log.warn(c.insecureWarning);
       return c;
     }, (e) => {

@@ -81,6 +81,97 @@ async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promi
 }
 
 /** Records what a watch delivers. */
+describe("list in pages", () => {
+  /** n0001..n<count>, each with flannel's annotations and others a real node carries (CSI, kubeadm). */
+  function addNodes(fake: FakeKube, count: number): void {
+    for (let i = 1; i <= count; i++) {
+      fake.addNode({
+        name: `n${String(i).padStart(4, "0")}`, podCIDR: `10.${100 + (i >> 8)}.${i & 255}.0/24`,
+        annotations: {
+          ...flannelAnnotations(`192.168.${i >> 8}.${i & 255}`),
+          "csi.volume.kubernetes.io/nodeid": JSON.stringify({ "ebs.csi.aws.com": `i-${i}` }),
+          "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
+        },
+      });
+    }
+  }
+  const lists = (fake: FakeKube) => fake.requests.filter((q) => q.method === "GET" && q.path === "/api/v1/nodes" && q.query.watch === undefined);
+  const client = async (fake: FakeKube) => {
+    const c = await KubeClient.create({ kubeApiUrl: fake.url, keepAnnotations: `${P}/` });
+    clients.push(c);
+    return c;
+  };
+  const clients: KubeClient[] = [];
+  after(() => clients.forEach((c) => c.close()));
+
+  test("1,201 nodes come in 3 pages of one snapshot, in name order, with flannel's annotations only", async () => {
+    const fake = await FakeKube.start();
+    fakes.push(fake);
+    addNodes(fake, 1201);
+    const rv = fake.resourceVersion;
+    const c = await client(fake);
+    const list = await c.listNodes();
+    const reqs = lists(fake);
+    assert.deepEqual(reqs.map((q) => [q.query.limit, q.query.continue !== undefined]), [["500", false], ["500", true], ["500", true]]);
+    assert.equal(list.items.length, 1201);
+    assert.equal(list.resourceVersion, rv);
+    assert.deepEqual(list.items.map((n) => n.metadata.name), Array.from({ length: 1201 }, (_, i) => `n${String(i + 1).padStart(4, "0")}`));
+    const a = list.items[700]!.metadata.annotations!;
+    assert.deepEqual(Object.keys(a).sort(), Object.keys(flannelAnnotations("192.168.2.189")).sort(), "only the annotations under the prefix are kept");
+    assert.equal(a[`${P}/public-ip`], "192.168.2.189");
+    // getNode and the watch keep the same annotations only.
+    assert.deepEqual(Object.keys((await c.getNode("n0001")).metadata.annotations!).sort(), Object.keys(flannelAnnotations("192.168.0.1")).sort());
+    const seen: string[][] = [];
+    const stop = c.watchNodes(rv, 60, { event: (_t, n) => void seen.push(Object.keys(n.metadata.annotations ?? {})), status: () => {}, end: () => {} });
+    await fake.waitForWatches(1);
+    fake.annotate("n0002", { "node.alpha.kubernetes.io/ttl": "15", [`${P}/public-ip`]: "192.168.9.9" });
+    await until("the watch event", () => seen.length === 1);
+    assert.ok(seen[0]!.every((k) => k.startsWith(`${P}/`)), seen[0]!.join(", "));
+    stop();
+  });
+
+  test("a node added and one deleted between two pages: the list is the first page's snapshot, the watch from its resourceVersion brings both", async () => {
+    const fake = await FakeKube.start();
+    fakes.push(fake);
+    addNodes(fake, 600);
+    const c = await client(fake);
+    // Right before the second page is served, a node is added and another (on that page) deleted.
+    fake.onRequest = (q) => {
+      if (q.query.continue === undefined || fake.node("n0000")) return;
+      fake.addNode({ name: "n0000", podCIDR: "10.99.0.0/24", annotations: flannelAnnotations("192.168.99.1") });
+      fake.deleteNode("n0599");
+    };
+    const list = await c.listNodes();
+    fake.onRequest = undefined;
+    assert.equal(lists(fake).length, 2);
+    const names = new Set(list.items.map((n) => n.metadata.name));
+    assert.ok(!names.has("n0000") && names.has("n0599") && names.size === 600, "the list is the first page's snapshot");
+    const events: string[] = [];
+    const stop = c.watchNodes(list.resourceVersion, 60, { event: (type, n) => void events.push(`${type} ${n.metadata.name}`), status: () => {}, end: () => {} });
+    await until("both changes as events", () => events.length >= 2);
+    assert.deepEqual(events, ["ADDED n0000", "DELETED n0599"]);
+    stop();
+  });
+
+  test("a continue token that expired starts the list again; expiring every time, the whole list is asked for at once", async () => {
+    const fake = await FakeKube.start();
+    fakes.push(fake);
+    addNodes(fake, 1100);
+    const c = await client(fake);
+    fake.failNext({ method: "GET", path: /^\/api\/v1\/nodes$/, query: "continue", status: 410 });
+    const list = await c.listNodes();
+    assert.equal(list.items.length, 1100);
+    assert.deepEqual(lists(fake).map((q) => q.query.continue !== undefined), [false, true, false, true, true], "page 1, page 2 (410), then pages 1-3 again");
+    fake.requests.length = 0;
+    fake.failNext({ method: "GET", path: /^\/api\/v1\/nodes$/, query: "continue", status: 410, count: 2 });
+    const again = await c.listNodes();
+    assert.equal(again.items.length, 1100);
+    assert.deepEqual(lists(fake).map((q) => q.query.limit ?? "all"), ["500", "500", "500", "500", "all"], "two restarts, then one list of everything");
+    fake.failNext({ method: "GET", path: /^\/api\/v1\/nodes$/, query: "continue", status: 503 });
+    await assert.rejects(c.listNodes(), (e) => isTwillError(e, "ERR_STORE") && e.retryable && /list nodes: HTTP 503/.test(e.message), "other failures of a page are errors");
+  });
+});
+
 function recorder() {
   const r = {
     batches: [] as LeaseEvent[][],
