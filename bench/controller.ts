@@ -61,7 +61,8 @@ export async function runController(p: Profile, workDir: string, log: (l: string
   out.idle = await step("idle node", () => runIdle({ peers: p.idlePeers, seconds: p.idleSeconds, workDir, log }));
   log(`controller: start-to-ready with ${p.startupPeers.map(n).join(" / ")} peers`);
   out.startup = await step("start-up", () => runStartup({
-    peers: p.startupPeers, sources: ["dir", "etcd"], eventsAt: p.startupEventsAt, events: p.startupEvents, kernelMaxPeers: p.kernelMaxPeers, log,
+    peers: p.startupPeers, sources: ["dir", "etcd", "kube"], eventsAt: p.startupEventsAt, events: p.startupEvents, kernelMaxPeers: p.kernelMaxPeers,
+    kubeMaxPeers: p.kubeMaxPeers, log,
   }));
   log(`controller: one node, ${n(p.scalePeers)} peers in etcd; bpf soaks ${p.soakSeconds} s at 200 events/s`);
   out.scale = await step("scale", () => runScale({
@@ -153,7 +154,9 @@ export function controllerTargets(r: RunResults): ControllerTarget[] {
 function startupTable(cells: readonly StartupCell[]): string {
   const peers = [...new Set(cells.map((c) => c.peers))].sort((a, b) => a - b);
   const rows: string[][] = [];
-  for (const source of ["dir", "etcd"] as const) {
+  const names = { dir: "lease directory", etcd: "etcd", kube: "Kubernetes (real-sized nodes)" } as const;
+  for (const source of ["dir", "etcd", "kube"] as const) {
+    if (!cells.some((y) => y.source === source)) continue;
     for (const mode of ["bpf", "kernel"] as const) {
       const line = peers.map((p) => {
         const c = cells.find((y) => y.source === source && y.mode === mode && y.peers === p);
@@ -162,7 +165,7 @@ function startupTable(cells: readonly StartupCell[]): string {
         if (c.error) return `FAILED`;
         return `${f(c.readyMs, 0)} ms (${bytes(c.rssBytes)})`;
       });
-      rows.push([source === "dir" ? "lease directory" : "etcd", mode, ...line]);
+      rows.push([names[source], mode, ...line]);
     }
   }
   return table(["Lease source", "Dataplane", ...peers.map((p) => `${n(p)} peers: ready (RSS)`)], rows, "ll" + "r".repeat(peers.length));
@@ -183,7 +186,7 @@ export function renderController(r: RunResults): string {
   if (c.startup?.length) {
     md.push("### Start-to-ready by peer count and lease source", "");
     md.push(startupTable(c.startup), "");
-    const skipped = [...new Set(c.startup.filter((y) => y.skipped).map((y) => `${y.mode} ${n(y.peers)}: ${y.skipped}`))];
+    const skipped = [...new Set(c.startup.filter((y) => y.skipped).map((y) => `${y.source} ${y.mode} ${n(y.peers)}: ${y.skipped}`))];
     if (skipped.length) md.push(`¹ ${skipped.join("; ")}.`, "");
     for (const y of c.startup.filter((z) => z.error)) md.push(`- ${y.source} ${y.mode} ${n(y.peers)} peers FAILED: ${y.error}`);
     for (const y of c.startup.filter((z) => z.events)) {
@@ -195,8 +198,8 @@ export function renderController(r: RunResults): string {
     md.push("");
   }
   md.push("How these were measured:", "");
-  md.push("- **Idle node**: a 3-node cluster per lease source (lease directory; a real etcd-server; the fake Kubernetes API server of sim/kubeapi.ts), every daemon bpf with the default 10 s reconcile, plus the leases of that many other nodes (no hosts behind them). The three clusters run side by side; h1's daemon is measured after 30 s of settling (V8's memory reducer runs its one-time full collections 5–15 s after start, bench/scale/idle.ts), in two windows one after the other: CPU = Δ(utime+stime+cutime+cstime) from /proc/<pid>/stat over the first window (nothing attached), RSS = VmRSS at its end; processes = execve/execveat calls of the daemon's process tree under `strace -f -e trace=execve,execveat -p <pid>` over the second (ptrace stops every syscall, hence a window of its own).");
-  md.push("- **Start-to-ready**: a fresh 1-host cluster per cell; the leases are written before the daemon starts (directory: one file each; etcd: one transaction per 5,000); daemon spawned → /readyz says ready (asked every 10 ms by one probe process in the node's namespace, bench/scale/readyprobe.ts), then the programmed peers are counted and must equal the leases. /26 subnets past 65,000 peers. Daemons run with `--reconcile-period 1`; in the etcd cell that times lease events, each event is put 1–50 ms after the previous one arrived (so events land at every point of the reconcile cycle) and timed until the dataplane shows it (bpf: the pinned map, polled; kernel: `ip monitor route`).");
+  md.push("- **Idle node**: a 3-node cluster per lease source (lease directory; a real etcd-server; the fake Kubernetes API server of sim/kubeapi.ts with real-sized nodes, over HTTPS, bench/scale/kubenodes.ts), every daemon bpf with the default 10 s reconcile, plus the leases of that many other nodes (no hosts behind them). The three clusters run side by side; h1's daemon is measured after 30 s of settling (V8's memory reducer runs its one-time full collections 5–15 s after start, bench/scale/idle.ts), in two windows one after the other: CPU = Δ(utime+stime+cutime+cstime) from /proc/<pid>/stat over the first window (nothing attached), RSS = VmRSS at its end; processes = execve/execveat calls of the daemon's process tree under `strace -f -e trace=execve,execveat -p <pid>` over the second (ptrace stops every syscall, hence a window of its own).");
+  md.push("- **Start-to-ready**: a fresh 1-host cluster per cell; the leases are written before the daemon starts (directory: one file each; etcd: one transaction per 5,000; Kubernetes, up to 10,000 nodes in the full profile: real-sized Nodes, ~12 KB of JSON each — labels, three managedFields entries, conditions, nodeInfo, 25 images, CSI/kubeadm/cluster-api annotations — in the fake API server over HTTPS with a CA file and a bearer token, bench/scale/kubenodes.ts); daemon spawned → /readyz says ready (asked every 10 ms by one probe process in the node's namespace, bench/scale/readyprobe.ts), then the programmed peers are counted and must equal the leases. /26 subnets past 65,000 peers. Daemons run with `--reconcile-period 1`; in the etcd cell that times lease events, each event is put 1–50 ms after the previous one arrived (so events land at every point of the reconcile cycle) and timed until the dataplane shows it (bpf: the pinned map, polled; kernel: `ip monitor route`).");
   md.push("- **Soak** (bpf, in the one-node etcd scenario below): 200 lease events/s, open loop, alternately a put of a lease that is not there and a delete of one that is (a ring of keys, so the live set stays at the peer count); the daemon's VmRSS every 5 s; the reference is 1 minute in (half-way in runs under 2 minutes). At the end the pinned twill_peers map is read from the benchmark's process (vxlan entries: prefix, VTEP MAC, public IP) and compared with every lease `etcdctl get --prefix` returns, the node's own left out.");
   md.push("- **/metrics scrape** (same node, after the soak): measured from outside, in the node's namespace: one keep-alive connection asks `/healthz` back to back (1 ms apart) for 3 s alone, then while another connection scrapes `/metrics` N times in a row. A /healthz reply needs the daemon's event loop, so the longest round trip during the scrapes, less the median alone, bounds how long a scrape blocked the loop.");
   md.push("- **Programming 10,000 / 100,000 peers**: the control-plane runs above (one reconcile of all peers into a fresh dataplane, timed inside the process); 100,000 peers into bpf only, as /26 subnets, asking the dataplane for a peers map of that size (`peerCapacity`).");

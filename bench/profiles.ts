@@ -63,6 +63,8 @@ export interface Profile {
   readonly startupEventsAt: number;
   readonly startupEvents: number;
   readonly kernelMaxPeers: number;
+  /** The largest Kubernetes cell (real-sized nodes in the fake API). */
+  readonly kubeMaxPeers: number;
   /** Copy the report to bench/LATEST.md and bench/latest-*.svg (the committed copy). */
   readonly publish: boolean;
 }
@@ -71,16 +73,16 @@ export const PROFILES: Readonly<Record<ProfileName, Profile>> = {
   quick: {
     name: "quick", reps: 3, seconds: 1, hosts: ["real"], perfProfile: false, peers: [1000, 10000], cpReps: 2, cpGroupBudgetS: 30, straceBreakdown: false, publish: false,
     cpBpfOnlyPeers: [20000], idleSeconds: 10, idlePeers: 100, scalePeers: 2000, scaleEvents: 200, churnSeconds: 5, scrapes: 5, soakSeconds: 60,
-    startupPeers: [0, 2000], startupEventsAt: 2000, startupEvents: 100, kernelMaxPeers: 2000,
+    startupPeers: [0, 2000], startupEventsAt: 2000, startupEvents: 100, kernelMaxPeers: 2000, kubeMaxPeers: 2000,
   },
   full: {
     name: "full", reps: 7, seconds: 2, hosts: ["real", "bare"], perfProfile: true, peers: [1000, 10000, 50000], cpReps: 5, cpGroupBudgetS: 60, straceBreakdown: true, publish: true,
     cpBpfOnlyPeers: [100000], idleSeconds: 60, idlePeers: 100, scalePeers: 10000, scaleEvents: 1000, churnSeconds: 20, scrapes: 20, soakSeconds: 1800,
-    startupPeers: [0, 10000, 100000], startupEventsAt: 10000, startupEvents: 1000, kernelMaxPeers: 10000,
+    startupPeers: [0, 10000, 100000], startupEventsAt: 10000, startupEvents: 1000, kernelMaxPeers: 10000, kubeMaxPeers: 10000,
   },
   soak: {
     name: "soak", reps: 0, seconds: 0, hosts: [], perfProfile: false, peers: [], cpReps: 0, cpGroupBudgetS: 0, straceBreakdown: false, publish: true,
     cpBpfOnlyPeers: [], idleSeconds: 0, idlePeers: 0, scalePeers: 0, scaleEvents: 0, churnSeconds: 0, scrapes: 0, soakSeconds: 1800,
-    startupPeers: [], startupEventsAt: 0, startupEvents: 0, kernelMaxPeers: 0,
+    startupPeers: [], startupEventsAt: 0, startupEvents: 0, kernelMaxPeers: 0, kubeMaxPeers: 0,
   },
 };

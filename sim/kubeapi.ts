@@ -67,6 +67,8 @@ export interface NodeInit {
   readonly internalIP?: string;
   /** metadata.creationTimestamp; default 2024-05-01T10:00:00Z (the same for every node, so the name decides). */
   readonly creationTimestamp?: string;
+  /** More fields for each part of the node (labels, managedFields, providerID, images, ...), set over the defaults: a real-sized Node. */
+  readonly more?: { readonly metadata?: Json; readonly spec?: Json; readonly status?: Json };
 }
 
 export interface FailRule {
@@ -301,6 +303,7 @@ export class FakeKube {
         addresses: [{ type: "InternalIP", address: init.internalIP ?? "192.168.0.1" }, { type: "Hostname", address: init.name }],
       },
     };
+    if (init.more) for (const part of ["metadata", "spec", "status"] as const) Object.assign(node[part], clone(init.more[part] ?? {}));
     this.commit("ADDED", node);
     return clone(node);
   }

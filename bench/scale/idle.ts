@@ -1,10 +1,9 @@
 /**
  * An idle node: what twill costs when nothing changes. A 3-node cluster per
  * lease source — lease directory, etcd (a real etcd-server), Kubernetes (the
- * fake API server, sim/kubeapi.ts, over HTTPS: the daemons trust its
- * certificate by a CA file and authenticate with a bearer token read from a
- * file, as a node's kubeconfig or service account has them) — with `peers`
- * other nodes' leases, all daemons bpf with the default 10 s reconcile;
+ * fake API server with real-sized nodes, over HTTPS, a CA file and a bearer
+ * token from a file: kubenodes.ts) — with `peers` other nodes' leases, all
+ * daemons bpf with the default 10 s reconcile;
  * measured on h1's daemon:
  *
  *   [h1 twill] [h2 twill] [h3 twill]  + N peer leases (no hosts behind them)
@@ -28,15 +27,15 @@
  *    iptables, …) is one line. (Under ptrace every syscall of the daemon
  *    stops, which is why the CPU window comes first and apart.)
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomPrefix } from "../lib/cluster.js";
 import { EtcdServer } from "../lib/etcd.js";
-import { sleep, spawnIn, spawnedOutput, stopProcess, waitFor } from "../lib/exec.js";
+import { sleep, spawnIn, stopProcess } from "../lib/exec.js";
 import { ROOT, TwillCluster } from "../lib/twill.js";
-import { ETCD_PREFIX, NET_CONFIG, leaseMAC, leasePrefix, leasePublicIP, leaseKey, leaseValue, putOps } from "./leases.js";
+import { ETCD_PREFIX, NET_CONFIG, leaseKey, leaseValue, putOps } from "./leases.js";
+import { startKube } from "./kubenodes.js";
 import { daemonPid, rssBytes } from "./memory.js";
 import { run } from "../lib/exec.js";
 
@@ -57,9 +56,7 @@ export interface IdleResult {
   readonly error?: string;
 }
 
-const A = "flannel.alpha.coreos.com";
 const BULK = join(ROOT, "dist", "bench", "lib", "etcd-bulk.js");
-const SERVE = fileURLToPath(new URL("./kubeapi-serve.js", import.meta.url));
 const CLK_TCK = 100;
 /** From h1 ready to the first window: past the start-up collections (see the design note). */
 const SETTLE_MS = 30_000;
@@ -85,58 +82,8 @@ async function setupSource(tc: TwillCluster, source: IdleSourceId, peers: number
     tc.sourceArgs = () => ["--etcd-endpoints", etcd.endpoint];
     return () => etcd.destroy();
   }
-  const nodes: unknown[] = [];
-  for (let i = 1; i <= peers; i++) {
-    nodes.push({
-      name: `peer-${i}`, podCIDR: leasePrefix(i), internalIP: leasePublicIP(i),
-      annotations: {
-        [`${A}/kube-subnet-manager`]: "true", [`${A}/backend-type`]: "vxlan", [`${A}/public-ip`]: leasePublicIP(i),
-        [`${A}/backend-data`]: JSON.stringify({ VNI: 1, VtepMAC: leaseMAC(i) }),
-      },
-    });
-  }
-  tc.nodes.forEach((n, k) => nodes.push({ name: n.host.name, podCIDR: leasePrefix(peers + 1 + k), internalIP: n.host.underlayIP }));
-  const port = 6443;
-  const pki = kubePKI(tc.cluster.dir, gw);
-  const serve = { host: gw, port, nodes, tls: { cert: pki.serverCert, key: pki.serverKey }, tokens: [TOKEN] };
-  const proc = spawnIn(tc.cluster.routerNetns, process.execPath, [SERVE, JSON.stringify(serve)], { stdio: ["ignore", "pipe", "pipe"] });
-  await waitFor(() => spawnedOutput(proc).includes("listening") || spawnedOutput(proc).includes("error") || proc.exitCode !== null,
-    { what: "the fake Kubernetes API server", timeoutMs: 20_000, intervalMs: 100 });
-  const first = spawnedOutput(proc).split("\n")[0] ?? "";
-  const msg = JSON.parse(first) as { listening?: string; error?: string };
-  if (!msg.listening) throw new Error(msg.error ?? `the fake Kubernetes API server said: ${spawnedOutput(proc).slice(-300)}`);
-  const netConf = join(tc.cluster.dir, "net-conf.json");
-  writeFileSync(netConf, JSON.stringify(NET_CONFIG));
-  const kubeconfig = join(tc.cluster.dir, "kubeconfig");
-  writeFileSync(kubeconfig, [
-    "apiVersion: v1", "kind: Config", "current-context: bench",
-    "clusters:", "- name: bench", "  cluster:", `    server: ${JSON.stringify(msg.listening)}`, `    certificate-authority: ${JSON.stringify(pki.caFile)}`,
-    "users:", "- name: bench", "  user:", `    tokenFile: ${JSON.stringify(pki.tokenFile)}`,
-    "contexts:", "- name: bench", "  context:", "    cluster: bench", "    user: bench", "",
-  ].join("\n"));
-  tc.sourceArgs = () => ["--kube-subnet-mgr", "--kubeconfig-file", kubeconfig, "--net-config-path", netConf];
-  return () => stopProcess(proc);
-}
-
-/** The bearer token the fake API accepts (read by the daemons from a file, as a service account's). */
-const TOKEN = "twill-bench-idle";
-
-/**
- * What a node's kubeconfig points at, as in a real cluster: a throwaway CA
- * (openssl), the API server's certificate for `ip` signed by it, and a token
- * file.
- */
-function kubePKI(dir: string, ip: string): { caFile: string; serverCert: string; serverKey: string; tokenFile: string } {
-  const d = join(dir, "kube-pki");
-  mkdirSync(d, { recursive: true });
-  const f = (n: string) => join(d, n);
-  const ssl = (...a: string[]) => execFileSync("openssl", a, { stdio: "pipe" });
-  ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=twill-bench-ca", "-keyout", f("ca.key"), "-out", f("ca.crt"));
-  ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", f("server.key"), "-out", f("server.csr"));
-  writeFileSync(f("server.ext"), `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n`);
-  ssl("x509", "-req", "-in", f("server.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", f("server.ext"), "-out", f("server.crt"));
-  writeFileSync(f("token"), TOKEN);
-  return { caFile: f("ca.crt"), serverCert: readFileSync(f("server.crt"), "utf8"), serverKey: readFileSync(f("server.key"), "utf8"), tokenFile: f("token") };
+  const kube = await startKube(tc, peers);
+  return kube.stop;
 }
 
 async function one(source: IdleSourceId, peers: number, seconds: number, workDir: string): Promise<IdleResult> {

@@ -1,7 +1,9 @@
 /**
  * Start-to-ready by peer count and lease source: one twill node starting
- * with 0, 10,000, 100,000 … peers already in a lease directory or in etcd,
- * bpf dataplane beside kernel (flannel's).
+ * with 0, 10,000, 100,000 … peers already in a lease directory, in etcd or
+ * (up to kubeMaxPeers: Kubernetes clusters stop at 5,000-15,000 nodes) as
+ * real-sized Nodes in the fake Kubernetes API (kubenodes.ts: ~12 KB of JSON
+ * each, over HTTPS), bpf dataplane beside kernel (flannel's).
  *
  *   runStartup({ peers: [0, 10000, 100000], sources: ["dir", "etcd"], eventsAt: 10000, events: 1000, log })
  *
@@ -35,10 +37,11 @@ import { ETCD_PREFIX, MAX_INDEX, NET_CONFIG, OWN_GAP, WIDE_NET_CONFIG, leaseKey,
 import { rssBytes } from "./memory.js";
 import { eventMs, runDriver, startDaemon } from "./run-mode.js";
 import { programmedCounts } from "./state.js";
+import { startKube } from "./kubenodes.js";
 import type { DriverOutput } from "./driver.js";
 import type { ScaleMode } from "./types.js";
 
-export type LeaseSourceId = "dir" | "etcd";
+export type LeaseSourceId = "dir" | "etcd" | "kube";
 
 export interface StartupOptions {
   readonly peers: readonly number[];
@@ -47,6 +50,8 @@ export interface StartupOptions {
   readonly eventsAt: number;
   readonly events: number;
   readonly kernelMaxPeers: number;
+  /** Kubernetes cells stop here. */
+  readonly kubeMaxPeers: number;
   readonly log: (line: string) => void;
 }
 
@@ -81,10 +86,12 @@ async function cell(source: LeaseSourceId, mode: ScaleMode, peers: number, o: St
   const base = { source, mode, peers };
   const wide = peers + OWN_GAP > MAX_INDEX;
   if (mode === "kernel" && peers > o.kernelMaxPeers) return { ...base, skipped: `kernel cells stop at ${o.kernelMaxPeers.toLocaleString("en-US")} peers` };
+  if (source === "kube" && peers > o.kubeMaxPeers) return { ...base, skipped: `Kubernetes cells stop at ${o.kubeMaxPeers.toLocaleString("en-US")} nodes` };
   if (mode === "bpf" && peers >= 65536 && !capacity) return { ...base, skipped: "twill_peers holds 65,536 entries and this twill has no --peer-capacity" };
   const extraArgs = mode === "bpf" && capacity && peers >= 65536 ? ["--peer-capacity", String(peers + 1024)] : [];
   let tc: TwillCluster | undefined;
   let etcd: EtcdServer | undefined;
+  let kube: { stop: () => Promise<void> } | undefined;
   try {
     tc = await TwillCluster.create({
       prefix: randomPrefix("su"), hosts: 1, startNodes: false, reconcileSeconds: 1,
@@ -95,6 +102,8 @@ async function cell(source: LeaseSourceId, mode: ScaleMode, peers: number, o: St
       const dir = join(tc.leaseDir, "subnets");
       mkdirSync(dir, { recursive: true });
       for (let i = 1; i <= peers; i++) writeFileSync(join(dir, leaseKey(i, wide)), leaseValue(i));
+    } else if (source === "kube") {
+      kube = await startKube(tc, peers);
     } else {
       etcd = await EtcdServer.start({ netns: tc.cluster.routerNetns, host: n.host.gateway });
       const e = etcd;
@@ -124,6 +133,7 @@ async function cell(source: LeaseSourceId, mode: ScaleMode, peers: number, o: St
   } finally {
     await tc?.destroy().catch(() => {});
     await etcd?.destroy().catch(() => {});
+    await kube?.stop().catch(() => {});
   }
 }
 
