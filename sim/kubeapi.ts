@@ -502,9 +502,10 @@ export class FakeKube {
       id = t.id;
       start = t.start;
     } else {
+      // Stored nodes are never changed in place (a change stores a new object), so a snapshot holds them as they are.
       const items = [...this.nodes.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1)).map((n) => {
         const { kind: _k, apiVersion: _a, ...rest } = n; // items of a typed list carry no kind/apiVersion
-        return clone(rest);
+        return rest;
       });
       list = { rv: this.rv, items };
       id = ++this.listId;
