@@ -97,10 +97,17 @@ export function pointLatest(resultsRoot: string, dir: string): void {
 
 /**
  * Copies report.md and the charts of `dir` to bench/LATEST.md and
- * bench/latest-<chart>.svg (chart links rewritten), replacing older copies.
+ * bench/latest-<chart>.svg (chart links rewritten), replacing older copies
+ * — but not the charts another published report links (LATEST-soak.md's
+ * latest-soak-*.svg): those are that report's.
  */
 export function publish(benchDir: string, dir: string, report: string, charts: readonly string[]): void {
-  for (const f of readdirSync(benchDir)) if (/^latest-.*\.svg$/.test(f)) rmSync(join(benchDir, f));
+  const others = new Set<string>();
+  for (const f of readdirSync(benchDir)) {
+    if (!/^LATEST-.+\.md$/.test(f)) continue;
+    for (const m of readFileSync(join(benchDir, f), "utf8").matchAll(/\]\((latest-[^)\s]+\.svg)\)/g)) others.add(m[1]!);
+  }
+  for (const f of readdirSync(benchDir)) if (/^latest-.*\.svg$/.test(f) && !others.has(f)) rmSync(join(benchDir, f));
   let text = report;
   for (const c of charts) {
     if (!existsSync(join(dir, c))) continue;
