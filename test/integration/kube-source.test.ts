@@ -96,20 +96,21 @@ describe("list in pages", () => {
     }
   }
   const lists = (fake: FakeKube) => fake.requests.filter((q) => q.method === "GET" && q.path === "/api/v1/nodes" && q.query.watch === undefined);
-  const client = async (fake: FakeKube) => {
+  const clients: KubeClient[] = [];
+  /** A fake API with `count` nodes (addNodes) and a client that keeps flannel's annotations. */
+  const serve = async (count: number) => {
+    const fake = await FakeKube.start();
+    fakes.push(fake);
+    addNodes(fake, count);
+    const rv = fake.resourceVersion;
     const c = await KubeClient.create({ kubeApiUrl: fake.url, keepAnnotations: `${P}/` });
     clients.push(c);
-    return c;
+    return { fake, c, rv };
   };
-  const clients: KubeClient[] = [];
   after(() => clients.forEach((c) => c.close()));
 
   test("1,201 nodes come in 3 pages of one snapshot, in name order, with flannel's annotations only", async () => {
-    const fake = await FakeKube.start();
-    fakes.push(fake);
-    addNodes(fake, 1201);
-    const rv = fake.resourceVersion;
-    const c = await client(fake);
+    const { fake, c, rv } = await serve(1201);
     const list = await c.listNodes();
     const reqs = lists(fake);
     assert.deepEqual(reqs.map((q) => [q.query.limit, q.query.continue !== undefined]), [["500", false], ["500", true], ["500", true]]);
@@ -131,10 +132,7 @@ describe("list in pages", () => {
   });
 
   test("a node added and one deleted between two pages: the list is the first page's snapshot, the watch from its resourceVersion brings both", async () => {
-    const fake = await FakeKube.start();
-    fakes.push(fake);
-    addNodes(fake, 600);
-    const c = await client(fake);
+    const { fake, c } = await serve(600);
     // Right before the second page is served, a node is added and another (on that page) deleted.
     fake.onRequest = (q) => {
       if (q.query.continue === undefined || fake.node("n0000")) return;
@@ -154,10 +152,7 @@ describe("list in pages", () => {
   });
 
   test("a continue token that expired starts the list again; expiring every time, the whole list is asked for at once", async () => {
-    const fake = await FakeKube.start();
-    fakes.push(fake);
-    addNodes(fake, 1100);
-    const c = await client(fake);
+    const { fake, c } = await serve(1100);
     fake.failNext({ method: "GET", path: /^\/api\/v1\/nodes$/, query: "continue", status: 410 });
     const list = await c.listNodes();
     assert.equal(list.items.length, 1100);
