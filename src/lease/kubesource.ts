@@ -43,13 +43,22 @@
  *     flanneld neither rewrites its annotations nor exits; the daemon's
  *     own-lease checks (made for etcd, where a lease can be lost) thus never
  *     fire with this source.
+ *  9) One list for a start: list() before the watch has listed fetches the
+ *     nodes and keeps that list (`recent`) for REUSE_LIST_MS; another list()
+ *     meanwhile, and the watch's first list, take it instead of fetching
+ *     again (the watch then watches from its resourceVersion, so nothing
+ *     changed since is missed; a version too old for the server is a 410
+ *     and a re-list, as always). A starting daemon lists before acquire,
+ *     starts the watch, and lists again for its first reconcile: on a
+ *     cluster of real nodes each list is ~12 KB of JSON a node. The watch
+ *     takes the kept list away: afterwards list() reads the watch's cache.
  */
 import { readFile } from "node:fs/promises";
 import { TwillError, isTwillError } from "../errors.js";
 import type { Options } from "../config/flags.js";
 import { parseNetConfig } from "../config/netconf.js";
 import { nullLogger, type Logger } from "../log.js";
-import { KubeClient, apiStatus, type V1Node } from "./kubeapi.js";
+import { KubeClient, apiStatus, type V1Node, type V1NodeList } from "./kubeapi.js";
 import {
   annotationChanges, annotationNames, leaseAnnotations, networkReadyCondition, nodeName, ownLease, podSubnets, storedPublicIPs,
   type AnnotationNames,
@@ -93,6 +102,9 @@ export interface KubeSourceOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** How long a list fetched by list() stands in for the next one and for the watch's first (9). */
+const REUSE_LIST_MS = 30_000;
+
 export class KubeSource implements LeaseSource {
   readonly kind = "kube";
   private readonly names: AnnotationNames;
@@ -104,6 +116,8 @@ export class KubeSource implements LeaseSource {
   private closed = false;
   /** Our node and its lease, once acquired (8). */
   private own?: OwnNode;
+  /** The last list that list() fetched, and when (9). */
+  private recent?: { at: number; list: V1NodeList };
 
   constructor(private readonly opts: KubeSourceOptions) {
     this.names = annotationNames(opts.annotationPrefix);
@@ -180,9 +194,21 @@ export class KubeSource implements LeaseSource {
   async list(): Promise<ListResult> {
     const config = await this.netConfig();
     const cached = [...this.watches].map((w) => w.snapshot()).find((s) => s !== undefined);
-    const nodes = cached ?? (await (await this.api()).listNodes()).items;
+    const nodes = cached ?? (this.freshList() ?? (await this.fetchList())).items;
     return resolveNodes(nodes, this.names, config, this.own);
   }
+  /** The list list() fetched less than REUSE_LIST_MS ago, if any (9). */
+  private freshList(): V1NodeList | undefined {
+    const r = this.recent;
+    return r && performance.now() - r.at < REUSE_LIST_MS ? r.list : undefined;
+  }
+
+  private async fetchList(): Promise<V1NodeList> {
+    const list = await (await this.api()).listNodes();
+    this.recent = { at: performance.now(), list };
+    return list;
+  }
+
 
   /** 6): the addresses our node's node-public-ip(v6) annotations pin. */
   async storedPublicIPs(): Promise<{ v4?: IP; v6?: IP }> {
@@ -279,6 +305,12 @@ export class KubeSource implements LeaseSource {
           backoffMaxMs: this.opts.backoffMaxMs ?? 30_000,
           log: this.log,
           own: () => this.own,
+          // 9): the watch's first list is the one list() just fetched, if it is fresh; then list() reads the watch's cache.
+          firstList: () => {
+            const l = this.freshList();
+            this.recent = undefined;
+            return l;
+          },
         });
         this.watches.add(w);
         w.start();

@@ -3,9 +3,10 @@
  * into LeaseEvents.
  *
  * How it works:
- *  1) List the nodes (kubeapi.ts keeps only the fields twill reads), apply
- *     the list to our cache, then watch from the list's resourceVersion with
- *     bookmarks on. Every event and bookmark moves our resourceVersion on;
+ *  1) List the nodes (kubeapi.ts keeps only the fields twill reads; the
+ *     first time, the list the caller has just fetched when it offers one:
+ *     `firstList`, kubesource.ts 9), apply the list to our cache, then watch
+ *     from the list's resourceVersion with bookmarks on. Every event and bookmark moves our resourceVersion on;
  *     a watch that ends cleanly (the server's timeoutSeconds, a dropped
  *     connection closed properly) is resumed from it, without a re-list.
  *  2) A 410 Gone (an ERROR event with a 410 Status, or a 410 answer: our
@@ -46,7 +47,7 @@
  */
 import { TwillError, isTwillError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { apiError, KubeHttpError, type KubeClient, type V1Node, type WatchEventType } from "./kubeapi.js";
+import { apiError, KubeHttpError, type KubeClient, type V1Node, type V1NodeList, type WatchEventType } from "./kubeapi.js";
 import { SubnetClaims } from "./kubeclaims.js";
 import { conflictError, nodeClaim, nodeName, nodeToLease, tryNodeLeaseKey, type AnnotationNames, type Families, type NodeLike } from "./kubenode.js";
 import { serializeLease } from "./parse.js";
@@ -65,6 +66,8 @@ export interface NodeWatchOptions {
   readonly log: Logger;
   /** Our node and the lease we acquired from it (8); undefined before acquire. */
   readonly own?: () => OwnNode | undefined;
+  /** A list just fetched by the caller, for the first list instead of fetching it again (taken once; later lists fetch). */
+  readonly firstList?: () => V1NodeList | undefined;
 }
 
 /** Our node, once its lease is acquired. */
@@ -148,6 +151,8 @@ export class NodeWatch {
   private queue: LeaseEvent[] = [];
   private resyncPending = false;
   private flushScheduled = false;
+  /** Whether the first list (firstList) has been asked for. */
+  private firstTaken = false;
   private backoffMs: number;
   private restartTimer?: NodeJS.Timeout;
   private resyncTimer?: NodeJS.Timeout;
@@ -182,9 +187,10 @@ export class NodeWatch {
   /** 1), 2): list, diff against the cache, watch. */
   private async listThenWatch(): Promise<void> {
     if (this.stopped) return;
-    let list;
+    let list = this.firstTaken ? undefined : this.o.firstList?.();
+    this.firstTaken = true;
     try {
-      list = await this.o.client.listNodes();
+      list ??= await this.o.client.listNodes();
     } catch (e) {
       return this.failed(e);
     }

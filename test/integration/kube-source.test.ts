@@ -355,6 +355,28 @@ describe("list", () => {
     assert.ok(errors[0]!.error.message.startsWith(`Cannot parse node n3: annotation ${P}/backend-data: VtepMAC "zz" is not a MAC`), errors[0]!.error.message);
   });
 
+  test("a start lists the nodes once: list(), the watch's first list and the next list() share it; nothing changed meanwhile is missed", async () => {
+    const { fake, src } = await setup();
+    for (let i = 2; i <= 4; i++) fake.addNode({ name: `n${i}`, podCIDR: `10.244.${i}.0/24`, annotations: flannelAnnotations(`192.168.0.${i}`) });
+    const first = await src.list();
+    // Changed after that list, before the watch starts: the watch (from the list's resourceVersion) brings it.
+    fake.addNode({ name: "n5", podCIDR: "10.244.5.0/24", annotations: flannelAnnotations("192.168.0.5") });
+    fake.deleteNode("n2");
+    const r = recorder();
+    const stop = src.watch(r.handlers);
+    const again = await src.list();
+    assert.deepEqual(again.leases.map((l) => l.key), first.leases.map((l) => l.key));
+    await fake.waitForWatches(1);
+    await until("n5 put and n2 deleted by the watch", () => r.since(0).includes("put 10.244.5.0-24") && r.since(0).includes("delete 10.244.2.0-24"));
+    assert.equal(listRequests(fake), 1, "one list request for the three");
+    // From then on list() reads the watch's cache; a 410 still re-lists with a real request.
+    assert.deepEqual((await src.list()).leases.map((l) => l.key).sort(), ["10.244.3.0-24", "10.244.4.0-24", "10.244.5.0-24"]);
+    assert.equal(listRequests(fake), 1);
+    fake.expireWatches();
+    await until("the re-list after 410", () => listRequests(fake) === 2);
+    stop();
+  });
+
   test("API failures are ERR_STORE errors naming the call", async () => {
     const { fake, src } = await setup();
     fake.failNext({ path: /^\/api\/v1\/nodes$/, status: 403 });
