@@ -8,8 +8,8 @@
  *                                                one: metadata.continue (an opaque token) and
  *                                                remainingItemCount while more remain; every page
  *                                                of a list is of the same snapshot (its first page's
- *                                                resourceVersion); a token whose snapshot is gone
- *                                                (expireLists(), or compacted) gets a 410 Expired
+ *                                                resourceVersion); a token whose snapshot was
+ *                                                compacted away gets a 410 Expired
  *   GET   /api/v1/nodes?watch=true&resourceVersion=N
  *                                                a chunked stream, one JSON watch event per
  *                                                line: {"type":"ADDED|MODIFIED|DELETED","object":Node};
@@ -364,13 +364,6 @@ export class FakeKube {
   compact(): void {
     this.compactedRv = this.rv;
     this.history.length = 0;
-  }
-
-  /** Forgets the snapshots of paged lists: their continue tokens get 410 Expired. Returns how many there were. */
-  expireLists(): number {
-    const n = this.lists.size;
-    this.lists.clear();
-    return n;
   }
 
   /** compact(), and every open watch gets the 410 ERROR event and ends (the client must re-list). */

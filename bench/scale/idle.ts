@@ -3,8 +3,7 @@
  * lease source — lease directory, etcd (a real etcd-server), Kubernetes (the
  * fake API server with real-sized nodes, over HTTPS, a CA file and a bearer
  * token from a file: kubenodes.ts) — with `peers` other nodes' leases, all
- * daemons bpf with the default 10 s reconcile;
- * measured on h1's daemon:
+ * daemons bpf with the default 10 s reconcile; measured on h1's daemon:
  *
  *   [h1 twill] [h2 twill] [h3 twill]  + N peer leases (no hosts behind them)
  *        \_________ underlay _________/── router netns: etcd / fake API server

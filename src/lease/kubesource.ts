@@ -197,6 +197,7 @@ export class KubeSource implements LeaseSource {
     const nodes = cached ?? (this.freshList() ?? (await this.fetchList())).items;
     return resolveNodes(nodes, this.names, config, this.own);
   }
+
   /** The list list() fetched less than REUSE_LIST_MS ago, if any (9). */
   private freshList(): V1NodeList | undefined {
     const r = this.recent;
@@ -208,7 +209,6 @@ export class KubeSource implements LeaseSource {
     this.recent = { at: performance.now(), list };
     return list;
   }
-
 
   /** 6): the addresses our node's node-public-ip(v6) annotations pin. */
   async storedPublicIPs(): Promise<{ v4?: IP; v6?: IP }> {

@@ -6,9 +6,10 @@
  *  1) List the nodes (kubeapi.ts keeps only the fields twill reads; the
  *     first time, the list the caller has just fetched when it offers one:
  *     `firstList`, kubesource.ts 9), apply the list to our cache, then watch
- *     from the list's resourceVersion with bookmarks on. Every event and bookmark moves our resourceVersion on;
- *     a watch that ends cleanly (the server's timeoutSeconds, a dropped
- *     connection closed properly) is resumed from it, without a re-list.
+ *     from the list's resourceVersion with bookmarks on. Every event and
+ *     bookmark moves our resourceVersion on; a watch that ends cleanly
+ *     (the server's timeoutSeconds, a dropped connection closed properly)
+ *     is resumed from it, without a re-list.
  *  2) A 410 Gone (an ERROR event with a 410 Status, or a 410 answer: our
  *     version was compacted away) re-lists; the new list is diffed against
  *     the cache, so nodes deleted meanwhile still come out as deletes. It is
