@@ -27,18 +27,36 @@ test("a compaction flag on the command line wins: the compactor never changes it
   }
 });
 
-test("windows: one period long, opened only when fragmented, at most one per COOLDOWN_MS", () => {
+test("windows: open until a full collection compacted, opened only when fragmented, at most one per COOLDOWN_MS after the close", () => {
   let t = 0, space = { free: 2 * MiB, committed: 30 * MiB };
-  const c = heapCompactor("", () => t, () => space);
-  const flags: boolean[] = []; // (the flag really is set and cleared in this process: the last tick clears it)
+  let full = 0, observing = 0;
+  const fullCollections = () => {
+    const from = full;
+    observing++;
+    return { count: () => full - from, stop: () => void observing-- };
+  };
+  const c = heapCompactor("", () => t, () => space, fullCollections);
+  const flags: boolean[] = []; // (the flag really is set and cleared in this process: the window is closed at the end)
   const tick = () => { flags.push(c()); t += 10_000; };
   tick(); // not fragmented
+  assert.equal(observing, 0, "nothing observed while no window is open");
   space = { free: 12 * MiB, committed: 30 * MiB };
   tick(); // opens
-  tick(); // closes, whatever the heap says
+  assert.equal(observing, 1);
+  tick(); tick(); // no full collection yet: stays open
+  assert.equal(observing, 1);
+  full++; // one full collection, old space still fragmented (it may have begun marking before the window): stays open
+  tick();
+  assert.equal(observing, 1);
+  full++; // a second: closes
+  tick();
+  assert.equal(observing, 0, "the observer stops with the window");
   for (let i = 0; i < 5; i++) tick(); // still fragmented, but cooling down (50 s after the close)
   tick(); // 60 s after the close: opens again
+  full++;
+  space = { free: 1 * MiB, committed: 20 * MiB }; // the collection compacted: closes after one
   tick();
-  assert.deepEqual(flags, [false, true, false, false, false, false, false, false, true, false]);
-  assert.equal(flags.filter(Boolean).length, 2);
+  assert.equal(observing, 0);
+  tick(); // not fragmented: stays closed
+  assert.deepEqual(flags, [false, true, false, false, false, false, false, false, false, false, false, true, false, false]);
 });
