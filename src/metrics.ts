@@ -220,9 +220,14 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     labelNames: ["kind"], registers,
   });
   const heapCompactions = new client.Counter({
-    name: "twill_heap_compaction_windows_total", help: "Reconcile periods whose full collections compacted V8's old space, opened when it was fragmented (at most one a minute; heapcompact.ts).",
+    name: "twill_heap_compaction_windows_total", help: "Windows in which V8's full collections compact its old space: opened when it is fragmented, closed once a full collection compacted it (at most one a minute; heapcompact.ts).",
     registers,
   });
+  const leaseRelists = new client.Counter({
+    name: "twill_lease_relists_total", help: "Full lists of the leases after the first (every 30 reconcile periods, on SIGHUP, when the source may have missed events), by result: unchanged (every lease as the events left it: nothing to diff), diffed.",
+    labelNames: ["result"], registers,
+  });
+  for (const result of ["unchanged", "diffed"]) leaseRelists.inc({ result }, 0);
   for (const result of ["ok", "error"]) reconciles.inc({ result }, 0);
   for (const kind of ["added", "updated", "removed"]) repairs.inc({ kind }, 0);
 
@@ -236,6 +241,7 @@ export function createMetrics(version: string, dataplane: string, source: () => 
       name: "twill_lease_events_total", help: "Peer changes applied to the dataplane on lease events, by type: upsert (a peer added or changed), remove (a peer gone).",
       labelNames: ["type"], registers,
     }),
+    leaseRelists,
     leaseErrors: new client.Counter({
       name: "twill_lease_errors_total", help: "Leases rejected (bad or conflicting), by error code; each bad lease version counts once.",
       labelNames: ["code"], registers,

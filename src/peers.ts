@@ -200,6 +200,15 @@ export function leasePeers(l: Lease, rules: PeerRules, index: SubnetIndex): Peer
   return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: rules.direct ? rules.direct(v.publicIP!) : false }));
 }
 
+/** Whether two versions of a lease say the same in every field but the expiry (every field leasePeers reads, and more). */
+export function sameLease(a: Lease, b: Lease): boolean {
+  return a.key === b.key && a.backendType === b.backendType && samePrefix(a.subnet, b.subnet) && samePrefix(a.ipv6Subnet, b.ipv6Subnet) &&
+    sameIP(a.publicIP, b.publicIP) && sameIP(a.publicIPv6, b.publicIPv6) && sameData(a.backendData, b.backendData) && sameData(a.backendV6Data, b.backendV6Data);
+}
+const samePrefix = (a: Prefix | undefined, b: Prefix | undefined): boolean => (a && b ? prefixEqual(a, b) : a === b);
+const sameIP = (a: IP | undefined, b: IP | undefined): boolean => (a && b ? ipEqual(a, b) : a === b);
+const sameData = (a: VxlanLeaseData | undefined, b: VxlanLeaseData | undefined): boolean => (a && b ? a.vni === b.vni && a.vtepMAC === b.vtepMAC : a === b);
+
 /** A host-gw peer has no VTEP: its (unused) MAC. */
 export const NO_VTEP = "00:00:00:00:00:00";
 
