@@ -37,12 +37,15 @@
  *    period a minute).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
- *    A re-list that finds every lease as the daemon last applied it (the
- *    same keys, each lease the same object or equal in every field but its
- *    expiry: sameLease), with no bad lease and the rules built from the
- *    same inputs, brings nothing new: it is not diffed again (`applied`).
- *    Diffing it rebuilt every lease's peers and a whole SubnetIndex, ~1.8
- *    KiB a lease that lived long enough to reach V8's old generation: at
+ *    A re-list is compared with the leases the daemon last applied
+ *    (`applied`: a lease is the same when it is the same object or equal in
+ *    every field but its expiry, sameLease): with no bad lease, the rules
+ *    built from the same inputs and at most an eighth of the leases
+ *    changed, what differs is applied as the lease events that would have
+ *    brought it (usually nothing, or an event still on its way) — the
+ *    code path of every watch event; otherwise the list is diffed whole.
+ *    Diffing rebuilt every lease's peers and a whole SubnetIndex, ~1.8 KiB
+ *    a lease that lived long enough to reach V8's old generation: at
  *    10,000 peers each re-list put ~6 MiB there and +12 MiB on the RSS.
  *    flannel's iptables rules are checked at start and then only when the
  *    firewall changed (net/firewall-watch.ts: nftables events, or a slow
@@ -734,8 +737,11 @@ export class Daemon {
       const ownNow = leases.find((l) => l.key === this.own!.key);
       if (!(await this.checkOwn(ownNow, errors.some((e) => e.key === this.own!.key)))) return;
     }
-    if (this.unchangedList(leases, errors.length)) {
-      this.metrics.leaseRelists.inc({ result: "unchanged" });
+    const changes = this.listChanges(leases, errors.length, newer);
+    if (changes) {
+      // Nothing new, or a few leases: applied as the events that would have brought them.
+      this.metrics.leaseRelists.inc({ result: changes.length ? "patched" : "unchanged" });
+      if (changes.length) await this.apply(changes);
       await this.applyEarly();
       return;
     }
@@ -792,22 +798,38 @@ export class Daemon {
   }
 
   /**
-   * True when a list brings nothing new (see 5): no bad lease, the rules'
-   * inputs as when `applied` was taken, the same keys, and each lease the
-   * one last applied (the same object, or equal: sameLease). (An event newer
-   * than the list that changed a lease left another lease in `applied`, so
-   * the list is diffed as before.)
+   * What a list changes against `applied`, as the lease events that would
+   * bring it (see 5): a put for a lease that is new or not the one last
+   * applied (sameLease), a delete for a key the list no longer has — leaving
+   * out our own lease (checkOwn read it) and keys with an event newer than
+   * the list. Undefined when the list must be diffed whole: no record to
+   * compare with, a bad lease in it, rules from other inputs, or more than
+   * an eighth of its leases changed.
    */
-  private unchangedList(leases: readonly Lease[], errors: number): boolean {
+  private listChanges(leases: readonly Lease[], errors: number, newer: (key: string) => boolean): LeaseEvent[] | undefined {
     const applied = this.applied;
-    if (!applied || errors > 0 || leases.length !== applied.size) return false;
+    if (!applied || errors > 0) return undefined;
     const inputs = this.rulesInputs();
-    if (inputs.length !== this.appliedRules.length || inputs.some((x, i) => x !== this.appliedRules[i])) return false;
+    if (inputs.length !== this.appliedRules.length || inputs.some((x, i) => x !== this.appliedRules[i])) return undefined;
+    const most = leases.length >> 3, own = this.own!.key;
+    const out: LeaseEvent[] = [];
+    let hits = 0;
     for (let i = 0; i < leases.length; i++) {
       const l = leases[i]!, a = applied.get(l.key);
-      if (!a || (a !== l && !sameLease(a, l))) return false;
+      if (a) hits++;
+      if (l.key === own || (a && (a === l || sameLease(a, l))) || newer(l.key)) continue;
+      out.push({ type: "put", key: l.key, lease: l });
+      if (out.length > most) return undefined;
     }
-    return true;
+    if (hits < applied.size) {
+      const listed = new Set(leases.map((l) => l.key));
+      for (const key of applied.keys()) {
+        if (listed.has(key) || key === own || newer(key)) continue;
+        out.push({ type: "delete", key });
+        if (out.length > most) return undefined;
+      }
+    }
+    return out;
   }
 
   /** `applied` from a list about to be diffed (none with errors); keys with a newer event keep the event's lease. */

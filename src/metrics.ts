@@ -224,10 +224,10 @@ export function createMetrics(version: string, dataplane: string, source: () => 
     registers,
   });
   const leaseRelists = new client.Counter({
-    name: "twill_lease_relists_total", help: "Full lists of the leases after the first (every 30 reconcile periods, on SIGHUP, when the source may have missed events), by result: unchanged (every lease as the events left it: nothing to diff), diffed.",
+    name: "twill_lease_relists_total", help: "Full lists of the leases after the first (every 30 reconcile periods, on SIGHUP, when the source may have missed events), by result: unchanged (every lease as the events left it), patched (a few leases differed: applied as events), diffed (compared whole).",
     labelNames: ["result"], registers,
   });
-  for (const result of ["unchanged", "diffed"]) leaseRelists.inc({ result }, 0);
+  for (const result of ["unchanged", "patched", "diffed"]) leaseRelists.inc({ result }, 0);
   for (const result of ["ok", "error"]) reconciles.inc({ result }, 0);
   for (const kind of ["added", "updated", "removed"]) repairs.inc({ kind }, 0);
 

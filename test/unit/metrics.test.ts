@@ -130,7 +130,7 @@ test("a bpf node's /metrics: per-peer series, datapath totals, map occupancy; va
   assert.equal(v("twill_drift_repairs_total", { kind: "added" }), 2);
   assert.equal(v("twill_drift_repairs_total", { kind: "updated" }), 0);
   assert.equal(v("twill_heap_compaction_windows_total"), 0, "the counter exists from the start");
-  for (const result of ["unchanged", "diffed"]) assert.equal(v("twill_lease_relists_total", { result }), 0, `twill_lease_relists_total{result="${result}"} exists from the start`);
+  for (const result of ["unchanged", "patched", "diffed"]) assert.equal(v("twill_lease_relists_total", { result }), 0, `twill_lease_relists_total{result="${result}"} exists from the start`);
   assert.equal(v("twill_build_info", { version: "1.2.3", dataplane: "bpf" }), 1);
   for (const f of fams.values()) {
     assert.ok(f.help && f.help.length > 10, `${f.name} has help text`);
