@@ -376,8 +376,8 @@ export function decodeFlowKey(buf: Buffer): FlowKey {
 /* ---- twill_stat_key / twill_stat (per CPU) ---- */
 
 export interface StatKey { readonly peerId: number; readonly counter: number }
-export function encodeStatKey(k: StatKey): Buffer {
-  const buf = Buffer.alloc(STAT_KEY.size);
+/** Encodes a twill_stat_key, into `buf` when given (a caller deleting many keys reuses one). */
+export function encodeStatKey(k: StatKey, buf: Buffer = Buffer.alloc(STAT_KEY.size)): Buffer {
   buf.writeUInt32LE(k.peerId, off(STAT_KEY, "peer_id"));
   buf.writeUInt32LE(k.counter, off(STAT_KEY, "counter"));
   return buf;

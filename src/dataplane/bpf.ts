@@ -47,7 +47,7 @@ import { ifNameToIndex } from "../bpf/libbpf.js";
 import { Attacher, detachPinned, listPinnedLinks, type AttachMode, type Direction } from "../bpf/attach.js";
 import { detachTwillFilters, removeTwillPins } from "../bpf/teardown.js";
 import {
-  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, setRemoteId, encodeStatKey, REMOTE, PeerKind, decodeLpmKey, decodeEp, decodeEpKey,
+  CFG_FAST_PATH, CFG_BPF_ENCAP, COUNTERS, setRemoteId, encodeStatKey, STAT_KEY, REMOTE, PeerKind, decodeLpmKey, decodeEp, decodeEpKey,
   encodeConfig, encodeLpmKey, encodePeer, decodeStatKey, type PeerValue, type FamilyConfigValue,
 } from "../bpf/layout.js";
 import { PodWatcher, type Port } from "./podwatch.js";
@@ -119,6 +119,8 @@ export class BpfDataplane implements Dataplane {
   private swept = false;
   /** Map writes running on the thread pool (a reconcile's): events wait for them (settled()), so an older batch never lands after an event's write. */
   private readonly writing = new Set<Promise<unknown>>();
+  /** The key deleteStats encodes each counter's key into (a removed peer deletes one per counter). */
+  private readonly statKey = Buffer.alloc(STAT_KEY.size);
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.attacher = new Attacher(opts.attach);
@@ -553,7 +555,8 @@ export class BpfDataplane implements Dataplane {
   /** Deletes one peer id's counters: one key per counter, no map walk. */
   private deleteStats(id: number): void {
     const m = this.maps.twill_stats;
-    for (let c = 0; c < COUNTERS.length; c++) m.delete(encodeStatKey({ peerId: id, counter: c }));
+    const key = this.statKey;
+    for (let c = 0; c < COUNTERS.length; c++) m.delete(encodeStatKey({ peerId: id, counter: c }, key));
   }
 
   /** Deletes the counters of every id not in `live()` (a walk of the stats map: only after entries were deleted; an empty one asks nothing). */
