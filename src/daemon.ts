@@ -32,9 +32,9 @@
  *    moved; the re-list's reconcile reads everything back);
  *    then freed malloc memory goes back to the kernel (releaseFreedMemory;
  *    skipped when no lease event came and nothing was re-listed since the
- *    last one), and when V8's old space is fragmented the full collections
- *    until the next period compact it (heapcompact.ts: at most one such
- *    period a minute).
+ *    last one), and when V8's old space is fragmented a window opens in
+ *    which full collections compact it, until one has (heapcompact.ts: at
+ *    most one window a minute).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
  *    as the safety net for a change feed that lost something silently.
  *    A re-list is compared with the leases the daemon last applied
@@ -649,7 +649,7 @@ export class Daemon {
     else await this.repair();
     if (this.compact()) {
       this.metrics.heapCompactions.inc();
-      this.log.debug("V8's old space is fragmented: full collections compact until the next period");
+      this.log.debug("V8's old space is fragmented: full collections compact until one has");
     }
   }
 
@@ -836,11 +836,11 @@ export class Daemon {
   private takeApplied(leases: readonly Lease[], errors: number, newer: (key: string) => boolean): void {
     const before = this.applied;
     this.applied = undefined;
-    if (errors > 0) return;
+    // (Events newer than the list with no record of their leases: the next list is diffed too.)
+    if (errors > 0 || (!before && this.eventSeq.size > 0)) return;
     const next = new Map<string, Lease>();
     for (const l of leases) if (!newer(l.key)) next.set(l.key, l);
     if (before) for (const [key, l] of before) if (newer(key)) next.set(key, l);
-    if (!before && this.eventSeq.size > 0) return; // newer events with no record of their leases: diff the next list too
     this.applied = next;
     this.appliedRules = this.rulesInputs();
   }
