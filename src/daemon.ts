@@ -225,13 +225,13 @@ export class Daemon {
   private blocked = new Map<string, Lease>();
   /**
    * The lease last applied per key, from a list or an event since (a
-   * delete removes it; an unparsable put too): a re-list returning these
-   * leases brings nothing new (see 5). Undefined until a list was applied
-   * whole, and after one with errors.
+   * delete removes it; an unparsable put too), and what the rules were
+   * built from when the list was taken (a change of any means a re-list is
+   * diffed): a re-list returning these leases under those rules brings
+   * nothing new (see 5). Undefined until a list was applied whole, and
+   * after one with errors.
    */
-  private applied: Map<string, Lease> | undefined;
-  /** What the rules were built from when `applied` was taken: a change of any means a re-list is diffed. */
-  private appliedRules: readonly unknown[] = [];
+  private applied: { readonly leases: Map<string, Lease>; readonly rules: readonly unknown[] } | undefined;
   /** The last rejection logged and counted, by lease key (a bad lease version is reported once; dropped with the key). */
   private reported = new Map<string, string>();
   private ready = false;
@@ -525,8 +525,8 @@ export class Daemon {
       if (this.listing > 0) this.eventSeq.set(e.key, this.seq);
       if (e.type === "delete") this.reported.delete(e.key);
       if (e.type === "delete" || e.lease) this.blocked.delete(e.key);
-      if (e.lease) this.applied?.set(e.key, e.lease);
-      else this.applied?.delete(e.key);
+      if (e.lease) this.applied?.leases.set(e.key, e.lease);
+      else this.applied?.leases.delete(e.key);
       if (e.key === this.own!.key) {
         if (!(await this.checkOwn(e.type === "put" ? e.lease : undefined, e.type === "put" && !!e.error))) return;
         continue;
@@ -807,10 +807,9 @@ export class Daemon {
    * an eighth of its leases changed.
    */
   private listChanges(leases: readonly Lease[], errors: number, newer: (key: string) => boolean): LeaseEvent[] | undefined {
-    const applied = this.applied;
-    if (!applied || errors > 0) return undefined;
-    const inputs = this.rulesInputs();
-    if (inputs.length !== this.appliedRules.length || inputs.some((x, i) => x !== this.appliedRules[i])) return undefined;
+    if (!this.applied || errors > 0) return undefined;
+    const { leases: applied, rules } = this.applied;
+    if (this.rulesInputs().some((x, i) => x !== rules[i])) return undefined;
     const most = leases.length >> 3, own = this.own!.key;
     const out: LeaseEvent[] = [];
     let hits = 0;
@@ -834,15 +833,14 @@ export class Daemon {
 
   /** `applied` from a list about to be diffed (none with errors); keys with a newer event keep the event's lease. */
   private takeApplied(leases: readonly Lease[], errors: number, newer: (key: string) => boolean): void {
-    const before = this.applied;
+    const before = this.applied?.leases;
     this.applied = undefined;
     // (Events newer than the list with no record of their leases: the next list is diffed too.)
     if (errors > 0 || (!before && this.eventSeq.size > 0)) return;
     const next = new Map<string, Lease>();
     for (const l of leases) if (!newer(l.key)) next.set(l.key, l);
     if (before) for (const [key, l] of before) if (newer(key)) next.set(key, l);
-    this.applied = next;
-    this.appliedRules = this.rulesInputs();
+    this.applied = { leases: next, rules: this.rulesInputs() };
   }
 
   /** The events held back until the first list was applied (see `early`), in the order they came. */
