@@ -365,7 +365,7 @@ describe("EtcdSource with a real etcd", () => {
     assert.ok(!rec.has("put", own.key), `our own put came as an event: ${JSON.stringify(rec.events.map((e) => [e.type, e.key]))}, ${rec.resyncs} resyncs, errors ${rec.errors.map((e) => e.message).join("; ")}`);
   });
 
-  test("lists read only what changed since the last; a delete makes a full read that parses nothing it had; pages meet exactly", async (t) => {
+  test("lists read only what changed since the last; a delete makes a keys-only read of every key that reads and parses no value it had; pages meet exactly", async (t) => {
     const prefix = await network();
     const lease = (i: number, gen = 0) => put(`${prefix}/subnets/10.244.${100 + i}.0-24`, FLANNEL_LEASE(`192.168.70.${i}`, mac(i + gen * 50)));
     for (let i = 1; i <= 12; i++) await lease(i);
@@ -377,7 +377,7 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(first.errors.map((e) => e.key), ["10.244.99.0-24"]);
     assert.deepEqual(first, await fresh(), "3 pages of 5 read as one");
     assert.equal(s.listTransport, "grpc");
-    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 0, changeValueReads: 0, parsed: 13 });
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 0, keyLists: 0, changeValueReads: 0, parsed: 13 });
 
     await lease(13);
     await lease(14);
@@ -386,25 +386,25 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(second, await fresh());
     assert.equal(second.leases.find((l) => l.key === "10.244.101.0-24")!.backendData!.vtepMAC, mac(51));
     assert.deepEqual(second.leases.map((l) => l.key), second.leases.map((l) => l.key).sort(), "key order");
-    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 1, changeValueReads: 1, parsed: 16 }, "only the 3 changed keys read and parsed");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 1, keyLists: 0, changeValueReads: 1, parsed: 16 }, "only the 3 changed keys read and parsed");
     assert.deepEqual(await s.list(), second);
-    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 2, changeValueReads: 1, parsed: 16 }, "nothing changed: no value read, nothing parsed");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 2, keyLists: 0, changeValueReads: 1, parsed: 16 }, "nothing changed: no value read, nothing parsed");
 
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.105.0-24`]);
     const third = await s.list();
     assert.deepEqual(third, await fresh());
     assert.ok(!third.leases.some((l) => l.key === "10.244.105.0-24"));
-    assert.deepEqual(s.counts, { fullLists: 2, changeLists: 2, changeValueReads: 1, parsed: 16 }, "a delete: read in full, nothing parsed again");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 3, keyLists: 1, changeValueReads: 1, parsed: 16 }, "a delete: every key read (keys only, in pages), no value read, nothing parsed");
 
     // A change and a delete (a churning store's re-list): the changes are read first, the delete
-    // makes the full read; the changed values are parsed there, once.
+    // makes the keys-only read of every key; only the changed values are read and parsed, once.
     await lease(2, 1);
     await lease(3, 1);
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.106.0-24`]);
     const fourth = await s.list();
     assert.deepEqual(fourth, await fresh());
     assert.equal(fourth.leases.find((l) => l.key === "10.244.102.0-24")!.backendData!.vtepMAC, mac(52));
-    assert.deepEqual(s.counts, { fullLists: 3, changeLists: 2, changeValueReads: 1, parsed: 18 }, "a change and a delete: each changed value parsed once");
+    assert.deepEqual(s.counts, { fullLists: 1, changeLists: 4, keyLists: 2, changeValueReads: 2, parsed: 18 }, "a change and a delete: each changed value read and parsed once");
   });
 
   test("the watch keeps the kept list current: it holds the events' own leases, and a churned store's next list parses and re-reads nothing the events brought", async (t) => {
@@ -429,7 +429,7 @@ describe("EtcdSource with a real etcd", () => {
     const second = await s.list();
     assert.deepEqual(second, await fresh());
     assert.equal(second.leases.find((l) => l.key === "10.244.161.0-24"), eventLease("10.244.161.0-24"), "one copy: the event's lease is the list's");
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 1, changeValueReads: 0, parsed: 0 }, "keys and mod_revisions read, no value");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 1, keyLists: 0, changeValueReads: 0, parsed: 0 }, "keys and mod_revisions read, no value");
 
     // a change and a delete (churn): the delete is a tombstone, so the next list reads only the changes and parses nothing
     await lease(2, 1);
@@ -439,7 +439,7 @@ describe("EtcdSource with a real etcd", () => {
     const third = await s.list();
     assert.deepEqual(third, await fresh());
     assert.ok(!third.leases.some((l) => l.key === "10.244.163.0-24"));
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 2, changeValueReads: 0, parsed: 0 });
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 2, keyLists: 0, changeValueReads: 0, parsed: 0 });
 
     // deleted and created again: the put after the delete is adopted; a new key (not in the kept list) is read with the changes
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.164.0-24`]);
@@ -449,7 +449,7 @@ describe("EtcdSource with a real etcd", () => {
     const fourth = await s.list();
     assert.deepEqual(fourth, await fresh());
     assert.equal(fourth.leases.find((l) => l.key === "10.244.164.0-24"), eventLease("10.244.164.0-24"));
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 3, changeValueReads: 1, parsed: 1 }, "only the new key's value read and parsed");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 3, keyLists: 0, changeValueReads: 1, parsed: 1 }, "only the new key's value read and parsed");
     assert.equal(s.keptLeases, 6);
 
     // what no event told the kept list still shows: a delete while the watch is stopped makes the count differ, a full read
@@ -458,7 +458,7 @@ describe("EtcdSource with a real etcd", () => {
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.165.0-24`]);
     await lease(6, 2);
     assert.deepEqual(await s.list(), await fresh());
-    assert.deepEqual(since(), { fullLists: 1, changeLists: 3, changeValueReads: 1, parsed: 2 }, "the missed put parsed; the missed delete found by a full read");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 4, keyLists: 1, changeValueReads: 2, parsed: 2 }, "the missed put read and parsed; the missed delete found by the keys-only read");
     assert.deepEqual(rec.errors, []);
   });
 
@@ -495,6 +495,11 @@ describe("EtcdSource with a real etcd", () => {
     await put(`${prefix}/subnets/10.244.150.0-24`, FLANNEL_LEASE("192.168.71.50", mac(50)));
     assert.deepEqual(await via.list(), await direct.list(), "and the lists of changes too");
     assert.equal(via.counts.changeLists, 1);
+    await etcd.etcdctl(["del", `${prefix}/subnets/10.244.143.0-24`]);
+    const after = await via.list();
+    assert.deepEqual(after, await direct.list(), "and a delete's keys-only read of every key (pages of 3)");
+    assert.ok(!after.leases.some((l) => l.key === "10.244.143.0-24"));
+    assert.deepEqual([via.counts.keyLists, via.counts.fullLists], [1, 1]);
   });
 
   // Last: it turns authentication on for the whole server.
