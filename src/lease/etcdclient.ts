@@ -308,7 +308,8 @@ export class EtcdClient {
       let at: { revision: bigint; clusterId: string; total: number } | undefined;
       for (;;) {
         const page = await next;
-        at ??= { revision: page.revision, clusterId: page.clusterId, total: page.count };
+        // (a page read at a given revision still reports the store's current one in its header)
+        at ??= { revision: o.revision ?? page.revision, clusterId: page.clusterId, total: page.count };
         // the next page starts right after this page's last key
         const more = limit > 0 && page.more && page.lastKey !== undefined;
         if (more) next = ask(Buffer.concat([page.lastKey!, Buffer.from([0])]), at.revision);

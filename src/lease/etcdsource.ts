@@ -79,9 +79,13 @@
  *     The watch keeps the kept list current (`adopt`): an event for a key
  *     of the list, after the list's revision, replaces its entry by the
  *     event's (the same parsed lease the caller holds, at the event's
- *     mod_revision) or, for a delete, leaves a tombstone. So under churn
- *     the kept list holds no second copy of the leases changed since (~20
- *     MiB at 100,000 leases), and the next list still trusts no event: it
+ *     mod_revision) or, for a delete, leaves a tombstone; a put for a key
+ *     the list does not have adds it as pending (kept by key, placed in
+ *     the list's order by the next list; deleted again, it is forgotten).
+ *     So under churn the kept list holds no second copy of the leases
+ *     changed or created since (~20 MiB at 100,000 leases; a churn that
+ *     replaces keys made every re-list read and parse the values of all the
+ *     keys created since), and the next list still trusts no event: it
  *     reads every key changed since the list's revision, re-uses an entry
  *     only where etcd's mod_revision is the entry's, and counts: the
  *     entries that are not tombstones plus the keys it did not know must
@@ -91,7 +95,15 @@
  *     churning store's re-list (puts and deletes) needs no full read, and
  *     parses only what no event brought. Events arrive in revision order,
  *     so a tombstone newer than a read cannot hide an older delete from the
- *     count. acquire captures the chosen key's mod_revision when it chooses.
+ *     count. Events keep coming while a list reads: an entry an event
+ *     brought after the read's revision (a tombstone too: it carries the
+ *     delete's revision) is newer than what etcd answered and stands as it
+ *     is (a key created after the read is placed too), so a list is etcd's
+ *     at its revision with the events since applied — what the caller
+ *     holds too, having had those events. (Under churn — 200 events/s,
+ *     10,000 leases — a list nearly always meets such entries; taken for
+ *     mismatches they made it a full read.)
+ *     acquire captures the chosen key's mod_revision when it chooses.
  */
 import { readFileSync } from "node:fs";
 import { posix } from "node:path";
@@ -160,8 +172,10 @@ interface Entry {
   etcdLease: string;
   lease?: Lease;
   error?: TwillError;
-  /** A delete event after the list's revision (a tombstone; see 6): the key is gone. */
+  /** A delete event after the list's revision (a tombstone; see 6): the key is gone (modRevision: the delete's). */
   gone?: true;
+  /** A put event after the list's revision for a key the list did not have (see 6): in byKey, not yet in entries. */
+  pending?: true;
 }
 
 /** Every key under subnets/ at one revision, in key order (see 6). */
@@ -171,9 +185,12 @@ interface Snapshot {
   /** performance.now() when it was read. */
   readonly at: number;
   readonly entries: readonly Entry[];
-  readonly byKey: ReadonlyMap<string, Entry>;
+  /** Every entry, and the pending ones (see Entry). */
+  readonly byKey: Map<string, Entry>;
   /** How many entries are tombstones (`gone`). */
   gone: number;
+  /** How many entries of byKey are pending (see Entry). */
+  pending: number;
 }
 
 type WatchEnd =
@@ -332,7 +349,7 @@ export class EtcdSource implements LeaseSource {
   /** Parsed leases the kept list holds (see 6), for tests and debugging. */
   get keptLeases(): number {
     let n = 0;
-    for (const e of this.snap?.entries ?? []) if (e.lease) n++;
+    for (const e of this.snap?.byKey.values() ?? []) if (e.lease) n++;
     return n;
   }
 
@@ -412,20 +429,25 @@ export class EtcdSource implements LeaseSource {
     // Keys and mod_revisions first (etcd's keys_only): what the watch brought needs no value.
     const { page, kvs: keys } = await this.readAll({ ...since, keysOnly: true });
     if (!page || page.clusterId !== old.clusterId || page.revision < old.revision) return undefined;
-    // Counted before anything is read or parsed: when keys were deleted, the full read that follows parses
-    // each changed value once (a churning store's re-list: nearly every key changed since the last).
-    const known = (key: string): Entry | undefined => {
-      const e = old.byKey.get(key.slice(this.subnetsPrefix.length));
-      return e && !e.gone ? e : undefined;
+    const rev = page.revision;
+    const keyOf = (kv: TextKeyValue) => kv.key.slice(this.subnetsPrefix.length);
+    // The kept entry that stands for kv (see 6): at etcd's mod_revision, or brought by an event after the read (a tombstone too).
+    const current = (kv: TextKeyValue): Entry | undefined => {
+      const e = old.byKey.get(keyOf(kv));
+      return e && ((!e.gone && e.modRevision === kv.modRevision) || BigInt(e.modRevision) > rev) ? e : undefined;
     };
+    // Counted before anything is read or parsed.
     let addedCount = 0;
-    for (const kv of keys) if (!known(kv.key)) addedCount++;
-    // Keys were deleted that no event has told of (under churn, a delete still on its way): which ones, every key
-    // says — read keys-only at the same revision, the values stay where they are (not a full read).
+    for (const kv of keys) {
+      const e = old.byKey.get(keyOf(kv));
+      if (!e || e.gone) addedCount++;
+    }
+    // Keys were deleted that no event has told of yet, or an event after the read deleted one: which keys etcd
+    // has, every key says — read keys-only at the same revision; no value but the changed ones is read.
     let all: TextKeyValue[] | undefined;
     if (old.byKey.size - old.gone + addedCount !== page.total) {
       try {
-        all = (await this.readAll({ keysOnly: true, revision: page.revision, pageSize: this.listPageSize })).kvs;
+        all = (await this.readAll({ keysOnly: true, revision: rev, pageSize: this.listPageSize })).kvs;
       } catch (e) {
         if (isCompacted(e)) return undefined; // read in full at the current revision
         throw e;
@@ -433,15 +455,10 @@ export class EtcdSource implements LeaseSource {
       if (all.length !== page.total) return undefined; // (not at one revision: cannot happen)
       this.counts.keyLists++;
     }
-    // An entry an event brought is re-used where etcd has the same mod_revision (see 6); the others' values are read, at the same revision.
-    const current = (kv: TextKeyValue): Entry | undefined => {
-      const e = known(kv.key);
-      return e && e.modRevision === kv.modRevision ? e : undefined;
-    };
     let values: Map<string, TextKeyValue> | undefined;
     if (keys.some((kv) => !current(kv))) {
       try {
-        const r = await this.readAll({ ...since, revision: page.revision });
+        const r = await this.readAll({ ...since, revision: rev });
         values = new Map(r.kvs.map((kv) => [kv.key, kv]));
       } catch (e) {
         if (isCompacted(e)) return undefined; // read in full at the current revision
@@ -457,36 +474,40 @@ export class EtcdSource implements LeaseSource {
       changed.push(e ?? this.entry(v!));
     }
     const at = performance.now();
-    if (all) {
-      // every key now, in etcd's order: a changed one's entry, else the kept entry at the same mod_revision
-      const now = new Map(changed.map((e) => [e.key, e]));
-      const entries: Entry[] = [];
-      for (const kv of all) {
-        const e = now.get(kv.key.slice(this.subnetsPrefix.length)) ?? current(kv);
-        if (!e) return undefined; // (not at one revision: cannot happen)
-        entries.push(e);
-      }
+    if (!all && changed.length === 0 && old.gone === 0 && old.pending === 0) {
       this.counts.changeLists++;
-      return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0 };
+      return { ...old, revision: rev, at };
     }
-    if (changed.length === 0 && old.gone === 0) {
-      this.counts.changeLists++;
-      return { ...old, revision: page.revision, at };
-    }
+    // The new list: the kept entries brought up to the read, less the tombstones (deleted since the read — an event's —
+    // or since the last list and not created again), plus what the list did not have: new keys, and a key an event
+    // created (again) after the read, which etcd's answer cannot show.
     const now = new Map(changed.map((e) => [e.key, e]));
-    const map = new Map(old.byKey);
-    const kept: Entry[] = [];
-    for (const e of old.entries) {
-      const c = now.get(e.key);
-      if (c) kept.push(c);
-      else if (!e.gone) kept.push(e);
-      else map.delete(e.key); // deleted since the list and not re-created
+    const later = (e: Entry) => !e.gone && BigInt(e.modRevision) > rev;
+    let placed: Entry[];
+    const extra: Entry[] = [];
+    if (all) {
+      // every key etcd has, in its order: a changed one's entry, else the kept one
+      placed = [];
+      for (const kv of all) {
+        const e = now.get(keyOf(kv)) ?? current(kv);
+        if (!e) return undefined; // (not at one revision: cannot happen)
+        if (!e.gone) placed.push(e);
+      }
+      const has = new Set(placed.map((e) => e.key));
+      for (const e of old.byKey.values()) if (!has.has(e.key) && later(e)) extra.push(e);
+    } else {
+      placed = [];
+      for (const e of old.entries) {
+        const c = now.get(e.key) ?? e;
+        if (!c.gone) placed.push(c);
+      }
+      for (const e of changed) if (!e.gone && (!old.byKey.has(e.key) || old.byKey.get(e.key)!.pending)) extra.push(e);
+      if (old.pending > 0) for (const e of old.byKey.values()) if (e.pending && !now.has(e.key) && later(e)) extra.push(e);
     }
-    const added = changed.filter((e) => !old.byKey.has(e.key));
-    const entries = added.length === 0 ? kept : merge(kept, added.sort(byKey));
-    for (const e of changed) map.set(e.key, e);
+    const entries = extra.length === 0 ? placed : merge(placed, extra.sort(byKey));
+    if (old.pending > 0) for (const e of entries) e.pending = undefined;
     this.counts.changeLists++;
-    return { revision: page.revision, clusterId: page.clusterId, at, entries, byKey: map, gone: 0 };
+    return { revision: rev, clusterId: page.clusterId, at, entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0, pending: 0 };
   }
 
   /** A scan of the subnets prefix, its pages joined (the first page's header, every page's kvs). */
@@ -514,8 +535,9 @@ export class EtcdSource implements LeaseSource {
             entries.push(was && !was.gone && was.modRevision === kv.modRevision ? was : this.entry(kv));
           }
         }
+        for (const e of entries) e.pending = undefined;
         this.counts.fullLists++;
-        return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0 };
+        return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0, pending: 0 };
       } catch (e) {
         // etcd compacted the revision the pages are read at: read again at the current one
         if (!isCompacted(e) || attempt >= SCAN_TRIES) throw e;
@@ -861,15 +883,31 @@ export class EtcdSource implements LeaseSource {
   /**
    * Keeps the kept list current (see 6): an event for one of its keys after
    * its revision replaces the entry by the event's lease (or error), at the
-   * event's mod_revision, or makes it a tombstone.
+   * event's mod_revision, or makes it a tombstone; a put for a key it does
+   * not have adds a pending entry (a delete of which forgets it).
    */
   private adopt(kv: KeyValue, ev: LeaseEvent): void {
     const snap = this.snap;
-    const e = snap?.byKey.get(ev.key);
-    if (!snap || !e || !/^[1-9][0-9]*$/.test(kv.modRevision) || BigInt(kv.modRevision) <= snap.revision) return;
+    if (!snap || !/^[1-9][0-9]*$/.test(kv.modRevision) || BigInt(kv.modRevision) <= snap.revision) return;
+    const e = snap.byKey.get(ev.key);
+    if (!e) {
+      // A key the list does not have: kept (pending) until the next list places it.
+      if (ev.type === "put") {
+        snap.byKey.set(ev.key, { key: ev.key, modRevision: kv.modRevision, etcdLease: kv.lease, lease: ev.lease, error: ev.error, pending: true });
+        snap.pending++;
+      }
+      return;
+    }
+    if (ev.type === "delete" && e.pending) {
+      // deleted again before a list placed it: forgotten, no tombstone
+      snap.byKey.delete(ev.key);
+      snap.pending--;
+      return;
+    }
     if (ev.type === "delete") {
       if (!e.gone) snap.gone++;
       e.gone = true;
+      e.modRevision = kv.modRevision; // the delete's revision
       e.lease = e.error = undefined;
       return;
     }

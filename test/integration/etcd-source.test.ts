@@ -15,6 +15,7 @@ import type { AddressInfo } from "node:net";
 import { after, before, describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { EtcdSource, type EtcdSourceOptions } from "../../src/lease/etcdsource.js";
+import { EtcdClient } from "../../src/lease/etcdclient.js";
 import type { LeaseEvent, ListResult } from "../../src/lease/source.js";
 import { findOverlaps } from "../../src/lease/allocate.js";
 import { isTwillError, type TwillError } from "../../src/errors.js";
@@ -407,6 +408,20 @@ describe("EtcdSource with a real etcd", () => {
     assert.deepEqual(s.counts, { fullLists: 1, changeLists: 4, keyLists: 2, changeValueReads: 2, parsed: 18 }, "a change and a delete: each changed value read and parsed once");
   });
 
+  test("a scan at a given revision reads every page at it, though keys were added after it (between the pages)", async (t) => {
+    const prefix = await network();
+    const key = (i: number) => `${prefix}/subnets/10.244.${i}.0-24`;
+    for (let i = 1; i <= 5; i++) await put(key(i), "{}");
+    const client = new EtcdClient({ endpoints: [etcd.endpoint], tls: false });
+    t.after(() => client.close());
+    const at = (await client.range(Buffer.from(key(1)))).revision;
+    for (let i = 6; i <= 9; i++) await put(key(i), "{}"); // after `at`, and between every page's keys
+    const pages = [];
+    for await (const p of client.scan(Buffer.from(`${prefix}/subnets/`), Buffer.from(`${prefix}/subnets0`), { revision: at, pageSize: 2, keysOnly: true })) pages.push(p);
+    assert.deepEqual(pages.flatMap((p) => p.kvs.map((kv) => kv.key)), [1, 2, 3, 4, 5].map(key).sort());
+    assert.deepEqual(pages.map((p) => [p.revision, p.total]), [[at, 5], [at, 5], [at, 5]]);
+  });
+
   test("the watch keeps the kept list current: it holds the events' own leases, and a churned store's next list parses and re-reads nothing the events brought", async (t) => {
     const prefix = await network();
     const lease = (i: number, gen = 0) => put(`${prefix}/subnets/10.244.${160 + i}.0-24`, FLANNEL_LEASE(`192.168.72.${i}`, mac(i + gen * 50)));
@@ -441,7 +456,7 @@ describe("EtcdSource with a real etcd", () => {
     assert.ok(!third.leases.some((l) => l.key === "10.244.163.0-24"));
     assert.deepEqual(since(), { fullLists: 0, changeLists: 2, keyLists: 0, changeValueReads: 0, parsed: 0 });
 
-    // deleted and created again: the put after the delete is adopted; a new key (not in the kept list) is read with the changes
+    // deleted and created again: the put after the delete is adopted; so is a new key (not in the kept list), which the list then places
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.164.0-24`]);
     await lease(4, 1);
     await lease(7);
@@ -449,16 +464,90 @@ describe("EtcdSource with a real etcd", () => {
     const fourth = await s.list();
     assert.deepEqual(fourth, await fresh());
     assert.equal(fourth.leases.find((l) => l.key === "10.244.164.0-24"), eventLease("10.244.164.0-24"));
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 3, keyLists: 0, changeValueReads: 1, parsed: 1 }, "only the new key's value read and parsed");
+    assert.equal(fourth.leases.find((l) => l.key === "10.244.167.0-24"), eventLease("10.244.167.0-24"), "the new key: the event's lease");
+    assert.deepEqual(fourth.leases.map((l) => l.key), fourth.leases.map((l) => l.key).sort(), "key order");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 3, keyLists: 0, changeValueReads: 0, parsed: 0 }, "no value read, nothing parsed");
     assert.equal(s.keptLeases, 6);
 
-    // what no event told the kept list still shows: a delete while the watch is stopped makes the count differ, a full read
+    // what no event told the kept list still shows: a delete while the watch is stopped makes the count differ, every key is read (keys only)
     rec.stop();
     await new Promise((r) => setTimeout(r, 200));
     await etcd.etcdctl(["del", `${prefix}/subnets/10.244.165.0-24`]);
     await lease(6, 2);
     assert.deepEqual(await s.list(), await fresh());
-    assert.deepEqual(since(), { fullLists: 0, changeLists: 4, keyLists: 1, changeValueReads: 2, parsed: 2 }, "the missed put read and parsed; the missed delete found by the keys-only read");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 4, keyLists: 1, changeValueReads: 1, parsed: 1 }, "the missed put read and parsed; the missed delete found by the keys-only read");
+    assert.deepEqual(rec.errors, []);
+  });
+
+  test("events that land while a list reads: the list is etcd's at its revision with them applied (deletes, an update, a new key), and reads no value they brought", async (t) => {
+    const prefix = await network();
+    const key = (i: number) => `10.244.${180 + i}.0-24`;
+    const lease = (i: number, gen = 0) => put(`${prefix}/subnets/${key(i)}`, FLANNEL_LEASE(`192.168.73.${i}`, mac(i + gen * 50)));
+    const del = (i: number) => etcd.etcdctl(["del", `${prefix}/subnets/${key(i)}`]);
+    for (let i = 1; i <= 6; i++) await lease(i);
+    // A proxy (HTTP/1.1: lists use the gateway) that holds etcd's answer to the next range until `during` has run:
+    // the read is done, so `during`'s writes come after its revision, and their events before its answer.
+    let during: (() => Promise<void>) | undefined;
+    const proxy = http.createServer((req, res) => {
+      const up = http.request(etcd.endpoint + req.url, { method: req.method, headers: req.headers }, (r) => {
+        const hook = req.url === "/v3/kv/range" ? during : undefined;
+        if (!hook) {
+          res.writeHead(r.statusCode!, r.headers);
+          return void r.pipe(res);
+        }
+        during = undefined;
+        const body: Buffer[] = [];
+        r.on("data", (c: Buffer) => body.push(c));
+        r.on("end", () => void hook().finally(() => {
+          res.writeHead(r.statusCode!, r.headers);
+          res.end(Buffer.concat(body));
+        }));
+      });
+      up.on("error", () => res.destroy());
+      req.pipe(up);
+    });
+    proxy.on("clientError", (_e, socket) => socket.destroy());
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    t.after(() => proxy.close());
+    const s = source(t, prefix, { endpoints: [`http://127.0.0.1:${(proxy.address() as AddressInfo).port}`] });
+    await s.list();
+    const rec = new Recorder(s);
+    t.after(rec.stop);
+    await lease(1, 1); // the watch runs (its first event)
+    await rec.waitFor("put", key(1));
+    const counts = { ...s.counts };
+    const since = (): Record<string, number> => Object.fromEntries(Object.entries(s.counts).map(([k, v]) => [k, v - counts[k as keyof typeof counts]]));
+    const eventLease = (i: number) => [...rec.events].reverse().find((e) => e.key === key(i))!.lease!;
+
+    // two deletes, an update and a new key while the list reads: the count differs, every key is read (keys only)
+    during = async () => {
+      await del(2);
+      await del(3);
+      await lease(4, 1);
+      await lease(7);
+      await rec.waitFor("put", key(7));
+    };
+    const first = await s.list();
+    assert.equal(during, undefined, "the list's read was held");
+    assert.deepEqual(first, await freshList(prefix));
+    assert.deepEqual(first.leases.map((l) => l.key), [1, 4, 5, 6, 7].map(key));
+    assert.equal(first.leases[1], eventLease(4), "the update: the event's lease");
+    assert.equal(first.leases[4], eventLease(7), "the new key: the event's lease");
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 1, keyLists: 1, changeValueReads: 0, parsed: 0 });
+
+    // a delete and a new key while the list reads: the count agrees; the changes alone make the list
+    during = async () => {
+      await del(5);
+      await lease(8);
+      await rec.waitFor("put", key(8));
+    };
+    const second = await s.list();
+    assert.equal(during, undefined, "the list's read was held");
+    assert.deepEqual(second, await freshList(prefix));
+    assert.deepEqual(second.leases.map((l) => l.key), [1, 4, 6, 7, 8].map(key));
+    assert.equal(second.leases[4], eventLease(8));
+    assert.deepEqual(since(), { fullLists: 0, changeLists: 2, keyLists: 1, changeValueReads: 0, parsed: 0 });
+    assert.equal(s.keptLeases, 5);
     assert.deepEqual(rec.errors, []);
   });
 
