@@ -69,10 +69,8 @@
  *     unchanged is not parsed again. At 100,000 leases a full read costs
  *     ~1 s here (decoding, parsing) and ~0.3 s of etcd's; reading the
  *     changes, ~0.2 s of etcd's (it still reads every key to filter them)
- *     and next to nothing here. Under churn a delete is nearly always on
- *     its way when a re-list runs: at 10,000 leases a full read decoded
- *     ~10,000 values at once and put ~12 MiB on the daemon's RSS at every
- *     5-minute re-list; the keys-only read decodes keys only.
+ *     and next to nothing here; reading every key without values, a key
+ *     and a number each.
  *     acquire starts from the last list when it is under SNAPSHOT_REUSE_MS
  *     old (the daemon lists right before it acquires): its transaction's
  *     compares fail if anything changed since, and it then lists again.
