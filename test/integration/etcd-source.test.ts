@@ -519,33 +519,33 @@ describe("EtcdSource with a real etcd", () => {
     const since = (): Record<string, number> => Object.fromEntries(Object.entries(s.counts).map(([k, v]) => [k, v - counts[k as keyof typeof counts]]));
     const eventLease = (i: number) => [...rec.events].reverse().find((e) => e.key === key(i))!.lease!;
 
+    /** A list while `writes` land, the last a new key `last`: it must be a fresh list's, with the events' own leases at `fromEvents`. */
+    const listDuring = async (writes: () => Promise<unknown>, last: number, keys: number[], fromEvents: number[]) => {
+      during = async () => {
+        await writes();
+        await rec.waitFor("put", key(last));
+      };
+      const got = await s.list();
+      assert.equal(during, undefined, "the list's read was held");
+      assert.deepEqual(got, await freshList(prefix));
+      assert.deepEqual(got.leases.map((l) => l.key), keys.map(key));
+      for (const i of fromEvents) assert.equal(got.leases.find((l) => l.key === key(i)), eventLease(i), `lease ${i}: the event's own`);
+    };
+
     // two deletes, an update and a new key while the list reads: the count differs, every key is read (keys only)
-    during = async () => {
+    await listDuring(async () => {
       await del(2);
       await del(3);
       await lease(4, 1);
       await lease(7);
-      await rec.waitFor("put", key(7));
-    };
-    const first = await s.list();
-    assert.equal(during, undefined, "the list's read was held");
-    assert.deepEqual(first, await freshList(prefix));
-    assert.deepEqual(first.leases.map((l) => l.key), [1, 4, 5, 6, 7].map(key));
-    assert.equal(first.leases[1], eventLease(4), "the update: the event's lease");
-    assert.equal(first.leases[4], eventLease(7), "the new key: the event's lease");
+    }, 7, [1, 4, 5, 6, 7], [4, 7]);
     assert.deepEqual(since(), { fullLists: 0, changeLists: 1, keyLists: 1, changeValueReads: 0, parsed: 0 });
 
     // a delete and a new key while the list reads: the count agrees; the changes alone make the list
-    during = async () => {
+    await listDuring(async () => {
       await del(5);
       await lease(8);
-      await rec.waitFor("put", key(8));
-    };
-    const second = await s.list();
-    assert.equal(during, undefined, "the list's read was held");
-    assert.deepEqual(second, await freshList(prefix));
-    assert.deepEqual(second.leases.map((l) => l.key), [1, 4, 6, 7, 8].map(key));
-    assert.equal(second.leases[4], eventLease(8));
+    }, 8, [1, 4, 6, 7, 8], [8]);
     assert.deepEqual(since(), { fullLists: 0, changeLists: 2, keyLists: 1, changeValueReads: 0, parsed: 0 });
     assert.equal(s.keptLeases, 5);
     assert.deepEqual(rec.errors, []);
