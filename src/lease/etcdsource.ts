@@ -429,10 +429,12 @@ export class EtcdSource implements LeaseSource {
     if (!page || page.clusterId !== old.clusterId || page.revision < old.revision) return undefined;
     const rev = page.revision;
     const keyOf = (kv: TextKeyValue) => kv.key.slice(this.subnetsPrefix.length);
+    /** An event after the read brought e (see 6). */
+    const afterRead = (e: Entry) => BigInt(e.modRevision) > rev;
     // The kept entry that stands for kv (see 6): at etcd's mod_revision, or brought by an event after the read (a tombstone too).
     const current = (kv: TextKeyValue): Entry | undefined => {
       const e = old.byKey.get(keyOf(kv));
-      return e && ((!e.gone && e.modRevision === kv.modRevision) || BigInt(e.modRevision) > rev) ? e : undefined;
+      return e && ((!e.gone && e.modRevision === kv.modRevision) || afterRead(e)) ? e : undefined;
     };
     // Counted before anything is read or parsed.
     let addedCount = 0;
@@ -480,32 +482,36 @@ export class EtcdSource implements LeaseSource {
     // or since the last list and not created again), plus what the list did not have: new keys, and a key an event
     // created (again) after the read, which etcd's answer cannot show.
     const now = new Map(changed.map((e) => [e.key, e]));
-    const later = (e: Entry) => !e.gone && BigInt(e.modRevision) > rev;
-    let placed: Entry[];
-    const extra: Entry[] = [];
+    const placed: Entry[] = [];
     if (all) {
       // every key etcd has, in its order: a changed one's entry, else the kept one
-      placed = [];
       for (const kv of all) {
         const e = now.get(keyOf(kv)) ?? current(kv);
         if (!e) return undefined; // (not at one revision: cannot happen)
         if (!e.gone) placed.push(e);
       }
-      const has = new Set(placed.map((e) => e.key));
-      for (const e of old.byKey.values()) if (!has.has(e.key) && later(e)) extra.push(e);
     } else {
-      placed = [];
       for (const e of old.entries) {
         const c = now.get(e.key) ?? e;
         if (!c.gone) placed.push(c);
       }
-      for (const e of changed) if (!e.gone && (!old.byKey.has(e.key) || old.byKey.get(e.key)!.pending)) extra.push(e);
-      if (old.pending > 0) for (const e of old.byKey.values()) if (e.pending && !now.has(e.key) && later(e)) extra.push(e);
     }
+    const map = new Map(placed.map((e) => [e.key, e]));
+    const extra: Entry[] = [];
+    if (all) {
+      for (const e of old.byKey.values()) if (!map.has(e.key) && !e.gone && afterRead(e)) extra.push(e);
+    } else {
+      for (const e of changed) {
+        const o = old.byKey.get(e.key);
+        if (!e.gone && (!o || o.pending)) extra.push(e);
+      }
+      if (old.pending > 0) for (const e of old.byKey.values()) if (e.pending && !now.has(e.key) && afterRead(e)) extra.push(e);
+    }
+    for (const e of extra) map.set(e.key, e);
     const entries = extra.length === 0 ? placed : merge(placed, extra.sort(byKey));
     if (old.pending > 0) for (const e of entries) e.pending = undefined;
     this.counts.changeLists++;
-    return { revision: rev, clusterId: page.clusterId, at, entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0, pending: 0 };
+    return { revision: rev, clusterId: page.clusterId, at, entries, byKey: map, gone: 0, pending: 0 };
   }
 
   /** A scan of the subnets prefix, its pages joined (the first page's header, every page's kvs). */
@@ -533,7 +539,7 @@ export class EtcdSource implements LeaseSource {
             entries.push(was && !was.gone && was.modRevision === kv.modRevision ? was : this.entry(kv));
           }
         }
-        for (const e of entries) e.pending = undefined;
+        if (old?.pending) for (const e of entries) e.pending = undefined; // (only an old list's entries can be pending)
         this.counts.fullLists++;
         return { revision: page!.revision, clusterId: page!.clusterId, at: performance.now(), entries, byKey: new Map(entries.map((e) => [e.key, e])), gone: 0, pending: 0 };
       } catch (e) {
