@@ -137,44 +137,76 @@ export class SubnetIndex {
   }
 }
 
-interface FamilyView {
-  readonly subnet: Prefix;
-  readonly publicIP?: IP;
-  readonly data?: VxlanLeaseData;
-  readonly network?: Prefix;
-  readonly len: number;
-  readonly own?: Prefix;
-  readonly v6: boolean;
+/**
+ * What checking a lease needs from the rules, derived once per batch: a
+ * full list checks 100,000 leases against the same rules, and an object
+ * (or closure) made per lease is most of what such a list leaves for the
+ * collector.
+ */
+interface Checker {
+  readonly rules: PeerRules;
+  readonly hostGw: boolean;
+  readonly checkLength: boolean;
+  readonly ipRules: PublicIPRules;
 }
 
-function views(l: Lease, c: NetConfig, own: OwnLease): FamilyView[] {
-  const out: FamilyView[] = [];
-  if (c.enableIPv4 && l.subnet) out.push({ subnet: l.subnet, publicIP: l.publicIP, data: l.backendData, network: c.network, len: c.subnetLen, own: own.subnet, v6: false });
-  if (c.enableIPv6 && l.ipv6Subnet) out.push({ subnet: l.ipv6Subnet, publicIP: l.publicIPv6, data: l.backendV6Data, network: c.ipv6Network, len: c.ipv6SubnetLen, own: own.ipv6Subnet, v6: true });
-  return out;
+function checker(rules: PeerRules): Checker {
+  return {
+    rules, hostGw: rules.config.backend.type === "host-gw", checkLength: rules.checkLength ?? true,
+    ipRules: { own: rules.ownPublicIPs, networks: [rules.config.network, rules.config.ipv6Network], allowLinkLocal: rules.allowLinkLocalPublicIP ?? false },
+  };
 }
 
-/** Why one family of a lease cannot be programmed, or undefined if it can. */
-function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: boolean, hostGw: boolean, ipRules: PublicIPRules, direct?: (ip: IP) => boolean): { code: ErrorCode; reason: string } | undefined {
-  const s = v.subnet;
+/**
+ * Why one family of a lease (its subnet, public IP and backend data; the
+ * cluster's network, subnet length and our own subnet of that family)
+ * cannot be programmed, or undefined if it can. Plain arguments, not an
+ * object per family: this runs once per lease of a full list.
+ */
+function check(
+  s: Prefix, publicIP: IP | undefined, data: VxlanLeaseData | undefined, network: Prefix | undefined, len: number, own: Prefix | undefined,
+  v6: boolean, key: string, index: SubnetIndex, c: Checker,
+): { code: ErrorCode; reason: string } | undefined {
   // The subnet's text only for a rejection: formatting it for every lease is most of the cost of a large list.
   const at = () => formatPrefix(s);
-  if (!v.network || !prefixContains(v.network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} is outside the network ${v.network ? formatPrefix(v.network) : "(none)"}` };
-  if (checkLength && s.len !== v.len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} has length ${s.len}, the network uses ${v.len}` };
-  const field = v.v6 ? "PublicIPv6" : "PublicIP";
-  if (!v.publicIP) return { code: "ERR_INVALID_LEASE", reason: `${field} is missing` };
-  const bad = publicIPProblem(v.publicIP, field, ipRules);
+  if (!network || !prefixContains(network, s)) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} is outside the network ${network ? formatPrefix(network) : "(none)"}` };
+  if (c.checkLength && s.len !== len) return { code: "ERR_INVALID_LEASE", reason: `subnet ${at()} has length ${s.len}, the network uses ${len}` };
+  const field = v6 ? "PublicIPv6" : "PublicIP";
+  if (!publicIP) return { code: "ERR_INVALID_LEASE", reason: `${field} is missing` };
+  const bad = publicIPProblem(publicIP, field, c.ipRules);
   if (bad) return { code: "ERR_INVALID_PUBLIC_IP", reason: `${bad} (subnet ${at()})` };
-  if (!v.data && !hostGw) return { code: "ERR_INVALID_LEASE", reason: `Backend${v.v6 ? "V6" : ""}Data is missing` };
-  if (v.own && prefixOverlaps(v.own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} is ours, but this lease gives PublicIP ${formatIP(v.publicIP)}` };
+  if (!data && !c.hostGw) return { code: "ERR_INVALID_LEASE", reason: `Backend${v6 ? "V6" : ""}Data is missing` };
+  if (own && prefixOverlaps(own, s)) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} is ours, but this lease gives PublicIP ${formatIP(publicIP)}` };
   const clash = index.clash(s, key);
   if (clash) return { code: "ERR_LEASE_CONFLICT", reason: `subnet ${at()} overlaps the lease for ${formatPrefix(clash)}` };
-  const owner = index.publicIPOwner(v.publicIP, key);
-  if (owner !== undefined) return { code: "ERR_PUBLIC_IP_CONFLICT", reason: `${field} ${formatIP(v.publicIP)} of subnet ${at()} is already the public IP of lease ${owner}` };
-  if (hostGw && !direct?.(v.publicIP)) {
-    return { code: "ERR_PEER_UNREACHABLE", reason: `host-gw: PublicIP${v.v6 ? "v6" : ""} ${formatIP(v.publicIP)} of subnet ${at()} is not on a network of our underlay interface (host-gw needs every node on one L2 segment)` };
+  const owner = index.publicIPOwner(publicIP, key);
+  if (owner !== undefined) return { code: "ERR_PUBLIC_IP_CONFLICT", reason: `${field} ${formatIP(publicIP)} of subnet ${at()} is already the public IP of lease ${owner}` };
+  if (c.hostGw && !c.rules.direct?.(publicIP)) {
+    return { code: "ERR_PEER_UNREACHABLE", reason: `host-gw: PublicIP${v6 ? "v6" : ""} ${formatIP(publicIP)} of subnet ${at()} is not on a network of our underlay interface (host-gw needs every node on one L2 segment)` };
   }
   return undefined;
+}
+
+/** One family's peer (its checks passed). */
+function peerOf(c: Checker, subnet: Prefix, publicIP: IP, data: VxlanLeaseData | undefined): Peer {
+  if (c.hostGw) return { subnet, publicIP, vtepMAC: NO_VTEP, vni: 0, direct: true };
+  const direct = c.rules.direct;
+  return { subnet, publicIP, vtepMAC: data!.vtepMAC, vni: data!.vni, direct: direct ? direct(publicIP) : false };
+}
+
+/** leasePeers with the rules' checker made already. */
+function peersOf(l: Lease, c: Checker, index: SubnetIndex): Peer[] | Rejected {
+  const { config, own } = c.rules;
+  // flannel's backends ignore leases of another type ("Ignoring non-vxlan subnet").
+  if (l.key === own.key || l.backendType !== config.backend.type) return [];
+  const s4 = config.enableIPv4 ? l.subnet : undefined, s6 = config.enableIPv6 ? l.ipv6Subnet : undefined;
+  const p4 = s4 && check(s4, l.publicIP, l.backendData, config.network, config.subnetLen, own.subnet, false, l.key, index, c);
+  const p6 = s6 && check(s6, l.publicIPv6, l.backendV6Data, config.ipv6Network, config.ipv6SubnetLen, own.ipv6Subnet, true, l.key, index, c);
+  if (p4 || p6) return { key: l.key, code: (p4 ?? p6)!.code, reason: p4 && p6 ? `${p4.reason}; ${p6.reason}` : (p4 ?? p6)!.reason };
+  const out: Peer[] = [];
+  if (s4) out.push(peerOf(c, s4, l.publicIP!, l.backendData));
+  if (s6) out.push(peerOf(c, s6, l.publicIPv6!, l.backendV6Data));
+  return out;
 }
 
 /**
@@ -182,22 +214,7 @@ function check(v: FamilyView, key: string, index: SubnetIndex, checkLength: bool
  * rejection. Does not add the lease to the index.
  */
 export function leasePeers(l: Lease, rules: PeerRules, index: SubnetIndex): Peer[] | Rejected {
-  const type = rules.config.backend.type;
-  // flannel's backends ignore leases of another type ("Ignoring non-vxlan subnet").
-  if (l.key === rules.own.key || l.backendType !== type) return [];
-  const hostGw = type === "host-gw";
-  const fams = views(l, rules.config, rules.own);
-  const checkLength = rules.checkLength ?? true;
-  const ipRules: PublicIPRules = { own: rules.ownPublicIPs, networks: [rules.config.network, rules.config.ipv6Network], allowLinkLocal: rules.allowLinkLocalPublicIP ?? false };
-  // A plain loop, no intermediate arrays: this runs once per lease of a full list.
-  let rejected: Rejected | undefined;
-  for (const v of fams) {
-    const p = check(v, l.key, index, checkLength, hostGw, ipRules, rules.direct);
-    if (p) rejected = rejected ? { ...rejected, reason: `${rejected.reason}; ${p.reason}` } : { key: l.key, ...p };
-  }
-  if (rejected) return rejected;
-  if (hostGw) return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: NO_VTEP, vni: 0, direct: true }));
-  return fams.map((v) => ({ subnet: v.subnet, publicIP: v.publicIP!, vtepMAC: v.data!.vtepMAC, vni: v.data!.vni, direct: rules.direct ? rules.direct(v.publicIP!) : false }));
+  return peersOf(l, checker(rules), index);
 }
 
 /** Whether two versions of a lease say the same in every field but the expiry (every field leasePeers reads, and more). */
@@ -225,8 +242,9 @@ export function leasesToPeers(
   let inOrder = true;
   for (let i = 1; i < leases.length && inOrder; i++) inOrder = leases[i - 1]!.key <= leases[i]!.key;
   const sorted = inOrder ? leases : [...leases].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const c = checker(rules);
   const take = (l: Lease): void => {
-    const r = leasePeers(l, rules, index);
+    const r = peersOf(l, c, index);
     if (isRejected(r)) {
       rejected.push(r);
       return;
@@ -242,7 +260,14 @@ export function leasesToPeers(
     for (const l of sorted) if (incumbent(l)) take(l);
     for (const l of sorted) if (!incumbent(l)) take(l);
   } else for (const l of sorted) take(l);
-  return { byKey, peers: [...byKey.values()].flat(), rejected, index };
+  let peers: Peer[] | undefined;
+  return {
+    byKey, rejected, index,
+    // Built when asked (tests, status): the daemon reads byKey only.
+    get peers() {
+      return (peers ??= [...byKey.values()].flat());
+    },
+  };
 }
 
 /** True when a lease is the node's own and still names our public IP(s). */

@@ -30,18 +30,24 @@ export interface PublicIPRules {
   readonly allowLinkLocal?: boolean;
 }
 
+/** Whether every byte of `b` from `from` is `x` (a loop: this runs for every lease of a full list). */
+function all(b: Uint8Array, x: number, from = 0, to = b.length): boolean {
+  for (let i = from; i < to; i++) if (b[i] !== x) return false;
+  return true;
+}
+
 /** What kind of address `ip` is, when it is not one a host can have as a public IP; undefined for ordinary unicast (and link-local). */
 export function addressKind(ip: IP): "unspecified" | "loopback" | "multicast" | "broadcast" | "link-local" | undefined {
   const b = ip.bytes;
-  if (b.every((x) => x === 0)) return "unspecified";
+  if (all(b, 0)) return "unspecified";
   if (ip.family === 4) {
     if (b[0] === 127) return "loopback";
     if (b[0]! >= 224 && b[0]! <= 239) return "multicast";
-    if (b.every((x) => x === 255)) return "broadcast";
+    if (all(b, 255)) return "broadcast";
     if (b[0] === 169 && b[1] === 254) return "link-local";
     return undefined;
   }
-  if (b[15] === 1 && b.subarray(0, 15).every((x) => x === 0)) return "loopback";
+  if (b[15] === 1 && all(b, 0, 0, 15)) return "loopback";
   if (b[0] === 0xff) return "multicast";
   if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return "link-local";
   return undefined;
@@ -59,8 +65,7 @@ export function publicIPProblem(ip: IP, field: string, rules: PublicIPRules): st
   } else if (kind) {
     return kind === "broadcast" ? `${at()} is the broadcast address` : `${at()} is ${kind}`;
   }
-  if (rules.own?.some((o) => o && ipEqual(o, ip))) return `${at()} is this node's own public IP`;
-  const net = rules.networks?.find((n) => n && prefixContainsIP(n, ip));
-  if (net) return `${at()} is inside the cluster network ${formatIP(net.ip)}/${net.len}`;
+  for (const o of rules.own ?? []) if (o && ipEqual(o, ip)) return `${at()} is this node's own public IP`;
+  for (const n of rules.networks ?? []) if (n && prefixContainsIP(n, ip)) return `${at()} is inside the cluster network ${formatIP(n.ip)}/${n.len}`;
   return undefined;
 }

@@ -105,6 +105,34 @@ test("freeSubnets walks overlapping and unsorted leases correctly", () => {
   assert.deepEqual(free, ["10.244.4.0/24", "10.244.5.0/24", "10.244.6.0/24", "10.244.7.0/24", "10.244.16.0/24"]);
 });
 
+test("freeSubnets (IPv4, on numbers) equals a subnet-by-subnet search over random leases of every length, also at the top of the address space", () => {
+  const rand = seeded(42);
+  const int = (n: number) => Math.floor(rand() * n);
+  const at = (base: number, len: number) => `${base >>> 24}.${(base >>> 16) & 255}.${(base >>> 8) & 255}.${base & 255}/${len}`;
+  // A lease subnet as a prefix of its length, aligned, somewhere in [lo, lo + span).
+  const subnetIn = (lo: number, span: number, len: number) => {
+    const size = 2 ** (32 - len);
+    return at(lo + Math.floor(int(span) / size) * size, len);
+  };
+  for (const [bottom, span] of [[(10 << 24) >>> 0, 2 ** 14], [0xffffc000, 2 ** 14]] as const) {
+    for (let round = 0; round < 40; round++) {
+      const len = 24 + int(5);
+      const leases = Array.from({ length: int(120) }, () => {
+        const p = parsePrefix(subnetIn(bottom, span, 18 + int(15)));
+        return lease(formatPrefix(p).replace("/", "-"));
+      });
+      const size = 2 ** (32 - len);
+      const r = { len, min: parsePrefix(at(bottom + size, len)), max: parsePrefix(at(bottom + span - size, len)) };
+      const want: string[] = [];
+      for (let v = bottom + size; v <= bottom + span - size && want.length < 100; v += size) {
+        const p = parsePrefix(at(v, len));
+        if (!leases.some((l) => leasesOverlap(l, { subnet: p }))) want.push(formatPrefix(p));
+      }
+      assert.deepEqual(freeSubnets(r, 4, leases).map(formatPrefix), want, `round ${round} from ${at(bottom, 32)}`);
+    }
+  }
+});
+
 test("exhaustion throws ERR_SUBNET_EXHAUSTED", () => {
   const tiny = parseNetConfig(`{"Network":"10.0.0.0/28"}`); // /30s: .4, .8, .12
   const leases = ["10.0.0.4-30", "10.0.0.8-30", "10.0.0.12-30"].map((k) => lease(k));
