@@ -30,9 +30,10 @@
  *    nothing changed: the bpf dataplane keeps a shadow of what it wrote and
  *    reads the maps back only when the shadow or the kernel's entry counts
  *    moved; the re-list's reconcile reads everything back);
- *    then freed malloc memory goes back to the kernel (releaseFreedMemory;
+ *    then freed malloc memory goes back to the kernel (memtrim.ts;
  *    skipped when no lease event came and nothing was re-listed since the
- *    last one), and when V8's old space is fragmented a window opens in
+ *    last one; also after every full collection of V8's heap, whose
+ *    worklists are malloc's), and when V8's old space is fragmented a window opens in
  *    which full collections compact it, until one has (heapcompact.ts: at
  *    most one window a minute).
  *    The leases are re-listed every RELIST_EVERY periods (and on SIGHUP),
@@ -57,7 +58,6 @@
  *    (unless --teardown).
  */
 import type { Server } from "node:http";
-import koffi from "koffi";
 import { TwillError, errorCode, errorMessage } from "./errors.js";
 import type { Logger } from "./log.js";
 import { formatPrefix, formatIP, ipEqual, makePrefix, prefixContainsIP, prefixEqual, type IP, type Prefix } from "./net/ip.js";
@@ -67,6 +67,7 @@ import { holdsSubnets } from "./lease/allocate.js";
 import type { Lease, NetConfig, VxlanBackend } from "./lease/types.js";
 import type { LeaseEvent, LeaseSource, ListResult } from "./lease/source.js";
 import { heapCompactor } from "./heapcompact.js";
+import { releaseFreedMemory, trimAfterFullCollections } from "./memtrim.js";
 import { isRejected, leasePeers, leasesToPeers, ownLeaseIntact, sameLease, SubnetIndex, type PeerRules } from "./peers.js";
 import { readSubnetFile, writeSubnetFile } from "./subnetfile.js";
 import { flannelMTU } from "./config/netconf.js";
@@ -164,23 +165,6 @@ function samePeers(a: readonly Peer[], b: readonly Peer[]): boolean {
 const sameBackend = (a: Lease, b: Lease): boolean =>
   a.backendType === b.backendType && a.backendData?.vtepMAC === b.backendData?.vtepMAC && a.backendV6Data?.vtepMAC === b.backendV6Data?.vtepMAC;
 
-/**
- * glibc's malloc_trim(0): hands the pages of freed malloc memory back to the
- * kernel. Node's and V8's native allocations (buffers, the GC's and the
- * compiler's worker threads) leave freed chunks spread over glibc's arenas,
- * which glibc keeps resident: measured at 10,000 peers under 200 lease
- * events/s, 20-23 MiB of the RSS was free malloc memory; one call takes
- * ~0.4 ms. True when it ran (false where libc has no malloc_trim, e.g. musl).
- */
-export const releaseFreedMemory: () => boolean = (() => {
-  try {
-    const trim = koffi.load("libc.so.6").func("int malloc_trim(size_t pad)");
-    return () => (trim(0), true);
-  } catch {
-    return () => false;
-  }
-})();
-
 export class Daemon {
   /** Compacts V8's old generation while it is fragmented (heapcompact.ts), checked every period. */
   private readonly compact = heapCompactor();
@@ -211,6 +195,8 @@ export class Daemon {
   private reconciling = false;
   /** `seq` (lease events seen) at the last releaseFreedMemory (-1: none yet). */
   private trimmedAt = -1;
+  /** Stops the trims after full collections (memtrim.ts). */
+  private stopTrim?: () => void;
   private index = new SubnetIndex();
   /**
    * Events that arrive before the start's list is applied (the watch starts
@@ -382,6 +368,7 @@ export class Daemon {
     this.ready = true;
     if (o.markReady && this.store.markReady) await this.store.markReady();
     this.timer = setInterval(() => void this.period(), o.reconcileSeconds * 1000);
+    this.stopTrim = trimAfterFullCollections();
     startMs.ready = at();
     this.log.info("ready", { peers: this.known.size, startMs });
   }
@@ -876,6 +863,7 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    this.stopTrim?.();
     this.firewall?.stop();
     this.stopWatch?.();
     await this.store.close().catch((e) => this.log.warn("closing the lease source failed", { err: e }));
