@@ -7,7 +7,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FRAGMENTED, MIN_FREE, fragmented, heapCompactor } from "../../src/heapcompact.js";
+import v8 from "node:v8";
+import { COOLDOWN_MS, FORCE_MAX_BYTES, FRAGMENTED, MIN_FREE, fragmented, heapCompactor } from "../../src/heapcompact.js";
 
 const MiB = 1024 * 1024;
 
@@ -59,4 +60,66 @@ test("windows: open until a full collection compacted, opened only when fragment
   assert.equal(observing, 0);
   tick(); // not fragmented: stays closed
   assert.deepEqual(flags, [false, true, false, false, false, false, false, false, false, false, false, true, false, false]);
+});
+
+test("after a re-list: a compacting full collection at once while old space is small, else a window (no cooldown, no fragmentation test)", () => {
+  let t = 0, space = { free: 1 * MiB, committed: 30 * MiB };
+  let full = 0, observing = 0, collections = 0, available = true;
+  const fullCollections = () => {
+    const from = full;
+    observing++;
+    return { count: () => full - from, stop: () => void observing-- };
+  };
+  const collect = () => (available ? (collections++, full++, true) : false);
+  const c = heapCompactor("", () => t, () => space, fullCollections, collect);
+  assert.equal(c.afterRelist(), "collected", "small old space: collected now, even unfragmented");
+  assert.equal(collections, 1);
+  assert.equal(observing, 0, "no window left open");
+  space = { free: 12 * MiB, committed: 30 * MiB };
+  t += 10_000;
+  assert.equal(c(), false, "the forced collection counts as a window's close: the cooldown runs from it");
+  t += COOLDOWN_MS;
+  assert.equal(c(), true, "a period's window, once cooled down");
+  assert.equal(observing, 1);
+  assert.equal(c.afterRelist(), "collected");
+  assert.equal(observing, 0, "a forced collection closes an open window: its work is done");
+  space = { free: 1 * MiB, committed: FORCE_MAX_BYTES + 1 };
+  assert.equal(c.afterRelist(), "window", "a big old space: no forced pause, V8's next full collection compacts");
+  assert.equal(collections, 2);
+  assert.equal(observing, 1);
+  assert.equal(c.afterRelist(), "window", "one window at a time");
+  assert.equal(observing, 1);
+  full++;
+  space = { free: 1 * MiB, committed: 80 * MiB };
+  t += 1000;
+  assert.equal(c(), false);
+  assert.equal(observing, 0, "closed by the period after a full collection compacted");
+  space = { free: 1 * MiB, committed: 30 * MiB };
+  available = false;
+  assert.equal(c.afterRelist(), "window", "no gc() to be had: a window");
+  assert.equal(observing, 1);
+  full++;
+  assert.equal(c(), false);
+  assert.equal(observing, 0);
+});
+
+test("after a re-list with a compaction flag on the command line: nothing", () => {
+  let collections = 0;
+  const c = heapCompactor("--no-compact-on-every-full-gc", () => 0, () => ({ free: 12 * MiB, committed: 30 * MiB }), undefined, () => (collections++, true));
+  assert.equal(c.afterRelist(), "none");
+  assert.equal(collections, 0);
+});
+
+test("after a re-list, for real: V8's gc() is found (exposed at run time) and the dead objects in old space are collected", () => {
+  const c = heapCompactor("");
+  const oldUsed = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === "old_space")!.space_used_size;
+  // Garbage in old space: objects that live across scavenges (promoted), then die.
+  let keep: object[] = [];
+  for (let i = 0; i < 300_000; i++) keep.push({ i, s: `x${i}` });
+  const withGarbage = oldUsed();
+  keep = [];
+  assert.equal(keep.length, 0);
+  assert.equal(c.afterRelist(), "collected");
+  const after = oldUsed();
+  assert.ok(after < withGarbage - 4 * MiB, `old space used ${after} after, ${withGarbage} with the garbage`);
 });
