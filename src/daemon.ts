@@ -365,8 +365,10 @@ export class Daemon {
     dataplaneUp();
     await synced;
     if (this.stopping) return;
-    this.ready = true;
+    // (/readyz says ready only once the node's NetworkUnavailable condition is cleared too)
     if (o.markReady && this.store.markReady) await this.store.markReady();
+    if (this.stopping) return;
+    this.ready = true;
     this.timer = setInterval(() => void this.period(), o.reconcileSeconds * 1000);
     this.stopTrim = trimAfterFullCollections();
     startMs.ready = at();
